@@ -1,0 +1,34 @@
+# runnerd — build, test, lint, regenerate protobuf, benchmark.
+GO       ?= go
+BIN      := bin
+TAGS     := ferretdb_no_postgresql
+LDFLAGS  := -s -w
+TEST_TIMEOUT ?= 9m
+
+.PHONY: all build dev example test lint proto bench chaos fuzz clean
+
+all: build
+
+build:
+	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# The main job on the embedded default.
+dev: build
+	$(BIN)/runexec run examples/fanout.yaml
+
+test: build
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet -tags '$(TAGS)' ./...
+	@if command -v staticcheck >/dev/null; then staticcheck -tags '$(TAGS)' ./...; else echo "staticcheck not installed; skipped"; fi
+
+proto:
+	scripts/gen-proto.sh
+
+bench: build
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf $(BIN)

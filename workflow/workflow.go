@@ -1,0 +1,94 @@
+// Package workflow holds the workflow IR: its types, parsing from YAML or
+// JSON, validation, and the templates and `if` expressions steps use.
+package workflow
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// StepKind says how a step runs.
+type StepKind string
+
+const (
+	KindCommand StepKind = ""      // run an argv or a shell script (the default)
+	KindHuman   StepKind = "human" // pause the run until answers arrive
+)
+
+// Workflow is a DAG of steps.
+type Workflow struct {
+	Name        string            `json:"name,omitempty" yaml:"name,omitempty"`
+	Vars        map[string]string `json:"vars,omitempty" yaml:"vars,omitempty"` // defaults; a run's vars override
+	MaxParallel int               `json:"max_parallel,omitempty" yaml:"max_parallel,omitempty"`
+	Timeout     Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	Steps       []Step            `json:"steps" yaml:"steps"`
+}
+
+// Step is one node of the DAG.
+type Step struct {
+	ID        string            `json:"id" yaml:"id"`
+	Kind      StepKind          `json:"kind,omitempty" yaml:"kind,omitempty"`
+	Run       []string          `json:"run,omitempty" yaml:"run,omitempty"`     // argv, templated per element
+	Shell     string            `json:"shell,omitempty" yaml:"shell,omitempty"` // script for /bin/sh -e, templated
+	Needs     []string          `json:"needs,omitempty" yaml:"needs,omitempty"`
+	Env       map[string]string `json:"env,omitempty" yaml:"env,omitempty"` // values templated
+	Timeout   Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	Retries   int               `json:"retries,omitempty" yaml:"retries,omitempty"`
+	Backoff   Duration          `json:"backoff,omitempty" yaml:"backoff,omitempty"` // first retry delay, doubled each retry
+	If        string            `json:"if,omitempty" yaml:"if,omitempty"`
+	Artifacts []string          `json:"artifacts,omitempty" yaml:"artifacts,omitempty"`
+	Prompt    string            `json:"prompt,omitempty" yaml:"prompt,omitempty"` // human steps, templated
+}
+
+// DefaultBackoff is the first retry delay of a step that sets none.
+const DefaultBackoff = time.Second
+
+// Step returns the step with the given id, or nil.
+func (w *Workflow) Step(id string) *Step {
+	for i := range w.Steps {
+		if w.Steps[i].ID == id {
+			return &w.Steps[i]
+		}
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "10m").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string, or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		return d.parse(s)
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("duration must be a string like \"90s\" or a number of seconds, got %s", b)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"90s\", \"10m\", \"1h30m\")", s)
+	}
+	*d = Duration(v)
+	return nil
+}
