@@ -18,27 +18,27 @@ const (
 
 // Workflow is a DAG of steps.
 type Workflow struct {
-	Name        string            `json:"name,omitempty" yaml:"name,omitempty"`
-	Vars        map[string]string `json:"vars,omitempty" yaml:"vars,omitempty"` // defaults; a run's vars override
-	MaxParallel int               `json:"max_parallel,omitempty" yaml:"max_parallel,omitempty"`
-	Timeout     Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
-	Steps       []Step            `json:"steps" yaml:"steps"`
+	Name        string            `json:"name,omitempty" yaml:"name,omitempty" bson:"name,omitempty"`
+	Vars        map[string]string `json:"vars,omitempty" yaml:"vars,omitempty" bson:"vars,omitempty"` // defaults; a run's vars override
+	MaxParallel int               `json:"max_parallel,omitempty" yaml:"max_parallel,omitempty" bson:"max_parallel,omitempty"`
+	Timeout     Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty" bson:"timeout,omitempty"`
+	Steps       []Step            `json:"steps" yaml:"steps" bson:"steps"`
 }
 
 // Step is one node of the DAG.
 type Step struct {
-	ID        string            `json:"id" yaml:"id"`
-	Kind      StepKind          `json:"kind,omitempty" yaml:"kind,omitempty"`
-	Run       []string          `json:"run,omitempty" yaml:"run,omitempty"`     // argv, templated per element
-	Shell     string            `json:"shell,omitempty" yaml:"shell,omitempty"` // script for /bin/sh -e, templated
-	Needs     []string          `json:"needs,omitempty" yaml:"needs,omitempty"`
-	Env       map[string]string `json:"env,omitempty" yaml:"env,omitempty"` // values templated
-	Timeout   Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
-	Retries   int               `json:"retries,omitempty" yaml:"retries,omitempty"`
-	Backoff   Duration          `json:"backoff,omitempty" yaml:"backoff,omitempty"` // first retry delay, doubled each retry
-	If        string            `json:"if,omitempty" yaml:"if,omitempty"`
-	Artifacts []string          `json:"artifacts,omitempty" yaml:"artifacts,omitempty"`
-	Prompt    string            `json:"prompt,omitempty" yaml:"prompt,omitempty"` // human steps, templated
+	ID        string            `json:"id" yaml:"id" bson:"id"`
+	Kind      StepKind          `json:"kind,omitempty" yaml:"kind,omitempty" bson:"kind,omitempty"`
+	Run       []string          `json:"run,omitempty" yaml:"run,omitempty" bson:"run,omitempty"`       // argv, templated per element
+	Shell     string            `json:"shell,omitempty" yaml:"shell,omitempty" bson:"shell,omitempty"` // script for /bin/sh -e, templated
+	Needs     []string          `json:"needs,omitempty" yaml:"needs,omitempty" bson:"needs,omitempty"`
+	Env       map[string]string `json:"env,omitempty" yaml:"env,omitempty" bson:"env,omitempty"` // values templated
+	Timeout   Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty" bson:"timeout,omitempty"`
+	Retries   int               `json:"retries,omitempty" yaml:"retries,omitempty" bson:"retries,omitempty"`
+	Backoff   Duration          `json:"backoff,omitempty" yaml:"backoff,omitempty" bson:"backoff,omitempty"` // first retry delay, doubled each retry
+	If        string            `json:"if,omitempty" yaml:"if,omitempty" bson:"if,omitempty"`
+	Artifacts []string          `json:"artifacts,omitempty" yaml:"artifacts,omitempty" bson:"artifacts,omitempty"`
+	Prompt    string            `json:"prompt,omitempty" yaml:"prompt,omitempty" bson:"prompt,omitempty"` // human steps, templated
 }
 
 // DefaultBackoff is the first retry delay of a step that sets none.
