@@ -1,0 +1,300 @@
+// Package devstack starts, inside the current process, the three servers
+// runnerd talks to: NATS with JetStream, a MongoDB-wire server (FerretDB on
+// SQLite) and an S3 server on a folder. `runnerd dev` serves on it and every
+// test in the project gets real servers from it, so no code path has a
+// hand-written imitation of NATS, MongoDB or S3.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3afero"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+	"github.com/spf13/afero"
+)
+
+// Defaults of Config.
+const (
+	DefaultHost   = "127.0.0.1"
+	DefaultBucket = "runnerd"
+
+	// gofakes3 checks neither region nor credentials; these exist so that
+	// clients configured from a Stack look like clients of a real S3.
+	S3Region    = "us-east-1"
+	S3AccessKey = "runnerd"
+	S3SecretKey = "runnerd-dev-secret"
+)
+
+// ErrNoDir is returned by Start when Config.Dir is empty: the servers keep
+// their data on disk and must be told where.
+var ErrNoDir = errors.New("devstack: Config.Dir is required")
+
+// readyTimeout bounds how long Start waits for NATS to accept connections.
+const readyTimeout = 10 * time.Second
+
+// Config says where the servers keep their data and where they listen.
+type Config struct {
+	// Dir holds all data: Dir/nats (JetStream store), Dir/mongo (SQLite
+	// files), Dir/s3 (objects). Required.
+	Dir string
+	// Host is the address every server binds; DefaultHost when empty.
+	Host string
+	// Ports; 0 picks a free port.
+	NATSPort, MongoPort, S3Port int
+	// Bucket is created at start; DefaultBucket when empty.
+	Bucket string
+	// Logger receives the servers' logs. The zero value discards them, so
+	// tests and `runnerd dev` stay quiet unless asked otherwise.
+	Logger zerolog.Logger
+}
+
+// Stack is a set of running servers and what a client needs to reach them.
+type Stack struct {
+	NATSURL     string // nats://host:port
+	MongoURI    string // mongodb://host:port/
+	S3Endpoint  string // http://host:port (path-style addressing)
+	S3Bucket    string
+	S3Region    string
+	S3AccessKey string
+	S3SecretKey string
+
+	cfg Config
+	log zerolog.Logger
+
+	natsMu   sync.Mutex
+	nats     *server.Server
+	natsPort int // fixed after the first start, so a restart keeps the URL
+
+	ferretStop context.CancelFunc
+	ferretDone chan struct{}
+
+	s3srv *http.Server
+	s3ln  net.Listener
+}
+
+// Start starts the three servers. On error, whatever was started is stopped.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	if cfg.Dir == "" {
+		return nil, ErrNoDir
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	cfg.Dir = dir
+	if cfg.Host == "" {
+		cfg.Host = DefaultHost
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	s := &Stack{
+		cfg:         cfg,
+		log:         cfg.Logger.With().Str("component", "devstack").Logger(),
+		natsPort:    cfg.NATSPort,
+		S3Bucket:    cfg.Bucket,
+		S3Region:    S3Region,
+		S3AccessKey: S3AccessKey,
+		S3SecretKey: S3SecretKey,
+	}
+	if s.natsPort == 0 {
+		s.natsPort = server.RANDOM_PORT
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.StartNATS(); err != nil {
+		return nil, err
+	}
+	if err := s.startFerret(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.startS3(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the absolute directory holding the servers' data.
+func (s *Stack) Dir() string { return s.cfg.Dir }
+
+// StartNATS starts the NATS server, or starts it again after StopNATS on the
+// same port and store directory, so clients reconnect and find their streams.
+func (s *Stack) StartNATS() error {
+	s.natsMu.Lock()
+	defer s.natsMu.Unlock()
+	if s.nats != nil {
+		return nil
+	}
+	opts := &server.Options{
+		ServerName: "runnerd-dev",
+		Host:       s.cfg.Host,
+		Port:       s.natsPort,
+		JetStream:  true,
+		StoreDir:   filepath.Join(s.cfg.Dir, "nats"),
+		NoSigs:     true, // the embedding process owns its signals
+		// Without it the server also listens on an HTTP monitoring port.
+		HTTPPort:               0,
+		DisableJetStreamBanner: true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("devstack: nats: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{s.cfg.Logger.With().Str("component", "nats").Logger()}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(readyTimeout) {
+		ns.Shutdown()
+		return fmt.Errorf("devstack: nats not ready after %s on %s:%d", readyTimeout, s.cfg.Host, s.natsPort)
+	}
+	s.nats = ns
+	s.NATSURL = ns.ClientURL()
+	if s.natsPort == server.RANDOM_PORT {
+		s.natsPort = ns.Addr().(*net.TCPAddr).Port
+	}
+	return nil
+}
+
+// StopNATS shuts the NATS server down and waits until it is gone; the data
+// stays in Dir/nats for StartNATS.
+func (s *Stack) StopNATS() {
+	s.natsMu.Lock()
+	defer s.natsMu.Unlock()
+	if s.nats == nil {
+		return
+	}
+	s.nats.Shutdown()
+	s.nats.WaitForShutdown()
+	s.nats = nil
+}
+
+// NATSServer returns the running NATS server, or nil while it is stopped.
+func (s *Stack) NATSServer() *server.Server {
+	s.natsMu.Lock()
+	defer s.natsMu.Unlock()
+	return s.nats
+}
+
+func (s *Stack) startFerret() error {
+	dir := filepath.Join(s.cfg.Dir, "mongo")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("devstack: ferretdb: %w", err)
+	}
+	// FerretDB replies to every failed command with a WARN log line (a
+	// duplicate key is an expected outcome for us), so only errors pass.
+	logger := slog.New(slog.NewTextHandler(
+		s.cfg.Logger.With().Str("component", "ferretdb").Logger(),
+		&slog.HandlerOptions{Level: slog.LevelError},
+	))
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.MongoPort))},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+	})
+	if err != nil {
+		return fmt.Errorf("devstack: ferretdb: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.ferretStop = cancel
+	s.ferretDone = make(chan struct{})
+	go func() {
+		defer close(s.ferretDone)
+		_ = f.Run(ctx) // returns nil once ctx is cancelled
+	}()
+	// New has already bound the listener, so the address is known now.
+	s.MongoURI = f.MongoDBURI()
+	return nil
+}
+
+func (s *Stack) startS3() error {
+	dir := filepath.Join(s.cfg.Dir, "s3")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("devstack: s3: %w", err)
+	}
+	// MultiBucket refuses a bare OsFs: it wants a filesystem rooted at dir.
+	backend, err := s3afero.MultiBucket(afero.NewBasePathFs(afero.NewOsFs(), dir))
+	if err != nil {
+		return fmt.Errorf("devstack: s3: %w", err)
+	}
+	if err := backend.CreateBucket(s.cfg.Bucket); err != nil && !gofakes3.IsAlreadyExists(err) {
+		return fmt.Errorf("devstack: s3: create bucket %s: %w", s.cfg.Bucket, err)
+	}
+	fake := gofakes3.New(backend,
+		gofakes3.WithLogger(s3Logger{s.cfg.Logger.With().Str("component", "s3").Logger()}),
+		// Clients on a laptop that slept would otherwise be refused.
+		gofakes3.WithTimeSkewLimit(0),
+	)
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.S3Port)))
+	if err != nil {
+		return fmt.Errorf("devstack: s3: %w", err)
+	}
+	s.s3ln = ln
+	s.s3srv = &http.Server{Handler: fake.Server(), ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = s.s3srv.Serve(ln) }()
+	s.S3Endpoint = "http://" + ln.Addr().String()
+	return nil
+}
+
+// Close stops all servers and waits for them; data stays in Dir.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.s3srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.s3srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("devstack: s3 shutdown: %w", err))
+		}
+		cancel()
+		s.s3srv = nil
+	}
+	if s.ferretStop != nil {
+		s.ferretStop()
+		<-s.ferretDone
+		s.ferretStop = nil
+	}
+	s.StopNATS()
+	return errors.Join(errs...)
+}
+
+// natsLogger sends the NATS server's log lines to zerolog.
+type natsLogger struct{ l zerolog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Info().Msgf(format, v...) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn().Msgf(format, v...) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug().Msgf(format, v...) }
+func (n natsLogger) Tracef(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }
+
+// s3Logger sends gofakes3's log lines to zerolog.
+type s3Logger struct{ l zerolog.Logger }
+
+func (g s3Logger) Print(level gofakes3.LogLevel, v ...any) {
+	var e *zerolog.Event
+	switch level {
+	case gofakes3.LogErr:
+		e = g.l.Error()
+	case gofakes3.LogWarn:
+		e = g.l.Warn()
+	case gofakes3.LogInfo:
+		e = g.l.Info()
+	default:
+		e = g.l.Debug()
+	}
+	e.Msg(fmt.Sprint(v...))
+}

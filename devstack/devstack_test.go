@@ -1,0 +1,151 @@
+package devstack_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/devstack/devstacktest"
+)
+
+func TestStackServesAllThree(t *testing.T) {
+	s := devstacktest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// NATS with JetStream.
+	nc, err := nats.Connect(s.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	if _, err := js.Publish(ctx, "t.x", []byte("hello")); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+
+	// MongoDB wire protocol.
+	mc, err := mongo.Connect(options.Client().ApplyURI(s.MongoURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(context.Background())
+	coll := mc.Database("devstack").Collection("c")
+	if _, err := coll.InsertOne(ctx, bson.M{"_id": "a", "n": 1}); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	var got bson.M
+	if err := coll.FindOne(ctx, bson.M{"_id": "a"}).Decode(&got); err != nil {
+		t.Fatalf("find: %v", err)
+	}
+
+	// S3: the bucket exists (gofakes3 does not check signatures, so a bare
+	// GET lists it).
+	resp, err := http.Get(s.S3Endpoint + "/" + s.S3Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ListBucketResult") {
+		t.Fatalf("list bucket: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestRestartNATSKeepsStreams(t *testing.T) {
+	s := devstacktest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(s.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.x", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	url := s.NATSURL
+	s.StopNATS()
+	if err := s.StartNATS(); err != nil {
+		t.Fatal(err)
+	}
+	if s.NATSURL != url {
+		t.Fatalf("URL changed across restart: %s -> %s", url, s.NATSURL)
+	}
+	// The client reconnects on its own; the stream and its message survived.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := js.Stream(ctx, "T")
+		if err == nil {
+			if n := st.CachedInfo().State.Msgs; n != 1 {
+				t.Fatalf("stream has %d messages after restart, want 1", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream after restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDataSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := devstack.Start(ctx, devstack.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := mongo.Connect(options.Client().ApplyURI(s.MongoURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Database("d").Collection("c").InsertOne(ctx, bson.M{"_id": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = mc.Disconnect(ctx)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = devstack.Start(ctx, devstack.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mc, err = mongo.Connect(options.Client().ApplyURI(s.MongoURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(context.Background())
+	if n, err := mc.Database("d").Collection("c").CountDocuments(ctx, bson.M{"_id": "kept"}); err != nil || n != 1 {
+		t.Fatalf("after restart: n=%d err=%v", n, err)
+	}
+}
+
+func TestStartRequiresDir(t *testing.T) {
+	if _, err := devstack.Start(context.Background(), devstack.Config{}); err != devstack.ErrNoDir {
+		t.Fatalf("err = %v, want ErrNoDir", err)
+	}
+}
