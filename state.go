@@ -1,0 +1,48 @@
+package runnerd
+
+import "time"
+
+// Apply folds one event into the step states. The supervisor rebuilds a run's
+// step state from the event stream it persisted, so what it saves is exactly
+// what it observed; the executor keeps its own state the same way.
+func (s StepStates) Apply(e Event) {
+	if e.Step == "" {
+		return
+	}
+	st := s[e.Step]
+	if st == nil {
+		st = &StepState{Status: StepPending}
+		s[e.Step] = st
+	}
+	switch e.Type {
+	case EventStepStarted:
+		st.Status = StepRunning
+		st.Reason = ""
+		st.Attempts = e.Attempt
+		st.ExitCode = 0
+		st.Signal = ""
+		st.Outputs = nil
+		st.Artifacts = nil
+		st.StartedAt = e.Time
+		st.FinishedAt = time.Time{}
+	case EventOutput:
+		if st.Outputs == nil {
+			st.Outputs = map[string]string{}
+		}
+		st.Outputs[e.Key] = e.Value
+	case EventArtifact:
+		st.Artifacts = append(st.Artifacts, e.Path)
+	case EventPaused:
+		st.Status = StepWaiting
+		st.Prompt = e.Prompt
+	case EventStepFinished:
+		st.Status = StepStatus(e.Status)
+		st.Reason = StepReason(e.Reason)
+		st.ExitCode = e.ExitCode
+		st.Signal = e.Signal
+		if e.Attempt > st.Attempts {
+			st.Attempts = e.Attempt
+		}
+		st.FinishedAt = e.Time
+	}
+}
