@@ -5,7 +5,10 @@ package workflow
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // StepKind says how a step runs.
@@ -76,6 +79,39 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	var secs float64
 	if err := json.Unmarshal(b, &secs); err != nil {
 		return fmt.Errorf("duration must be a string like \"90s\" or a number of seconds, got %s", b)
+	}
+	return d.seconds(secs)
+}
+
+// UnmarshalYAML reads a duration string ("10m"), or a number of seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!str":
+			return d.parse(n.Value)
+		case "!!int", "!!float":
+			var secs float64
+			if err := n.Decode(&secs); err == nil {
+				return d.seconds(secs)
+			}
+		}
+	}
+	got := fmt.Sprintf("%q", n.Value)
+	if n.Kind != yaml.ScalarNode {
+		got = "a mapping or list"
+	}
+	return fmt.Errorf("duration must be a string like \"90s\" or a number of seconds, got %s", got)
+}
+
+// maxSeconds is the largest number of seconds a time.Duration holds.
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+func (d *Duration) seconds(secs float64) error {
+	if math.IsNaN(secs) || math.Abs(secs) > maxSeconds {
+		return fmt.Errorf("duration of %g seconds is out of range", secs)
 	}
 	*d = Duration(secs * float64(time.Second))
 	return nil
