@@ -1,0 +1,144 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+)
+
+// acquireWhenExpired retries until the previous holder's lease expired.
+func acquireWhenExpired(t *testing.T, q *Queue, runID, runnerID string) *Lease {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := q.AcquireLease(ctxT(t), runID, runnerID)
+		if err == nil {
+			return l
+		}
+		if !errors.Is(err, ErrLeaseHeld) || time.Now().After(deadline) {
+			t.Fatalf("AcquireLease by %s: %v", runnerID, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestLeaseHeld(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
+	if a.Epoch() == 0 || a.RunID() != "run-1" {
+		t.Fatalf("lease epoch %d, run %q", a.Epoch(), a.RunID())
+	}
+	if _, err := q.AcquireLease(ctx, "run-1", "runner-b"); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second AcquireLease = %v, want ErrLeaseHeld", err)
+	}
+	entry, err := q.leases.Get(ctx, "run-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v leaseValue
+	if err := json.Unmarshal(entry.Value(), &v); err != nil || v.RunnerID != "runner-a" || v.AcquiredAt.IsZero() {
+		t.Fatalf("lease value %s (%v)", entry.Value(), err)
+	}
+	if _, err := q.AcquireLease(ctx, "run-2", "runner-b"); err != nil {
+		t.Fatalf("AcquireLease of another run: %v", err)
+	}
+	if _, err := q.AcquireLease(ctx, "../x", "runner-b"); err == nil {
+		t.Fatal("AcquireLease with a bad run id succeeded")
+	}
+}
+
+func TestLeaseRenewKeepsIt(t *testing.T) {
+	q := setup(t, testConfig()) // TTL 1s
+	ctx := ctxT(t)
+	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
+		time.Sleep(250 * time.Millisecond)
+		if err := a.Renew(ctx); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+	}
+	if _, err := q.AcquireLease(ctx, "run-1", "runner-b"); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("AcquireLease after 2.5 TTLs of renewals = %v, want ErrLeaseHeld", err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+}
+
+func TestLeaseExpiresAndEpochGrows(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other keys' writes in between must not matter: epochs are stream sequences.
+	if _, err := q.AcquireLease(ctx, "run-2", "runner-a"); err != nil {
+		t.Fatal(err)
+	}
+	b := acquireWhenExpired(t, q, "run-1", "runner-b") // a stopped renewing
+	if b.Epoch() <= a.Epoch() {
+		t.Fatalf("epoch after expiry %d, want more than %d", b.Epoch(), a.Epoch())
+	}
+
+	// a wakes up: its lease is gone, and it cannot touch b's.
+	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Renew after another runner took the lease = %v, want ErrLeaseLost", err)
+	}
+	if err := a.Release(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Release of a lost lease = %v, want ErrLeaseLost", err)
+	}
+	if err := b.Renew(ctx); err != nil {
+		t.Fatalf("b's Renew after a's Release: %v (a deleted b's lease)", err)
+	}
+
+	// Released, the lease can be taken at once, with a greater epoch again.
+	if err := b.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatalf("second Release: %v", err)
+	}
+	if err := b.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Renew after Release = %v, want ErrLeaseLost", err)
+	}
+	c, err := q.AcquireLease(ctx, "run-1", "runner-c")
+	if err != nil {
+		t.Fatalf("AcquireLease after Release: %v", err)
+	}
+	if c.Epoch() <= b.Epoch() {
+		t.Fatalf("epoch after release %d, want more than %d", c.Epoch(), b.Epoch())
+	}
+}
+
+func TestLeaseExpiredNotRetaken(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Expired with nobody else taking it: the renew still fails, because the
+	// TTL passed and a fenced write may have been refused meanwhile.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := q.leases.Get(ctx, "run-1"); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lease never expired")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Renew of an expired lease = %v, want ErrLeaseLost", err)
+	}
+}

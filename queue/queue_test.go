@@ -1,0 +1,405 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+// testConfig shortens the timings so lease expiry fits in a test.
+func testConfig() Config {
+	c := DefaultConfig()
+	c.LeaseTTL = time.Second
+	c.Backoff = []time.Duration{100 * time.Millisecond}
+	return c
+}
+
+// start gives the test its own NATS server and a JetStream client on it.
+func start(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	stack := devstacktest.Start(t)
+	nc, err := nats.Connect(stack.NATSURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close) // runs before the stack stops
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+func setup(t *testing.T, cfg Config) *Queue {
+	t.Helper()
+	q, err := Setup(ctxT(t), start(t), cfg)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	return q
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func testMessage(runID string) *Message {
+	return &Message{
+		RunID:    runID,
+		TenantID: "acme",
+		Workflow: &workflow.Workflow{Name: "hello", Steps: []workflow.Step{{ID: "a", Run: []string{"true"}}}},
+		Vars:     map[string]string{"who": "world"},
+	}
+}
+
+func publish(t *testing.T, q *Queue, runID string, generation int) {
+	t.Helper()
+	if err := q.Publish(ctxT(t), testMessage(runID), generation, nil); err != nil {
+		t.Fatalf("Publish %s/%d: %v", runID, generation, err)
+	}
+}
+
+// fetchOne fetches and expects exactly one delivery.
+func fetchOne(t *testing.T, q *Queue, wait time.Duration) *Delivery {
+	t.Helper()
+	ds, err := q.Fetch(ctxT(t), 1, wait)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if len(ds) != 1 {
+		t.Fatalf("Fetch got %d deliveries, want 1", len(ds))
+	}
+	return ds[0]
+}
+
+func expectNone(t *testing.T, q *Queue, wait time.Duration) {
+	t.Helper()
+	ds, err := q.Fetch(ctxT(t), 5, wait)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if len(ds) != 0 {
+		t.Fatalf("Fetch got %d deliveries (first: run %s, delivery %d), want none", len(ds), ds[0].RunID(), ds[0].NumDelivered())
+	}
+}
+
+func TestSetupIdempotent(t *testing.T) {
+	js := start(t)
+	ctx := ctxT(t)
+	cfg := testConfig()
+	if _, err := Setup(ctx, js, cfg); err != nil {
+		t.Fatalf("first Setup: %v", err)
+	}
+	q, err := Setup(ctx, js, cfg)
+	if err != nil {
+		t.Fatalf("second Setup, same config: %v", err)
+	}
+	publish(t, q, "kept", 0)
+
+	cfg.MaxDeliver = 7
+	cfg.MaxAckPending = 50
+	cfg.AckWait = 90 * time.Second
+	cfg.DuplicateWindow = time.Minute
+	cfg.LeaseTTL = 5 * time.Second
+	q, err = Setup(ctx, js, cfg)
+	if err != nil {
+		t.Fatalf("Setup with changed limits: %v", err)
+	}
+	info, err := q.consumer.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.Config; c.MaxDeliver != 7 || c.MaxAckPending != 50 || c.AckWait != 90*time.Second || c.AckPolicy != jetstream.AckExplicitPolicy || len(c.BackOff) != 0 {
+		t.Errorf("consumer config after update = %+v", c)
+	}
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinfo, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := sinfo.Config; c.Duplicates != time.Minute || c.Retention != jetstream.WorkQueuePolicy || c.Storage != jetstream.FileStorage {
+		t.Errorf("stream config after update = %+v", c)
+	}
+	if sinfo.State.Msgs != 1 {
+		t.Errorf("stream holds %d messages after the update, want the 1 published before", sinfo.State.Msgs)
+	}
+	status, err := q.leases.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.TTL() != 5*time.Second {
+		t.Errorf("lease bucket TTL = %s, want 5s", status.TTL())
+	}
+
+	bad := cfg
+	bad.Subject = "runnerd.*"
+	if _, err := Setup(ctx, js, bad); err == nil {
+		t.Error("Setup with an invalid config succeeded")
+	}
+}
+
+func TestPublishFetchAck(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	hdr := nats.Header{}
+	hdr.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if err := q.Publish(ctx, testMessage("run-1"), 0, hdr); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if n, err := q.Pending(ctx); err != nil || n != 1 {
+		t.Fatalf("Pending = %d, %v; want 1", n, err)
+	}
+
+	d := fetchOne(t, q, 2*time.Second)
+	if d.RunID() != "run-1" {
+		t.Errorf("RunID from the header = %q, want run-1", d.RunID())
+	}
+	if d.NumDelivered() != 1 || d.LastAttempt() {
+		t.Errorf("NumDelivered = %d, LastAttempt = %v; want 1, false", d.NumDelivered(), d.LastAttempt())
+	}
+	if got := d.Header().Get("traceparent"); got != hdr.Get("traceparent") {
+		t.Errorf("traceparent = %q", got)
+	}
+	if got := d.Header().Get(jetstream.MsgIDHeader); got != "run-1-0" {
+		t.Errorf("Nats-Msg-Id = %q, want run-1-0", got)
+	}
+	m, err := d.Decode()
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if m.V != Version || m.RunID != "run-1" || m.TenantID != "acme" || m.Vars["who"] != "world" || m.PublishedAt.IsZero() || m.Workflow.Steps[0].ID != "a" {
+		t.Errorf("decoded %+v", m)
+	}
+	// Pending counts the delivery until it is acked.
+	if n, err := q.Pending(ctx); err != nil || n != 1 {
+		t.Fatalf("Pending while in flight = %d, %v; want 1", n, err)
+	}
+	if err := d.InProgress(); err != nil {
+		t.Fatalf("InProgress: %v", err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	if n, err := q.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("Pending after ack = %d, %v; want 0", n, err)
+	}
+	expectNone(t, q, 300*time.Millisecond)
+
+	// A second ack reports the run.
+	if err := d.Ack(ctx); err == nil || !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		t.Errorf("second Ack = %v, want ErrMsgAlreadyAckd", err)
+	}
+}
+
+func TestPublishRefusesInvalid(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	m := testMessage("bad.id")
+	if err := q.Publish(ctx, m, 0, nil); !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("Publish with a bad run id = %v, want ErrInvalidMessage", err)
+	}
+	m = testMessage("ok")
+	m.WorkflowRef = WorkflowRef([]byte("{}"))
+	if err := q.Publish(ctx, m, 0, nil); !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("Publish with workflow and ref = %v, want ErrInvalidMessage", err)
+	}
+	if n, err := q.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("Pending = %d, %v; want nothing published", n, err)
+	}
+}
+
+func TestPublishDuplicate(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	publish(t, q, "run-1", 0)
+	if err := q.Publish(ctx, testMessage("run-1"), 0, nil); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("second Publish of generation 0 = %v, want ErrDuplicate", err)
+	}
+	publish(t, q, "run-1", 1) // a republish (shutdown, resume) is a new message
+
+	ds, err := q.Fetch(ctx, 10, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 {
+		t.Fatalf("stream delivered %d messages, want 2 (generations 0 and 1)", len(ds))
+	}
+	for i, d := range ds {
+		if want := msgID("run-1", i); d.Header().Get(jetstream.MsgIDHeader) != want {
+			t.Errorf("delivery %d has id %q, want %q", i, d.Header().Get(jetstream.MsgIDHeader), want)
+		}
+	}
+}
+
+func TestFetchAtMostN(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	for i, id := range []string{"a", "b", "c", "d", "e"} {
+		publish(t, q, id, i)
+	}
+	if ds, err := q.Fetch(ctx, 0, time.Second); err != nil || len(ds) != 0 {
+		t.Fatalf("Fetch(0) = %d, %v; want nothing", len(ds), err)
+	}
+	ds, err := q.Fetch(ctx, 2, time.Second)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Fetch(2) = %d deliveries, %v; want 2", len(ds), err)
+	}
+	began := time.Now()
+	ds, err = q.Fetch(ctx, 10, 5*time.Second)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch(10) = %d deliveries, %v; want the 3 left", len(ds), err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("Fetch(10) with 3 waiting took %s: it should not wait to fill the batch", took)
+	}
+	began = time.Now()
+	expectNone(t, q, 300*time.Millisecond)
+	if took := time.Since(began); took < 200*time.Millisecond {
+		t.Errorf("empty Fetch returned after %s, want it to wait ~300ms", took)
+	}
+}
+
+func TestFetchWaitsForFirst(t *testing.T) {
+	q := setup(t, testConfig())
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = q.Publish(context.Background(), testMessage("late"), 0, nil)
+	}()
+	began := time.Now()
+	ds, err := q.Fetch(ctxT(t), 3, 10*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %d deliveries, %v; want 1", len(ds), err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Fetch took %s: it should return as soon as the first message arrives", took)
+	}
+}
+
+func TestFetchCancelled(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx, cancel := context.WithCancel(ctxT(t))
+	time.AfterFunc(200*time.Millisecond, cancel)
+	began := time.Now()
+	ds, err := q.Fetch(ctx, 1, 10*time.Second)
+	if !errors.Is(err, context.Canceled) || len(ds) != 0 {
+		t.Fatalf("Fetch with a cancelled ctx = %d, %v; want context.Canceled", len(ds), err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Fetch returned %s after the cancel", took)
+	}
+}
+
+func TestNakWithDelay(t *testing.T) {
+	q := setup(t, testConfig())
+	publish(t, q, "run-1", 0)
+	d := fetchOne(t, q, time.Second)
+	naked := time.Now()
+	if err := d.NakWithDelay(800 * time.Millisecond); err != nil {
+		t.Fatalf("NakWithDelay: %v", err)
+	}
+	expectNone(t, q, 0) // not before the delay
+
+	d = fetchOne(t, q, 5*time.Second)
+	if took := time.Since(naked); took < 600*time.Millisecond {
+		t.Errorf("redelivered after %s, want about 800ms", took)
+	}
+	if d.NumDelivered() != 2 {
+		t.Errorf("NumDelivered = %d, want 2", d.NumDelivered())
+	}
+	if d.RetryDelay() != 100*time.Millisecond {
+		t.Errorf("RetryDelay = %s, want the test backoff 100ms", d.RetryDelay())
+	}
+	if err := d.NakWithBackoff(); err != nil {
+		t.Fatalf("NakWithBackoff: %v", err)
+	}
+	if d = fetchOne(t, q, 5*time.Second); d.NumDelivered() != 3 {
+		t.Errorf("NumDelivered = %d, want 3", d.NumDelivered())
+	}
+}
+
+func TestTermStopsRedelivery(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	publish(t, q, "run-1", 0)
+	d := fetchOne(t, q, time.Second)
+	if err := d.Term("invalid_message"); err != nil {
+		t.Fatalf("Term: %v", err)
+	}
+	expectNone(t, q, 500*time.Millisecond)
+	if n, err := q.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("Pending after Term = %d, %v; want 0", n, err)
+	}
+}
+
+func TestMaxDeliver(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxDeliver = 3
+	q := setup(t, cfg)
+	publish(t, q, "run-1", 0)
+	for i := uint64(1); i <= 3; i++ {
+		d := fetchOne(t, q, 2*time.Second)
+		if d.NumDelivered() != i || d.LastAttempt() != (i == 3) {
+			t.Fatalf("delivery %d: NumDelivered = %d, LastAttempt = %v", i, d.NumDelivered(), d.LastAttempt())
+		}
+		if err := d.Nak(); err != nil {
+			t.Fatalf("Nak: %v", err)
+		}
+	}
+	expectNone(t, q, 500*time.Millisecond)
+}
+
+func TestCancel(t *testing.T) {
+	q := setup(t, testConfig())
+	ctx := ctxT(t)
+	var calls, otherCalls atomic.Int32
+	done := make(chan struct{})
+	unsubscribe, err := q.SubscribeCancel("run-1", func() { calls.Add(1); close(done) })
+	if err != nil {
+		t.Fatalf("SubscribeCancel: %v", err)
+	}
+	unsubOther, err := q.SubscribeCancel("run-2", func() { otherCalls.Add(1) })
+	if err != nil {
+		t.Fatalf("SubscribeCancel: %v", err)
+	}
+	defer unsubOther()
+
+	for range 2 {
+		if err := q.PublishCancel(ctx, "run-1"); err != nil {
+			t.Fatalf("PublishCancel: %v", err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancel not received")
+	}
+	if err := q.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if calls.Load() != 1 || otherCalls.Load() != 0 {
+		t.Fatalf("calls = %d, other run's calls = %d; want 1, 0", calls.Load(), otherCalls.Load())
+	}
+
+	unsubscribe()
+	unsubscribe()
+	if err := q.PublishCancel(ctx, "bad.id"); err == nil {
+		t.Error("PublishCancel with a bad run id succeeded")
+	}
+	if _, err := q.SubscribeCancel("run.*", func() {}); err == nil {
+		t.Error("SubscribeCancel with a wildcard succeeded")
+	}
+}
