@@ -289,8 +289,14 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 		d.failed[fieldKey{i, "id"}] = true
 		return p
 	}
+	// The id names the step in every other message, so find it first.
+	for k := 0; k+1 < len(n.Content); k += 2 {
+		if kn, vn := deref(n.Content[k]), deref(n.Content[k+1]); kn.Value == "id" && vn.Kind == yaml.ScalarNode {
+			label = stepLabel(vn.Value, i)
+			break
+		}
+	}
 	entries := d.entries(n, i, label, 0)
-	// The id names the step in every other message, so read it first.
 	for _, e := range entries {
 		if e.key == "id" {
 			s.ID = d.str(e.val, i, label, "id")
@@ -529,6 +535,9 @@ func (d *decoder) strMap(n *yaml.Node, step int, label, field string, lines map[
 // suggest returns ` (did you mean "steps"?)` for a near miss of a known name.
 func suggest(got string, known []string) string {
 	best, bestDist := "", 3
+	if len(got) >= 5 {
+		bestDist = 4
+	}
 	for _, k := range known {
 		if dist := editDistance(got, k); dist < bestDist {
 			best, bestDist = k, dist
