@@ -1,0 +1,64 @@
+package store
+
+import (
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+// Run is the run document. The store sets Status, Epoch, Attempt,
+// Generation, EventSeq and the timestamps; callers set the rest at Create.
+type Run struct {
+	ID       string             `bson:"_id" json:"id"`
+	TenantID string             `bson:"tenant_id,omitempty" json:"tenant_id,omitempty"`
+	Workflow *workflow.Workflow `bson:"workflow,omitempty" json:"workflow,omitempty"`
+	Vars     map[string]string  `bson:"vars,omitempty" json:"vars,omitempty"`
+
+	Status   runnerd.Status `bson:"status" json:"status"`
+	Reason   runnerd.Reason `bson:"reason,omitempty" json:"reason,omitempty"`
+	Attempt  int            `bson:"attempt" json:"attempt"`   // claims so far; 1 during the first attempt
+	Epoch    uint64         `bson:"epoch" json:"epoch"`       // fencing epoch of the last claim
+	RunnerID string         `bson:"runner_id,omitempty" json:"runner_id,omitempty"`
+
+	Steps runnerd.StepStates `bson:"steps,omitempty" json:"steps,omitempty"`
+	// Answers are given to human steps by Resume: step id → key → value.
+	Answers map[string]map[string]string `bson:"answers,omitempty" json:"answers,omitempty"`
+
+	CancelRequested bool `bson:"cancel_requested" json:"cancel_requested"`
+	// Generation counts publications of the run's message; the message's
+	// dedup id is the run id plus it, so a re-publish is not dropped as a
+	// duplicate.
+	Generation  int    `bson:"generation" json:"generation"`
+	TimeoutSec  int    `bson:"timeout_sec,omitempty" json:"timeout_sec,omitempty"`
+	TraceParent string `bson:"trace_parent,omitempty" json:"trace_parent,omitempty"`
+	EventSeq    int64  `bson:"event_seq" json:"event_seq"` // seq of the last appended event
+
+	CreatedAt  time.Time `bson:"created_at" json:"created_at"`
+	UpdatedAt  time.Time `bson:"updated_at" json:"updated_at"`
+	StartedAt  time.Time `bson:"started_at,omitempty" json:"started_at,omitzero"` // start of the latest attempt
+	FinishedAt time.Time `bson:"finished_at,omitempty" json:"finished_at,omitzero"`
+}
+
+// transitions lists, for each status, the statuses a run may come from
+// (DESIGN.md). running→running is absent on purpose: only Claim with a newer
+// epoch re-takes a running run, e.g. after its runner crashed.
+var transitions = map[runnerd.Status][]runnerd.Status{
+	runnerd.StatusRunning:   {runnerd.StatusQueued},
+	runnerd.StatusSucceeded: {runnerd.StatusRunning},
+	runnerd.StatusPaused:    {runnerd.StatusRunning},
+	runnerd.StatusQueued:    {runnerd.StatusRunning, runnerd.StatusPaused},
+	runnerd.StatusFailed:    {runnerd.StatusRunning, runnerd.StatusQueued},
+	runnerd.StatusCancelled: {runnerd.StatusRunning, runnerd.StatusQueued, runnerd.StatusPaused},
+}
+
+// CanTransition reports whether a run may go from one status to another by a
+// status write (Claim aside).
+func CanTransition(from, to runnerd.Status) bool {
+	for _, f := range transitions[to] {
+		if f == from {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,381 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/runnerd/runnerd"
+)
+
+// DefaultListLimit bounds List when the caller gives no limit.
+const DefaultListLimit = 100
+
+// ListOptions filters List. Zero values mean "any".
+type ListOptions struct {
+	Status   runnerd.Status
+	TenantID string
+	Limit    int // DefaultListLimit when zero
+}
+
+// Create stores a new run in status queued. It fills in the fields the store
+// owns (status, reason, epoch, attempt, generation, event seq, timestamps) on
+// r itself. A run with the same id gives ErrExists.
+func (s *Store) Create(ctx context.Context, r *Run) error {
+	if r.ID == "" {
+		return errors.New("create run: empty id")
+	}
+	t := now()
+	r.Status, r.Reason = runnerd.StatusQueued, ""
+	r.Epoch, r.Attempt, r.Generation, r.EventSeq, r.RunnerID = 0, 0, 0, 0, ""
+	r.CreatedAt, r.UpdatedAt = t, t
+	r.StartedAt, r.FinishedAt = time.Time{}, time.Time{}
+
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	if _, err := s.runs.InsertOne(ctx, r); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			return fmt.Errorf("create run %s: %w", r.ID, ErrExists)
+		}
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Get loads a run; ErrNotFound if there is none.
+func (s *Store) Get(ctx context.Context, id string) (*Run, error) {
+	r, err := s.get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("get run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+func (s *Store) get(ctx context.Context, id string) (*Run, error) {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	var r Run
+	if err := s.runs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&r); err != nil {
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	return &r, nil
+}
+
+// List returns runs, newest first.
+func (s *Store) List(ctx context.Context, o ListOptions) ([]*Run, error) {
+	filter := bson.D{}
+	if o.Status != "" {
+		filter = append(filter, bson.E{Key: "status", Value: o.Status})
+	}
+	if o.TenantID != "" {
+		filter = append(filter, bson.E{Key: "tenant_id", Value: o.TenantID})
+	}
+	if o.Limit <= 0 {
+		o.Limit = DefaultListLimit
+	}
+	opts := options.Find().
+		SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}).
+		SetLimit(int64(o.Limit))
+
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	cur, err := s.runs.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	var out []*Run
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	return out, nil
+}
+
+// RequestCancel sets cancel_requested on a run that has not finished and
+// returns it. Status changes are left to the supervisor (it may own the run
+// right now); the flag makes a cancel sent while no runner listens still land.
+// A finished run gives ErrTerminal.
+func (s *Store) RequestCancel(ctx context.Context, id string) (*Run, error) {
+	r, err := s.apply(ctx, id, guard{from: []runnerd.Status{runnerd.StatusQueued, runnerd.StatusRunning, runnerd.StatusPaused}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "cancel_requested", Value: true}, {Key: "updated_at", Value: now()}}}}, withDoc)
+	if err != nil {
+		return nil, fmt.Errorf("request cancel of run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Claim makes the caller the owner of the run for a new attempt: status
+// running, runner id, attempt+1 and the fencing epoch. It is refused with
+// ErrFenced when the stored epoch is not older than epoch, with ErrTerminal
+// (which is also an ErrIllegalTransition) when the run has finished, and with
+// ErrIllegalTransition when it is paused. A running run is re-claimed by a
+// newer epoch: its former runner lost the lease.
+//
+// Repeating a claim that was applied (same epoch and runner, e.g. after a
+// timeout whose write did land) returns the run unchanged.
+func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*Run, error) {
+	t := now()
+	filter := bson.D{
+		{Key: "_id", Value: id},
+		{Key: "epoch", Value: bson.D{{Key: "$lt", Value: int64(epoch)}}},
+		{Key: "status", Value: bson.D{{Key: "$in", Value: []runnerd.Status{runnerd.StatusQueued, runnerd.StatusRunning}}}},
+	}
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: "status", Value: runnerd.StatusRunning},
+			{Key: "runner_id", Value: runnerID},
+			{Key: "epoch", Value: int64(epoch)},
+			{Key: "started_at", Value: t},
+			{Key: "updated_at", Value: t},
+		}},
+		{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}},
+		{Key: "$inc", Value: bson.D{{Key: "attempt", Value: 1}}},
+	}
+	for range maxAttempts {
+		r, err := s.update(ctx, filter, update, withDoc)
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, fmt.Errorf("claim run %s: %w", id, err)
+		}
+		cur, err := s.get(ctx, id)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("claim run %s: %w", id, err)
+		case cur.Epoch == epoch && cur.RunnerID == runnerID && cur.Status == runnerd.StatusRunning:
+			return cur, nil
+		case cur.Epoch >= epoch:
+			return nil, fmt.Errorf("claim run %s at epoch %d: stored epoch %d: %w", id, epoch, cur.Epoch, ErrFenced)
+		case cur.Status.Terminal():
+			return nil, fmt.Errorf("claim run %s: status %s: %w: %w", id, cur.Status, ErrIllegalTransition, ErrTerminal)
+		case cur.Status != runnerd.StatusQueued && cur.Status != runnerd.StatusRunning:
+			return nil, fmt.Errorf("claim run %s: %s → running: %w", id, cur.Status, ErrIllegalTransition)
+		}
+		// The run changed between the update and the read: try again.
+	}
+	return nil, fmt.Errorf("claim run %s: %w", id, errContended)
+}
+
+// SaveSteps replaces the run's step state; fenced by epoch.
+func (s *Store) SaveSteps(ctx context.Context, id string, epoch uint64, steps runnerd.StepStates) error {
+	_, err := s.apply(ctx, id, guard{epoch: &epoch},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "steps", Value: steps}, {Key: "updated_at", Value: now()}}}}, noDoc)
+	if err != nil {
+		return fmt.Errorf("save steps of run %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetStatus changes the status of a claimed run; fenced by epoch and checked
+// against the allowed transitions. A terminal status sets finished_at.
+// Running is reached only through Claim.
+func (s *Store) SetStatus(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason) error {
+	if _, err := s.transition(ctx, id, &epoch, to, reason, nil, nil, noDoc); err != nil {
+		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
+	}
+	return nil
+}
+
+// Finish saves the final step state and the status in one write, so a reader
+// never sees a finished run with stale steps; fenced by epoch.
+func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) error {
+	set := bson.D{{Key: "steps", Value: steps}}
+	if _, err := s.transition(ctx, id, &epoch, to, reason, set, nil, noDoc); err != nil {
+		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
+	}
+	return nil
+}
+
+// Requeue puts a running run back in the queue (running → queued) with a new
+// publish generation, for a run that is re-published rather than redelivered
+// (runner shutdown). It returns the run, whose Generation names the new
+// message; fenced by epoch.
+func (s *Store) Requeue(ctx context.Context, id string, epoch uint64, reason runnerd.Reason) (*Run, error) {
+	inc := bson.D{{Key: "generation", Value: 1}}
+	r, err := s.transition(ctx, id, &epoch, runnerd.StatusQueued, reason, nil, inc, withDoc)
+	if err != nil {
+		return nil, fmt.Errorf("requeue run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// SetStatusUnfenced changes the status of a run nobody has claimed: a queued
+// run whose message is invalid, a queued or paused run cancelled before it
+// starts, a queued run out of attempts. A running run is owned by a runner
+// and only fenced writes change it, so it gives ErrIllegalTransition here.
+func (s *Store) SetStatusUnfenced(ctx context.Context, id string, to runnerd.Status, reason runnerd.Reason) error {
+	if _, err := s.transition(ctx, id, nil, to, reason, nil, nil, noDoc); err != nil {
+		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
+	}
+	return nil
+}
+
+// Resume puts a paused run back in the queue with the answers for its human
+// steps merged into Answers (step id → key → value) and a new publish
+// generation, and returns it. It is not fenced: no runner owns a paused run.
+func (s *Store) Resume(ctx context.Context, id string, answers map[string]map[string]string) (*Run, error) {
+	set := bson.D{}
+	for step, kv := range answers {
+		if err := checkKey(step); err != nil {
+			return nil, fmt.Errorf("resume run %s: step %q: %w", id, step, err)
+		}
+		for k, v := range kv {
+			if err := checkKey(k); err != nil {
+				return nil, fmt.Errorf("resume run %s: answer %q of step %q: %w", id, k, step, err)
+			}
+			// Dotted paths merge into earlier answers instead of replacing them.
+			set = append(set, bson.E{Key: "answers." + step + "." + k, Value: v})
+		}
+	}
+	inc := bson.D{{Key: "generation", Value: 1}}
+	r, err := s.transition(ctx, id, nil, runnerd.StatusQueued, "", set, inc, withDoc)
+	if err != nil {
+		return nil, fmt.Errorf("resume run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// checkKey refuses names that MongoDB would read as a path or an operator.
+func checkKey(k string) error {
+	if k == "" || strings.ContainsAny(k, ".\x00") || strings.HasPrefix(k, "$") {
+		return errBadKey
+	}
+	return nil
+}
+
+// transition applies a status change with its guard: the allowed source
+// statuses of to, and the epoch when fenced. Unfenced writes never apply to a
+// running run, which a runner owns.
+func (s *Store) transition(ctx context.Context, id string, epoch *uint64, to runnerd.Status, reason runnerd.Reason,
+	set, inc bson.D, want bool) (*Run, error) {
+	if to == runnerd.StatusRunning {
+		return nil, fmt.Errorf("%w: running is reached only by Claim", ErrIllegalTransition)
+	}
+	var from []runnerd.Status
+	for _, f := range transitions[to] {
+		if epoch == nil && f == runnerd.StatusRunning {
+			continue
+		}
+		from = append(from, f)
+	}
+	if len(from) == 0 {
+		return nil, fmt.Errorf("%w: nothing may become %s without a claim", ErrIllegalTransition, to)
+	}
+	t := now()
+	set = append(set, bson.E{Key: "status", Value: to}, bson.E{Key: "updated_at", Value: t})
+	update := bson.D{}
+	if to.Terminal() {
+		set = append(set, bson.E{Key: "finished_at", Value: t})
+	}
+	if reason != "" {
+		set = append(set, bson.E{Key: "reason", Value: reason})
+	} else {
+		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}})
+	}
+	update = append(update, bson.E{Key: "$set", Value: set})
+	if len(inc) > 0 {
+		update = append(update, bson.E{Key: "$inc", Value: inc})
+	}
+	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to}, update, want)
+}
+
+// guard is what a conditional write requires of the stored run besides its id.
+type guard struct {
+	epoch *uint64          // fenced write: the stored epoch must be this one
+	from  []runnerd.Status // the stored status must be one of these (nil: any)
+	to    runnerd.Status   // for error messages
+}
+
+// Whether a conditional write returns the updated run. FerretDB refuses a
+// projection on findAndModify, so a write that needs no document back is a
+// plain update instead of a findAndModify carrying the whole run.
+const (
+	noDoc   = false
+	withDoc = true
+)
+
+// maxAttempts bounds the retries of a conditional write whose diagnosis found
+// nothing wrong (the run changed between the write and the read).
+const maxAttempts = 3
+
+var (
+	errContended = errors.New("run changed concurrently, retries exhausted")
+	errBadKey    = errors.New("empty, dotted or $-prefixed name")
+)
+
+// apply runs one conditional update on a run. When nothing matches, it reads
+// the run to say why: ErrNotFound, ErrFenced, ErrTerminal or
+// ErrIllegalTransition, in that order of precedence.
+func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, want bool) (*Run, error) {
+	filter := bson.D{{Key: "_id", Value: id}}
+	if g.epoch != nil {
+		filter = append(filter, bson.E{Key: "epoch", Value: int64(*g.epoch)})
+	}
+	if g.from != nil {
+		filter = append(filter, bson.E{Key: "status", Value: bson.D{{Key: "$in", Value: g.from}}})
+	}
+	for range maxAttempts {
+		r, err := s.update(ctx, filter, update, want)
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, err
+		}
+		cur, err := s.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if g.epoch != nil && cur.Epoch != *g.epoch {
+			return nil, fmt.Errorf("epoch %d, stored epoch %d: %w", *g.epoch, cur.Epoch, ErrFenced)
+		}
+		if g.from != nil && !contains(g.from, cur.Status) {
+			if cur.Status.Terminal() {
+				return nil, fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
+			}
+			return nil, fmt.Errorf("%s → %s: %w", cur.Status, g.to, ErrIllegalTransition)
+		}
+	}
+	return nil, errContended
+}
+
+// update applies update to the run matching filter; mongo.ErrNoDocuments
+// when none matches. Without want it returns a nil run.
+func (s *Store) update(ctx context.Context, filter, update bson.D, want bool) (*Run, error) {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	if !want {
+		res, err := s.runs.UpdateOne(ctx, filter, update)
+		if err != nil {
+			return nil, err
+		}
+		if res.MatchedCount == 0 {
+			return nil, mongo.ErrNoDocuments
+		}
+		return nil, nil
+	}
+	opts := options.FindOneAndUpdate().SetReturnDocument(options.After)
+	var r Run
+	if err := s.runs.FindOneAndUpdate(ctx, filter, update, opts).Decode(&r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func contains(list []runnerd.Status, s runnerd.Status) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
