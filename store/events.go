@@ -100,4 +100,3 @@ func (l *stripedLocks) lock(id string) *sync.Mutex {
 	_, _ = h.Write([]byte(id))
 	return &l[h.Sum32()%uint32(len(l))]
 }
-

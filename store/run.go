@@ -17,8 +17,8 @@ type Run struct {
 
 	Status   runnerd.Status `bson:"status" json:"status"`
 	Reason   runnerd.Reason `bson:"reason,omitempty" json:"reason,omitempty"`
-	Attempt  int            `bson:"attempt" json:"attempt"`   // claims so far; 1 during the first attempt
-	Epoch    uint64         `bson:"epoch" json:"epoch"`       // fencing epoch of the last claim
+	Attempt  int            `bson:"attempt" json:"attempt"` // claims so far; 1 during the first attempt
+	Epoch    uint64         `bson:"epoch" json:"epoch"`     // fencing epoch of the last claim
 	RunnerID string         `bson:"runner_id,omitempty" json:"runner_id,omitempty"`
 
 	Steps runnerd.StepStates `bson:"steps,omitempty" json:"steps,omitempty"`
