@@ -37,9 +37,12 @@ func Parse(data []byte, name string) (*Workflow, error) {
 	}
 	d := &decoder{file: name, failed: map[fieldKey]bool{}}
 	w, pos := d.workflow(root)
-	v := &validator{w: w, file: name, pos: pos, failed: d.failed}
-	v.run()
-	errs := append(d.errs, v.errs...)
+	errs := d.errs
+	if d.values <= maxValues { // else the workflow is truncated: validating it would only add noise
+		v := &validator{w: w, file: name, pos: pos, failed: d.failed}
+		v.run()
+		errs = append(errs, v.errs...)
+	}
 	if len(errs) > 0 {
 		errs.sortByLine()
 		return nil, errs
@@ -219,6 +222,21 @@ type decoder struct {
 	file   string
 	errs   Errors
 	failed map[fieldKey]bool
+	values int // values decoded so far, against maxValues
+}
+
+// maxValues bounds the values one Parse decodes. Input size bounds JSON, but
+// YAML aliases can repeat a large list many times (a "billion laughs").
+const maxValues = 1 << 20
+
+// spend counts one value and reports whether the budget allows it.
+func (d *decoder) spend() bool {
+	d.values++
+	if d.values == maxValues+1 {
+		d.fail(-1, "", "", 0, "workflow too large: more than %d values once YAML aliases are expanded", maxValues)
+		d.failed[fieldKey{-1, "steps"}] = true
+	}
+	return d.values <= maxValues
 }
 
 func (d *decoder) fail(step int, label, field string, line int, format string, args ...any) {
@@ -276,6 +294,9 @@ func (d *decoder) steps(n *yaml.Node) ([]Step, []*stepPos) {
 	steps := make([]Step, len(n.Content))
 	pos := make([]*stepPos, len(n.Content))
 	for i, sn := range n.Content {
+		if !d.spend() {
+			break
+		}
 		pos[i] = d.step(deref(sn), i, &steps[i])
 	}
 	return steps, pos
@@ -358,7 +379,7 @@ const maxMergeDepth = 8
 func (d *decoder) entries(n *yaml.Node, step int, label string, depth int) []entry {
 	var out, merged []entry
 	seen := map[string]int{}
-	for k := 0; k+1 < len(n.Content); k += 2 {
+	for k := 0; k+1 < len(n.Content) && d.spend(); k += 2 {
 		kn, vn := deref(n.Content[k]), n.Content[k+1]
 		if kn.Kind == yaml.ScalarNode && kn.ShortTag() == "!!merge" {
 			merged = append(merged, d.merge(vn, step, label, depth)...)
@@ -445,6 +466,9 @@ func describe(n *yaml.Node) string {
 // so `run: [sleep, 5]` works, and null is the empty string.
 func (d *decoder) scalar(n *yaml.Node, step int, label, field string, want string) (string, bool) {
 	n = deref(n)
+	if !d.spend() {
+		return "", false
+	}
 	if n.Kind != yaml.ScalarNode {
 		d.fail(step, label, field, n.Line, "want %s, got %s", want, describe(n))
 		return "", false

@@ -3,6 +3,7 @@ package workflow
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -425,5 +426,34 @@ func TestAncestors(t *testing.T) {
 	cyc := &Workflow{Steps: []Step{{ID: "a", Needs: []string{"b"}}, {ID: "b", Needs: []string{"a"}}}}
 	if got := cyc.Ancestors("a"); !got["a"] || !got["b"] {
 		t.Errorf("Ancestors in a cycle = %v", got)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	// A "billion laughs": each step is an alias to a step with a long argv.
+	var b strings.Builder
+	b.WriteString("x: &argv [")
+	for range 2000 {
+		b.WriteString("a,")
+	}
+	b.WriteString("a]\nsteps:\n  - &s {id: a, run: *argv}\n")
+	for range 1000 {
+		b.WriteString("  - *s\n")
+	}
+	_, err := Parse([]byte(b.String()), "wf.yaml")
+	if err == nil || !strings.Contains(err.Error(), "workflow too large") || len(err.(Errors)) > 2 {
+		t.Errorf("alias expansion: %.300v", err)
+	}
+
+	w := &Workflow{}
+	for i := range MaxSteps + 1 {
+		w.Steps = append(w.Steps, Step{ID: fmt.Sprintf("s%d", i), Run: []string{"x"}})
+	}
+	if err := w.Validate(); err == nil || err.Error() != "steps: 1001 steps; at most 1000 are allowed" {
+		t.Errorf("too many steps: %v", err)
+	}
+	w.Steps = w.Steps[:MaxSteps]
+	if err := w.Validate(); err != nil {
+		t.Errorf("MaxSteps steps: %.200v", err)
 	}
 }

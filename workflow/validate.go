@@ -13,6 +13,10 @@ import (
 // index form, steps['deploy-prod'], since steps.deploy-prod is a subtraction.
 var validID = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
 
+// MaxSteps bounds the steps of a workflow. Validation and scheduling are
+// quadratic in the worst case, and a DAG this size is a generated mistake.
+const MaxSteps = 1000
+
 // MaxRetries bounds a step's retries; more is a typo, not a policy.
 const MaxRetries = 100
 
@@ -52,6 +56,10 @@ func (v *validator) run() {
 		if k == "" {
 			v.addAt(-1, "vars", v.varLine(k), "a var needs a name")
 		}
+	}
+	if len(w.Steps) > MaxSteps {
+		v.add(-1, "steps", "%d steps; at most %d are allowed", len(w.Steps), MaxSteps)
+		return
 	}
 	for i := range w.Steps {
 		v.id(i)
@@ -297,6 +305,9 @@ func (v *validator) needs(i int) {
 
 // didYouMean suggests a close step id for a misspelt reference.
 func (v *validator) didYouMean(id string) string {
+	if len(v.errs) >= maxErrorLines {
+		return "" // a flood of bad ids must not cost steps × ids edit distances
+	}
 	best, bestDist := "", 3
 	for _, s := range v.w.Steps {
 		if d := editDistance(id, s.ID); d < bestDist && s.ID != "" {
