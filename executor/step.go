@@ -78,7 +78,7 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 	var note string
 	for try := 0; try <= j.step.Retries; try++ {
 		if try > 0 {
-			note += fmt.Sprintf("; retrying after %s", backoff)
+			note += fmt.Sprintf("; retry after %s", backoff)
 			if !sleepCtx(ctx, backoff) {
 				return j.interrupted(ctx, st)
 			}
@@ -100,8 +100,14 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			return res.msg
 		}
 		st.Status = runnerd.StepFailed
-		note = fmt.Sprintf("attempt %d: %s", st.Attempts, res.msg)
+		note = fmt.Sprintf("attempt %d failed: %s", st.Attempts, res.msg)
 		lg.marker(fmt.Sprintf("[runexec: %s]", note))
+		if try == j.step.Retries {
+			if try > 0 {
+				return fmt.Sprintf("%s (after %d attempts)", res.msg, try+1)
+			}
+			return res.msg
+		}
 	}
 	return note
 }

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+)
+
+// binary is the runexec under test: $RUNNERD_BIN/runexec (set by the
+// Makefile), else built once here.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
+			binary = filepath.Join(dir, "runexec")
+			return m.Run()
+		}
+		tmp, err := os.MkdirTemp("", "runexec-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		binary = filepath.Join(tmp, "runexec")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build runexec: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runexec runs the binary to completion (bounded, so a hang fails the test
+// rather than the whole package).
+func runexec(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("runexec %v: %v", args, err)
+	}
+	return result{cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()}
+}
+
+func wantCode(t *testing.T, r result, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func countLines(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+var markerSeq atomic.Int64
+
+func marker() string { return fmt.Sprintf("1000.%d%03d", os.Getpid(), markerSeq.Add(1)) }
+
+func processesWith(s string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(b, []byte(s)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func wantNoProcess(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for len(processesWith(s)) > 0 {
+		if time.Now().After(deadline) {
+			pids := processesWith(s)
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL) // don't leak them past the test
+			}
+			t.Fatalf("processes with %q still alive: %v", s, pids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestExamples(t *testing.T) {
+	for _, name := range []string{"hello", "fanout", "outputs", "retries"} {
+		t.Run(name, func(t *testing.T) {
+			r := runexec(t, "run", filepath.Join("..", "..", "examples", name+".yaml"), "--workdir", filepath.Join(t.TempDir(), "w"))
+			wantCode(t, r, ExitSucceeded)
+			if !strings.Contains(r.stdout, "run succeeded (completed)") {
+				t.Fatalf("no summary line:\n%s", r.stdout)
+			}
+		})
+	}
+	t.Run("approval", func(t *testing.T) {
+		dir := t.TempDir()
+		file := filepath.Join("..", "..", "examples", "approval.yaml")
+		state := filepath.Join(dir, "state.json")
+		r := runexec(t, "run", file, "--state", state)
+		wantCode(t, r, ExitPaused)
+		if !strings.Contains(r.stdout, `"Deploy 2.0.1 to staging? (answer ok=yes)"`) {
+			t.Fatalf("no prompt in output:\n%s", r.stdout)
+		}
+		// The same command plus an answer; the workdir comes from the state.
+		r = runexec(t, "run", file, "--state", state, "--answer", "approve.ok=yes")
+		wantCode(t, r, ExitSucceeded)
+		sf, err := loadState(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := countLines(t, filepath.Join(sf.Workdir, "build.log")); got != 1 {
+			t.Fatalf("build ran %d times", got)
+		}
+		if b, err := os.ReadFile(filepath.Join(sf.Workdir, "deployed.txt")); err != nil || !strings.Contains(string(b), "deploying 2.0.1 to staging") {
+			t.Fatalf("deployed.txt: %q %v", b, err)
+		}
+		os.RemoveAll(sf.Workdir)
+		os.RemoveAll(sf.LogDir)
+	})
+}
+
+func TestPausedRunResumes(t *testing.T) {
+	dir := t.TempDir()
+	wf := writeFile(t, dir, "wf.yaml", `
+steps:
+  - id: one
+    shell: echo one >> count.one
+  - id: two
+    needs: [one]
+    shell: |
+      echo two >> count.two
+      echo tag=v9 >> "$RUNEXEC_OUTPUT"
+  - id: side
+    shell: echo side >> count.side
+  - id: gate
+    kind: human
+    needs: [two]
+    prompt: "ship ${{ steps.two.outputs.tag }}?"
+  - id: ship
+    needs: [gate, side]
+    if: steps.gate.answers.go == 'yes'
+    shell: echo "ship ${{ steps.two.outputs.tag }} by ${{ steps.gate.answers.who }}" >> count.ship
+`)
+	work, state := filepath.Join(dir, "work"), filepath.Join(dir, "state.json")
+	args := []string{"run", wf, "--workdir", work, "--state", state}
+	r := runexec(t, args...)
+	wantCode(t, r, ExitPaused)
+	if !strings.Contains(r.stdout, `"ship v9?"`) || !strings.Contains(r.stdout, "--answer gate.") {
+		t.Fatalf("paused output lacks prompt or hint:\n%s", r.stdout)
+	}
+	// Still paused without an answer; nothing runs again.
+	wantCode(t, runexec(t, args...), ExitPaused)
+	r = runexec(t, append(args, "--answer", "gate.go=yes", "--answer", "gate.who=ann")...)
+	wantCode(t, r, ExitSucceeded)
+	for f, want := range map[string]int{"count.one": 1, "count.two": 1, "count.side": 1, "count.ship": 1} {
+		if got := countLines(t, filepath.Join(work, f)); got != want {
+			t.Errorf("%s has %d lines, want %d", f, got, want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(work, "count.ship")); string(b) != "ship v9 by ann\n" {
+		t.Errorf("count.ship = %q", b)
+	}
+	sf, err := loadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := sf.Steps["gate"]; st == nil || st.Status != runnerd.StepSucceeded || st.Answers["who"] != "ann" {
+		t.Fatalf("saved gate state = %+v", st)
+	}
+}
+
+// startJSON starts runexec --json and returns a channel of its events.
+func startJSON(t *testing.T, args ...string) (*exec.Cmd, <-chan runnerd.Event) {
+	t.Helper()
+	cmd := exec.Command(binary, append(args, "--json")...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan runnerd.Event, 1024)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var e runnerd.Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Errorf("bad JSON line %q: %v", sc.Text(), err)
+				continue
+			}
+			events <- e
+		}
+	}()
+	return cmd, events
+}
+
+func waitFor(t *testing.T, events <-chan runnerd.Event, match func(runnerd.Event) bool) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				t.Fatal("event stream ended early")
+			}
+			if match(e) {
+				return
+			}
+		case <-timeout:
+			t.Fatal("timed out waiting for an event")
+		}
+	}
+}
+
+func TestSIGTERMCancels(t *testing.T) {
+	dir := t.TempDir()
+	bg, escaped, fg := marker(), marker(), marker()
+	wf := writeFile(t, dir, "wf.yaml", fmt.Sprintf(`
+steps:
+  - id: done_first
+    run: ["true"]
+  - id: long
+    needs: [done_first]
+    shell: |
+      sleep %s &
+      setsid sleep %s &
+      echo started
+      sleep %s
+`, bg, escaped, fg))
+	state := filepath.Join(dir, "state.json")
+	cmd, events := startJSON(t, "run", wf, "--workdir", filepath.Join(dir, "work"), "--state", state)
+	waitFor(t, events, func(e runnerd.Event) bool { return e.Type == runnerd.EventLog && e.Step == "long" })
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var last runnerd.Event
+	for e := range events {
+		last = e
+	}
+	err := cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != ExitCancelled {
+		t.Fatalf("exit code %d (%v), want %d", code, err, ExitCancelled)
+	}
+	if last.Type != runnerd.EventRunFinished || last.Status != string(runnerd.StatusCancelled) {
+		t.Fatalf("last event = %+v", last)
+	}
+	for _, m := range []string{bg, escaped, fg} {
+		wantNoProcess(t, m)
+	}
+	sf, err := loadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sf.Steps["done_first"].Status != runnerd.StepSucceeded || sf.Steps["long"].Status != runnerd.StepCancelled {
+		t.Fatalf("saved state: done_first=%s long=%s", sf.Steps["done_first"].Status, sf.Steps["long"].Status)
+	}
+}
+
+func TestFailureExitAndLogTail(t *testing.T) {
+	dir := t.TempDir()
+	wf := writeFile(t, dir, "wf.yaml", `
+steps:
+  - id: broken
+    shell: |
+      i=0
+      while [ $i -lt 30 ]; do echo "noise $i"; i=$((i+1)); done
+      sleep 0.2 # stdout and stderr are separate pipes: keep their order
+      echo "the real problem" >&2
+      exit 5
+  - id: never
+    needs: [broken]
+    run: ["true"]
+`)
+	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"))
+	wantCode(t, r, ExitFailed)
+	for _, want := range []string{"FAIL", "exit code 5", "| the real problem", "| noise 29", "skip   never", "run failed (step_failed)"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "| noise 5\n") {
+		t.Errorf("more than the last lines printed:\n%s", r.stdout)
+	}
+}
+
+func TestJSONEvents(t *testing.T) {
+	dir := t.TempDir()
+	r := runexec(t, "run", filepath.Join("..", "..", "examples", "outputs.yaml"), "--json", "--var", "base=3.3",
+		"--workdir", filepath.Join(dir, "work"))
+	wantCode(t, r, ExitSucceeded)
+	var evs []runnerd.Event
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var e runnerd.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("stdout line is not an event: %q", line)
+		}
+		evs = append(evs, e)
+	}
+	if evs[0].Type != runnerd.EventRunStarted || evs[len(evs)-1].Type != runnerd.EventRunFinished {
+		t.Fatalf("first %s, last %s", evs[0].Type, evs[len(evs)-1].Type)
+	}
+	var sawOutput, sawArtifact bool
+	for _, e := range evs {
+		sawOutput = sawOutput || (e.Type == runnerd.EventOutput && e.Key == "version" && e.Value == "3.3.7")
+		sawArtifact = sawArtifact || (e.Type == runnerd.EventArtifact && e.Path == "dist/app-3.3.7.txt")
+	}
+	if !sawOutput || !sawArtifact {
+		t.Fatalf("output seen %v, artifact seen %v:\n%s", sawOutput, sawArtifact, r.stdout)
+	}
+}
+
+func TestValidateAndUsage(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "bad.yaml", "steps:\n  - id: a\n    needs: [b]\n    run: [\"true\"]\n  - id: b\n    needs: [a]\n    run: [\"true\"]\n")
+	cases := []struct {
+		args []string
+		code int
+		out  string // in stdout or stderr
+	}{
+		{[]string{"validate", filepath.Join("..", "..", "examples", "hello.yaml")}, ExitSucceeded, "ok"},
+		{[]string{"validate", bad}, ExitUsage, "cycle"},
+		{[]string{"run", bad}, ExitUsage, "cycle"},
+		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
+		{[]string{}, ExitUsage, "Usage"},
+		{[]string{"frobnicate"}, ExitUsage, "unknown command"},
+		{[]string{"--help"}, ExitSucceeded, "3  paused"},
+		{[]string{"run"}, ExitUsage, "exactly one workflow file"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "nokey"}, ExitUsage, "want k=v"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "undeclared=1"}, ExitUsage, "undeclared"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--answer", "greet.ok=yes"}, ExitUsage, "no human step"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--bogus"}, ExitUsage, "bogus"},
+	}
+	for _, c := range cases {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), c.args, &stdout, &stderr)
+		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.out) {
+			t.Errorf("runexec %q: exit %d, want %d with %q\nstdout: %s\nstderr: %s", c.args, code, c.code, c.out, stdout.String(), stderr.String())
+		}
+	}
+}
