@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -568,7 +569,7 @@ func suggest(got string, known []string) string {
 		}
 	}
 	if best == "" {
-		return fmt.Sprintf(" (known: %s)", joinQuoted(known))
+		return fmt.Sprintf(" (known: %s)", strings.Join(known, ", "))
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
@@ -594,17 +595,6 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
-}
-
-func joinQuoted(names []string) string {
-	var b bytes.Buffer
-	for i, n := range names {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(n)
-	}
-	return b.String()
 }
 
 // sortedKeys returns a map's keys in order, for stable messages.

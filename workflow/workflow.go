@@ -1,5 +1,13 @@
 // Package workflow holds the workflow IR: its types, parsing from YAML or
 // JSON, validation, and the templates and `if` expressions steps use.
+//
+// Templates (${{ expr }} in run, shell, env values and prompt) and `if`
+// conditions are expr-lang expressions over three names: vars (the resolved
+// vars), steps (id -> outputs, answers, status) and run (id). A step id with
+// '-' is read with the index form, steps['deploy-prod'].status, since
+// steps.deploy-prod is a subtraction. Validation rejects references to
+// undeclared vars and to steps outside a step's transitive needs, so a
+// template never reads a step that has not finished.
 package workflow
 
 import (
