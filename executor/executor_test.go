@@ -571,17 +571,18 @@ func TestCancel(t *testing.T) {
 			time.AfterFunc(200*time.Millisecond, cancel)
 		}
 	}
-	res := h.run(ctx, h.opts(fmt.Sprintf(`
+	src := fmt.Sprintf(`
 steps:
   - id: first
-    run: ["true"]
+    shell: echo first >> first.count
   - id: long
     needs: [first]
-    shell: sleep %s
+    shell: test -e resumed || sleep %s
   - id: after
     needs: [long]
     run: ["true"]
-`, m)))
+`, m)
+	res := h.run(ctx, h.opts(src))
 	wantStatus(t, res, runnerd.StatusCancelled, runnerd.ReasonCancelled)
 	wantStep(t, res, "first", runnerd.StepSucceeded, runnerd.StepReasonCompleted)
 	wantStep(t, res, "long", runnerd.StepCancelled, runnerd.StepReasonCancelled)
@@ -590,6 +591,42 @@ steps:
 	fin := h.eventsOf(runnerd.EventRunFinished, "")
 	if len(fin) != 1 || fin[0].Status != string(runnerd.StatusCancelled) {
 		t.Fatalf("run_finished = %+v", fin)
+	}
+
+	// Resumed, the interrupted step runs again (attempt 2); the finished
+	// one does not.
+	if err := os.WriteFile(filepath.Join(h.workdir, "resumed"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := h.opts(src)
+	o.State = res.Steps
+	res = h.run(context.Background(), o)
+	wantStatus(t, res, runnerd.StatusSucceeded, runnerd.ReasonCompleted)
+	if st := wantStep(t, res, "long", runnerd.StepSucceeded, runnerd.StepReasonCompleted); st.Attempts != 2 {
+		t.Fatalf("long attempts = %d, want 2", st.Attempts)
+	}
+	if got := h.read("first.count"); got != "first\n" {
+		t.Fatalf("first ran again: %q", got)
+	}
+}
+
+// An escaped process holding a step's pipe must not hold the step: the
+// readers give up after drainWait.
+func TestDrainIsBounded(t *testing.T) {
+	lg, err := openStepLog(t.TempDir(), "s", DefaultLogLimit, func(runnerd.Event) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.close()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	defer outW.Close() // held open, like an escaped grandchild would
+	errW.Close()
+	p := &process{stdout: outR, stderr: errR}
+	start := time.Now()
+	p.drain(lg.pump(outR, errR))
+	if d := time.Since(start); d < drainWait || d > drainWait+5*time.Second {
+		t.Fatalf("drain took %s, want about %s", d, drainWait)
 	}
 }
 

@@ -130,6 +130,12 @@ func (r *run) execute(parent context.Context) Result {
 		}
 		select {
 		case m := <-r.msgs:
+			if ctx.Err() != nil {
+				// A step killed by the run deadline must not be taken
+				// for an ordinary step failure.
+				r.stopFor(ctx)
+				done = nil
+			}
 			r.handle(m)
 		case <-done:
 			// Running steps see the same context and stop themselves;

@@ -13,6 +13,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/executor"
+	"github.com/runnerd/runnerd/proto"
 )
 
 // Exit codes of `runexec run`, shared with `runnerd submit --wait`.
@@ -35,12 +36,14 @@ Usage:
 run       runs the workflow on this machine and prints one line per step.
           --var k=v          override a declared var (repeatable)
           --workdir DIR      the steps' working directory (created if missing);
-                             default: a new temporary directory, printed
-          --logdir DIR       per-step logs and output files; default: DIR.logs
-                             next to the workdir
-          --state FILE       saved step state: read at start if it exists,
-                             rewritten after every step; re-run the same
-                             command to continue a paused or interrupted run
+                             default: the one saved in --state, else a new
+                             temporary directory (printed)
+          --logdir DIR       per-step logs (<step>.log) and output files;
+                             default: DIR.logs next to the workdir
+          --state FILE       saved step state (and run id, workdir): read at
+                             start if it exists, rewritten after every step;
+                             the same command plus --answer continues a
+                             paused or interrupted run
           --answer s.k=v     answer k of human step s (repeatable)
           --json             print one JSON event per line on stdout
 validate  checks a workflow file and prints every problem.
@@ -58,6 +61,10 @@ func main() {
 	// the executor can find and kill them.
 	if err := executor.BecomeSubreaper(); err != nil {
 		fmt.Fprintf(os.Stderr, "runexec: warning: cannot become child subreaper: %v\n", err)
+	}
+	if proto.IsChild(os.Getenv) {
+		// Started by runnerd: serve the Executor over go-plugin, not the CLI.
+		os.Exit(servePlugin())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
