@@ -86,6 +86,12 @@ type Result struct {
 // skipped is skipped (reason dependency). Once a step has failed (after its
 // retries), no new step is started; steps already running finish, and the run
 // ends failed/step_failed.
+//
+// Containment: when a step's main process exits, its process group is
+// killed. If this process is a child subreaper (see BecomeSubreaper), every
+// other child of it that is not a running step's process (orphans that left
+// their step's group) is killed when a step attempt ends and when the run
+// ends; so in a subreaper, run one Run at a time.
 func Run(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.prepare(); err != nil {
 		return Result{}, err

@@ -172,7 +172,7 @@ func (r *run) handle(m message) {
 	r.running--
 	st := m.done.state
 	r.states[m.done.id] = &st
-	r.finished(m.done.id, start(st), m.done.msg)
+	r.finished(m.done.id, startedAt(st), m.done.msg)
 	if st.Status == runnerd.StepFailed && r.stop == stopNone {
 		r.stop = stopFailed
 		r.failMsg = fmt.Sprintf("step %s failed", m.done.id)
@@ -182,7 +182,8 @@ func (r *run) handle(m message) {
 	}
 }
 
-func start(st runnerd.StepState) time.Time {
+// startedAt is when a step began, for its duration.
+func startedAt(st runnerd.StepState) time.Time {
 	if st.StartedAt.IsZero() {
 		return st.FinishedAt
 	}
