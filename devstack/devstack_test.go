@@ -95,7 +95,11 @@ func TestRestartNATSKeepsStreams(t *testing.T) {
 	// The client reconnects on its own; the stream and its message survived.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, err := js.Stream(ctx, "T")
+		// A request sent while the client reconnects can be lost: bound
+		// each try, not only the whole wait.
+		tryCtx, cancelTry := context.WithTimeout(ctx, time.Second)
+		st, err := js.Stream(tryCtx, "T")
+		cancelTry()
 		if err == nil {
 			if n := st.CachedInfo().State.Msgs; n != 1 {
 				t.Fatalf("stream has %d messages after restart, want 1", n)
