@@ -1,11 +1,3 @@
-// Package queue is runnerd's contract with NATS JetStream: the run stream
-// and its shared durable consumer, the versioned run message, the cancel
-// subject and the run leases (a KV bucket whose revisions are the runs'
-// fencing epochs).
-//
-// It holds no policy: which delivery is acked, naked or termed is the
-// supervisor's exit table. This package only makes each of those actions one
-// clear call.
 package queue
 
 import (
@@ -98,6 +90,24 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set up lease bucket %s: %w", cfg.LeaseBucket, err)
+	}
+	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases}, nil
+}
+
+// Open binds to a stream, consumer and lease bucket that Setup created,
+// changing nothing. Clients (submit, cancel, status) use it so that their
+// defaults never overwrite the limits a fleet was set up with.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	consumer, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("open consumer %s on stream %s (is a runnerd serving?): %w", cfg.Consumer, cfg.Stream, err)
+	}
+	leases, err := js.KeyValue(ctx, cfg.LeaseBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open lease bucket %s: %w", cfg.LeaseBucket, err)
 	}
 	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases}, nil
 }

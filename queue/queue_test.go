@@ -403,3 +403,31 @@ func TestCancel(t *testing.T) {
 		t.Error("SubscribeCancel with a wildcard succeeded")
 	}
 }
+
+func TestOpenChangesNothing(t *testing.T) {
+	js := start(t)
+	ctx := ctxT(t)
+	if _, err := Open(ctx, js, DefaultConfig()); err == nil {
+		t.Fatal("Open before Setup succeeded")
+	}
+	cfg := testConfig()
+	cfg.MaxDeliver = 9
+	if _, err := Setup(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	q, err := Open(ctx, js, DefaultConfig()) // a client with the defaults
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	info, err := q.consumer.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxDeliver != 9 {
+		t.Fatalf("MaxDeliver after Open = %d, want 9 (untouched)", info.Config.MaxDeliver)
+	}
+	publish(t, q, "via-open", 0)
+	if err := q.PublishCancel(ctx, "via-open"); err != nil {
+		t.Fatal(err)
+	}
+}
