@@ -115,21 +115,47 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 	if err := s.client.Ping(ctx, nil); err != nil {
 		return err
 	}
-	_, err := s.events.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: "run_id", Value: 1}, {Key: "seq", Value: 1}},
-		Options: options.Index().SetUnique(true).SetName("run_id_seq"),
-	})
-	if err != nil {
-		return fmt.Errorf("create index events.run_id_seq: %w", err)
+	want := []struct {
+		coll  *mongo.Collection
+		name  string
+		model mongo.IndexModel
+	}{
+		{s.events, "run_id_seq", mongo.IndexModel{
+			Keys:    bson.D{{Key: "run_id", Value: 1}, {Key: "seq", Value: 1}},
+			Options: options.Index().SetUnique(true).SetName("run_id_seq"),
+		}},
+		{s.runs, "status", mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}, Options: options.Index().SetName("status")}},
+		{s.runs, "created_at", mongo.IndexModel{Keys: bson.D{{Key: "created_at", Value: -1}}, Options: options.Index().SetName("created_at")}},
 	}
-	_, err = s.runs.Indexes().CreateMany(ctx, []mongo.IndexModel{
-		{Keys: bson.D{{Key: "status", Value: 1}}, Options: options.Index().SetName("status")},
-		{Keys: bson.D{{Key: "created_at", Value: -1}}, Options: options.Index().SetName("created_at")},
-	})
-	if err != nil {
-		return fmt.Errorf("create indexes on runs: %w", err)
+	for _, w := range want {
+		name := w.name
+		exists, err := hasIndex(ctx, w.coll, name)
+		if err != nil {
+			return fmt.Errorf("list indexes of %s: %w", w.coll.Name(), err)
+		}
+		// Only missing indexes are created, one per call: FerretDB drops
+		// the connection when createIndexes names an index that exists.
+		if exists {
+			continue
+		}
+		if _, err := w.coll.Indexes().CreateOne(ctx, w.model); err != nil {
+			return fmt.Errorf("create index %s.%s: %w", w.coll.Name(), name, err)
+		}
 	}
 	return nil
+}
+
+func hasIndex(ctx context.Context, coll *mongo.Collection, name string) (bool, error) {
+	specs, err := coll.Indexes().ListSpecifications(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, sp := range specs {
+		if sp.Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Close disconnects from the server.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/workflow"
@@ -23,6 +25,13 @@ import (
 // RUNNERD_TEST_MONGO_URI when set (the database is dropped afterwards), else
 // on a fresh devstack.
 func openTest(t testing.TB) *Store {
+	t.Helper()
+	s, _ := openTestURI(t)
+	return s
+}
+
+// openTestURI is openTest that also returns the server's URI.
+func openTestURI(t testing.TB) (*Store, string) {
 	t.Helper()
 	uri := os.Getenv("RUNNERD_TEST_MONGO_URI")
 	if uri == "" {
@@ -43,7 +52,7 @@ func openTest(t testing.TB) *Store {
 		_ = s.runs.Database().Drop(ctx)
 		_ = s.Close(ctx)
 	})
-	return s
+	return s, uri
 }
 
 func testRun(id string) *Run {
@@ -538,4 +547,22 @@ func runIDs(rs []*Run) []string {
 		out = append(out, r.ID)
 	}
 	return out
+}
+
+func TestOpenTwiceKeepsIndexes(t *testing.T) {
+	s, uri := openTestURI(t)
+	ctx := context.Background()
+	again, err := Open(ctx, Config{URI: uri, Database: s.runs.Database().Name()})
+	if err != nil {
+		t.Fatalf("second open of the same database: %v", err)
+	}
+	_ = again.Close(ctx)
+	// The unique (run_id, seq) index holds.
+	ev := StoredEvent{RunID: "r", Seq: 1, Event: runnerd.Event{Type: runnerd.EventLog}}
+	if _, err := s.events.InsertOne(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.events.InsertOne(ctx, ev); !mongo.IsDuplicateKeyError(err) {
+		t.Fatalf("second event with seq 1: %v, want a duplicate key error", err)
+	}
 }
