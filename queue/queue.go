@@ -172,7 +172,11 @@ func (q *Queue) Publish(ctx context.Context, msg *Message, generation int, hdr n
 // returns at once with what is waiting; if nothing is, it waits up to wait
 // for a first message and then takes whatever else is already there, so a
 // run never sits in a half-filled batch. An empty result with a nil error
-// means nothing came. wait <= 0 does not wait.
+// means nothing came. wait < 1ms does not wait.
+//
+// It may return fewer than are waiting: the server answers the no-wait pull
+// from a pending count that lags messages published a moment before. A
+// supervisor loops on Fetch anyway; the next call gets them.
 //
 // If ctx ends while waiting, deliveries already received are Nak'ed (another
 // runner gets them at once instead of after AckWait) and ctx's error is
@@ -181,8 +185,12 @@ func (q *Queue) Fetch(ctx context.Context, n int, wait time.Duration) ([]*Delive
 	if n <= 0 {
 		return nil, nil
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fetch from %s: %w", q.cfg.Consumer, err)
+	}
 	out, err := q.fetchNoWait(n)
-	if err != nil || len(out) > 0 || wait <= 0 {
+	// Below a millisecond the pull request would expire before it is sent.
+	if err != nil || len(out) > 0 || wait < time.Millisecond {
 		return out, err
 	}
 
