@@ -1,0 +1,96 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+)
+
+func TestCancelQueuedSetsFlag(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("c-queued", helloYAML)
+	got := make(chan struct{}, 1)
+	unsub, err := e.c.q.SubscribeCancel(id, func() { got <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+
+	r := e.mustRun(exitOK, "cancel", id)
+	if !strings.Contains(r.stdout, "when a runner picks it up") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	run := e.get(id)
+	if !run.CancelRequested || run.Status != runnerd.StatusQueued {
+		t.Errorf("run: cancel_requested %v status %s, want true and queued (the runner cancels it at pickup)", run.CancelRequested, run.Status)
+	}
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Error("no message on the cancel subject")
+	}
+}
+
+func TestCancelRunningPublishes(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("c-running", helloYAML)
+	e.claim(id, 1)
+	got := make(chan struct{}, 1)
+	unsub, err := e.c.q.SubscribeCancel(id, func() { got <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	r := e.mustRun(exitOK, "cancel", id)
+	if !strings.Contains(r.stdout, "its runner stops it now") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message on the cancel subject")
+	}
+	if run := e.get(id); !run.CancelRequested || run.Status != runnerd.StatusRunning {
+		t.Errorf("run: cancel_requested %v status %s, want true and still running (its runner ends it)", run.CancelRequested, run.Status)
+	}
+}
+
+func TestCancelPausedCancelsNow(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("c-paused", approvalYAML)
+	e.pause(id, 1)
+	e.mustRun(exitOK, "cancel", id)
+	run := e.get(id)
+	if run.Status != runnerd.StatusCancelled || run.Reason != runnerd.ReasonCancelled || run.FinishedAt.IsZero() {
+		t.Errorf("run: status %s reason %s finished %v, want cancelled/cancelled", run.Status, run.Reason, run.FinishedAt)
+	}
+	// Cancelling again is not an error: the run is where the user wants it.
+	r := e.mustRun(exitOK, "cancel", id)
+	if !strings.Contains(r.stdout, "already cancelled") {
+		t.Errorf("second cancel: stdout %q", r.stdout)
+	}
+	// And it cannot be resumed any more.
+	e.mustRun(exitFailed, "resume", id, "--answer", "approve.ok=yes")
+}
+
+func TestCancelFinishedOrMissing(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("c-done", helloYAML)
+	e.claim(id, 1)
+	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := e.mustRun(exitFailed, "cancel", id)
+	if !strings.Contains(r.stderr, "already finished: succeeded") {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if e.get(id).CancelRequested {
+		t.Error("a finished run got cancel_requested")
+	}
+	r = e.mustRun(exitFailed, "cancel", "nope")
+	if !strings.Contains(r.stderr, `no run "nope"`) {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}

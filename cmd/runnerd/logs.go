@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+)
+
+func runLogs(ctx context.Context, env *cmdEnv, args []string) int {
+	var (
+		cfg        clientConfig
+		step       string
+		followFlag bool
+	)
+	f := newFlags("logs", `usage: runnerd logs ID [--step S] [--follow]
+
+Prints a run's step logs in workflow order. For a run that is not running, the
+logs come from S3 (the whole log of each step's latest attempt). For a running
+run, or with --follow, log output is printed from the run's events as it
+arrives until the run finishes or pauses (long outputs are cut there: the whole
+log is in S3 once the attempt ends). Without --step, each line is prefixed with
+its step.`, env.stderr)
+	cfg.register(f)
+	f.String(&step, "step", "", "only this step's log")
+	f.Bool(&followFlag, "follow", false, "print log output as it arrives until the run finishes or pauses")
+	pos, code, ok := parseArgs(f, args, env.stderr)
+	if !ok {
+		return code
+	}
+	id, ok := oneArg("logs", "run id", pos, env.stderr)
+	if !ok {
+		return exitUsage
+	}
+	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd logs")
+	if err != nil {
+		fmt.Fprintf(env.stderr, "logs: %v\n", err)
+		return exitFailed
+	}
+	defer c.Close()
+	r, err := getRun(ctx, c.st, id)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "logs: %v\n", err)
+		return exitFailed
+	}
+	steps := stepOrder(r)
+	if step != "" {
+		if !contains(steps, step) {
+			fmt.Fprintf(env.stderr, "logs: run %s has no step %q (steps: %s)\n", id, step, dash(strings.Join(steps, ", ")))
+			return exitUsage
+		}
+		steps = []string{step}
+	}
+	if followFlag || r.Status == runnerd.StatusRunning {
+		return followLogs(ctx, env, c.st, id, step)
+	}
+	return printStoredLogs(ctx, env, c.blobs, r, steps, step == "")
+}
+
+// printStoredLogs copies each step's log from S3, with a header per step
+// when several may be printed.
+func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *store.Run, steps []string, headers bool) int {
+	code, printed := exitOK, 0
+	for _, id := range steps {
+		st := r.Steps[id]
+		if st == nil || st.LogKey == "" {
+			if !headers { // the one step asked for
+				status := runnerd.StepPending
+				if st != nil {
+					status = st.Status
+				}
+				fmt.Fprintf(env.stderr, "logs: step %s of run %s has no log yet (step %s, run %s)\n", id, r.ID, status, r.Status)
+			}
+			continue
+		}
+		if headers {
+			if printed > 0 {
+				fmt.Fprintln(env.stdout)
+			}
+			fmt.Fprintf(env.stdout, "==> %s (%s) <==\n", id, st.Status)
+		}
+		if err := copyBlob(ctx, env.stdout, blobs, st.LogKey); err != nil {
+			fmt.Fprintf(env.stderr, "logs: step %s: %v\n", id, err)
+			code = exitFailed
+			continue
+		}
+		printed++
+	}
+	if headers && printed == 0 && code == exitOK {
+		fmt.Fprintf(env.stderr, "logs: run %s (%s) has no step logs yet; runnerd logs %s --follow waits for them\n", r.ID, r.Status, r.ID)
+	}
+	return code
+}
+
+func copyBlob(ctx context.Context, w io.Writer, blobs *blob.Store, key string) error {
+	rc, err := blobs.Get(ctx, key)
+	if errors.Is(err, blob.ErrNotFound) {
+		return fmt.Errorf("log %s is missing from S3", key)
+	}
+	if err != nil {
+		return fmt.Errorf("read log %s: %w", key, err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("read log %s: %w", key, err)
+	}
+	return nil
+}
+
+// followLogs prints the run's log events until it settles. only, when set,
+// keeps one step's output, unprefixed.
+func followLogs(ctx context.Context, env *cmdEnv, st *store.Store, id, only string) int {
+	lp := &logPrinter{w: env.stdout, prefix: only == "", partial: map[string]string{}}
+	_, err := follow(ctx, st, id, 0, func(e store.StoredEvent) {
+		if only != "" && e.Step != only {
+			return
+		}
+		switch e.Type {
+		case runnerd.EventLog:
+			lp.write(e.Step, e.Text)
+		case runnerd.EventStepFinished:
+			lp.flush(e.Step)
+		}
+	})
+	lp.flushAll()
+	if errors.Is(err, context.Canceled) {
+		return exitOK // ^C is how a follow usually ends
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "logs: follow run %s: %v\n", id, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// logPrinter writes log chunks of concurrent steps as whole lines prefixed
+// with their step, so lines of parallel steps never mix; unprefixed it
+// writes chunks as they come.
+type logPrinter struct {
+	w       io.Writer
+	prefix  bool
+	partial map[string]string // per step: the line not finished yet
+	order   []string          // steps with a partial line, first seen first
+}
+
+func (p *logPrinter) write(step, text string) {
+	if !p.prefix {
+		_, _ = io.WriteString(p.w, text)
+		return
+	}
+	buf := p.partial[step] + text
+	for {
+		i := strings.IndexByte(buf, '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "%s | %s\n", step, buf[:i])
+		buf = buf[i+1:]
+	}
+	if _, had := p.partial[step]; !had && buf != "" {
+		p.order = append(p.order, step)
+	}
+	if buf == "" {
+		delete(p.partial, step)
+	} else {
+		p.partial[step] = buf
+	}
+}
+
+// flush ends a step's unfinished last line.
+func (p *logPrinter) flush(step string) {
+	if buf, ok := p.partial[step]; ok {
+		fmt.Fprintf(p.w, "%s | %s\n", step, buf)
+		delete(p.partial, step)
+	}
+}
+
+func (p *logPrinter) flushAll() {
+	for _, s := range p.order {
+		p.flush(s)
+	}
+	p.order = nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+)
+
+func runStatus(ctx context.Context, env *cmdEnv, args []string) int {
+	var (
+		cfg    clientConfig
+		asJSON bool
+	)
+	f := newFlags("status", `usage: runnerd status ID [--json]
+
+Shows a run: status, reason, attempt, times and one line per step. --json prints
+the run document; steps of the workflow that have not started yet appear with
+status "pending". Exit 1 if there is no such run.`, env.stderr)
+	cfg.register(f)
+	f.Bool(&asJSON, "json", false, "print the run document as JSON")
+	pos, code, ok := parseArgs(f, args, env.stderr)
+	if !ok {
+		return code
+	}
+	id, ok := oneArg("status", "run id", pos, env.stderr)
+	if !ok {
+		return exitUsage
+	}
+	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd status")
+	if err != nil {
+		fmt.Fprintf(env.stderr, "status: %v\n", err)
+		return exitFailed
+	}
+	defer c.Close()
+	r, err := getRun(ctx, c.st, id)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "status: %v\n", err)
+		return exitFailed
+	}
+	withPendingSteps(r)
+	if asJSON {
+		if err := writeRunJSON(env.stdout, r); err != nil {
+			fmt.Fprintf(env.stderr, "status: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	printRun(env.stdout, r)
+	return exitOK
+}
+
+// getRun loads a run, saying plainly when there is none.
+func getRun(ctx context.Context, st *store.Store, id string) (*store.Run, error) {
+	r, err := st.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
+	}
+	return r, err
+}
+
+// withPendingSteps gives every workflow step without saved state a pending
+// state, so readers see the whole workflow, not only what has run.
+func withPendingSteps(r *store.Run) {
+	if r.Workflow == nil {
+		return
+	}
+	for _, s := range r.Workflow.Steps {
+		if r.Steps == nil {
+			r.Steps = runnerd.StepStates{}
+		}
+		if r.Steps[s.ID] == nil {
+			r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
+		}
+	}
+}
+
+// runJSON is the run document as status --json prints it. Reason is always
+// present (empty while the run has none), so scripts can read it without
+// checking that the key exists.
+type runJSON struct {
+	*store.Run
+	Reason runnerd.Reason `json:"reason"`
+}
+
+func writeRunJSON(w io.Writer, r *store.Run) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason}); err != nil {
+		return fmt.Errorf("encode run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// printRun writes the readable summary of a run.
+func printRun(w io.Writer, r *store.Run) {
+	name := ""
+	if r.Workflow != nil {
+		name = r.Workflow.Name
+	}
+	status := string(r.Status)
+	if r.Reason != "" {
+		status += " (" + string(r.Reason) + ")"
+	}
+	if r.CancelRequested && !r.Status.Terminal() {
+		status += ", cancel requested"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "run:\t%s\n", r.ID)
+	fmt.Fprintf(tw, "workflow:\t%s\n", name)
+	fmt.Fprintf(tw, "tenant:\t%s\n", r.TenantID)
+	fmt.Fprintf(tw, "status:\t%s\n", status)
+	fmt.Fprintf(tw, "attempt:\t%d\n", r.Attempt)
+	if r.RunnerID != "" {
+		fmt.Fprintf(tw, "runner:\t%s\n", r.RunnerID)
+	}
+	fmt.Fprintf(tw, "created:\t%s\n", fmtTime(r.CreatedAt))
+	if !r.StartedAt.IsZero() {
+		fmt.Fprintf(tw, "started:\t%s\n", fmtTime(r.StartedAt))
+	}
+	if !r.FinishedAt.IsZero() {
+		fmt.Fprintf(tw, "finished:\t%s (%s after submit)\n", fmtTime(r.FinishedAt), r.FinishedAt.Sub(r.CreatedAt).Round(time.Millisecond))
+	}
+	_ = tw.Flush()
+
+	if len(r.Steps) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nsteps:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATUS\tREASON\tATTEMPTS\tEXIT\tDURATION\tDETAIL")
+	for _, id := range stepOrder(r) {
+		st := r.Steps[id]
+		if st == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, st.Status, dash(string(st.Reason)),
+			dashInt(st.Attempts), exitText(st), stepDuration(st), stepDetail(st))
+	}
+	_ = tw.Flush()
+}
+
+func exitText(st *runnerd.StepState) string {
+	switch {
+	case st.Signal != "":
+		return st.Signal
+	case st.Status == runnerd.StepSucceeded || st.Status == runnerd.StepFailed:
+		return fmt.Sprint(st.ExitCode)
+	}
+	return "-"
+}
+
+func stepDuration(st *runnerd.StepState) string {
+	if st.StartedAt.IsZero() || st.FinishedAt.IsZero() {
+		return "-"
+	}
+	return st.FinishedAt.Sub(st.StartedAt).Round(time.Millisecond).String()
+}
+
+// stepDetail is what a waiting step asks, or the answers it got.
+func stepDetail(st *runnerd.StepState) string {
+	if st.Status == runnerd.StepWaiting && st.Prompt != "" {
+		return fmt.Sprintf("%q", st.Prompt)
+	}
+	if len(st.Answers) > 0 {
+		var kv []string
+		for _, k := range sortedKeys(st.Answers) {
+			kv = append(kv, k+"="+st.Answers[k])
+		}
+		return "answers: " + strings.Join(kv, " ")
+	}
+	return ""
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dashInt(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/runnerd/runnerd"
+)
+
+func TestStatusJSON(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("st-1", approvalYAML)
+	e.pause(id, 1)
+
+	r := e.mustRun(exitOK, "status", id, "--json")
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, r.stdout)
+	}
+	for k, want := range map[string]any{"id": id, "status": "paused", "reason": "paused", "attempt": 1.0, "tenant_id": "acme"} {
+		if doc[k] != want {
+			t.Errorf("%s = %v, want %v", k, doc[k], want)
+		}
+	}
+	steps, _ := doc["steps"].(map[string]any)
+	for step, want := range map[string]string{"build": "succeeded", "approve": "waiting", "deploy": "pending"} {
+		st, _ := steps[step].(map[string]any)
+		if st["status"] != want {
+			t.Errorf("steps.%s.status = %v, want %s", step, st["status"], want)
+		}
+	}
+
+	// A run with no reason yet still has the key.
+	e.submitted("st-2", helloYAML)
+	r = e.mustRun(exitOK, "status", "--json", "st-2")
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := doc["reason"]; !ok || v != "" {
+		t.Errorf("reason of a queued run = %v (present %v), want \"\"", v, ok)
+	}
+}
+
+func TestStatusText(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("st-text", approvalYAML)
+	e.pause(id, 1)
+	r := e.mustRun(exitOK, "status", id)
+	for _, want := range []string{"run:", id, "workflow:", "approval", "paused (paused)", "attempt:", "STEP", "build", "succeeded", "approve", "waiting", `"ship it?"`, "deploy", "pending"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// Steps in workflow order.
+	if b, a, d := strings.Index(r.stdout, "  build"), strings.Index(r.stdout, "  approve"), strings.Index(r.stdout, "  deploy"); !(b < a && a < d) {
+		t.Errorf("steps out of workflow order:\n%s", r.stdout)
+	}
+}
+
+func TestStatusNotFound(t *testing.T) {
+	e := startEnv(t)
+	r := e.mustRun(exitFailed, "status", "nope")
+	if !strings.Contains(r.stderr, `no run "nope"`) {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	e.mustRun(exitUsage, "status")
+}
+
+func TestList(t *testing.T) {
+	e := startEnv(t)
+	for _, id := range []string{"l-1", "l-2", "l-3"} {
+		e.submitted(id, helloYAML)
+	}
+	e.pause("l-2", 1)
+
+	r := e.mustRun(exitOK, "list")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") {
+		t.Fatalf("list = %d lines, want a header and 3 runs:\n%s", len(lines), r.stdout)
+	}
+	for i, id := range []string{"l-3", "l-2", "l-1"} { // newest first
+		if !strings.HasPrefix(lines[i+1], id+" ") {
+			t.Errorf("line %d = %q, want run %s", i+1, lines[i+1], id)
+		}
+	}
+
+	r = e.mustRun(exitOK, "list", "--status", "paused", "--json")
+	var l runLine
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || l.ID != "l-2" || l.Status != runnerd.StatusPaused || l.Workflow != "hello" {
+		t.Errorf("list --status paused --json = %q (%v)", r.stdout, err)
+	}
+
+	r = e.mustRun(exitOK, "list", "--limit", "1")
+	if n := strings.Count(strings.TrimSpace(r.stdout), "\n"); n != 1 {
+		t.Errorf("--limit 1 printed %d runs:\n%s", n, r.stdout)
+	}
+
+	t.Setenv("RUNNERD_TENANT", "other")
+	if r = e.mustRun(exitOK, "list"); r.stdout != "" {
+		t.Errorf("another tenant's list = %q, want empty", r.stdout)
+	}
+	if r = e.mustRun(exitOK, "list", "--all-tenants", "--json"); strings.Count(r.stdout, "\n") != 3 {
+		t.Errorf("--all-tenants = %q, want 3 runs", r.stdout)
+	}
+
+	e.mustRun(exitUsage, "list", "--status", "done")
+	e.mustRun(exitUsage, "list", "--limit", "0")
+}
