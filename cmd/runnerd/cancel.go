@@ -49,7 +49,7 @@ const cancelTimeout = 10 * time.Second
 
 // errFinished means the run finished some other way than cancelled before
 // the cancel came.
-var errFinished = errors.New("run already finished")
+var errFinished = errors.New("already finished")
 
 // cancelRun cancels run id and says what will happen to it.
 //
@@ -71,7 +71,7 @@ func cancelRun(ctx context.Context, c *conns, id string) (string, error) {
 		if cur.Status == runnerd.StatusCancelled {
 			return fmt.Sprintf("run %s was already cancelled", id), nil
 		}
-		return "", fmt.Errorf("run %s: %w: %s (%s)", id, errFinished, cur.Status, cur.Reason)
+		return "", fmt.Errorf("run %s %w: %s (%s)", id, errFinished, cur.Status, cur.Reason)
 	case err != nil:
 		return "", err
 	}

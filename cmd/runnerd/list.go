@@ -42,10 +42,10 @@ func runList(ctx context.Context, env *cmdEnv, args []string) int {
 
 Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
 	cfg.register(f)
-	f.String(&status, "status", "", "only runs in this status: queued, running, paused, succeeded, failed or cancelled")
-	f.Int(&limit, "limit", 20, "at most this many runs")
-	f.Bool(&allTenants, "all-tenants", false, "list the runs of every tenant")
-	f.Bool(&asJSON, "json", false, "print one JSON object per run")
+	f.fs.StringVar(&status, "status", "", "only runs in this status: queued, running, paused, succeeded, failed or cancelled")
+	f.fs.IntVar(&limit, "limit", 20, "at most this many runs")
+	f.fs.BoolVar(&allTenants, "all-tenants", false, "list the runs of every tenant")
+	f.fs.BoolVar(&asJSON, "json", false, "print one JSON object per run")
 	pos, code, ok := parseArgs(f, args, env.stderr)
 	if !ok {
 		return code
@@ -79,6 +79,7 @@ Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
 	}
 	if asJSON {
 		enc := json.NewEncoder(env.stdout)
+		enc.SetEscapeHTML(false)
 		for _, r := range runs {
 			if err := enc.Encode(lineOf(r)); err != nil {
 				fmt.Fprintf(env.stderr, "list: %v\n", err)

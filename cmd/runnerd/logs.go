@@ -28,8 +28,8 @@ arrives until the run finishes or pauses (long outputs are cut there: the whole
 log is in S3 once the attempt ends). Without --step, each line is prefixed with
 its step.`, env.stderr)
 	cfg.register(f)
-	f.String(&step, "step", "", "only this step's log")
-	f.Bool(&followFlag, "follow", false, "print log output as it arrives until the run finishes or pauses")
+	f.fs.StringVar(&step, "step", "", "only this step's log")
+	f.fs.BoolVar(&followFlag, "follow", false, "print log output as it arrives until the run finishes or pauses")
 	pos, code, ok := parseArgs(f, args, env.stderr)
 	if !ok {
 		return code
@@ -67,6 +67,7 @@ its step.`, env.stderr)
 // when several may be printed.
 func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *store.Run, steps []string, headers bool) int {
 	code, printed := exitOK, 0
+	out := &lastByteWriter{w: env.stdout, last: '\n'}
 	for _, id := range steps {
 		st := r.Steps[id]
 		if st == nil || st.LogKey == "" {
@@ -80,12 +81,15 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *sto
 			continue
 		}
 		if headers {
-			if printed > 0 {
-				fmt.Fprintln(env.stdout)
+			if out.last != '\n' { // a log cut mid-line must not swallow the header
+				fmt.Fprintln(out)
 			}
-			fmt.Fprintf(env.stdout, "==> %s (%s) <==\n", id, st.Status)
+			if printed > 0 {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(out, "==> %s (%s) <==\n", id, st.Status)
 		}
-		if err := copyBlob(ctx, env.stdout, blobs, st.LogKey); err != nil {
+		if err := copyBlob(ctx, out, blobs, st.LogKey); err != nil {
 			fmt.Fprintf(env.stderr, "logs: step %s: %v\n", id, err)
 			code = exitFailed
 			continue
@@ -111,6 +115,20 @@ func copyBlob(ctx context.Context, w io.Writer, blobs *blob.Store, key string) e
 		return fmt.Errorf("read log %s: %w", key, err)
 	}
 	return nil
+}
+
+// lastByteWriter remembers the last byte written through it.
+type lastByteWriter struct {
+	w    io.Writer
+	last byte
+}
+
+func (l *lastByteWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.last = p[n-1]
+	}
+	return n, err
 }
 
 // followLogs prints the run's log events until it settles. only, when set,

@@ -236,6 +236,7 @@ func waitRun(ctx context.Context, env *cmdEnv, st *store.Store, id string, seq i
 	fn := p.event
 	if asJSON {
 		enc := json.NewEncoder(env.stdout)
+		enc.SetEscapeHTML(false)
 		fn = func(e store.StoredEvent) { _ = enc.Encode(e) }
 	}
 	r, err := follow(ctx, st, id, seq, fn)

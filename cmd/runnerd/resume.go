@@ -27,8 +27,8 @@ safely. With --wait, follows the run and exits like submit --wait:
 0 succeeded, 1 failed, 2 invalid usage, 3 paused, 4 cancelled.`, env.stderr)
 	cfg.register(f)
 	f.List(&answerList, "answer", "answer of a human step: step.key=value (repeatable)")
-	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status")
-	f.Bool(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout")
+	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status")
+	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout")
 	pos, code, ok := parseArgs(f, args, env.stderr)
 	if !ok {
 		return code

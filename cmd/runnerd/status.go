@@ -26,7 +26,7 @@ Shows a run: status, reason, attempt, times and one line per step. --json prints
 the run document; steps of the workflow that have not started yet appear with
 status "pending". Exit 1 if there is no such run.`, env.stderr)
 	cfg.register(f)
-	f.Bool(&asJSON, "json", false, "print the run document as JSON")
+	f.fs.BoolVar(&asJSON, "json", false, "print the run document as JSON")
 	pos, code, ok := parseArgs(f, args, env.stderr)
 	if !ok {
 		return code
@@ -94,6 +94,7 @@ type runJSON struct {
 func writeRunJSON(w io.Writer, r *store.Run) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // shell scripts read better than "\u0026\u0026"
 	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason}); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}

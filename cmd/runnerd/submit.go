@@ -48,11 +48,14 @@ the duplicate), so a submit that failed half-way can simply be repeated.
 With --wait, follows the run to its end and exits like runexec run:
 0 succeeded, 1 failed, 2 invalid usage or workflow, 3 paused, 4 cancelled.`, env.stderr)
 	cfg.register(f)
+	// What says how to reach the servers has a RUNNERD_* variable; what
+	// describes one invocation does not: a RUNNERD_ID or RUNNERD_WAIT left in
+	// the environment would silently apply to every later command.
 	f.List(&varList, "var", "override a workflow var: k=v (repeatable)")
-	f.String(&id, "id", "", "run id (default: a new time-ordered id)")
-	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status")
-	f.Duration(&timeout, "timeout", 0, "run deadline (0: the workflow's own timeout)")
-	f.Bool(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout (after the id line)")
+	f.fs.StringVar(&id, "id", "", "run id (default: a new time-ordered id)")
+	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status")
+	f.fs.DurationVar(&timeout, "timeout", 0, "run deadline (0: the workflow's own timeout)")
+	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout (after the id line)")
 	pos, code, ok := parseArgs(f, args, env.stderr)
 	if !ok {
 		return code

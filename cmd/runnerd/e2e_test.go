@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+)
+
+// The client commands against a real `serve` (supervisor and runexec
+// children) on the same embedded servers.
+
+var (
+	runexecOnce sync.Once
+	runexecBin  string
+	runexecErr  error
+)
+
+// runexec returns the runexec `make test` built (RUNNERD_BIN), or builds one
+// once for the whole test binary.
+func runexec(t *testing.T) string {
+	t.Helper()
+	runexecOnce.Do(func() {
+		if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
+			runexecBin = filepath.Join(dir, "runexec")
+			return
+		}
+		dir, err := os.MkdirTemp("", "runnerd-cmd-test-")
+		if err != nil {
+			runexecErr = err
+			return
+		}
+		runexecBin = filepath.Join(dir, "runexec")
+		out, err := exec.Command("go", "build", "-o", runexecBin, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput()
+		if err != nil {
+			runexecErr = err
+			runexecBin = string(out)
+		}
+	})
+	if runexecErr != nil {
+		t.Fatalf("build runexec: %v\n%s", runexecErr, runexecBin)
+	}
+	return runexecBin
+}
+
+// lockedBuffer collects serve's log lines, written from many goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServe runs `runnerd serve` in the test process until the test ends.
+func (e *testEnv) startServe() {
+	t := e.t
+	t.Helper()
+	bin := runexec(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
+		done <- runServe(ctx, env, []string{
+			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", "cmd-test",
+			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
+		})
+	}()
+	t.Cleanup(func() { // before the stack stops
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("serve exited %d\n%s", code, logs.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("serve did not stop\n%s", logs.String())
+		}
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	})
+}
+
+func TestEndToEndWithServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts runexec children")
+	}
+	e := startEnv(t)
+	e.startServe()
+
+	t.Run("succeeds", func(t *testing.T) {
+		r := e.mustRun(exitOK, "submit", "../../examples/hello.yaml", "--var", "who=e2e", "--wait")
+		id := strings.TrimSuffix(r.stdout, "\n")
+		for _, want := range []string{"start  greet", "ok     greet", "ok     bye", "run " + id + " succeeded (completed)"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
+			}
+		}
+		if r := e.mustRun(exitOK, "logs", id, "--step", "greet"); !strings.HasSuffix(r.stdout, "\nhello, e2e\n") {
+			t.Errorf("logs of greet from S3 = %q", r.stdout)
+		}
+	})
+
+	t.Run("fails", func(t *testing.T) {
+		file := writeFile(t, "fail.yaml", "name: fail\nsteps:\n  - id: boom\n    shell: |\n      echo first\n      echo oops >&2\n      exit 3\n")
+		r := e.mustRun(exitFailed, "submit", file, "--wait")
+		for _, want := range []string{"FAIL   boom", "(exit 3)", "| first", "| oops", "failed (step_failed)"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
+			}
+		}
+	})
+
+	t.Run("pauses and resumes", func(t *testing.T) {
+		r := e.mustRun(exitPaused, "submit", "../../examples/approval.yaml", "--id", "e2e-approval", "--wait")
+		if !strings.Contains(r.stderr, "continue with: runnerd resume e2e-approval --answer approve.<key>=<value>") {
+			t.Errorf("no resume hint:\n%s", r.stderr)
+		}
+		r = e.mustRun(exitOK, "resume", "e2e-approval", "--answer", "approve.ok=yes", "--wait")
+		if !strings.Contains(r.stderr, "ok     deploy") || strings.Contains(r.stderr, "start  build") {
+			t.Errorf("after resume want deploy to run and build not to run again:\n%s", r.stderr)
+		}
+		r = e.mustRun(exitOK, "status", "e2e-approval", "--json")
+		var doc struct {
+			Status string
+			Steps  map[string]struct{ Status string }
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.Status != "succeeded" || doc.Steps["deploy"].Status != "succeeded" || doc.Steps["approve"].Status != "succeeded" {
+			t.Errorf("status = %+v", doc)
+		}
+	})
+
+	t.Run("cancelled", func(t *testing.T) {
+		file := writeFile(t, "slow.yaml", "name: slow\nsteps:\n  - id: nap\n    run: [\"sleep\", \"60\"]\n")
+		done := make(chan result, 1)
+		go func() {
+			var out, errb bytes.Buffer
+			code := Main([]string{"submit", file, "--id", "e2e-cancel", "--wait"}, &out, &errb)
+			done <- result{out.String(), errb.String(), code}
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			evs, err := e.c.st.Events(ctxT(t), "e2e-cancel", 0, 0)
+			if err == nil && len(evs) > 0 && evs[len(evs)-1].Type == runnerd.EventStepStarted {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run never started its step: %+v %v", evs, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		e.mustRun(exitOK, "cancel", "e2e-cancel")
+		select {
+		case r := <-done:
+			if r.code != exitCancelled {
+				t.Errorf("submit --wait exit %d, want %d\n%s", r.code, exitCancelled, r.stderr)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("cancelled run did not end")
+		}
+	})
+}
