@@ -22,7 +22,16 @@ var (
 	runexecOnce sync.Once
 	runexecBin  string
 	runexecErr  error
+	runexecDir  string // built here, removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if runexecDir != "" {
+		_ = os.RemoveAll(runexecDir)
+	}
+	os.Exit(code)
+}
 
 // runexec returns the runexec `make test` built (RUNNERD_BIN), or builds one
 // once for the whole test binary.
@@ -38,6 +47,7 @@ func runexec(t *testing.T) string {
 			runexecErr = err
 			return
 		}
+		runexecDir = dir
 		runexecBin = filepath.Join(dir, "runexec")
 		out, err := exec.Command("go", "build", "-o", runexecBin, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput()
 		if err != nil {
