@@ -23,6 +23,12 @@ func (q *Queue) PublishCancel(ctx context.Context, runID string) error {
 	if err := q.nc.Publish(q.cancelSubject(runID), nil); err != nil {
 		return fmt.Errorf("publish cancel for run %s: %w", runID, err)
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// nats.go refuses to flush on a context without a deadline.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, flushTimeout)
+		defer cancel()
+	}
 	if err := q.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("publish cancel for run %s: flush: %w", runID, err)
 	}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/runnerd/runnerd/devstack"
+)
+
+func runDev(ctx context.Context, env *cmdEnv, args []string) int {
+	var (
+		cfg                         serveConfig
+		data, host                  string
+		natsPort, mongoPort, s3Port int
+	)
+	f := newFlags("dev", "usage: runnerd dev [flags]\n\nStarts an embedded NATS (JetStream), a MongoDB-wire server (FerretDB on SQLite) and an S3 server,\nall keeping their data under --data, then serves runs from them. Other `runnerd serve`\nprocesses can join with the printed URLs.", env.stderr)
+	f.String(&data, "data", ".data", "directory of the embedded servers' data")
+	f.String(&host, "host", "127.0.0.1", "address the embedded servers listen on")
+	f.Int(&natsPort, "nats-port", 4222, "NATS port (0: any free port)")
+	f.Int(&mongoPort, "mongo-port", 27017, "MongoDB-wire port (0: any free port)")
+	f.Int(&s3Port, "s3-port", 9000, "S3 port (0: any free port)")
+	cfg.register(f)
+	if code, ok := parseOrExit(f, args, env.stderr); !ok {
+		return code
+	}
+	log, err := cfg.logger(env.stderr)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "dev: %v\n", err)
+		return exitUsage
+	}
+	stack, err := devstack.Start(ctx, devstack.Config{
+		Dir: data, Host: host, NATSPort: natsPort, MongoPort: mongoPort, S3Port: s3Port,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("start the embedded servers")
+		return exitFailed
+	}
+	defer stack.Close()
+
+	cfg.client = clientConfig{
+		NATSURL: stack.NATSURL, MongoURI: stack.MongoURI,
+		S3Endpoint: stack.S3Endpoint, S3Bucket: stack.S3Bucket, S3Region: stack.S3Region,
+		S3AccessKey: stack.S3AccessKey, S3SecretKey: stack.S3SecretKey, S3PathStyle: true,
+		Tenant: "default", Timeout: 10 * time.Second,
+	}
+	fmt.Fprintf(env.stderr, `runnerd dev: embedded servers ready (data in %s)
+  RUNNERD_NATS_URL=%s
+  RUNNERD_MONGO_URI=%s
+  RUNNERD_S3_ENDPOINT=%s  RUNNERD_S3_BUCKET=%s
+  RUNNERD_S3_ACCESS_KEY=%s RUNNERD_S3_SECRET_KEY=%s
+
+Submit a run from another terminal:
+  bin/runnerd submit examples/hello.yaml --wait
+
+`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey)
+	return serve(ctx, env, cfg)
+}

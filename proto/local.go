@@ -1,0 +1,106 @@
+package proto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/executor"
+)
+
+// maxBatch bounds one EventBatch; batching keeps the stream cheap when a step
+// floods its output, and a lone event still goes out at once.
+const maxBatch = 256
+
+// errCancelled is the cause given to the run's context by Cancel.
+var errCancelled = errors.New("cancel requested by runnerd")
+
+// Local runs a request with the executor in this process. runexec serves it
+// over gRPC; benchmarks call it directly to measure what isolation costs.
+type Local struct {
+	// Env is the base environment of the steps.
+	Env []string
+
+	mu     sync.Mutex
+	cancel context.CancelCauseFunc
+}
+
+// Execute runs the workflow to its end and streams the events to emit.
+func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.Event) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.mu.Lock()
+	l.cancel = cancel
+	l.mu.Unlock()
+
+	events := make(chan runnerd.Event, 4*maxBatch)
+	sent := make(chan error, 1)
+	go func() { sent <- forward(events, emit, cancel) }()
+
+	_, err := executor.Run(ctx, executor.Options{
+		RunID:     req.RunID,
+		Workflow:  req.Workflow,
+		Vars:      req.Vars,
+		Workdir:   req.Workdir,
+		LogDir:    req.LogDir,
+		State:     req.State,
+		Answers:   req.Answers,
+		Env:       l.Env,
+		Deadline:  req.Deadline,
+		LogLimit:  req.LogLimit,
+		KillGrace: req.KillGrace,
+		Sink:      func(e runnerd.Event) { events <- e },
+	})
+	close(events)
+	if sendErr := <-sent; sendErr != nil {
+		return sendErr
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: %w", req.RunID, err)
+	}
+	return nil
+}
+
+// forward sends events in batches: it blocks for one event, then takes what
+// else is already waiting. When the parent stops listening the run is
+// cancelled, so no step outlives a lost parent. Events are still drained so
+// the executor never blocks on a dead stream.
+func forward(events <-chan runnerd.Event, emit func([]runnerd.Event) error, cancel context.CancelCauseFunc) error {
+	batch := make([]runnerd.Event, 0, maxBatch)
+	var failed error
+	for e := range events {
+		batch = append(batch[:0], e)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case e, ok := <-events:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, e)
+			default:
+				break fill
+			}
+		}
+		if failed != nil {
+			continue
+		}
+		if err := emit(batch); err != nil {
+			failed = fmt.Errorf("send events: %w", err)
+			cancel(failed)
+		}
+	}
+	return failed
+}
+
+// Cancel stops the running Execute, if any.
+func (l *Local) Cancel(_ context.Context, reason string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancel != nil {
+		l.cancel(fmt.Errorf("%w: %s", errCancelled, reason))
+	}
+	return nil
+}

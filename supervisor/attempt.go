@@ -1,0 +1,466 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/proto"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+// attempt is one delivery of one run, from pickup to the action on the
+// message. Its fields are filled in the order of the pickup sequence.
+type attempt struct {
+	sup   *Supervisor
+	d     *queue.Delivery
+	log   zerolog.Logger
+	runID string
+
+	msg       *queue.Message
+	run       *store.Run // as loaded, then as claimed
+	lease     *queue.Lease
+	epoch     uint64 // 0 until claimed: writes before that are unfenced
+	attemptNo int
+	started   time.Time
+	dir       runDir
+	sockDir   string // go-plugin's socket, outside the run dir (path length)
+
+	// Owned by the goroutine that runs Execute.
+	state      runnerd.StepStates
+	answers    map[string]map[string]string
+	finished   *runnerd.Event
+	eventBytes map[string]int64 // per step: log text stored as events so far
+
+	stopMu  sync.Mutex
+	stopped stopCause
+}
+
+// process handles one delivery end to end. It never panics the process: a
+// bug in one run must not take the other slots down.
+func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
+	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
+	a.log = s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered()).Logger()
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error().Interface("panic", p).Msg("supervisor bug while handling a run: redelivering")
+			_ = d.NakWithDelay(s.cfg.RetryDelay)
+		}
+	}()
+	out := a.pickUpAndRun(ctx)
+	a.conclude(ctx, out)
+}
+
+// pickUpAndRun is the pickup sequence of DESIGN.md: decode, load, tenant and
+// terminal checks, lease, claim, then the child.
+func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
+	s := a.sup
+	msg, err := a.d.Decode()
+	if err != nil {
+		a.log.Warn().Err(err).Str("reason", string(runnerd.ReasonInvalidMessage)).Msg("invalid message")
+		if a.runID != "" {
+			a.run, _ = s.st.Get(ctx, a.runID)
+		}
+		if errors.Is(err, workflow.ErrInvalid) {
+			return outInvalidWorkflow
+		}
+		return outInvalidMessage
+	}
+	a.msg, a.runID = msg, msg.RunID
+	a.log = a.log.With().Str("run_id", a.runID).Logger()
+
+	run, err := s.st.Get(ctx, msg.RunID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return outRunNotFound
+	case err != nil:
+		a.log.Warn().Err(err).Msg("load run")
+		return outStoreUnavailable
+	}
+	a.run = run
+	if run.TenantID != msg.TenantID {
+		a.log.Warn().Str("tenant_id", msg.TenantID).Str("run_tenant_id", run.TenantID).Msg("tenant mismatch")
+		return outTenantMismatch
+	}
+	if run.Status.Terminal() || run.Status == runnerd.StatusPaused {
+		return outStale
+	}
+
+	lease, err := s.q.AcquireLease(ctx, a.runID, s.cfg.RunnerID)
+	switch {
+	case errors.Is(err, queue.ErrLeaseHeld):
+		return outLeaseHeld
+	case err != nil:
+		a.log.Warn().Err(err).Msg("acquire lease")
+		return outStoreUnavailable
+	}
+	a.lease = lease
+
+	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, lease.Epoch())
+	switch {
+	case errors.Is(err, store.ErrFenced):
+		return outLeaseLost
+	case errors.Is(err, store.ErrTerminal), errors.Is(err, store.ErrIllegalTransition):
+		return outStale
+	case err != nil:
+		a.log.Warn().Err(err).Msg("claim run")
+		return outStoreUnavailable
+	}
+	a.run, a.epoch, a.attemptNo = run, lease.Epoch(), run.Attempt
+	a.log = a.log.With().Int("attempt", a.attemptNo).Uint64("epoch", a.epoch).Logger()
+	a.state = run.Steps.Clone()
+	if a.state == nil {
+		a.state = runnerd.StepStates{}
+	}
+	if run.CancelRequested {
+		return outCancelled
+	}
+
+	wf, vars, out := a.workflow(ctx)
+	if wf == nil {
+		return out
+	}
+	return a.runChild(ctx, wf, vars)
+}
+
+// workflow finds the run's workflow (the run document, the message, or S3
+// for a large one) and resolves its vars. On failure it returns a nil
+// workflow and the outcome.
+func (a *attempt) workflow(ctx context.Context) (*workflow.Workflow, map[string]string, outcome) {
+	wf := a.run.Workflow
+	if wf == nil {
+		wf = a.msg.Workflow
+	}
+	if wf == nil && a.msg.WorkflowRef != "" {
+		data, err := a.readBlob(ctx, a.msg.WorkflowRef)
+		if err != nil {
+			a.log.Warn().Err(err).Str("key", a.msg.WorkflowRef).Msg("load workflow")
+			return nil, nil, outStoreUnavailable
+		}
+		if wf, err = workflow.Parse(data, a.msg.WorkflowRef); err != nil {
+			a.log.Warn().Err(err).Msg("invalid workflow")
+			return nil, nil, outInvalidWorkflow
+		}
+	}
+	if wf == nil {
+		a.log.Warn().Msg("run has no workflow")
+		return nil, nil, outInvalidWorkflow
+	}
+	if err := wf.Validate(); err != nil {
+		a.log.Warn().Err(err).Msg("invalid workflow")
+		return nil, nil, outInvalidWorkflow
+	}
+	vars := a.run.Vars
+	if vars == nil {
+		vars = a.msg.Vars
+	}
+	resolved, err := wf.ResolveVars(vars)
+	if err != nil {
+		a.log.Warn().Err(err).Msg("invalid vars")
+		return nil, nil, outInvalidWorkflow
+	}
+	a.answers = mergeAnswers(a.run.Answers, a.msg.Resume)
+	return wf, resolved, 0
+}
+
+func (a *attempt) readBlob(ctx context.Context, key string) ([]byte, error) {
+	rc, err := a.sup.blobs.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+func mergeAnswers(saved map[string]map[string]string, resume *queue.Resume) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	add := func(m map[string]map[string]string) {
+		for step, kv := range m {
+			if out[step] == nil {
+				out[step] = map[string]string{}
+			}
+			for k, v := range kv {
+				out[step][k] = v
+			}
+		}
+	}
+	add(saved)
+	if resume != nil {
+		add(resume.Answers)
+	}
+	return out
+}
+
+// runChild runs the workflow in a runexec child and observes how it ends.
+func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[string]string) outcome {
+	s := a.sup
+	dir, err := s.makeRunDir(a.runID)
+	if err != nil {
+		a.log.Error().Err(err).Msg("run dir")
+		return outExecutorStartFailed
+	}
+	a.dir = dir
+	child, cg, err := s.startChild(a)
+	if err != nil {
+		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
+		return outExecutorStartFailed
+	}
+	a.log.Debug().Int("pid", child.Pid()).Msg("runexec started")
+
+	deadline := a.deadline(wf)
+	runCtx, stopMonitors := context.WithCancel(ctx)
+	monitorDone := make(chan struct{})
+	go func() { defer close(monitorDone); a.monitor(runCtx, child, deadline) }()
+	unsubscribe, err := s.q.SubscribeCancel(a.runID, func() { a.cancelByUser(child) })
+	if err != nil {
+		a.log.Warn().Err(err).Msg("subscribe to cancel subject: cancel still lands through the run document")
+		unsubscribe = func() {}
+	}
+
+	err = child.Execute(runCtx, &proto.Request{
+		RunID:     a.runID,
+		Workflow:  wf,
+		Vars:      vars,
+		State:     a.state.Clone(),
+		Answers:   a.answers,
+		Workdir:   dir.work(),
+		LogDir:    dir.logs(),
+		Deadline:  deadline,
+		LogLimit:  s.cfg.LogLimit,
+		KillGrace: s.cfg.KillGrace,
+	}, a.persist)
+	cleanEnd := err == nil
+	if !cleanEnd {
+		a.log.Debug().Err(err).Msg("event stream ended with an error")
+		// The stream breaks a moment before the process is reaped.
+		select {
+		case <-child.Exited():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	unsubscribe()
+	stopMonitors()
+	<-monitorDone
+	if ps := child.ProcessState(); ps != nil && !cleanEnd {
+		a.log.Warn().Str("exit", ps.String()).Msg("runexec exited without finishing")
+	}
+	child.Close()
+	children.remove(child.Pid())
+	oom := false
+	if cg != nil {
+		oom = cg.oomKills() > 0
+		cg.kill() // whatever escaped the process group (setsid, double fork)
+		cg.remove()
+	}
+
+	obs := observation{finished: a.finished, cleanEnd: cleanEnd, oomKilled: oom, stoppedFor: a.stopCause()}
+	out := classify(obs)
+	if out != outLeaseLost && out != outStoreUnavailable {
+		if err := a.upload(ctx); err != nil {
+			a.log.Warn().Err(err).Msg("upload logs and artifacts")
+			return outStoreUnavailable
+		}
+	}
+	return out
+}
+
+// deadline is the run's deadline for this attempt: the message's timeout
+// or the workflow's, whichever is earlier.
+func (a *attempt) deadline(wf *workflow.Workflow) time.Time {
+	var d time.Time
+	limit := func(t time.Duration) {
+		if t > 0 && (d.IsZero() || a.started.Add(t).Before(d)) {
+			d = a.started.Add(t)
+		}
+	}
+	limit(time.Duration(a.msg.TimeoutSec) * time.Second)
+	limit(time.Duration(a.run.TimeoutSec) * time.Second)
+	limit(wf.Timeout.D())
+	return d
+}
+
+// stopFor records why the supervisor stops the child; the first cause wins.
+func (a *attempt) stopFor(c stopCause) bool {
+	a.stopMu.Lock()
+	defer a.stopMu.Unlock()
+	if a.stopped != stopNone {
+		return false
+	}
+	a.stopped = c
+	return true
+}
+
+func (a *attempt) stopCause() stopCause {
+	a.stopMu.Lock()
+	defer a.stopMu.Unlock()
+	return a.stopped
+}
+
+// cancelByUser asks the child to stop; monitor kills it if it does not.
+func (a *attempt) cancelByUser(child *proto.Child) {
+	if !a.stopFor(stopCancel) {
+		return
+	}
+	a.log.Info().Str("reason", string(runnerd.ReasonCancelled)).Msg("cancel requested")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := child.Cancel(ctx, "cancelled by user"); err != nil {
+			a.log.Debug().Err(err).Msg("cancel RPC")
+		}
+	}()
+}
+
+// persist stores one batch of the child's events, folds them into the step
+// state and saves that state when a step finishes. It runs on the Execute
+// goroutine; an error stops the stream.
+func (a *attempt) persist(events []runnerd.Event) error {
+	stored := make([]runnerd.Event, 0, len(events))
+	saveState := false
+	for _, e := range events {
+		a.state.Apply(e)
+		switch e.Type {
+		case runnerd.EventStepFinished:
+			if ans := a.answers[e.Step]; ans != nil && e.Status == string(runnerd.StepSucceeded) {
+				a.state[e.Step].Answers = ans
+			}
+			saveState = true
+		case runnerd.EventPaused, runnerd.EventStepStarted:
+			saveState = true // `runnerd status` shows which steps run
+		case runnerd.EventRunFinished:
+			ev := e
+			a.finished = &ev
+		case runnerd.EventLog:
+			if !a.keepLogEvent(&e) {
+				continue
+			}
+		}
+		stored = append(stored, e)
+	}
+	return a.withStore(func(ctx context.Context) error {
+		if len(stored) > 0 {
+			if _, err := a.sup.st.AppendEvents(ctx, a.runID, a.epoch, stored); err != nil {
+				return err
+			}
+			stored = nil // do not append twice on a retry of the state save
+		}
+		if saveState {
+			return a.sup.st.SaveSteps(ctx, a.runID, a.epoch, a.state)
+		}
+		return nil
+	})
+}
+
+// keepLogEvent applies the per-step budget of log text stored as events: the
+// whole log is in S3; events serve `logs --follow`. At the limit one marker
+// event says where the rest is.
+func (a *attempt) keepLogEvent(e *runnerd.Event) bool {
+	if a.eventBytes == nil {
+		a.eventBytes = map[string]int64{}
+	}
+	used := a.eventBytes[e.Step]
+	limit := a.sup.cfg.EventLogMax
+	if used > limit {
+		return false
+	}
+	a.eventBytes[e.Step] = used + int64(len(e.Text))
+	if used+int64(len(e.Text)) > limit {
+		e.Text = fmt.Sprintf("\n[runnerd: the rest of this step's output is in its log: %s]\n",
+			blob.StepLogKey(a.runID, a.attemptNo, e.Step))
+	}
+	return true
+}
+
+// withStore runs a fenced write with a few retries: a brief MongoDB outage
+// must not fail a healthy run. A fenced write means the lease is lost.
+func (a *attempt) withStore(write func(context.Context) error) error {
+	delay := 250 * time.Millisecond
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err := write(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, store.ErrFenced):
+			a.stopFor(stopLeaseLost)
+			return err
+		case try >= 6 || a.stopCause() == stopLeaseLost:
+			a.stopFor(stopStoreUnavailable)
+			return err
+		}
+		a.log.Warn().Err(err).Int("try", try).Msg("store write failed: retrying")
+		time.Sleep(delay)
+		delay *= 2
+	}
+}
+
+// upload copies each step log of this attempt and the declared artifacts
+// from the run dir to S3, and records the log keys in the step state.
+func (a *attempt) upload(ctx context.Context) error {
+	bl := a.sup.blobs
+	for step, st := range a.state {
+		logPath := filepath.Join(a.dir.logs(), step+".log")
+		if _, err := os.Stat(logPath); err == nil {
+			key := blob.StepLogKey(a.runID, a.attemptNo, step)
+			if err := putFile(ctx, bl, key, logPath); err != nil {
+				return err
+			}
+			st.LogKey = key
+		}
+		if st.StartedAt.Before(a.started) {
+			continue // artifacts of an earlier attempt are already uploaded
+		}
+		for _, rel := range st.Artifacts {
+			path, err := insideDir(a.dir.work(), rel)
+			if err != nil {
+				a.log.Warn().Err(err).Str("step", step).Msg("artifact refused")
+				continue
+			}
+			if err := putFile(ctx, bl, blob.ArtifactKey(a.runID, step, rel), path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func putFile(ctx context.Context, bl *blob.Store, key, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = bl.Put(ctx, key, io.Reader(f))
+	return err
+}
+
+// insideDir resolves rel inside dir and refuses anything that leaves it,
+// symlinks included: the step that made the file is dead by now, but the
+// check is cheap and runnerd holds the S3 credentials.
+func insideDir(dir, rel string) (string, error) {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	p, err := filepath.EvalSymlinks(filepath.Join(dir, rel))
+	if err != nil {
+		return "", err
+	}
+	if p != root && !strings.HasPrefix(p, root+string(filepath.Separator)) {
+		return "", fmt.Errorf("artifact %q resolves outside the workdir", rel)
+	}
+	return p, nil
+}

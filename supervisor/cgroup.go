@@ -1,0 +1,211 @@
+package supervisor
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cgroup confines one child and everything it forks: a memory limit, a pids
+// limit (fork bombs), an OOM counter to tell child_oom from other deaths, and
+// a kill that reaches processes that left the child's process group (setsid,
+// double fork). cgroup v2 is used where its controllers are enabled; else the
+// v1 memory and pids hierarchies. Where neither is writable the child runs
+// without one, and containment falls back to process groups and rlimits.
+type cgroup struct {
+	dirs []string // v2: one dir; v1: memory dir then pids dir (either may be "")
+	v2   bool
+}
+
+// cgroupRoots finds where this process's cgroups live and whether a child
+// cgroup can be made there. It returns nil when none can.
+func cgroupRoots() (v2 string, v1mem, v1pids string) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return "", "", ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			dir := filepath.Join("/sys/fs/cgroup", parts[2])
+			if ctrl, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil && strings.Contains(string(ctrl), "memory") {
+				v2 = dir
+			}
+		case parts[1] == "memory":
+			v1mem = filepath.Join("/sys/fs/cgroup/memory", parts[2])
+		case parts[1] == "pids":
+			v1pids = filepath.Join("/sys/fs/cgroup/pids", parts[2])
+		}
+	}
+	return v2, v1mem, v1pids
+}
+
+// newCgroup makes the cgroup of one run under this process's own cgroups.
+// memLimit and pidsLimit of 0 mean no limit.
+func newCgroup(name string, memLimit int64, pidsLimit int) (*cgroup, error) {
+	v2, v1mem, v1pids := cgroupRoots()
+	if v2 != "" {
+		dir := filepath.Join(v2, name)
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			cg := &cgroup{dirs: []string{dir}, v2: true}
+			if err := cg.limit(memLimit, pidsLimit); err != nil {
+				cg.remove()
+				return nil, err
+			}
+			return cg, nil
+		}
+	}
+	cg := &cgroup{dirs: []string{"", ""}}
+	for i, root := range []string{v1mem, v1pids} {
+		if root == "" {
+			continue
+		}
+		dir := filepath.Join(root, name)
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			cg.dirs[i] = dir
+		}
+	}
+	if cg.dirs[0] == "" && cg.dirs[1] == "" {
+		return nil, errors.New("no writable cgroup hierarchy")
+	}
+	if err := cg.limit(memLimit, pidsLimit); err != nil {
+		cg.remove()
+		return nil, err
+	}
+	return cg, nil
+}
+
+func (cg *cgroup) limit(memLimit int64, pidsLimit int) error {
+	write := func(dir, file, value string) error {
+		if dir == "" {
+			return nil
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644); err != nil {
+			return fmt.Errorf("cgroup %s: %w", file, err)
+		}
+		return nil
+	}
+	memDir, pidsDir, memFile := cg.dirs[0], cg.pidsDir(), "memory.limit_in_bytes"
+	if cg.v2 {
+		memFile = "memory.max"
+		// Without swap off, a hog pages out instead of being OOM-killed.
+		_ = write(memDir, "memory.swap.max", "0")
+	} else {
+		_ = write(memDir, "memory.swappiness", "0")
+	}
+	if memLimit > 0 {
+		if err := write(memDir, memFile, strconv.FormatInt(memLimit, 10)); err != nil {
+			return err
+		}
+	}
+	if pidsLimit > 0 {
+		if err := write(pidsDir, "pids.max", strconv.Itoa(pidsLimit)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (cg *cgroup) pidsDir() string {
+	if cg.v2 {
+		return cg.dirs[0]
+	}
+	return cg.dirs[1]
+}
+
+// add moves a process into the cgroup; its later children are born there.
+func (cg *cgroup) add(pid int) error {
+	for _, dir := range cg.dirs {
+		if dir == "" {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("move pid %d into cgroup %s: %w", pid, dir, err)
+		}
+	}
+	return nil
+}
+
+// oomKills is how many processes the kernel killed for the memory limit.
+func (cg *cgroup) oomKills() int {
+	file := filepath.Join(cg.dirs[0], "memory.oom_control")
+	if cg.v2 {
+		file = filepath.Join(cg.dirs[0], "memory.events")
+	}
+	if cg.dirs[0] == "" {
+		return 0
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// procs lists the processes still in the cgroup.
+func (cg *cgroup) procs() []int {
+	var pids []int
+	seen := map[int]bool{}
+	for _, dir := range cg.dirs {
+		if dir == "" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// kill SIGKILLs every process in the cgroup, including those that escaped
+// the process group, and waits (briefly) until it is empty.
+func (cg *cgroup) kill() {
+	if cg.v2 {
+		_ = os.WriteFile(filepath.Join(cg.dirs[0], "cgroup.kill"), []byte("1"), 0o644)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids := cg.procs()
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// remove deletes the cgroup; it must be empty (call kill first).
+func (cg *cgroup) remove() {
+	for _, dir := range cg.dirs {
+		if dir != "" {
+			_ = os.Remove(dir)
+		}
+	}
+}

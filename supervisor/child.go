@@ -1,0 +1,195 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/runnerd/runnerd/proto"
+)
+
+// runDir is the directory of one attempt of one run; all of it is removed
+// when the attempt ends.
+type runDir struct {
+	root string
+}
+
+func (d runDir) work() string { return filepath.Join(d.root, "work") }
+func (d runDir) logs() string { return filepath.Join(d.root, "logs") }
+func (d runDir) tmp() string  { return filepath.Join(d.root, "tmp") }
+func (d runDir) home() string { return filepath.Join(d.root, "home") }
+
+func (s *Supervisor) makeRunDir(runID string) (runDir, error) {
+	d := runDir{root: filepath.Join(s.cfg.RunDirRoot, s.cfg.RunnerID, runID)}
+	_ = os.RemoveAll(d.root)
+	for _, dir := range []string{d.work(), d.logs(), d.tmp(), d.home()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return d, fmt.Errorf("run dir of run %s: %w", runID, err)
+		}
+	}
+	return d, nil
+}
+
+// childEnv is the child's whole environment. It is built, never inherited,
+// so no credential of runnerd reaches a workflow.
+func (s *Supervisor) childEnv(d runDir) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := []string{
+		"PATH=" + path,
+		"HOME=" + d.home(),
+		"TMPDIR=" + d.tmp(),
+		"LANG=C.UTF-8",
+		"RUNEXEC_RLIMIT_NOFILE=" + strconv.FormatUint(s.cfg.NoFileLimit, 10),
+	}
+	if s.cfg.FileSizeMax > 0 {
+		env = append(env, "RUNEXEC_RLIMIT_FSIZE="+strconv.FormatUint(s.cfg.FileSizeMax, 10))
+	}
+	return env
+}
+
+// childCmd is the runexec command: its own process group (every kill is a
+// group kill), killed if runnerd dies, stdin from /dev/null.
+func (s *Supervisor) childCmd(d runDir) *exec.Cmd {
+	cmd := exec.Command(s.cfg.RunexecPath)
+	cmd.Env = s.childEnv(d)
+	cmd.Dir = d.work()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// startChild starts runexec for one attempt, inside a cgroup where one can
+// be made. The cgroup may be nil.
+func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
+	cg, err := newCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("%s-%d", a.runID, a.attemptNo)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
+	if err != nil {
+		a.log.Debug().Err(err).Msg("no cgroup: containment by process group and rlimits only")
+		cg = nil
+	}
+	// A Unix socket path is limited to 108 bytes, which a run dir can exceed:
+	// the socket gets a short directory of its own.
+	sockDir, err := os.MkdirTemp("", "rd")
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket dir: %w", err)
+	}
+	a.sockDir = sockDir
+	child, err := proto.Start(proto.ChildConfig{
+		Cmd:       s.childCmd(a.dir),
+		SocketDir: sockDir,
+		AutoMTLS:  s.cfg.AutoMTLS,
+		Logger:    newHCLogger(a.log.With().Str("source", "runexec").Logger()),
+	})
+	if err != nil {
+		if cg != nil {
+			cg.kill()
+			cg.remove()
+		}
+		return nil, nil, err
+	}
+	children.add(child.Pid())
+	if cg != nil {
+		// The child does not fork before Execute is called, so its steps are
+		// all born inside the cgroup.
+		if err := cg.add(child.Pid()); err != nil {
+			a.log.Warn().Err(err).Msg("cgroup: child left outside")
+		}
+	}
+	return child, cg, nil
+}
+
+func (s *Supervisor) cgroupParentName() string { return "runnerd-" + s.cfg.RunnerID }
+
+// sweepCgroups kills and removes run cgroups a crashed predecessor left.
+func sweepCgroups(parent string) {
+	v2, mem, pids := cgroupRoots()
+	for _, root := range []string{v2, mem, pids} {
+		if root == "" {
+			continue
+		}
+		dir := filepath.Join(root, parent)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			cg := &cgroup{dirs: []string{filepath.Join(dir, e.Name())}, v2: root == v2}
+			if root == pids {
+				cg.dirs = []string{"", cg.dirs[0]}
+			}
+			cg.kill()
+			cg.remove()
+		}
+	}
+}
+
+// children are the runexec processes this process started and waits for
+// itself; the orphan reaper leaves them alone.
+var children = &pidSet{m: map[int]bool{}}
+
+type pidSet struct {
+	mu sync.Mutex
+	m  map[int]bool
+}
+
+func (p *pidSet) add(pid int)    { p.mu.Lock(); p.m[pid] = true; p.mu.Unlock() }
+func (p *pidSet) remove(pid int) { p.mu.Lock(); delete(p.m, pid); p.mu.Unlock() }
+func (p *pidSet) has(pid int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[pid]
+}
+
+var subreaperOnce sync.Once
+
+// becomeSubreaper makes orphaned descendants (a step that escaped a dead
+// child) reparent to runnerd instead of init, and reaps them as they exit.
+func becomeSubreaper(log zerolog.Logger) {
+	subreaperOnce.Do(func() {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			log.Warn().Err(err).Msg("cannot become child subreaper")
+			return
+		}
+		go reapOrphans()
+	})
+}
+
+// reapOrphans waits for zombie children that are not our own runexec
+// children: waiting on any pid (-1) would steal exit statuses from os/exec.
+func reapOrphans() {
+	self := os.Getpid()
+	for range time.Tick(500 * time.Millisecond) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || children.has(pid) {
+				continue
+			}
+			stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			// stat: pid (comm) state ppid ...; comm may hold spaces.
+			rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+			f := strings.Fields(rest)
+			if len(f) < 2 || f[0] != "Z" || f[1] != strconv.Itoa(self) {
+				continue
+			}
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+)
+
+// conclude applies the exit table: it writes the run's new status (and the
+// step state) first, then acts on the message, so nothing is acked before its
+// state is saved. Then it releases the lease and removes the run dir.
+func (a *attempt) conclude(ctx context.Context, out outcome) {
+	v := decide(out, a.d.LastAttempt())
+	act := v.action
+	if v.write {
+		if err := a.write(ctx, v); err != nil {
+			a.log.Warn().Err(err).Str("reason", string(v.reason)).Msg("could not record the outcome: redelivering")
+			act = actNakDelay
+			if errors.Is(err, store.ErrFenced) {
+				act = actNakNow
+			}
+		}
+	}
+	if act == actRepublish {
+		if err := a.republish(ctx); err != nil {
+			a.log.Warn().Err(err).Msg("republish failed: redelivering instead")
+			act = actNakNow
+		} else {
+			act = actAck
+		}
+	}
+	if err := a.act(ctx, act, v.reason); err != nil {
+		a.log.Warn().Err(err).Str("action", act.String()).Msg("act on message")
+	}
+	logEvent := a.log.Info()
+	if v.status == runnerd.StatusFailed || act == actTerm {
+		logEvent = a.log.Warn()
+	}
+	logEvent.Str("status", string(v.status)).Str("reason", string(v.reason)).
+		Str("action", act.String()).Dur("duration", time.Since(a.started)).Msg("run attempt done")
+
+	if a.lease != nil && out != outLeaseLost {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := a.lease.Release(rctx); err != nil {
+			a.log.Debug().Err(err).Msg("release lease")
+		}
+		cancel()
+	}
+	for _, dir := range []string{a.dir.root, a.sockDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+}
+
+// write records the verdict in the run document: fenced by the epoch once
+// claimed; before the claim only a queued run is touched (a run owned by
+// another runner is never written without its epoch).
+func (a *attempt) write(ctx context.Context, v verdict) error {
+	st := a.sup.st
+	if a.epoch == 0 {
+		if a.run == nil || a.run.Status != runnerd.StatusQueued {
+			return nil
+		}
+		return st.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
+	}
+	return a.withStore(func(ctx context.Context) error {
+		switch {
+		case v.status.Terminal():
+			return st.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
+		case v.action == actRepublish:
+			if err := st.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
+				return err
+			}
+			run, err := st.Requeue(ctx, a.runID, a.epoch, v.reason)
+			if err == nil {
+				a.run.Generation = run.Generation
+			}
+			return err
+		default:
+			if err := st.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
+				return err
+			}
+			return st.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
+		}
+	})
+}
+
+// republish puts the run back on the queue under its new generation, with
+// the original headers (trace context), so the next runner resumes it.
+func (a *attempt) republish(ctx context.Context) error {
+	msg := *a.msg
+	msg.PublishedAt = time.Now().UTC()
+	hdr := nats.Header{}
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := a.d.Header().Get(k); v != "" {
+			hdr.Set(k, v)
+		}
+	}
+	err := a.sup.q.Publish(ctx, &msg, a.run.Generation, hdr)
+	if errors.Is(err, queue.ErrDuplicate) {
+		return nil // an earlier try of this republish landed
+	}
+	return err
+}
+
+func (a *attempt) act(ctx context.Context, act action, reason runnerd.Reason) error {
+	switch act {
+	case actAck:
+		return a.d.Ack(ctx)
+	case actNakRetry:
+		return a.d.NakWithBackoff()
+	case actNakDelay:
+		return a.d.NakWithDelay(a.sup.cfg.RetryDelay)
+	case actNakNow:
+		return a.d.Nak()
+	case actTerm:
+		return a.d.Term(string(reason))
+	}
+	return nil
+}

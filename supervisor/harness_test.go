@@ -1,0 +1,280 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+var runexecPath string
+
+// TestMain uses the runexec that `make test` built, or builds one.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
+		runexecPath = filepath.Join(dir, "runexec")
+	} else {
+		tmp, err := os.MkdirTemp("", "runexec-bin")
+		if err != nil {
+			panic(err)
+		}
+		runexecPath = filepath.Join(tmp, "runexec")
+		out, err := exec.Command("go", "build", "-o", runexecPath, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build runexec: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(tmp)
+	}
+	os.Exit(m.Run())
+}
+
+// env is one test's world: real servers, a queue, the stores and
+// supervisors started on them.
+type env struct {
+	t     *testing.T
+	stack *devstack.Stack
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	q     *queue.Queue
+	qcfg  queue.Config
+	st    *store.Store
+	blobs *blob.Store
+	logs  *syncBuffer
+	side  string // a directory outside every run dir, for steps' side effects
+}
+
+func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
+	t.Helper()
+	e := &env{t: t, stack: devstacktest.Start(t), logs: &syncBuffer{}, side: t.TempDir()}
+	ctx := context.Background()
+	var err error
+	if e.nc, err = nats.Connect(e.stack.NATSURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.nc.Close)
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		t.Fatal(err)
+	}
+	e.qcfg = queue.DefaultConfig()
+	e.qcfg.LeaseTTL = 3 * time.Second
+	e.qcfg.MaxDeliver = 3
+	e.qcfg.Backoff = []time.Duration{100 * time.Millisecond}
+	if tweak != nil {
+		tweak(&e.qcfg)
+	}
+	if e.q, err = queue.Setup(ctx, e.js, e.qcfg); err != nil {
+		t.Fatal(err)
+	}
+	if e.st, err = store.Open(ctx, store.Config{URI: e.stack.MongoURI}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.st.Close(context.Background()) })
+	e.blobs, err = blob.New(ctx, blob.Config{
+		Endpoint: e.stack.S3Endpoint, Region: e.stack.S3Region, Bucket: e.stack.S3Bucket,
+		AccessKey: e.stack.S3AccessKey, SecretKey: e.stack.S3SecretKey, PathStyle: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// running is one supervisor serving in the background.
+type running struct {
+	sup    *Supervisor
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (r *running) stop() error {
+	r.cancel()
+	return <-r.done
+}
+
+func (e *env) config(id string) Config {
+	return Config{
+		RunnerID:      id,
+		Concurrency:   2,
+		RunDirRoot:    filepath.Join(e.side, "runs"),
+		RunexecPath:   runexecPath,
+		ShutdownGrace: 10 * time.Second,
+		KillGrace:     time.Second,
+		PingInterval:  300 * time.Millisecond,
+		PingTimeout:   time.Second,
+		FetchWait:     500 * time.Millisecond,
+		RetryDelay:    200 * time.Millisecond,
+		MemoryLimit:   256 << 20,
+		PidsLimit:     256,
+		Logger:        zerolog.New(e.logs).With().Timestamp().Logger(),
+	}
+}
+
+func (e *env) serve(cfg Config) *running {
+	e.t.Helper()
+	sup, err := New(cfg, e.q, e.st, e.blobs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{sup: sup, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- sup.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		sup.StopNow()
+		<-r.done
+	})
+	return r
+}
+
+// submit creates a run and publishes its message, as `runnerd submit` does.
+func (e *env) submit(id, yaml string, vars map[string]string) {
+	e.t.Helper()
+	wf, err := workflow.Parse([]byte(yaml), id+".yaml")
+	if err != nil {
+		e.t.Fatalf("workflow of %s: %v", id, err)
+	}
+	ctx := context.Background()
+	run := &store.Run{ID: id, TenantID: "t", Workflow: wf, Vars: vars}
+	if err := e.st.Create(ctx, run); err != nil {
+		e.t.Fatal(err)
+	}
+	got, err := e.st.Get(ctx, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.publish(&queue.Message{V: queue.Version, RunID: id, TenantID: "t", Workflow: wf, Vars: vars}, got.Generation)
+}
+
+func (e *env) publish(msg *queue.Message, generation int) {
+	e.t.Helper()
+	msg.PublishedAt = time.Now().UTC()
+	if err := e.q.Publish(context.Background(), msg, generation, nil); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitRun polls the run until ok says so.
+func (e *env) waitRun(id string, timeout time.Duration, what string, ok func(*store.Run) bool) *store.Run {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last *store.Run
+	for time.Now().Before(deadline) {
+		r, err := e.st.Get(context.Background(), id)
+		if err == nil {
+			last = r
+			if ok(r) {
+				return r
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if last != nil {
+		e.t.Fatalf("run %s: not %s after %s: status %s reason %s attempt %d\nlogs:\n%s", id, what, timeout, last.Status, last.Reason, last.Attempt, e.logs.String())
+	}
+	e.t.Fatalf("run %s: never found\nlogs:\n%s", id, e.logs.String())
+	return nil
+}
+
+func (e *env) waitStatus(id string, status runnerd.Status, timeout time.Duration) *store.Run {
+	e.t.Helper()
+	return e.waitRun(id, timeout, string(status), func(r *store.Run) bool { return r.Status == status })
+}
+
+// waitQueueEmpty waits until no message is pending or unacknowledged.
+func (e *env) waitQueueEmpty(timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := e.js.Stream(context.Background(), e.qcfg.Stream)
+		if err == nil {
+			si, err := info.Info(context.Background())
+			if err == nil && si.State.Msgs == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("queue not empty after %s\nlogs:\n%s", timeout, e.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sideFile is a file outside every run dir, for steps to record side effects.
+func (e *env) sideFile(name string) string { return filepath.Join(e.side, name) }
+
+func countLines(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
+}
+
+// noProcessWith fails if any process has marker in its command line.
+func noProcessWith(t *testing.T, marker string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var found []string
+		entries, _ := os.ReadDir("/proc")
+		for _, en := range entries {
+			cmdline, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+			if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
+				continue
+			}
+			stat, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
+				continue // a zombie waiting to be reaped holds nothing
+			}
+			found = append(found, en.Name()+": "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+		}
+		if len(found) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left behind:\n%s", strings.Join(found, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

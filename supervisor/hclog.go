@@ -1,0 +1,58 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/rs/zerolog"
+)
+
+// newHCLogger adapts zerolog for go-plugin: its own lines and the child's
+// log lines arrive here as hclog JSON and leave as zerolog events carrying
+// the run's fields.
+func newHCLogger(l zerolog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "plugin",
+		Level:      hclog.Info,
+		JSONFormat: true,
+		Output:     hclogWriter{l},
+	})
+}
+
+type hclogWriter struct{ l zerolog.Logger }
+
+func (w hclogWriter) Write(p []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimSpace(p), []byte("\n")) {
+		var entry map[string]any
+		if json.Unmarshal(line, &entry) != nil {
+			w.l.Info().Str("line", string(line)).Msg("plugin output")
+			continue
+		}
+		level, _ := entry["@level"].(string)
+		msg, _ := entry["@message"].(string)
+		ev := w.l.WithLevel(zerologLevel(level))
+		for k, v := range entry {
+			if k == "@level" || k == "@message" || k == "@timestamp" {
+				continue
+			}
+			ev = ev.Interface(k, v)
+		}
+		ev.Msg(msg)
+	}
+	return len(p), nil
+}
+
+func zerologLevel(l string) zerolog.Level {
+	switch l {
+	case "trace":
+		return zerolog.TraceLevel
+	case "debug":
+		return zerolog.DebugLevel
+	case "warn":
+		return zerolog.WarnLevel
+	case "error":
+		return zerolog.ErrorLevel
+	}
+	return zerolog.InfoLevel
+}

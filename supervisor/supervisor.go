@@ -1,0 +1,261 @@
+// Package supervisor is runnerd's core: the consumer loop with its run slots,
+// and for each delivery the lease, the claim, one isolated runexec child, the
+// persisted event stream, the uploads, and the exit table (exittable.go) that
+// decides what happens to the run and to the message.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+)
+
+// Config is the supervisor's configuration; zero fields take the defaults
+// of DefaultConfig.
+type Config struct {
+	RunnerID    string // names this process in leases, run documents and run dirs
+	Concurrency int    // run slots: runs executed at once by this process
+	RunDirRoot  string // run dirs live in <root>/<runner id>/<run id>
+	RunexecPath string // the runexec binary
+
+	ShutdownGrace time.Duration // first SIGTERM: how long children get to save and stop
+	KillGrace     time.Duration // a step's SIGTERM → SIGKILL grace inside the child
+	PingInterval  time.Duration // child health checks
+	PingTimeout   time.Duration // a child that does not answer within it is killed
+	FetchWait     time.Duration // long-poll of one fetch
+	RetryDelay    time.Duration // delay of a Nak for a transient condition (store down, lease held)
+
+	MemoryLimit  int64  // bytes for a child and its steps (cgroup); 0: none
+	PidsLimit    int    // processes for a child and its steps (cgroup); 0: none
+	NoFileLimit  uint64 // RLIMIT_NOFILE of the child and its steps
+	FileSizeMax  uint64 // RLIMIT_FSIZE in bytes; 0: unlimited
+	LogLimit     int64  // bytes of log kept per step (in S3); 0: executor default
+	EventLogMax  int64  // bytes of a step's log also stored as events (for `logs --follow`)
+	AutoMTLS     bool   // go-plugin mutual TLS between runnerd and runexec
+	ChildLogHook func(zerolog.Logger) zerolog.Logger
+
+	Logger zerolog.Logger
+}
+
+// DefaultConfig returns the defaults documented in `runnerd serve --help`.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		RunnerID:      host,
+		Concurrency:   1,
+		RunDirRoot:    filepath.Join(os.TempDir(), "runnerd"),
+		ShutdownGrace: 25 * time.Second,
+		KillGrace:     5 * time.Second,
+		PingInterval:  5 * time.Second,
+		PingTimeout:   5 * time.Second,
+		FetchWait:     5 * time.Second,
+		RetryDelay:    5 * time.Second,
+		MemoryLimit:   2 << 30,
+		PidsLimit:     1024,
+		NoFileLimit:   4096,
+		EventLogMax:   1 << 20,
+		Logger:        zerolog.Nop(),
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.RunnerID == "" {
+		c.RunnerID = d.RunnerID
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = d.Concurrency
+	}
+	if c.RunDirRoot == "" {
+		c.RunDirRoot = d.RunDirRoot
+	}
+	for _, p := range []struct{ v, d *time.Duration }{
+		{&c.ShutdownGrace, &d.ShutdownGrace}, {&c.KillGrace, &d.KillGrace},
+		{&c.PingInterval, &d.PingInterval}, {&c.PingTimeout, &d.PingTimeout},
+		{&c.FetchWait, &d.FetchWait}, {&c.RetryDelay, &d.RetryDelay},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.d
+		}
+	}
+	if c.NoFileLimit == 0 {
+		c.NoFileLimit = d.NoFileLimit
+	}
+	if c.EventLogMax == 0 {
+		c.EventLogMax = d.EventLogMax
+	}
+}
+
+// Validate names every invalid field at once.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.RunnerID != "", "runner id: must not be empty")
+	check(queue.ValidateRunID(c.RunnerID) == nil, "runner id %q: use letters, digits, '.', '_' and '-'", c.RunnerID)
+	check(c.Concurrency >= 1 && c.Concurrency <= 1024, "concurrency %d: want 1 to 1024", c.Concurrency)
+	check(c.RunexecPath != "", "runexec path: must not be empty")
+	if c.RunexecPath != "" {
+		if _, err := os.Stat(c.RunexecPath); err != nil {
+			errs = append(errs, fmt.Errorf("runexec path: %w", err))
+		}
+	}
+	check(c.ShutdownGrace > 0, "shutdown grace %s: want more than 0", c.ShutdownGrace)
+	check(c.PingTimeout > 0 && c.PingInterval > 0, "ping interval and timeout: want more than 0")
+	check(c.MemoryLimit >= 0, "memory limit %d: want 0 (none) or more", c.MemoryLimit)
+	return errors.Join(errs...)
+}
+
+// Supervisor consumes run messages and executes each run in a runexec child.
+type Supervisor struct {
+	cfg   Config
+	q     *queue.Queue
+	st    *store.Store
+	blobs *blob.Store
+	log   zerolog.Logger
+
+	draining chan struct{} // closed at the first SIGTERM: stop fetching, ask children to stop
+	hardStop chan struct{} // closed when the grace is over or at a second SIGTERM
+	stopOnce sync.Once
+	drainMu  sync.Once
+}
+
+// New checks the configuration and prepares a supervisor.
+func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Supervisor, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("supervisor config: %w", err)
+	}
+	return &Supervisor{
+		cfg:      cfg,
+		q:        q,
+		st:       st,
+		blobs:    blobs,
+		log:      cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
+		draining: make(chan struct{}),
+		hardStop: make(chan struct{}),
+	}, nil
+}
+
+// Run serves until ctx is cancelled (the first SIGTERM), then drains: no new
+// fetch, every child is asked to save its state and stop, and after the
+// shutdown grace (or StopNow) what remains is killed. Each interrupted run is
+// republished. Run returns when every slot is free.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := s.prepareHost(); err != nil {
+		return err
+	}
+	slots := make(chan struct{}, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	// Work that runs to the end of an attempt, even after ctx: a draining
+	// run still saves its state and acts on its message.
+	workCtx := context.WithoutCancel(ctx)
+
+	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
+	for ctx.Err() == nil {
+		free := s.cfg.Concurrency - len(slots)
+		if free == 0 {
+			if !s.waitSlot(ctx, slots) {
+				break
+			}
+			continue
+		}
+		deliveries, err := s.q.Fetch(ctx, free, s.cfg.FetchWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn().Err(err).Msg("fetch runs")
+			sleep(ctx, time.Second)
+			continue
+		}
+		for _, d := range deliveries {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				s.process(workCtx, d)
+			}()
+		}
+	}
+
+	s.drain()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.ShutdownGrace):
+		s.log.Warn().Dur("grace", s.cfg.ShutdownGrace).Msg("shutdown grace over: killing the remaining children")
+		s.StopNow()
+		<-done
+	case <-s.hardStop:
+		<-done
+	}
+	s.log.Info().Msg("stopped")
+	return nil
+}
+
+// drain tells every running attempt to stop and save its state.
+func (s *Supervisor) drain() {
+	s.drainMu.Do(func() { close(s.draining) })
+}
+
+// StopNow skips the rest of the shutdown grace: children are killed at once
+// (their runs are still republished). The second SIGTERM calls it.
+func (s *Supervisor) StopNow() {
+	s.drain()
+	s.stopOnce.Do(func() { close(s.hardStop) })
+}
+
+// waitSlot waits until a slot frees; false if ctx ended first.
+func (s *Supervisor) waitSlot(ctx context.Context, slots chan struct{}) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(slots) == cap(slots) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+// prepareHost makes the run dir root and removes what a previous process
+// with this runner id left behind: it crashed, so its runs are redelivered
+// and will run in fresh dirs.
+func (s *Supervisor) prepareHost() error {
+	own := filepath.Join(s.cfg.RunDirRoot, s.cfg.RunnerID)
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		return fmt.Errorf("run dir root: %w", err)
+	}
+	stale, _ := os.ReadDir(own)
+	for _, e := range stale {
+		s.log.Info().Str("run_id", e.Name()).Msg("removing stale run dir")
+		_ = os.RemoveAll(filepath.Join(own, e.Name()))
+	}
+	sweepCgroups(s.cgroupParentName())
+	becomeSubreaper(s.log)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

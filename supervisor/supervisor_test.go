@@ -1,0 +1,402 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+func TestSucceededRunIsAckedWithEventsAndLogs(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	e.submit("ok1", `
+steps:
+  - id: hello
+    shell: echo "hello ${{ vars.who }}"; echo "v=42" >> "$RUNEXEC_OUTPUT"
+  - id: after
+    needs: [hello]
+    run: ["echo", "got ${{ steps.hello.outputs.v }}"]
+vars: {who: world}
+`, map[string]string{"who": "runnerd"})
+
+	run := e.waitStatus("ok1", runnerd.StatusSucceeded, 30*time.Second)
+	if run.Reason != runnerd.ReasonCompleted || run.Attempt != 1 {
+		t.Fatalf("reason %s attempt %d, want completed 1", run.Reason, run.Attempt)
+	}
+	if got := run.Steps["hello"].Outputs["v"]; got != "42" {
+		t.Fatalf("output v = %q", got)
+	}
+	e.waitQueueEmpty(10 * time.Second)
+
+	events, err := e.st.Events(context.Background(), "ok1", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range events {
+		types = append(types, string(ev.Type))
+	}
+	joined := strings.Join(types, ",")
+	if !strings.HasPrefix(joined, "run_started") || !strings.HasSuffix(joined, "run_finished") {
+		t.Fatalf("events: %s", joined)
+	}
+	if got := readBlob(t, e.blobs, blob.StepLogKey("ok1", 1, "after")); !strings.Contains(got, "got 42") {
+		t.Fatalf("log of step after in S3: %q", got)
+	}
+	if got := readBlob(t, e.blobs, blob.StepLogKey("ok1", 1, "hello")); !strings.Contains(got, "hello runnerd") {
+		t.Fatalf("log of step hello in S3: %q", got)
+	}
+	if run.Steps["after"].LogKey != blob.StepLogKey("ok1", 1, "after") {
+		t.Fatalf("log key %q", run.Steps["after"].LogKey)
+	}
+}
+
+func TestStepFailedFailsTheRun(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	e.submit("bad1", `
+steps:
+  - id: boom
+    shell: echo "about to fail" >&2; exit 3
+`, nil)
+	run := e.waitStatus("bad1", runnerd.StatusFailed, 30*time.Second)
+	if run.Reason != runnerd.ReasonStepFailed || run.Steps["boom"].ExitCode != 3 {
+		t.Fatalf("reason %s exit %d", run.Reason, run.Steps["boom"].ExitCode)
+	}
+	e.waitQueueEmpty(10 * time.Second)
+}
+
+func TestPausedRunResumesWithoutRerunningSucceededSteps(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	side := e.sideFile("build.count")
+	e.submit("hum1", fmt.Sprintf(`
+steps:
+  - id: build
+    shell: echo built >> %s
+  - id: approve
+    needs: [build]
+    kind: human
+    prompt: "Ship it?"
+  - id: deploy
+    needs: [approve]
+    if: ${{ steps.approve.answers.ok == 'yes' }}
+    shell: echo deployed
+`, side), nil)
+	run := e.waitStatus("hum1", runnerd.StatusPaused, 30*time.Second)
+	if run.Steps["approve"].Status != runnerd.StepWaiting || run.Steps["approve"].Prompt != "Ship it?" {
+		t.Fatalf("approve step: %+v", run.Steps["approve"])
+	}
+	e.waitQueueEmpty(10 * time.Second)
+
+	answers := map[string]map[string]string{"approve": {"ok": "yes"}}
+	resumed, err := e.st.Resume(context.Background(), "hum1", answers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(&queue.Message{V: queue.Version, RunID: "hum1", TenantID: "t", Workflow: resumed.Workflow,
+		Resume: &queue.Resume{Answers: answers}}, resumed.Generation)
+	run = e.waitStatus("hum1", runnerd.StatusSucceeded, 30*time.Second)
+	if run.Steps["deploy"].Status != runnerd.StepSucceeded {
+		t.Fatalf("deploy: %+v", run.Steps["deploy"])
+	}
+	if n := countLines(t, side); n != 1 {
+		t.Fatalf("build ran %d times, want 1", n)
+	}
+}
+
+func TestCancelStopsARunningRun(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	e.submit("can1", `
+steps:
+  - id: long
+    shell: sleep 1000.4242 & sleep 1000.4242
+`, nil)
+	e.waitRun("can1", 30*time.Second, "running its step", func(r *store.Run) bool {
+		return r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	if _, err := e.st.RequestCancel(context.Background(), "can1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.q.PublishCancel(context.Background(), "can1"); err != nil {
+		t.Fatal(err)
+	}
+	run := e.waitStatus("can1", runnerd.StatusCancelled, 30*time.Second)
+	if run.Reason != runnerd.ReasonCancelled {
+		t.Fatalf("reason %s", run.Reason)
+	}
+	e.waitQueueEmpty(10 * time.Second)
+	noProcessWith(t, "1000.4242")
+}
+
+func TestRunDeadlineFailsWithTimeout(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	e.submit("slow1", `
+timeout: 1s
+steps:
+  - id: long
+    shell: sleep 1000.4343
+`, nil)
+	run := e.waitStatus("slow1", runnerd.StatusFailed, 30*time.Second)
+	if run.Reason != runnerd.ReasonTimeout {
+		t.Fatalf("reason %s", run.Reason)
+	}
+	noProcessWith(t, "1000.4343")
+}
+
+func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	first, marker := e.sideFile("first.count"), e.sideFile("crashed")
+	// The step SIGKILLs its runexec (its parent) on the first attempt only.
+	e.submit("crash1", fmt.Sprintf(`
+steps:
+  - id: first
+    shell: echo ran >> %[1]s
+  - id: crash
+    needs: [first]
+    shell: |
+      if [ ! -e %[2]s ]; then touch %[2]s; kill -9 $PPID; sleep 5; fi
+      echo survived
+`, first, marker), nil)
+	run := e.waitStatus("crash1", runnerd.StatusSucceeded, 60*time.Second)
+	if run.Attempt != 2 {
+		t.Fatalf("attempt %d, want 2", run.Attempt)
+	}
+	if n := countLines(t, first); n != 1 {
+		t.Fatalf("step first ran %d times, want 1", n)
+	}
+	if !strings.Contains(e.logs.String(), `"reason":"child_crashed"`) {
+		t.Fatalf("no child_crashed in logs:\n%s", e.logs.String())
+	}
+}
+
+func TestLastAttemptFailsWithMaxAttemptsExceeded(t *testing.T) {
+	e := newEnv(t, func(c *queue.Config) { c.MaxDeliver = 2 })
+	e.serve(e.config("r1"))
+	e.submit("crash2", `
+steps:
+  - id: crash
+    shell: kill -9 $PPID; sleep 5
+`, nil)
+	run := e.waitStatus("crash2", runnerd.StatusFailed, 60*time.Second)
+	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Attempt != 2 {
+		t.Fatalf("reason %s attempt %d", run.Reason, run.Attempt)
+	}
+	e.waitQueueEmpty(10 * time.Second)
+}
+
+func TestStoppedChildIsKilledAsUnresponsive(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	marker := e.sideFile("stopped")
+	e.submit("stop1", fmt.Sprintf(`
+steps:
+  - id: freeze
+    shell: |
+      if [ ! -e %[1]s ]; then touch %[1]s; kill -STOP $PPID; sleep 1000.4444; fi
+      echo thawed
+`, marker), nil)
+	run := e.waitStatus("stop1", runnerd.StatusSucceeded, 60*time.Second)
+	if run.Attempt != 2 {
+		t.Fatalf("attempt %d, want 2", run.Attempt)
+	}
+	if !strings.Contains(e.logs.String(), `"reason":"child_unresponsive"`) {
+		t.Fatalf("no child_unresponsive in logs:\n%s", e.logs.String())
+	}
+	noProcessWith(t, "1000.4444")
+}
+
+func TestMemoryHogIsChildOOM(t *testing.T) {
+	if _, mem, _ := cgroupRoots(); mem == "" {
+		if v2, _, _ := cgroupRoots(); v2 == "" {
+			t.Skip("no writable memory cgroup on this machine")
+		}
+	}
+	e := newEnv(t, func(c *queue.Config) { c.MaxDeliver = 2 })
+	cfg := e.config("r1")
+	cfg.MemoryLimit = 64 << 20
+	e.serve(cfg)
+	// tail keeps a whole line in memory: 512 MiB without a newline.
+	e.submit("oom1", `
+steps:
+  - id: hog
+    shell: head -c 536870912 /dev/zero | tail -n 1 > /dev/null
+`, nil)
+	run := e.waitStatus("oom1", runnerd.StatusFailed, 90*time.Second)
+	if run.Reason != runnerd.ReasonMaxAttemptsExceeded {
+		t.Fatalf("reason %s", run.Reason)
+	}
+	if !strings.Contains(e.logs.String(), `"reason":"child_oom"`) {
+		t.Fatalf("no child_oom in logs:\n%s", e.logs.String())
+	}
+}
+
+func TestStolenLeaseKillsTheChildAndWritesNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	e.submit("steal1", `
+steps:
+  - id: long
+    shell: sleep 1000.4545
+`, nil)
+	e.waitRun("steal1", 30*time.Second, "running its step", func(r *store.Run) bool {
+		return r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	// Another runner takes over, as after an expiry: a new lease (a newer
+	// epoch) and a claim with it. It keeps its lease for the whole test.
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, e.qcfg.LeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "steal1"); err != nil {
+		t.Fatal(err)
+	}
+	thief, err := e.q.AcquireLease(ctx, "steal1", "thief")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+				_ = thief.Renew(ctx)
+			}
+		}
+	}()
+	taken, err := e.st.Claim(ctx, "steal1", "thief", thief.Epoch())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	noProcessWith(t, "1000.4545")
+	e.waitRun("steal1", 10*time.Second, "given up by r1", func(*store.Run) bool {
+		return strings.Contains(e.logs.String(), `"reason":"lease_lost"`)
+	})
+	after, err := e.st.Get(ctx, "steal1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Status != runnerd.StatusRunning || after.RunnerID != "thief" || after.Epoch != taken.Epoch ||
+		after.EventSeq != taken.EventSeq || after.Steps["long"].Status != runnerd.StepRunning {
+		t.Fatalf("the old runner wrote after the takeover: %+v (taken: %+v)", after, taken)
+	}
+}
+
+func TestRejectedDeliveriesAreTermed(t *testing.T) {
+	e := newEnv(t, nil)
+	e.serve(e.config("r1"))
+	ctx := context.Background()
+
+	// Garbage.
+	if _, err := e.js.Publish(ctx, e.qcfg.Subject, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	// Unknown version.
+	if _, err := e.js.Publish(ctx, e.qcfg.Subject, []byte(`{"v":99,"run_id":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A run that does not exist.
+	e.publish(&queue.Message{V: queue.Version, RunID: "ghost", TenantID: "t",
+		Workflow: mustWorkflow(t, "steps: [{id: a, run: [\"true\"]}]")}, 1)
+	// A run of another tenant: it must stay untouched.
+	e.submit("other1", "steps: [{id: a, run: [\"true\"]}]", nil)
+	// ... and the real one, published again under a lying tenant id.
+	e.waitStatus("other1", runnerd.StatusSucceeded, 30*time.Second)
+	if err := e.st.Create(ctx, &store.Run{ID: "tenant1", TenantID: "alice", Workflow: mustWorkflow(t, "steps: [{id: a, run: [\"true\"]}]")}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(&queue.Message{V: queue.Version, RunID: "tenant1", TenantID: "mallory",
+		Workflow: mustWorkflow(t, "steps: [{id: a, run: [\"true\"]}]")}, 1)
+
+	e.waitQueueEmpty(20 * time.Second)
+	run, err := e.st.Get(ctx, "tenant1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Status != runnerd.StatusQueued || run.Attempt != 0 {
+		t.Fatalf("run of another tenant was touched: %s attempt %d", run.Status, run.Attempt)
+	}
+	// And the runner still serves good runs.
+	e.submit("after1", "steps: [{id: a, run: [\"true\"]}]", nil)
+	e.waitStatus("after1", runnerd.StatusSucceeded, 30*time.Second)
+}
+
+func TestShutdownRepublishesAndTheNextRunnerResumes(t *testing.T) {
+	e := newEnv(t, nil)
+	r1 := e.serve(e.config("r1"))
+	first := e.sideFile("first.count")
+	e.submit("shut1", fmt.Sprintf(`
+steps:
+  - id: first
+    shell: echo ran >> %s
+  - id: long
+    needs: [first]
+    shell: sleep 1000.4646
+`, first), nil)
+	e.waitRun("shut1", 30*time.Second, "running its long step", func(r *store.Run) bool {
+		return r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	if err := r1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	run := e.waitStatus("shut1", runnerd.StatusQueued, 10*time.Second)
+	if run.Reason != runnerd.ReasonRunnerShutdown {
+		t.Fatalf("reason %s", run.Reason)
+	}
+	noProcessWith(t, "1000.4646")
+
+	// The next runner takes the republished message and runs the long step
+	// again, but not the first one; then the test cancels the run.
+	e.serve(e.config("r2"))
+	e.waitRun("shut1", 30*time.Second, "re-running its long step", func(r *store.Run) bool {
+		return r.Attempt == 2 && r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	if n := countLines(t, first); n != 1 {
+		t.Fatalf("step first ran %d times, want 1", n)
+	}
+	if _, err := e.st.RequestCancel(context.Background(), "shut1"); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.q.PublishCancel(context.Background(), "shut1")
+	e.waitStatus("shut1", runnerd.StatusCancelled, 30*time.Second)
+}
+
+func mustWorkflow(t *testing.T, y string) *workflow.Workflow {
+	t.Helper()
+	wf, err := workflow.Parse([]byte(y), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wf
+}
+
+func readBlob(t *testing.T, bl *blob.Store, key string) string {
+	t.Helper()
+	rc, err := bl.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
