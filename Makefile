@@ -5,16 +5,17 @@ TAGS     := ferretdb_no_postgresql
 LDFLAGS  := -s -w
 TEST_TIMEOUT ?= 9m
 
-.PHONY: all build dev example test lint proto bench chaos fuzz clean
+.PHONY: all build dev test lint proto bench clean
 
 all: build
 
 build:
 	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-# The main job on the embedded default.
+# The main job on the embedded default: embedded NATS, MongoDB-wire and S3
+# servers plus the supervisor, in one process.
 dev: build
-	$(BIN)/runexec run examples/fanout.yaml
+	$(BIN)/runnerd dev
 
 test: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) ./...

@@ -103,12 +103,15 @@ func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 type running struct {
 	sup    *Supervisor
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned, with err set
+	err    error
 }
 
+// stop is the first SIGTERM: drain and wait for Run to return.
 func (r *running) stop() error {
 	r.cancel()
-	return <-r.done
+	<-r.done
+	return r.err
 }
 
 func (e *env) config(id string) Config {
@@ -136,8 +139,8 @@ func (e *env) serve(cfg Config) *running {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{sup: sup, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- sup.Run(ctx) }()
+	r := &running{sup: sup, cancel: cancel, done: make(chan struct{})}
+	go func() { r.err = sup.Run(ctx); close(r.done) }()
 	e.t.Cleanup(func() {
 		cancel()
 		sup.StopNow()
