@@ -56,7 +56,7 @@ var typeEnv = map[string]any{
 func (sc Scope) env() map[string]any {
 	steps := make(map[string]stepEnv, len(sc.Steps))
 	for id, s := range sc.Steps {
-		steps[id] = stepEnv{Status: s.Status, Outputs: s.Outputs, Answers: s.Answers}
+		steps[id] = stepEnv(s)
 	}
 	vars := sc.Vars
 	if vars == nil {
