@@ -23,8 +23,9 @@ type Local struct {
 	// Env is the base environment of the steps.
 	Env []string
 
-	mu     sync.Mutex
-	cancel context.CancelCauseFunc
+	mu        sync.Mutex
+	cancel    context.CancelCauseFunc
+	cancelled error // a Cancel that came before Execute
 }
 
 // Execute runs the workflow to its end and streams the events to emit.
@@ -33,6 +34,9 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 	defer cancel(nil)
 	l.mu.Lock()
 	l.cancel = cancel
+	if l.cancelled != nil {
+		cancel(l.cancelled)
+	}
 	l.mu.Unlock()
 
 	events := make(chan runnerd.Event, 4*maxBatch)
@@ -99,8 +103,9 @@ func forward(events <-chan runnerd.Event, emit func([]runnerd.Event) error, canc
 func (l *Local) Cancel(_ context.Context, reason string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.cancelled = fmt.Errorf("%w: %s", errCancelled, reason)
 	if l.cancel != nil {
-		l.cancel(fmt.Errorf("%w: %s", errCancelled, reason))
+		l.cancel(l.cancelled)
 	}
 	return nil
 }

@@ -206,6 +206,11 @@ func mergeAnswers(saved map[string]map[string]string, resume *queue.Resume) map[
 // runChild runs the workflow in a runexec child and observes how it ends.
 func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[string]string) outcome {
 	s := a.sup
+	select {
+	case <-s.draining:
+		return outShutdown // picked up just as the drain began: no child
+	default:
+	}
 	dir, err := s.makeRunDir(a.runID)
 	if err != nil {
 		a.log.Error().Err(err).Msg("run dir")

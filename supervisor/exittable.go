@@ -110,43 +110,49 @@ type observation struct {
 	stoppedFor stopCause
 }
 
-// classify turns an observation into a row of the exit table.
+// classify turns an observation into a row of the exit table. A run that
+// reached its end cleanly keeps that end even if a stop was under way (a
+// shutdown that came a moment too late does not re-queue a finished run).
 func classify(o observation) outcome {
 	switch o.stoppedFor {
 	case stopLeaseLost:
 		return outLeaseLost
-	case stopShutdown:
-		return outShutdown
 	case stopStoreUnavailable:
 		return outStoreUnavailable
+	}
+	finished := runnerd.Status("")
+	if o.finished != nil && o.cleanEnd {
+		finished = runnerd.Status(o.finished.Status)
+	}
+	if finished == runnerd.StatusSucceeded {
+		return outSucceeded
 	}
 	if o.oomKilled {
 		return outChildOOM
 	}
-	switch o.stoppedFor {
-	case stopUnresponsive:
-		return outChildUnresponsive
-	case stopDeadline:
-		return outTimeout
-	}
-	if o.finished == nil || !o.cleanEnd {
-		if o.stoppedFor == stopCancel {
-			return outCancelled
-		}
-		return outChildCrashed
-	}
-	switch runnerd.Status(o.finished.Status) {
-	case runnerd.StatusSucceeded:
-		return outSucceeded
+	switch finished {
 	case runnerd.StatusPaused:
 		return outPaused
-	case runnerd.StatusCancelled:
-		return outCancelled
 	case runnerd.StatusFailed:
 		if runnerd.Reason(o.finished.Reason) == runnerd.ReasonTimeout {
 			return outTimeout
 		}
 		return outStepFailed
+	case runnerd.StatusCancelled:
+		if o.stoppedFor == stopShutdown {
+			return outShutdown
+		}
+		return outCancelled
+	}
+	switch o.stoppedFor {
+	case stopShutdown:
+		return outShutdown
+	case stopUnresponsive:
+		return outChildUnresponsive
+	case stopDeadline:
+		return outTimeout
+	case stopCancel:
+		return outCancelled
 	}
 	return outChildCrashed
 }
