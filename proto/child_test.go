@@ -48,7 +48,7 @@ func startChild(t *testing.T, mtls bool) *Child {
 }
 
 // shortDir keeps the Unix socket path under its 108-byte limit.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	d, err := os.MkdirTemp("", "pt")
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-func request(t *testing.T, yaml string) *Request {
+func request(t testing.TB, yaml string) *Request {
 	t.Helper()
 	wf, err := workflow.Parse([]byte(yaml), "t.yaml")
 	if err != nil {

@@ -1,0 +1,83 @@
+package proto
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+)
+
+// BenchmarkSpawnBare is the floor: fork/exec/wait of the runexec binary
+// (it prints its usage and exits).
+func BenchmarkSpawnBare(b *testing.B) {
+	for b.Loop() {
+		cmd := exec.Command(runexecPath, "--help")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		_ = cmd.Run()
+	}
+}
+
+// BenchmarkSpawnPlugin is a whole child cycle as the supervisor runs it:
+// start runexec through go-plugin, Execute a one-step workflow, close.
+func BenchmarkSpawnPlugin(b *testing.B) { benchSpawn(b, false) }
+
+// BenchmarkSpawnPluginMTLS is the same with go-plugin's AutoMTLS.
+func BenchmarkSpawnPluginMTLS(b *testing.B) { benchSpawn(b, true) }
+
+func benchSpawn(b *testing.B, mtls bool) {
+	req := benchRequest(b)
+	sock := shortDir(b)
+	var lat []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		cmd := exec.Command(runexecPath)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Execute(context.Background(), req, func([]runnerd.Event) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+		lat = append(lat, time.Since(start))
+	}
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkExecuteInProcess runs the same one-step workflow through the
+// executor in this process: the difference to BenchmarkSpawnPlugin is what
+// isolation costs.
+func BenchmarkExecuteInProcess(b *testing.B) {
+	req := benchRequest(b)
+	local := &Local{Env: []string{"PATH=" + os.Getenv("PATH")}}
+	var lat []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if err := local.Execute(context.Background(), req, func([]runnerd.Event) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	reportPercentiles(b, lat)
+}
+
+func benchRequest(b *testing.B) *Request {
+	b.Helper()
+	return request(b, "steps: [{id: a, run: [\"true\"]}]")
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
