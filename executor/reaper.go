@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,14 +86,9 @@ func (rp *reaper) sweep() {
 func (rp *reaper) killOrphans() []int {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var killed []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || rp.pids[pid] {
+	for _, pid := range childPids() {
+		if rp.pids[pid] {
 			continue
 		}
 		ppid, pgid, ok := procStat(pid)
@@ -109,6 +105,36 @@ func (rp *reaper) killOrphans() []int {
 		killed = append(killed, pid)
 	}
 	return killed
+}
+
+// childPids lists this process's children from /proc/self/task/*/children,
+// which costs a read per thread instead of a read per process on the
+// machine; without it (CONFIG_PROC_CHILDREN off) every /proc entry is a
+// candidate and procStat filters them.
+func childPids() []int {
+	var pids []int
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, field := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	if len(tasks) > 0 {
+		return pids
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // reap collects the exit status of killed orphans so they do not stay
