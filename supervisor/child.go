@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -170,26 +171,40 @@ func becomeSubreaper(log zerolog.Logger) {
 // reapOrphans waits for zombie children that are not our own runexec
 // children: waiting on any pid (-1) would steal exit statuses from os/exec.
 func reapOrphans() {
-	self := os.Getpid()
 	for range time.Tick(500 * time.Millisecond) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || children.has(pid) {
+		for _, pid := range childPids() {
+			if children.has(pid) {
 				continue
 			}
-			stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 			if err != nil {
 				continue
 			}
-			// stat: pid (comm) state ppid ...; comm may hold spaces.
-			rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
-			f := strings.Fields(rest)
-			if len(f) < 2 || f[0] != "Z" || f[1] != strconv.Itoa(self) {
+			// stat: pid (comm) state ...; comm may hold spaces.
+			rest := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(rest) < 1 || rest[0] != "Z" {
 				continue
 			}
 			var ws unix.WaitStatus
 			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 		}
 	}
+}
+
+// childPids lists this process's children, one read per thread.
+func childPids() []int {
+	var pids []int
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, field := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }
