@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/runnerd/runnerd/internal/procfs"
 )
 
 // BecomeSubreaper makes the calling process the child subreaper of its
@@ -87,11 +87,12 @@ func (rp *reaper) killOrphans() []int {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	var killed []int
-	for _, pid := range childPids() {
+	for _, pid := range procfs.Children() {
 		if rp.pids[pid] {
 			continue
 		}
-		ppid, pgid, ok := procStat(pid)
+		st, ok := procfs.Stat(pid)
+		ppid, pgid := st.PPID, st.PGID
 		if !ok || ppid != rp.self {
 			continue
 		}
@@ -105,36 +106,6 @@ func (rp *reaper) killOrphans() []int {
 		killed = append(killed, pid)
 	}
 	return killed
-}
-
-// childPids lists this process's children from /proc/self/task/*/children,
-// which costs a read per thread instead of a read per process on the
-// machine; without it (CONFIG_PROC_CHILDREN off) every /proc entry is a
-// candidate and procStat filters them.
-func childPids() []int {
-	var pids []int
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, f := range tasks {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, field := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(field); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	if len(tasks) > 0 {
-		return pids
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // reap collects the exit status of killed orphans so they do not stay
@@ -161,27 +132,6 @@ func reap(pids []int, limit time.Duration) {
 	case <-done:
 	case <-time.After(limit):
 	}
-}
-
-// procStat reads the parent pid and process group of pid from
-// /proc/<pid>/stat. The command name may hold spaces and parentheses, so
-// fields are counted from the last ')'.
-func procStat(pid int) (ppid, pgid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	pgid, err2 := strconv.Atoi(f[2])
-	return ppid, pgid, err1 == nil && err2 == nil
 }
 
 // procStep returns RUNEXEC_STEP from the environment pid was started with.

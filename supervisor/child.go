@@ -1,13 +1,11 @@
 package supervisor
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/runnerd/runnerd/internal/procfs"
 	"github.com/runnerd/runnerd/proto"
 )
 
@@ -172,39 +171,15 @@ func becomeSubreaper(log zerolog.Logger) {
 // children: waiting on any pid (-1) would steal exit statuses from os/exec.
 func reapOrphans() {
 	for range time.Tick(500 * time.Millisecond) {
-		for _, pid := range childPids() {
+		for _, pid := range procfs.Children() {
 			if children.has(pid) {
 				continue
 			}
-			stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-			if err != nil {
-				continue
-			}
-			// stat: pid (comm) state ...; comm may hold spaces.
-			rest := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-			if len(rest) < 1 || rest[0] != "Z" {
+			if st, ok := procfs.Stat(pid); !ok || st.State != 'Z' || st.PPID != os.Getpid() {
 				continue
 			}
 			var ws unix.WaitStatus
 			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 		}
 	}
-}
-
-// childPids lists this process's children, one read per thread.
-func childPids() []int {
-	var pids []int
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, f := range tasks {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, field := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(field); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
 }
