@@ -46,4 +46,8 @@ type Event struct {
 
 	// paused: the human step's prompt.
 	Prompt string `json:"prompt,omitempty" bson:"prompt,omitempty"`
+
+	// run_started: the W3C trace context (traceparent) of the message that
+	// started this attempt, added by runnerd so a run's events join its trace.
+	TraceParent string `json:"trace_parent,omitempty" bson:"trace_parent,omitempty"`
 }

@@ -37,6 +37,7 @@ type attempt struct {
 	started   time.Time
 	dir       runDir
 	sockDir   string // go-plugin's socket, outside the run dir (path length)
+	trace     string // the message's W3C traceparent, if any
 
 	// Owned by the goroutine that runs Execute.
 	state      runnerd.StepStates
@@ -52,10 +53,16 @@ type attempt struct {
 // bug in one run must not take the other slots down.
 func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
-	a.log = s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered()).Logger()
+	lc := s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered())
+	a.trace = d.Header().Get(traceHeader)
+	if id := traceID(a.trace); id != "" {
+		lc = lc.Str("trace_id", id)
+	}
+	a.log = lc.Logger()
 	defer func() {
 		if p := recover(); p != nil {
 			a.log.Error().Interface("panic", p).Msg("supervisor bug while handling a run: redelivering")
+			s.m.deliveries.WithLabelValues(actNakDelay.String()).Inc()
 			_ = d.NakWithDelay(s.cfg.RetryDelay)
 		}
 	}()
@@ -78,14 +85,17 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		}
 		return outInvalidMessage
 	}
+	if msg.RunID != a.runID { // the message id named another run
+		a.log = a.log.With().Str("message_run_id", msg.RunID).Logger()
+	}
 	a.msg, a.runID = msg, msg.RunID
-	a.log = a.log.With().Str("run_id", a.runID).Logger()
 
 	run, err := s.st.Get(ctx, msg.RunID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return outRunNotFound
 	case err != nil:
+		s.m.storeError(opGetRun, err)
 		a.log.Warn().Err(err).Msg("load run")
 		return outStoreUnavailable
 	}
@@ -115,11 +125,16 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	case errors.Is(err, store.ErrTerminal), errors.Is(err, store.ErrIllegalTransition):
 		return outStale
 	case err != nil:
+		s.m.storeError(opClaim, err)
 		a.log.Warn().Err(err).Msg("claim run")
 		return outStoreUnavailable
 	}
 	a.run, a.epoch, a.attemptNo = run, lease.Epoch(), run.Attempt
 	a.log = a.log.With().Int("attempt", a.attemptNo).Uint64("epoch", a.epoch).Logger()
+	s.m.runsStarted.Inc()
+	if a.trace == "" {
+		a.trace = run.TraceParent // a message published without the header
+	}
 	a.state = run.Steps.Clone()
 	if a.state == nil {
 		a.state = runnerd.StepStates{}
@@ -146,6 +161,7 @@ func (a *attempt) workflow(ctx context.Context) (*workflow.Workflow, map[string]
 	if wf == nil && a.msg.WorkflowRef != "" {
 		data, err := a.readBlob(ctx, a.msg.WorkflowRef)
 		if err != nil {
+			a.sup.m.s3Error(opGetWorkflow, err)
 			a.log.Warn().Err(err).Str("key", a.msg.WorkflowRef).Msg("load workflow")
 			return nil, nil, outStoreUnavailable
 		}
@@ -272,6 +288,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 
 	obs := observation{finished: a.finished, cleanEnd: cleanEnd, oomKilled: oom, stoppedFor: a.stopCause()}
 	out := classify(obs)
+	s.m.childExits.WithLabelValues(string(exitTable[out].reason)).Inc()
 	if out != outLeaseLost && out != outStoreUnavailable {
 		if err := a.upload(ctx); err != nil {
 			a.log.Warn().Err(err).Msg("upload logs and artifacts")
@@ -337,13 +354,20 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	for _, e := range events {
 		a.state.Apply(e)
 		switch e.Type {
+		case runnerd.EventRunStarted:
+			e.TraceParent = a.trace
 		case runnerd.EventStepFinished:
 			if ans := a.answers[e.Step]; ans != nil && e.Status == string(runnerd.StepSucceeded) {
 				a.state[e.Step].Answers = ans
 			}
+			a.stepFinished(e)
 			saveState = true
-		case runnerd.EventPaused, runnerd.EventStepStarted:
+		case runnerd.EventStepStarted:
+			a.log.Debug().Str("step", e.Step).Int("step_attempt", e.Attempt).Msg("step started")
 			saveState = true // `runnerd status` shows which steps run
+		case runnerd.EventPaused:
+			a.log.Info().Str("step", e.Step).Str("reason", string(runnerd.ReasonPaused)).Msg("step waits for answers")
+			saveState = true
 		case runnerd.EventRunFinished:
 			ev := e
 			a.finished = &ev
@@ -354,11 +378,16 @@ func (a *attempt) persist(events []runnerd.Event) error {
 		}
 		stored = append(stored, e)
 	}
-	return a.withStore(func(ctx context.Context) error {
+	return a.withStore(opPersistEvents, func(ctx context.Context) error {
 		if len(stored) > 0 {
 			if _, err := a.sup.st.AppendEvents(ctx, a.runID, a.epoch, stored); err != nil {
 				return err
 			}
+			n := 0
+			for _, e := range stored {
+				n += eventPayload(e)
+			}
+			a.sup.m.eventBytes.Add(float64(n))
 			stored = nil // do not append twice on a retry of the state save
 		}
 		if saveState {
@@ -366,6 +395,22 @@ func (a *attempt) persist(events []runnerd.Event) error {
 		}
 		return nil
 	})
+}
+
+// stepFinished logs a step's end and observes its duration.
+func (a *attempt) stepFinished(e runnerd.Event) {
+	a.sup.m.stepDuration.WithLabelValues(e.Status).Observe(float64(e.DurationMS) / 1000)
+	ev := a.log.Info()
+	if e.Status == string(runnerd.StepFailed) {
+		ev = a.log.Warn()
+	}
+	ev = ev.Str("step", e.Step).Str("status", e.Status).Str("reason", e.Reason).
+		Int("exit_code", e.ExitCode).Int("step_attempt", e.Attempt).
+		Dur("duration", time.Duration(e.DurationMS)*time.Millisecond)
+	if e.Signal != "" {
+		ev = ev.Str("signal", e.Signal)
+	}
+	ev.Msg("step finished")
 }
 
 // keepLogEvent applies the per-step budget of log text stored as events: the
@@ -390,12 +435,14 @@ func (a *attempt) keepLogEvent(e *runnerd.Event) bool {
 
 // withStore runs a fenced write with a few retries: a brief MongoDB outage
 // must not fail a healthy run. A fenced write means the lease is lost.
-func (a *attempt) withStore(write func(context.Context) error) error {
+// op names the write in runnerd_store_errors_total.
+func (a *attempt) withStore(op string, write func(context.Context) error) error {
 	delay := 250 * time.Millisecond
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		err := write(ctx)
 		cancel()
+		a.sup.m.storeError(op, err)
 		switch {
 		case err == nil:
 			return nil
@@ -420,9 +467,12 @@ func (a *attempt) upload(ctx context.Context) error {
 		logPath := filepath.Join(a.dir.logs(), step+".log")
 		if _, err := os.Stat(logPath); err == nil {
 			key := blob.StepLogKey(a.runID, a.attemptNo, step)
-			if err := putFile(ctx, bl, key, logPath); err != nil {
+			n, err := putFile(ctx, bl, key, logPath)
+			a.sup.m.s3Error(opPutLog, err)
+			if err != nil {
 				return err
 			}
+			a.sup.m.uploadBytes.WithLabelValues("log").Add(float64(n))
 			st.LogKey = key
 		}
 		if st.StartedAt.Before(a.started) {
@@ -434,22 +484,25 @@ func (a *attempt) upload(ctx context.Context) error {
 				a.log.Warn().Err(err).Str("step", step).Msg("artifact refused")
 				continue
 			}
-			if err := putFile(ctx, bl, blob.ArtifactKey(a.runID, step, rel), path); err != nil {
+			n, err := putFile(ctx, bl, blob.ArtifactKey(a.runID, step, rel), path)
+			a.sup.m.s3Error(opPutArtifact, err)
+			if err != nil {
 				return err
 			}
+			a.sup.m.uploadBytes.WithLabelValues("artifact").Add(float64(n))
 		}
 	}
 	return nil
 }
 
-func putFile(ctx context.Context, bl *blob.Store, key, path string) error {
+// putFile uploads the file at path and returns its size.
+func putFile(ctx context.Context, bl *blob.Store, key, path string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
-	_, err = bl.Put(ctx, key, io.Reader(f))
-	return err
+	return bl.Put(ctx, key, io.Reader(f))
 }
 
 // insideDir resolves rel inside dir and refuses anything that leaves it,
@@ -468,4 +521,26 @@ func insideDir(dir, rel string) (string, error) {
 		return "", fmt.Errorf("artifact %q resolves outside the workdir", rel)
 	}
 	return p, nil
+}
+
+// traceHeader is the W3C Trace Context header `runnerd submit` sets.
+const traceHeader = "traceparent"
+
+// traceID is the trace id of a W3C traceparent (version-traceid-parentid-flags),
+// or "" if tp is not one.
+func traceID(tp string) string {
+	parts := strings.Split(tp, "-")
+	if len(parts) < 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		return ""
+	}
+	id := parts[1]
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return ""
+		}
+	}
+	if id == strings.Repeat("0", 32) {
+		return ""
+	}
+	return id
 }

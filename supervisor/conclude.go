@@ -19,6 +19,7 @@ import (
 func (a *attempt) conclude(ctx context.Context, out outcome) {
 	v := decide(out, a.d.LastAttempt())
 	act := v.action
+	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {
 		if err := a.write(ctx, v); err != nil {
 			a.log.Warn().Err(err).Str("reason", string(v.reason)).Msg("could not record the outcome: redelivering")
@@ -26,19 +27,23 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 			if errors.Is(err, store.ErrFenced) {
 				act = actNakNow
 			}
+		} else {
+			written = v.status
 		}
 	}
+	republished := false
 	if act == actRepublish {
 		if err := a.republish(ctx); err != nil {
 			a.log.Warn().Err(err).Msg("republish failed: redelivering instead")
 			act = actNakNow
 		} else {
-			act = actAck
+			act, republished = actAck, true
 		}
 	}
 	if err := a.act(ctx, act, v.reason); err != nil {
 		a.log.Warn().Err(err).Str("action", act.String()).Msg("act on message")
 	}
+	a.record(written, v.reason, act, republished)
 	logEvent := a.log.Info()
 	if v.status == runnerd.StatusFailed || act == actTerm {
 		logEvent = a.log.Warn()
@@ -71,7 +76,7 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 		}
 		return st.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
 	}
-	return a.withStore(func(ctx context.Context) error {
+	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
 		switch {
 		case v.status.Terminal():
 			return st.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
@@ -91,6 +96,21 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 			return st.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
 		}
 	})
+}
+
+// record counts the concluded attempt: its delivery action, and for a
+// reason-bearing outcome the status written (empty: none) and the reason.
+func (a *attempt) record(status runnerd.Status, reason runnerd.Reason, act action, republished bool) {
+	m := a.sup.m
+	label := act.String()
+	if republished {
+		label = actRepublish.String()
+	}
+	m.deliveries.WithLabelValues(label).Inc()
+	m.finished(status, reason)
+	if a.epoch != 0 {
+		m.runDuration.WithLabelValues(statusLabel(status)).Observe(time.Since(a.started).Seconds())
+	}
 }
 
 // republish puts the run back on the queue under its new generation, with

@@ -32,6 +32,10 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 	var cancelGrace <-chan time.Time
 	draining := s.draining
 	lastRenew := time.Now()
+	// The watchdog expects a beat at every turn of this loop: the ping ticker
+	// turns it every ping interval even when nothing else happens.
+	beat := "lease heartbeat of run " + a.runID
+	defer s.hl.Forget(beat)
 
 	kill := func(c stopCause, reason runnerd.Reason, msg string) {
 		if a.stopFor(c) || c == stopShutdown {
@@ -40,6 +44,7 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 		child.Kill()
 	}
 	for {
+		s.hl.Beat(beat)
 		if a.stopCause() == stopCancel && cancelGrace == nil {
 			cancelGrace = time.After(s.cfg.KillGrace + 10*time.Second)
 		}
@@ -50,6 +55,9 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			rctx, cancel := context.WithTimeout(ctx, ttl/6)
 			err := a.lease.Renew(rctx)
 			cancel()
+			if err != nil {
+				s.m.heartbeatFailure.Inc()
+			}
 			switch {
 			case err == nil:
 				lastRenew = time.Now()
@@ -64,8 +72,12 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			if err := a.d.InProgress(); err != nil {
 				a.log.Debug().Err(err).Msg("in progress")
 			}
-			if run, err := s.st.Get(ctx, a.runID); err == nil && run.CancelRequested {
+			run, err := s.st.Get(ctx, a.runID)
+			if err == nil && run.CancelRequested {
 				a.cancelByUser(child)
+			}
+			if ctx.Err() == nil {
+				s.m.storeError(opCheckCancel, err)
 			}
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)

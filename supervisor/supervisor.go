@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/blob"
@@ -45,6 +46,12 @@ type Config struct {
 	ChildLogHook func(zerolog.Logger) zerolog.Logger
 
 	Logger zerolog.Logger
+	// Registerer receives the runnerd_* metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Health is the watchdog the loops beat (nil: one with the defaults).
+	Health *Health
+	// SampleInterval is how often the consumer's backlog is sampled.
+	SampleInterval time.Duration
 }
 
 // DefaultConfig returns the defaults documented in `runnerd serve --help`.
@@ -65,6 +72,8 @@ func DefaultConfig() Config {
 		NoFileLimit:   4096,
 		EventLogMax:   1 << 20,
 		Logger:        zerolog.Nop(),
+
+		SampleInterval: 10 * time.Second,
 	}
 }
 
@@ -83,6 +92,7 @@ func (c *Config) fill() {
 		{&c.ShutdownGrace, &d.ShutdownGrace}, {&c.KillGrace, &d.KillGrace},
 		{&c.PingInterval, &d.PingInterval}, {&c.PingTimeout, &d.PingTimeout},
 		{&c.FetchWait, &d.FetchWait}, {&c.RetryDelay, &d.RetryDelay},
+		{&c.SampleInterval, &d.SampleInterval},
 	} {
 		if *p.v == 0 {
 			*p.v = *p.d
@@ -93,6 +103,9 @@ func (c *Config) fill() {
 	}
 	if c.EventLogMax == 0 {
 		c.EventLogMax = d.EventLogMax
+	}
+	if c.Health == nil {
+		c.Health = NewHealth(DefaultStallTimeout, DefaultNATSDownTimeout)
 	}
 }
 
@@ -126,6 +139,11 @@ type Supervisor struct {
 	st    *store.Store
 	blobs *blob.Store
 	log   zerolog.Logger
+	m     *metrics
+	hl    *Health
+
+	// loopHook, when set by a test, runs at each turn of the consumer loop.
+	loopHook func()
 
 	draining chan struct{} // closed at the first SIGTERM: stop fetching, ask children to stop
 	hardStop chan struct{} // closed when the grace is over or at a second SIGTERM
@@ -139,12 +157,18 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("supervisor config: %w", err)
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	return &Supervisor{
 		cfg:      cfg,
 		q:        q,
 		st:       st,
 		blobs:    blobs,
 		log:      cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
+		m:        m,
+		hl:       cfg.Health,
 		draining: make(chan struct{}),
 		hardStop: make(chan struct{}),
 	}, nil
@@ -163,9 +187,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// Work that runs to the end of an attempt, even after ctx: a draining
 	// run still saves its state and acts on its message.
 	workCtx := context.WithoutCancel(ctx)
+	go s.samplePending(ctx)
 
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
+	s.m.freeSlots.Set(float64(s.cfg.Concurrency))
+	s.hl.SetNotReady("")
 	for ctx.Err() == nil {
+		s.hl.Beat(loopName)
+		if s.loopHook != nil {
+			s.loopHook()
+		}
 		free := s.cfg.Concurrency - len(slots)
 		if free == 0 {
 			if !s.waitSlot(ctx, slots) {
@@ -184,14 +215,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		for _, d := range deliveries {
 			slots <- struct{}{}
+			s.slotTaken(1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots }()
+				defer func() { <-slots; s.slotTaken(-1) }()
 				s.process(workCtx, d)
 			}()
 		}
 	}
+	// The loop ends on purpose: no longer watched, no longer ready.
+	s.hl.SetNotReady("draining")
+	s.hl.Forget(loopName)
 
 	s.drain()
 	done := make(chan struct{})
@@ -206,7 +241,39 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		<-done
 	}
 	s.log.Info().Msg("stopped")
+	s.hl.SetNotReady("stopped")
 	return nil
+}
+
+// loopName is the consumer loop's name in the watchdog (and /healthz).
+const loopName = "consumer loop"
+
+// slotTaken moves n slots from free to in flight (negative: back).
+func (s *Supervisor) slotTaken(n int) {
+	s.m.runsInFlight.Add(float64(n))
+	s.m.freeSlots.Sub(float64(n))
+}
+
+// samplePending copies the consumer's backlog into a gauge until ctx ends:
+// the figure an autoscaler also reads, seen from this process.
+func (s *Supervisor) samplePending(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SampleInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := s.q.Pending(pctx)
+		cancel()
+		if err == nil {
+			s.m.consumerPending.Set(float64(n))
+		} else if ctx.Err() == nil {
+			s.log.Debug().Err(err).Msg("sample consumer pending")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // drain tells every running attempt to stop and save its state.
@@ -226,6 +293,7 @@ func (s *Supervisor) waitSlot(ctx context.Context, slots chan struct{}) bool {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for len(slots) == cap(slots) {
+		s.hl.Beat(loopName)
 		select {
 		case <-ctx.Done():
 			return false

@@ -1,0 +1,166 @@
+package supervisor
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/store"
+)
+
+// metrics are the supervisor's Prometheus series, all named runnerd_*.
+// Labels take values from closed sets (statuses, stop reasons, actions and
+// the operation names below), never a run id: a fleet's series count stays
+// fixed however many runs it executes. docs/operations.md lists them.
+type metrics struct {
+	runsStarted      prometheus.Counter
+	runsFinished     *prometheus.CounterVec   // status, reason
+	runDuration      *prometheus.HistogramVec // status
+	stepDuration     *prometheus.HistogramVec // status
+	runsInFlight     prometheus.Gauge
+	freeSlots        prometheus.Gauge
+	childExits       *prometheus.CounterVec // reason
+	heartbeatFailure prometheus.Counter
+	deliveries       *prometheus.CounterVec // action
+	consumerPending  prometheus.Gauge
+	eventBytes       prometheus.Counter
+	uploadBytes      *prometheus.CounterVec // kind: log, artifact
+	storeErrors      *prometheus.CounterVec // op
+	s3Errors         *prometheus.CounterVec // op
+}
+
+// statusUnchanged labels an attempt that left the run document as it was
+// (lease lost, run not found, store unreachable, ...).
+const statusUnchanged = "unchanged"
+
+// Operation labels of runnerd_store_errors_total and runnerd_s3_errors_total.
+const (
+	opGetRun        = "get_run"
+	opClaim         = "claim"
+	opPersistEvents = "persist_events"
+	opWriteOutcome  = "write_outcome"
+	opCheckCancel   = "check_cancel"
+	opGetWorkflow   = "get_workflow"
+	opPutLog        = "put_log"
+	opPutArtifact   = "put_artifact"
+)
+
+// newMetrics makes the series and registers them on reg; a nil reg keeps
+// them unregistered (they still count, nobody scrapes them).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	// Runs last from seconds to hours; steps are often shorter.
+	runBuckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600}
+	stepBuckets := []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}
+	m := &metrics{
+		runsStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "runnerd_runs_started_total",
+			Help: "Run attempts claimed by this process (the run turned running).",
+		}),
+		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_runs_finished_total",
+			Help: "Run attempts concluded, by the status written to the run (unchanged: not written) and the stop reason.",
+		}, []string{"status", "reason"}),
+		runDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "runnerd_run_duration_seconds",
+			Help:    "Duration of claimed run attempts, from pickup to the action on the message, by the status written.",
+			Buckets: runBuckets,
+		}, []string{"status"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "runnerd_step_duration_seconds",
+			Help:    "Duration of finished steps (as the executor measured them), by step status.",
+			Buckets: stepBuckets,
+		}, []string{"status"}),
+		runsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "runnerd_runs_in_flight",
+			Help: "Deliveries being handled by this process (each holds a run slot).",
+		}),
+		freeSlots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "runnerd_free_slots",
+			Help: "Run slots of this process not in use.",
+		}),
+		childExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_child_exits_total",
+			Help: "runexec children that ended, by how the supervisor classified the end (a stop reason).",
+		}, []string{"reason"}),
+		heartbeatFailure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "runnerd_lease_heartbeat_failures_total",
+			Help: "Lease renewals that failed (retried while the lease can still be renewed; a lost lease kills the child).",
+		}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_deliveries_total",
+			Help: "Actions taken on run messages: ack, nak_retry, nak_delay, nak, term, republish (republished and the old one acked).",
+		}, []string{"action"}),
+		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "runnerd_consumer_pending",
+			Help: "The shared consumer's backlog, sampled: messages not yet delivered plus delivered and not yet acked.",
+		}),
+		eventBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "runnerd_event_bytes_total",
+			Help: "Payload bytes (log text, outputs, messages) of the events appended to the store.",
+		}),
+		uploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_upload_bytes_total",
+			Help: "Bytes uploaded to S3, by kind: log (step logs) or artifact.",
+		}, []string{"kind"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_store_errors_total",
+			Help: "MongoDB calls that failed (not counting refusals such as fenced or not found), by operation.",
+		}, []string{"op"}),
+		s3Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_s3_errors_total",
+			Help: "S3 calls that failed, by operation.",
+		}, []string{"op"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{
+		m.runsStarted, m.runsFinished, m.runDuration, m.stepDuration, m.runsInFlight,
+		m.freeSlots, m.childExits, m.heartbeatFailure, m.deliveries, m.consumerPending,
+		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// storeError counts a failed MongoDB call. A refusal (fenced, not found, an
+// illegal transition) is the store working as meant, not an error.
+func (m *metrics) storeError(op string, err error) {
+	if err == nil || errors.Is(err, store.ErrFenced) || errors.Is(err, store.ErrNotFound) ||
+		errors.Is(err, store.ErrTerminal) || errors.Is(err, store.ErrIllegalTransition) {
+		return
+	}
+	m.storeErrors.WithLabelValues(op).Inc()
+}
+
+func (m *metrics) s3Error(op string, err error) {
+	if err != nil {
+		m.s3Errors.WithLabelValues(op).Inc()
+	}
+}
+
+// finished records a concluded attempt: the verdict's status and reason
+// (status unchanged when the run document was not written).
+func (m *metrics) finished(status runnerd.Status, reason runnerd.Reason) {
+	if reason == "" {
+		return // a stale delivery or a lease held elsewhere: no attempt ended
+	}
+	m.runsFinished.WithLabelValues(statusLabel(status), string(reason)).Inc()
+}
+
+func statusLabel(s runnerd.Status) string {
+	if s == "" {
+		return statusUnchanged
+	}
+	return string(s)
+}
+
+// eventPayload is the size of what an event carries besides its fixed
+// fields; counted instead of encoding each event a second time.
+func eventPayload(e runnerd.Event) int {
+	return len(e.Text) + len(e.Key) + len(e.Value) + len(e.Path) + len(e.Message) + len(e.Prompt)
+}
