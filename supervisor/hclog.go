@@ -31,7 +31,16 @@ func (w hclogWriter) Write(p []byte) (int, error) {
 		}
 		level, _ := entry["@level"].(string)
 		msg, _ := entry["@message"].(string)
-		ev := w.l.WithLevel(zerologLevel(level))
+		lvl := zerologLevel(level)
+		if msg == "plugin process exited" {
+			// go-plugin reports every child exit, at error level when the
+			// child was killed, and the supervisor kills every child once
+			// its event stream ends. The supervisor observes and classifies
+			// exits itself ("runexec exited without finishing"), so this
+			// line is a debug detail, not an error on every run.
+			lvl = zerolog.DebugLevel
+		}
+		ev := w.l.WithLevel(lvl)
 		for k, v := range entry {
 			if k == "@level" || k == "@message" || k == "@timestamp" {
 				continue
