@@ -10,11 +10,12 @@ import (
 
 // newHCLogger adapts zerolog for go-plugin: its own lines and the child's
 // log lines arrive here as hclog JSON and leave as zerolog events carrying
-// the run's fields.
+// the run's fields (run_id, attempt, trace_id, ...) at the same level. The
+// level follows l's, so --log-level debug shows go-plugin's debug lines.
 func newHCLogger(l zerolog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "plugin",
-		Level:      hclog.Info,
+		Level:      hclogLevel(l.GetLevel()),
 		JSONFormat: true,
 		Output:     hclogWriter{l},
 	})
@@ -42,14 +43,33 @@ func (w hclogWriter) Write(p []byte) (int, error) {
 		}
 		ev := w.l.WithLevel(lvl)
 		for k, v := range entry {
-			if k == "@level" || k == "@message" || k == "@timestamp" {
-				continue
+			switch k {
+			case "@level", "@message", "@timestamp", "@caller", "timestamp":
+				// the level and message are the event's own; zerolog stamps
+				// its time (the child's differs by microseconds)
+			case "@module":
+				ev = ev.Interface("module", v)
+			default:
+				ev = ev.Interface(k, v)
 			}
-			ev = ev.Interface(k, v)
 		}
 		ev.Msg(msg)
 	}
 	return len(p), nil
+}
+
+func hclogLevel(l zerolog.Level) hclog.Level {
+	switch l {
+	case zerolog.TraceLevel, zerolog.DebugLevel:
+		return hclog.Debug // go-plugin's trace lines are per RPC
+	case zerolog.WarnLevel:
+		return hclog.Warn
+	case zerolog.ErrorLevel, zerolog.FatalLevel, zerolog.PanicLevel:
+		return hclog.Error
+	case zerolog.Disabled:
+		return hclog.Off
+	}
+	return hclog.Info
 }
 
 func zerologLevel(l string) zerolog.Level {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -122,8 +123,14 @@ func (c Config) Validate() error {
 	check(c.Concurrency >= 1 && c.Concurrency <= 1024, "concurrency %d: want 1 to 1024", c.Concurrency)
 	check(c.RunexecPath != "", "runexec path: must not be empty")
 	if c.RunexecPath != "" {
-		if _, err := os.Stat(c.RunexecPath); err != nil {
-			errs = append(errs, fmt.Errorf("runexec path: %w", err))
+		fi, err := os.Stat(c.RunexecPath)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			errs = append(errs, fmt.Errorf("runexec binary %s: no such file", c.RunexecPath))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("runexec binary: %w", err))
+		case fi.IsDir() || fi.Mode()&0o111 == 0:
+			errs = append(errs, fmt.Errorf("runexec binary %s: not an executable file", c.RunexecPath))
 		}
 	}
 	check(c.ShutdownGrace > 0, "shutdown grace %s: want more than 0", c.ShutdownGrace)

@@ -24,6 +24,9 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
 	}
+	if !cfg.reportInvalid("dev", env.stderr) {
+		return exitUsage
+	}
 	log, err := cfg.logger(env.stderr)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "dev: %v\n", err)

@@ -166,8 +166,9 @@ func tail(s string, n int) string {
 }
 
 // baseEnv is the test's environment without any RUNNERD_* variable, plus vars.
+// The ops endpoints take any free port: several processes run at once.
 func baseEnv(vars map[string]string) []string {
-	var env []string
+	env := []string{"RUNNERD_METRICS_ADDR=127.0.0.1:0"}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RUNNERD_") {
 			env = append(env, kv)

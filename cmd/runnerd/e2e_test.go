@@ -92,6 +92,7 @@ func (e *testEnv) startServe() {
 		done <- runServe(ctx, env, []string{
 			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", "cmd-test",
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
+			"--metrics-addr", "127.0.0.1:0",
 		})
 	}()
 	t.Cleanup(func() { // before the stack stops

@@ -17,6 +17,7 @@ import (
 // default. `--help` lists both.
 type flags struct {
 	fs      *flag.FlagSet
+	out     io.Writer
 	usage   string
 	envs    map[string]string // flag name → variable
 	lookup  func(string) (string, bool)
@@ -26,15 +27,21 @@ type flags struct {
 func newFlags(name, usage string, out io.Writer) *flags {
 	f := &flags{
 		fs:      flag.NewFlagSet(name, flag.ContinueOnError),
+		out:     out,
 		usage:   usage,
 		envs:    map[string]string{},
 		lookup:  os.LookupEnv,
 		listKey: map[string]bool{},
 	}
-	f.fs.SetOutput(out)
-	f.fs.Usage = func() { f.printUsage(out) }
+	// The caller reports a bad value in one line and prints the usage only
+	// for --help (see help): the flag package would print both, every time.
+	f.fs.SetOutput(io.Discard)
+	f.fs.Usage = func() {}
 	return f
 }
+
+// help prints the usage with every flag, its default and its variable.
+func (f *flags) help() { f.printUsage(f.out) }
 
 // envName is the variable of a flag: --lease-ttl → RUNNERD_LEASE_TTL.
 func envName(flagName string) string {
@@ -47,17 +54,20 @@ func (f *flags) String(p *string, name, def, usage string) {
 }
 
 func (f *flags) Int(p *int, name string, def int, usage string) {
-	f.fs.IntVar(p, name, def, usage)
+	*p = def
+	f.fs.Var((*intValue)(p), name, usage)
 	f.envs[name] = envName(name)
 }
 
 func (f *flags) Bool(p *bool, name string, def bool, usage string) {
-	f.fs.BoolVar(p, name, def, usage)
+	*p = def
+	f.fs.Var((*boolValue)(p), name, usage)
 	f.envs[name] = envName(name)
 }
 
 func (f *flags) Duration(p *time.Duration, name string, def time.Duration, usage string) {
-	f.fs.DurationVar(p, name, def, usage)
+	*p = def
+	f.fs.Var((*durationValue)(p), name, usage)
 	f.envs[name] = envName(name)
 }
 
@@ -110,6 +120,9 @@ func (f *flags) printUsage(out io.Writer) {
 	fmt.Fprintf(out, "%s\n\nFlags (one with a variable in brackets reads it when the flag is not given):\n", f.usage)
 	f.fs.VisitAll(func(fl *flag.Flag) {
 		name, usage := flag.UnquoteUsage(fl)
+		if k, ok := fl.Value.(interface{ kind() string }); ok {
+			name = k.kind()
+		}
 		line := "  --" + fl.Name
 		if name != "" {
 			line += " " + name
@@ -137,6 +150,50 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
+// The values below replace the flag package's own so that a bad value says
+// what is wanted ("parse error" does not), on the command line and in a
+// variable alike.
+
+type intValue int
+
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+func (*intValue) kind() string     { return "int" }
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("want a whole number")
+	}
+	*v = intValue(n)
+	return nil
+}
+
+type boolValue bool
+
+func (v *boolValue) String() string { return strconv.FormatBool(bool(*v)) }
+func (*boolValue) kind() string     { return "" }
+func (*boolValue) IsBoolFlag() bool { return true }
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*v = boolValue(b)
+	return nil
+}
+
+type durationValue time.Duration
+
+func (v *durationValue) String() string { return time.Duration(*v).String() }
+func (*durationValue) kind() string     { return "duration" }
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 {
+		return errors.New("want a duration such as 30s, 5m or 1h30m")
+	}
+	*v = durationValue(d)
+	return nil
+}
+
 type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
@@ -148,6 +205,8 @@ var byteUnits = []struct {
 	suffix string
 	mult   int64
 }{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+
+func (*byteSize) kind() string { return "size" }
 
 func (b *byteSize) String() string {
 	v := int64(*b)

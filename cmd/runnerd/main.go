@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -107,9 +108,12 @@ func usage(w io.Writer) {
 func parseOrExit(f *flags, args []string, stderr io.Writer) (code int, ok bool) {
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			f.help()
 			return exitOK, false
 		}
-		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
+		for _, line := range strings.Split(err.Error(), "\n") { // one per bad value
+			fmt.Fprintf(stderr, "%s: %s\n", f.fs.Name(), line)
+		}
 		return exitUsage, false
 	}
 	return 0, true

@@ -38,6 +38,7 @@ const tailLines = 20
 func parseArgs(f *flags, args []string, stderr io.Writer) (pos []string, code int, ok bool) {
 	report := func(err error) (int, bool) {
 		if errors.Is(err, flag.ErrHelp) {
+			f.help()
 			return exitOK, false
 		}
 		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)

@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/queue"
@@ -21,6 +28,10 @@ type serveConfig struct {
 	queue     queue.Config
 	logFormat string
 	logLevel  string
+
+	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
+	stallTimeout    time.Duration // a loop silent this long makes /healthz fail
+	natsDownTimeout time.Duration // NATS disconnected this long makes /healthz fail
 }
 
 // register adds the supervisor's flags; the connection flags are added by
@@ -46,6 +57,50 @@ func (c *serveConfig) register(f *flags) {
 	f.Bool(&s.AutoMTLS, "auto-mtls", s.AutoMTLS, "mutual TLS between runnerd and runexec (costs ~14 ms per run)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.String(&c.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /healthz and /readyz (empty: none)")
+	f.Duration(&c.stallTimeout, "stall-timeout", supervisor.DefaultStallTimeout, "/healthz fails when the consumer loop or a lease heartbeat loop makes no progress for this long")
+	f.Duration(&c.natsDownTimeout, "nats-down-timeout", supervisor.DefaultNATSDownTimeout, "/healthz fails when NATS stays disconnected for this long")
+}
+
+// validate lists every invalid setting, each as one line, before anything
+// is started.
+func (c *serveConfig) validate() []string {
+	var lines []string
+	add := func(err error) {
+		if err != nil {
+			lines = append(lines, strings.Split(err.Error(), "\n")...)
+		}
+	}
+	if _, err := zerolog.ParseLevel(c.logLevel); err != nil || c.logLevel == "" {
+		add(fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel))
+	}
+	if c.logFormat != "json" && c.logFormat != "console" {
+		add(fmt.Errorf("--log-format %q: want json or console", c.logFormat))
+	}
+	add(c.queue.Validate())
+	add(c.sup.Validate())
+	if c.metricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.metricsAddr)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			add(fmt.Errorf("--metrics-addr %q: want host:port or :port (empty: none)", c.metricsAddr))
+		}
+	}
+	if c.stallTimeout <= 0 {
+		add(fmt.Errorf("--stall-timeout %s: want more than 0", c.stallTimeout))
+	}
+	if c.natsDownTimeout <= 0 {
+		add(fmt.Errorf("--nats-down-timeout %s: want more than 0", c.natsDownTimeout))
+	}
+	return lines
+}
+
+// reportInvalid prints each invalid setting on its own line; false if any.
+func (c *serveConfig) reportInvalid(cmd string, w io.Writer) bool {
+	lines := c.validate()
+	for _, l := range lines {
+		fmt.Fprintf(w, "%s: %s\n", cmd, l)
+	}
+	return len(lines) == 0
 }
 
 // defaultRunexec is the runexec next to this binary.
@@ -86,22 +141,36 @@ func runServe(ctx context.Context, env *cmdEnv, args []string) int {
 // serve runs the supervisor until the first signal, then drains it; a
 // second signal skips the rest of the grace.
 func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
+	if !cfg.reportInvalid("serve", env.stderr) {
+		return exitUsage
+	}
 	log, err := cfg.logger(env.stderr)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "serve: %v\n", err)
 		return exitUsage
 	}
 	cfg.sup.Logger = log
-	if err := cfg.queue.Validate(); err != nil {
+
+	// The probes answer from the start: not ready until the queue, the
+	// store's indexes and the bucket are set up.
+	reg := newRegistry()
+	health := supervisor.NewHealth(cfg.stallTimeout, cfg.natsDownTimeout)
+	health.SetNotReady("connecting to NATS, MongoDB and S3")
+	stopOps, err := startOps(cfg.metricsAddr, health, reg, log)
+	if err != nil {
 		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitUsage
+		return exitFailed
 	}
+	defer stopOps()
+
 	c, err := connect(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		return exitFailed
 	}
 	defer c.Close()
+	go health.WatchNATS(ctx, c.nc)
+	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "serve: %v\n", err)
@@ -117,4 +186,44 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// newRegistry holds the runnerd_* series, the Go runtime's and the
+// process's, and runnerd_build_info.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "runnerd_build_info",
+			Help:        "Always 1; the version label is the build's (runnerd version).",
+			ConstLabels: prometheus.Labels{"version": version},
+		}, func() float64 { return 1 }),
+	)
+	return reg
+}
+
+// startOps serves /metrics, /healthz and /readyz on addr ("" serves none).
+// It listens before returning, so a port in use fails the start.
+func startOps(addr string, h *supervisor.Health, g prometheus.Gatherer, log zerolog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: supervisor.OpsHandler(h, g), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("ops endpoints stopped")
+		}
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }
