@@ -127,11 +127,18 @@ func (c *serveConfig) logger(w io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-func runServe(ctx context.Context, env *cmdEnv, args []string) int {
-	var cfg serveConfig
-	f := newFlags("serve", "usage: runnerd serve [flags]\n\nConsumes run requests from NATS JetStream and executes each run in an isolated runexec child.", env.stderr)
+// serveFlags are the flags and variables of `runnerd serve` (also read by
+// the test that checks deploy/kubernetes against them).
+func serveFlags(cfg *serveConfig, out io.Writer) *flags {
+	f := newFlags("serve", "usage: runnerd serve [flags]\n\nConsumes run requests from NATS JetStream and executes each run in an isolated runexec child.", out)
 	cfg.client.register(f)
 	cfg.register(f)
+	return f
+}
+
+func runServe(ctx context.Context, env *cmdEnv, args []string) int {
+	var cfg serveConfig
+	f := serveFlags(&cfg, env.stderr)
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
 	}
