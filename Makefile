@@ -2,10 +2,14 @@
 GO       ?= go
 BIN      := bin
 TAGS     := ferretdb_no_postgresql
-LDFLAGS  := -s -w
+# The version `runnerd version` prints: git describe where there is a git
+# checkout, else "dev".
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+IMAGE    ?= runnerd:$(VERSION)
 TEST_TIMEOUT ?= 9m
 
-.PHONY: all build dev test lint proto bench clean
+.PHONY: all build dev test lint proto bench image clean
 
 all: build
 
@@ -30,6 +34,11 @@ proto:
 
 bench: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+
+# The container image (Dockerfile): runnerd and runexec, runnerd serve as
+# the default command. Needs a Docker engine.
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 clean:
 	rm -rf $(BIN)
