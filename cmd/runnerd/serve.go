@@ -85,8 +85,11 @@ func (c *serveConfig) validate() []string {
 			add(fmt.Errorf("--metrics-addr %q: want host:port or :port (empty: none)", c.metricsAddr))
 		}
 	}
-	if c.stallTimeout <= 0 {
-		add(fmt.Errorf("--stall-timeout %s: want more than 0", c.stallTimeout))
+	// A healthy loop may wait this long in one turn: a fetch, a ping, a
+	// lease renewal. A shorter stall timeout would restart healthy pods.
+	longestTurn := max(c.sup.FetchWait, c.sup.PingInterval+c.sup.PingTimeout, c.queue.LeaseTTL/2)
+	if c.stallTimeout <= longestTurn {
+		add(fmt.Errorf("--stall-timeout %s: want more than %s (the longest wait of a healthy loop: fetch, ping interval + timeout, lease TTL/2)", c.stallTimeout, longestTurn))
 	}
 	if c.natsDownTimeout <= 0 {
 		add(fmt.Errorf("--nats-down-timeout %s: want more than 0", c.natsDownTimeout))
