@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -395,6 +396,12 @@ func countFileLines(t *testing.T, path string) int {
 	return strings.Count(string(data), "\n")
 }
 
+// uniq makes a name unique to this test process. Runner ids name host-wide
+// cgroups (a runnerd sweeps its runner id's cgroups at start) and markers
+// are looked for among all processes, so neither may be shared with
+// another run of these tests on the same machine.
+func uniq(name string) string { return fmt.Sprintf("%s%d", name, os.Getpid()) }
+
 var devVarLine = regexp.MustCompile(`(RUNNERD_[A-Z0-9_]+)=(\S+)`)
 
 // devVars reads the RUNNERD_* variables `runnerd dev` printed.
@@ -452,7 +459,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	dev := startProc(t, "runnerd dev", baseEnv(nil), bin, "dev",
 		"--data", filepath.Join(root, "data"), "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--log-format", "json", "--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"),
-		"--runner-id", "e2e-dev", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s")
+		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s")
 	dev.waitLog(`"message":"serving"`, 60*time.Second)
 	vars := devVars(dev.stderr.String())
 	for _, k := range []string{"RUNNERD_NATS_URL", "RUNNERD_MONGO_URI", "RUNNERD_S3_ENDPOINT", "RUNNERD_S3_BUCKET", "RUNNERD_S3_ACCESS_KEY", "RUNNERD_S3_SECRET_KEY"} {
@@ -467,6 +474,8 @@ func TestProcessEndToEnd(t *testing.T) {
 	}
 	c := &cli{t: t, bin: bin, env: baseEnv(vars)}
 	conn := connectVars(t, vars)
+	// Unique sleep arguments, to find the steps' processes.
+	napMarker, crashMarker := uniq("1000.51"), uniq("60.52")
 
 	examples := []struct {
 		file  string
@@ -578,7 +587,7 @@ func TestProcessEndToEnd(t *testing.T) {
 
 	t.Run("cancelled", func(t *testing.T) {
 		c := &cli{t: t, bin: bin, env: c.env}
-		file := writeFile(t, "slow.yaml", "name: slow\nsteps:\n  - id: nap\n    shell: sleep 1000.5151 & sleep 1000.5151\n")
+		file := writeFile(t, "slow.yaml", fmt.Sprintf("name: slow\nsteps:\n  - id: nap\n    shell: sleep %[1]s & sleep %[1]s\n", napMarker))
 		id, _ := c.submit(exitOK, file)
 		c.waitStatus(id, "running its step", 60*time.Second, func(d statusDoc) bool {
 			return d.Steps["nap"] != nil && d.Steps["nap"].Status == runnerd.StepRunning
@@ -587,13 +596,16 @@ func TestProcessEndToEnd(t *testing.T) {
 		doc := c.waitStatus(id, "cancelled", 60*time.Second, func(d statusDoc) bool { return d.Status.Terminal() })
 		checkRun(t, doc, runnerd.StatusCancelled, runnerd.ReasonCancelled, 1, map[string]runnerd.StepStatus{"nap": runnerd.StepCancelled})
 		checkEvents(t, conn.st, id, false, map[string]int{"nap": 1})
-		noProcessLeft(t, "1000.5151")
+		noProcessLeft(t, napMarker)
 	})
 
 	t.Run("crash on the first attempt", func(t *testing.T) {
 		c := &cli{t: t, bin: bin, env: c.env}
 		first, marker := filepath.Join(side, "first.count"), filepath.Join(side, "crashed")
-		// The step SIGKILLs its runexec (its parent) on the first attempt only.
+		// The step SIGKILLs its runexec (its parent) on the first attempt
+		// only, after a pause: what runexec had not streamed yet when it
+		// died (first's success, crash's start) would rightly not count,
+		// and first would run again.
 		file := writeFile(t, "crash.yaml", fmt.Sprintf(`name: crash
 steps:
   - id: first
@@ -601,9 +613,9 @@ steps:
   - id: crash
     needs: [first]
     shell: |
-      if [ ! -e %[2]s ]; then touch %[2]s; kill -9 $PPID; sleep 60.5152; fi
+      if [ ! -e %[2]s ]; then touch %[2]s; sleep 2; kill -9 $PPID; sleep %[3]s; fi
       echo survived
-`, first, marker))
+`, first, marker, crashMarker))
 		id, _ := c.submit(exitOK, file, "--wait")
 		doc := c.status(id)
 		checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 2, map[string]runnerd.StepStatus{
@@ -622,17 +634,51 @@ steps:
 			t.Errorf("dev logged no child_crashed for %s", id)
 		}
 		checkEvents(t, conn.st, id, true, map[string]int{"first": 1, "crash": 2})
-		noProcessLeft(t, "60.5152")
+		noProcessLeft(t, crashMarker)
 	})
 
 	waitStreamEmpty(t, conn, 30*time.Second)
+	checkOps(t, dev)
 	// SIGTERM: dev drains (nothing runs now), stops its servers, exits 0.
 	dev.stop(grace + 30*time.Second)
 	if !strings.Contains(dev.stderr.String(), `"message":"stopped"`) {
 		t.Errorf("dev did not log its stop")
 	}
 	noErrorLogged(t, dev)
-	noProcessLeft(t, root, "1000.5151", "60.5152")
+	noProcessLeft(t, root, napMarker, crashMarker)
+}
+
+// checkOps reads the process's /healthz, /readyz and /metrics (on the
+// address it logged): healthy, ready, and the metrics are served.
+func checkOps(t *testing.T, p *proc) {
+	t.Helper()
+	var addr string
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		var l struct{ Addr, Message string }
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Message, "serving /metrics") {
+			addr = l.Addr
+		}
+	}
+	if addr == "" {
+		t.Errorf("%s logged no ops address", p.name)
+		return
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, "http://"+addr+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v", p.name, path, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s %s: %s\n%s", p.name, path, resp.Status, body)
+		}
+		if path == "/metrics" && !bytes.Contains(body, []byte("runnerd_build_info")) {
+			t.Errorf("%s /metrics lacks runnerd_build_info", p.name)
+		}
+	}
 }
 
 // noErrorLogged fails on error-level lines in a process's JSON log: runs
@@ -669,13 +715,14 @@ func TestProcessServeSIGTERMMidRun(t *testing.T) {
 	c := &cli{t: t, bin: bin, env: baseEnv(vars)}
 	serve := func(id string) *proc {
 		p := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve",
-			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id,
+			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id, "--metrics-addr", "127.0.0.1:0",
 			"--log-format", "json", "--grace", "30s", "--kill-grace", "2s")
 		p.waitLog(`"message":"serving"`, 60*time.Second)
 		return p
 	}
 
 	first, marker := filepath.Join(root, "first.count"), filepath.Join(root, "slept")
+	sleepMarker := uniq("1000.61")
 	file := writeFile(t, "twostep.yaml", fmt.Sprintf(`name: twostep
 steps:
   - id: first
@@ -683,11 +730,11 @@ steps:
   - id: second
     needs: [first]
     shell: |
-      if [ ! -e %[2]s ]; then touch %[2]s; sleep 1000.6161; fi
+      if [ ! -e %[2]s ]; then touch %[2]s; sleep %[3]s; fi
       echo second done
-`, first, marker))
+`, first, marker, sleepMarker))
 
-	a := serve("e2e-a")
+	a := serve(uniq("e2e-a-"))
 	id, _ := c.submit(exitOK, file)
 	c.waitStatus(id, "running its second step", 60*time.Second, func(d statusDoc) bool {
 		return d.Steps["second"] != nil && d.Steps["second"].Status == runnerd.StepRunning
@@ -706,9 +753,9 @@ steps:
 	if !strings.Contains(a.stderr.String(), `"reason":"runner_shutdown"`) {
 		t.Errorf("serve a logged no runner_shutdown")
 	}
-	noProcessLeft(t, "1000.6161", filepath.Join(root, "runs", "e2e-a"))
+	noProcessLeft(t, sleepMarker, filepath.Join(root, "runs"))
 
-	b := serve("e2e-b")
+	b := serve(uniq("e2e-b-"))
 	doc = c.waitStatus(id, "finished", 90*time.Second, func(d statusDoc) bool { return d.Status.Terminal() })
 	checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 2, map[string]runnerd.StepStatus{
 		"first": runnerd.StepSucceeded, "second": runnerd.StepSucceeded,
@@ -727,7 +774,7 @@ steps:
 	b.stop(60 * time.Second)
 	noErrorLogged(t, a)
 	noErrorLogged(t, b)
-	noProcessLeft(t, root, "1000.6161")
+	noProcessLeft(t, root, sleepMarker)
 }
 
 // TestProcessTwoServesDrainRuns has two `runnerd serve` processes drain 200
@@ -748,9 +795,9 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 	}
 	root := t.TempDir()
 	var serves []*proc
-	for _, id := range []string{"drain-a", "drain-b"} {
+	for _, id := range []string{uniq("drain-a-"), uniq("drain-b-")} {
 		p := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve",
-			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id,
+			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id, "--metrics-addr", "127.0.0.1:0",
 			"--concurrency", "2", "--log-format", "json", "--grace", "30s")
 		serves = append(serves, p)
 	}
