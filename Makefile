@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 IMAGE    ?= runnerd:$(VERSION)
 TEST_TIMEOUT ?= 9m
 
-.PHONY: all build dev test lint proto bench image clean
+.PHONY: all build dev test lint proto bench image chaos clean
 
 all: build
 
@@ -34,6 +34,12 @@ proto:
 
 bench: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+
+# Reliability suites (chaos, fencing, dependency faults, misbehaving
+# workflows, bad input): real processes and signals, about 30 minutes, and
+# they take the machine. Not part of `make test`.
+chaos: build
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS) chaos' -timeout 60m -v ./chaos/
 
 # The container image (Dockerfile): runnerd and runexec, runnerd serve as
 # the default command. Needs a Docker engine.
