@@ -116,7 +116,7 @@ func (r *running) stop() error {
 
 func (e *env) config(id string) Config {
 	return Config{
-		RunnerID:      id,
+		RunnerID:      uniqueID(id),
 		Concurrency:   2,
 		RunDirRoot:    filepath.Join(e.side, "runs"),
 		RunexecPath:   runexecPath,
@@ -281,3 +281,7 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// uniqueID makes a runner id unique to this test process: a runner id is
+// locked machine-wide, and other test processes may run at the same time.
+func uniqueID(id string) string { return fmt.Sprintf("%s-%d", id, os.Getpid()) }

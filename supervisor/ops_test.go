@@ -239,7 +239,7 @@ steps:
 		if json.Unmarshal([]byte(line), &l) != nil || l["run_id"] != "met1" {
 			continue
 		}
-		if l["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || l["runner_id"] != "m1" {
+		if l["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || l["runner_id"] != uniqueID("m1") {
 			t.Errorf("log line of met1 without its trace_id or runner_id: %s", line)
 		}
 		if l["message"] == "step finished" {

@@ -25,10 +25,13 @@ import (
 // Config is the supervisor's configuration; zero fields take the defaults
 // of DefaultConfig.
 type Config struct {
-	RunnerID    string // names this process in leases, run documents and run dirs
-	Concurrency int    // run slots: runs executed at once by this process
-	RunDirRoot  string // run dirs live in <root>/<runner id>/<run id>
-	RunexecPath string // the runexec binary
+	RunnerID string // names this process in leases, run documents and run dirs
+	// RunnerIDFallback lets New take id-2 … id-9 when RunnerID is held by
+	// another runnerd on this machine; set it when the id is the default.
+	RunnerIDFallback bool
+	Concurrency      int    // run slots: runs executed at once by this process
+	RunDirRoot       string // run dirs live in <root>/<runner id>/<run id>
+	RunexecPath      string // the runexec binary
 
 	ShutdownGrace time.Duration // first SIGTERM: how long children get to save and stop
 	KillGrace     time.Duration // a step's SIGTERM → SIGKILL grace inside the child
@@ -57,9 +60,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults documented in `runnerd serve --help`.
 func DefaultConfig() Config {
-	host, _ := os.Hostname()
 	return Config{
-		RunnerID:      host,
+		RunnerID:      defaultRunnerID(),
 		Concurrency:   1,
 		RunDirRoot:    filepath.Join(os.TempDir(), "runnerd"),
 		ShutdownGrace: 25 * time.Second,
@@ -119,7 +121,7 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.RunnerID != "", "runner id: must not be empty")
-	check(queue.ValidateRunID(c.RunnerID) == nil, "runner id %q: use letters, digits, '.', '_' and '-'", c.RunnerID)
+	check(queue.ValidateRunID(c.RunnerID) == nil, "runner id %q: use 1-128 letters, digits, '_' and '-'", c.RunnerID)
 	check(c.Concurrency >= 1 && c.Concurrency <= 1024, "concurrency %d: want 1 to 1024", c.Concurrency)
 	check(c.RunexecPath != "", "runexec path: must not be empty")
 	if c.RunexecPath != "" {
@@ -141,13 +143,14 @@ func (c Config) Validate() error {
 
 // Supervisor consumes run messages and executes each run in a runexec child.
 type Supervisor struct {
-	cfg   Config
-	q     *queue.Queue
-	st    *store.Store
-	blobs *blob.Store
-	log   zerolog.Logger
-	m     *metrics
-	hl    *Health
+	idLock *os.File // held from New until Run returns
+	cfg    Config
+	q      *queue.Queue
+	st     *store.Store
+	blobs  *blob.Store
+	log    zerolog.Logger
+	m      *metrics
+	hl     *Health
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
@@ -164,11 +167,18 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("supervisor config: %w", err)
 	}
+	lock, id, err := claimRunnerID(cfg.RunnerID, cfg.RunnerIDFallback)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RunnerID = id
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	return &Supervisor{
+		idLock:   lock,
 		cfg:      cfg,
 		q:        q,
 		st:       st,
@@ -249,8 +259,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.log.Info().Msg("stopped")
 	s.hl.SetNotReady("stopped")
+	s.idLock.Close() // the runner id is free for the next process
 	return nil
 }
+
+// RunnerID is the runner id this supervisor holds on this machine.
+func (s *Supervisor) RunnerID() string { return s.cfg.RunnerID }
 
 // loopName is the consumer loop's name in the watchdog (and /healthz).
 const loopName = "consumer loop"

@@ -24,6 +24,7 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
 	}
+	cfg.sup.RunnerIDFallback = !f.Given("runner-id")
 	if !cfg.reportInvalid("dev", env.stderr) {
 		return exitUsage
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,7 +91,7 @@ func (e *testEnv) startServe() {
 	go func() {
 		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
 		done <- runServe(ctx, env, []string{
-			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", "cmd-test",
+			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", fmt.Sprintf("cmd-test-%d", os.Getpid()),
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
 			"--metrics-addr", "127.0.0.1:0",
 		})

@@ -113,6 +113,14 @@ func unwrapFlagErr(err error) error {
 	return err
 }
 
+// Given reports whether a flag was set, on the command line or through its
+// variable, rather than left at its default.
+func (f *flags) Given(name string) bool {
+	given := false
+	f.fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
+	return given
+}
+
 // Args are the positional arguments after the flags.
 func (f *flags) Args() []string { return f.fs.Args() }
 

@@ -145,6 +145,7 @@ func runServe(ctx context.Context, env *cmdEnv, args []string) int {
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
 	}
+	cfg.sup.RunnerIDFallback = !f.Given("runner-id")
 	return serve(ctx, env, cfg)
 }
 

@@ -1,0 +1,83 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrRunnerIDInUse means another runnerd on this machine holds the runner id.
+var ErrRunnerIDInUse = errors.New("runner id in use by another runnerd on this machine")
+
+// A runner id owns machine-wide things: its run dirs, its cgroups, and the
+// sweep of both at start. Two processes with one id would kill each other's
+// runs, so an id is held with an exclusive lock for the process's life.
+func lockDir() string { return filepath.Join(os.TempDir(), "runnerd-locks") }
+
+// lockRunnerID takes the lock of id; the file records the holder's pid.
+func lockRunnerID(id string) (*os.File, error) {
+	if err := os.MkdirAll(lockDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+	}
+	path := filepath.Join(lockDir(), id+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("runner id %q (pid %s): %w; give each runnerd its own --runner-id", id, holder, ErrRunnerIDInUse)
+		}
+		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+	return f, nil
+}
+
+// claimRunnerID locks id or, when fallback is set (the id was not chosen by
+// the user), the first free of id-2 … id-9: `runnerd dev` and a `runnerd
+// serve` beside it on one machine then just work. A restarted process gets
+// the same id back and sweeps what its crashed predecessor left.
+func claimRunnerID(id string, fallback bool) (*os.File, string, error) {
+	f, err := lockRunnerID(id)
+	if err == nil || !fallback || !errors.Is(err, ErrRunnerIDInUse) {
+		return f, id, err
+	}
+	for n := 2; n <= 9; n++ {
+		alt := id + "-" + strconv.Itoa(n)
+		if f, err := lockRunnerID(alt); err == nil {
+			return f, alt, nil
+		}
+	}
+	return nil, "", err
+}
+
+var notIDChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// defaultRunnerID is the host name made a valid id (a pod's name in
+// Kubernetes).
+func defaultRunnerID() string {
+	host, _ := os.Hostname()
+	return runnerIDFromHost(host)
+}
+
+// runnerIDFromHost turns a host name into a runner id: the dots of a FQDN
+// and anything else an id cannot hold become '-'.
+func runnerIDFromHost(host string) string {
+	id := notIDChars.ReplaceAllString(host, "-")
+	if len(id) > 100 {
+		id = id[:100]
+	}
+	if id == "" || id[0] == '-' || id[0] == '_' {
+		id = "runnerd" + id
+	}
+	return id
+}
