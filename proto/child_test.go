@@ -5,33 +5,26 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/workflow"
 )
 
 var runexecPath string
 
 func TestMain(m *testing.M) {
-	if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
-		runexecPath = filepath.Join(dir, "runexec")
-	} else {
-		tmp, err := os.MkdirTemp("", "runexec-bin")
-		if err != nil {
-			panic(err)
-		}
-		runexecPath = filepath.Join(tmp, "runexec")
-		if out, err := exec.Command("go", "build", "-o", runexecPath, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build runexec: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		defer os.RemoveAll(tmp)
+	var err error
+	if runexecPath, err = testbin.Path("runexec"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
 }
 
 func startChild(t *testing.T, mtls bool) *Child {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -30,22 +30,14 @@ var runexecPath string
 
 // TestMain uses the runexec that `make test` built, or builds one.
 func TestMain(m *testing.M) {
-	if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
-		runexecPath = filepath.Join(dir, "runexec")
-	} else {
-		tmp, err := os.MkdirTemp("", "runexec-bin")
-		if err != nil {
-			panic(err)
-		}
-		runexecPath = filepath.Join(tmp, "runexec")
-		out, err := exec.Command("go", "build", "-o", runexecPath, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build runexec: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		defer os.RemoveAll(tmp)
+	var err error
+	if runexecPath, err = testbin.Path("runexec"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
 }
 
 // env is one test's world: real servers, a queue, the stores and

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -33,35 +33,11 @@ import (
 // are the built binary too, configured only through RUNNERD_* variables, as
 // a user's shell or a pod would run them. Signals are real signals.
 
-var (
-	runnerdOnce sync.Once
-	runnerdPath string
-	runnerdErr  error
-)
-
 // binaries returns the runnerd and runexec binaries: the ones `make test`
-// built (RUNNERD_BIN), or runnerd built once next to the runexec that
-// runexec(t) built (removed by TestMain).
+// built (RUNNERD_BIN), or ones built once for the test binary.
 func binaries(t *testing.T) (runnerdBin, runexecBin string) {
 	t.Helper()
-	runexecBin = runexec(t)
-	runnerdOnce.Do(func() {
-		if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
-			runnerdPath = filepath.Join(dir, "runnerd")
-			_, runnerdErr = os.Stat(runnerdPath)
-			return
-		}
-		runnerdPath = filepath.Join(filepath.Dir(runexecBin), "runnerd")
-		out, err := exec.Command("go", "build", "-tags", "ferretdb_no_postgresql", "-o", runnerdPath,
-			"github.com/runnerd/runnerd/cmd/runnerd").CombinedOutput()
-		if err != nil {
-			runnerdErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if runnerdErr != nil {
-		t.Fatalf("runnerd binary: %v", runnerdErr)
-	}
-	return runnerdPath, runexecBin
+	return testbin.MustPath(t, "runnerd"), testbin.MustPath(t, "runexec")
 }
 
 // proc is a runnerd process started by a test, in its own process group.

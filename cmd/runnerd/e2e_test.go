@@ -6,61 +6,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testbin"
 )
 
 // The client commands against a real `serve` (supervisor and runexec
 // children) on the same embedded servers.
 
-var (
-	runexecOnce sync.Once
-	runexecBin  string
-	runexecErr  error
-	runexecDir  string // built here, removed by TestMain
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if runexecDir != "" {
-		_ = os.RemoveAll(runexecDir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
 // runexec returns the runexec `make test` built (RUNNERD_BIN), or builds one
 // once for the whole test binary.
-func runexec(t *testing.T) string {
-	t.Helper()
-	runexecOnce.Do(func() {
-		if dir := os.Getenv("RUNNERD_BIN"); dir != "" {
-			runexecBin = filepath.Join(dir, "runexec")
-			return
-		}
-		dir, err := os.MkdirTemp("", "runnerd-cmd-test-")
-		if err != nil {
-			runexecErr = err
-			return
-		}
-		runexecDir = dir
-		runexecBin = filepath.Join(dir, "runexec")
-		out, err := exec.Command("go", "build", "-o", runexecBin, "github.com/runnerd/runnerd/cmd/runexec").CombinedOutput()
-		if err != nil {
-			runexecErr = err
-			runexecBin = string(out)
-		}
-	})
-	if runexecErr != nil {
-		t.Fatalf("build runexec: %v\n%s", runexecErr, runexecBin)
-	}
-	return runexecBin
-}
+func runexec(t *testing.T) string { return testbin.MustPath(t, "runexec") }
 
 // lockedBuffer collects serve's log lines, written from many goroutines.
 type lockedBuffer struct {
