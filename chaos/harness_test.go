@@ -207,12 +207,21 @@ func (s *stack) newRunner(id string, extra ...string) *runner {
 		"--lease-ttl", q.LeaseTTL.String(), "--ack-wait", q.AckWait.String(),
 		"--max-deliver", strconv.Itoa(q.MaxDeliver),
 		"--ping-interval", "1s", "--ping-timeout", "2s", "--kill-grace", "2s", "--grace", "10s",
+		"--metrics-addr", "127.0.0.1:0", // several runners on one host
 	}
 	r := &runner{s: s, id: id, args: append(args, extra...), logPath: filepath.Join(s.dir, id+".log")}
 	s.mu.Lock()
 	s.runners = append(s.runners, r)
 	s.mu.Unlock()
-	s.t.Cleanup(func() { r.kill() })
+	s.t.Cleanup(func() {
+		r.kill()
+		if dir := os.Getenv("CHAOS_REPORT_DIR"); dir != "" { // keep the log for a post-mortem
+			if data, err := os.ReadFile(r.logPath); err == nil {
+				name := strings.NewReplacer("/", "_", " ", "_").Replace(s.t.Name()) + "-" + id + ".log"
+				_ = os.WriteFile(filepath.Join(dir, name), data, 0o644)
+			}
+		}
+	})
 	return r
 }
 

@@ -72,7 +72,12 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			if err := a.d.InProgress(); err != nil {
 				a.log.Debug().Err(err).Msg("in progress")
 			}
-			run, err := s.st.Get(ctx, a.runID)
+			// Bounded like the renewal: with the store's own timeout (10 s),
+			// an unreachable MongoDB would hold this loop past the lease TTL
+			// and a healthy run would be killed as lease_lost.
+			gctx, cancel := context.WithTimeout(ctx, ttl/6)
+			run, err := s.st.Get(gctx, a.runID)
+			cancel()
 			if err == nil && run.CancelRequested {
 				a.cancelByUser(child)
 			}

@@ -1,0 +1,179 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/store"
+)
+
+// TestDependencyFaults takes one server away while runs execute: NATS is
+// stopped and restarted (stackd, its own process), MongoDB and S3 become
+// unreachable for 20 s (the proxy in front of them closes every connection
+// and refuses new ones). Runs must complete or be retried with delay;
+// nothing is acked before its state is saved (checked all along: every run
+// whose message left the stream is terminal in the store); nothing is lost.
+func TestDependencyFaults(t *testing.T) {
+	faults := []struct {
+		name   string
+		outage time.Duration
+		cut    func(*stack)
+		back   func(*stack)
+	}{
+		{"NATS stopped", 10 * time.Second, (*stack).stopNATS, (*stack).startNATS},
+		{"MongoDB unreachable", 20 * time.Second, func(s *stack) { s.mongoP.cut() }, func(s *stack) { s.mongoP.restore() }},
+		{"S3 unreachable", 20 * time.Second, func(s *stack) { s.s3P.cut() }, func(s *stack) { s.s3P.restore() }},
+	}
+	for _, f := range faults {
+		t.Run(strings.Fields(f.name)[0], func(t *testing.T) {
+			const nRuns = 6
+			s := newStack(t, chaosQueue(5, 6*time.Second, 10*time.Second))
+			r := s.newRunner("dep1", "--concurrency", "2")
+			r.start()
+			side := filepath.Join(s.dir, "side")
+			_ = os.MkdirAll(side, 0o755)
+			var ids []string
+			start := time.Now()
+			for i := range nRuns {
+				rid := fmt.Sprintf("dep%d", i)
+				sf := filepath.Join(side, rid+".log")
+				s.submit(rid, "steps:\n"+yamlStep("a", nil, sideStep(sf, rid, "a", "1.59173")+"\n      echo hello-a")+
+					yamlStep("b", []string{"a"}, sideStep(sf, rid, "b", "1.59173")+"\n      echo hello-b")+
+					yamlStep("c", []string{"b"}, "echo c > out.txt\n      "+sideStep(sf, rid, "c", "1.59173"), "artifacts: [out.txt]"))
+				ids = append(ids, rid)
+			}
+
+			// The invariant, sampled all along: read the stream first, then
+			// the store (terminal counts only grow), from the test's own
+			// connections (not through the proxies).
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			samples, violations := 0, 0
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(250 * time.Millisecond):
+					}
+					msgs, err := s.streamMsgs()
+					if err != nil {
+						continue // NATS is down
+					}
+					terminal := 0
+					for _, id := range ids {
+						if run := s.get(id); run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
+							terminal++
+						}
+					}
+					mu.Lock()
+					samples++
+					if acked := nRuns - int(msgs); acked > terminal {
+						violations++
+						t.Errorf("%d runs acked but only %d terminal in the store", acked, terminal)
+					}
+					mu.Unlock()
+				}
+			}()
+
+			time.Sleep(3 * time.Second) // the first runs are mid-step
+			faultAt := time.Now()
+			f.cut(s)
+			time.Sleep(f.outage)
+			f.back(s)
+			restored := time.Now()
+
+			statuses := map[string]int{}
+			attempts, notTerminal := 0, 0
+			for _, id := range ids {
+				run := s.waitRun(id, 5*time.Minute, func(r *store.Run) bool { return r.Status.Terminal() })
+				if run == nil {
+					notTerminal++
+					if last := s.get(id); last != nil {
+						t.Errorf("run %s lost: %s/%s attempt %d", id, last.Status, last.Reason, last.Attempt)
+					}
+					continue
+				}
+				statuses[string(run.Status)+"/"+string(run.Reason)]++
+				attempts += run.Attempt
+			}
+			allDone := time.Now()
+			empty := s.waitQueueEmpty(30 * time.Second)
+			close(stop)
+			wg.Wait()
+
+			// Reruns of steps whose work was done, and artifacts in S3.
+			sx := analyzeSide(t, side, ids, &crashLog{byRun: map[string][]time.Time{}})
+			artifacts := 0
+			for _, id := range ids {
+				if got, err := s.readBlob(blob.ArtifactKey(id, "c", "out.txt")); err == nil && got == "c\n" {
+					artifacts++
+				}
+			}
+			logsOK, steps := 0, 0
+			for _, id := range ids {
+				if run := s.get(id); run != nil {
+					for _, st := range run.Steps {
+						steps++
+						if st.LogKey != "" {
+							if _, err := s.blobs.Head(context.Background(), st.LogKey); err == nil {
+								logsOK++
+							}
+						}
+					}
+				}
+			}
+			// What runnerd said about it.
+			events := map[string]int{}
+			for _, m := range r.logs() {
+				switch msg := str(m, "message"); msg {
+				case "run attempt done":
+					events["attempt done: "+str(m, "reason")+"→"+str(m, "action")]++
+				case "store write failed: retrying", "lease heartbeat failed: retrying", "fetch runs",
+					"upload logs and artifacts", "could not record the outcome: redelivering", "load run", "act on message":
+					events[msg]++
+				}
+			}
+			table(t, "Dependency fault: "+f.name, [][2]string{
+				{"runs (3 steps of 1.6 s, concurrency 2)", itoa(nRuns)},
+				{"fault", fmt.Sprintf("at +%s for %s", faultAt.Sub(start).Round(100*time.Millisecond), f.outage)},
+				{"final status/reason", countBy(statuses)},
+				{"claims (attempts) over all runs", itoa(attempts)},
+				{"all terminal at", fmt.Sprintf("+%s (%s after the server came back)", allDone.Sub(start).Round(100*time.Millisecond), allDone.Sub(restored).Round(100*time.Millisecond))},
+				{"runs lost", itoa(notTerminal)},
+				{"stream empty at the end", fmt.Sprintf("%v", empty)},
+				{"acked-before-saved violations (samples)", fmt.Sprintf("%d (%d)", violations, samples)},
+				{"extra executions of interrupted steps", itoa(sx.rerunInterrupted)},
+				{"succeeded steps re-run", itoa(sx.rerunAfterDone)},
+				{"artifacts in S3 (step c's out.txt)", fmt.Sprintf("%d / %d", artifacts, nRuns)},
+				{"step logs in S3 (log_key set and present)", fmt.Sprintf("%d / %d", logsOK, steps)},
+				{"runnerd log", countBy(events)},
+				{"runnerd alive", fmt.Sprintf("%v", r.alive())},
+			})
+			if notTerminal > 0 || !empty || violations > 0 || !r.alive() {
+				t.Errorf("lost %d, stream empty %v, violations %d, runnerd alive %v", notTerminal, empty, violations, r.alive())
+			}
+			if artifacts != nRuns || logsOK != steps {
+				// See docs/reliability.md: an attempt whose upload does not
+				// happen loses the artifacts and logs of the steps it saved.
+				t.Errorf("lost in S3: %d/%d artifacts, %d/%d step logs present", artifacts, nRuns, logsOK, steps)
+			}
+			if statuses["succeeded/completed"] != nRuns {
+				t.Errorf("not every run succeeded: %v", statuses)
+			}
+		})
+	}
+}
