@@ -32,11 +32,15 @@ lint:
 proto:
 	scripts/gen-proto.sh
 
+# Micro-benchmarks (proto, store) at the default benchtime; the macro ones
+# of ./bench do a fixed number of runs each, so they run once (-benchtime 1x).
+# Figures: docs/benchmarks.md.
 bench: build
-	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem $$($(GO) list -tags '$(TAGS)' ./... | grep -v '/bench$$')
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
 
 # Reliability suites (chaos, fencing, dependency faults, misbehaving
-# workflows, bad input): real processes and signals, about 30 minutes, and
+# workflows, bad input): real processes and signals, about 20 minutes, and
 # they take the machine. Not part of `make test`.
 chaos: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS) chaos' -timeout 60m -v ./chaos/
