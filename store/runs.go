@@ -316,6 +316,9 @@ var (
 // the run to say why: ErrNotFound, ErrFenced, ErrTerminal or
 // ErrIllegalTransition, in that order of precedence.
 func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, want bool) (*Run, error) {
+	if s.checkThenWrite {
+		return s.applyChecked(ctx, id, g, update, want)
+	}
 	filter := bson.D{{Key: "_id", Value: id}}
 	if g.epoch != nil {
 		filter = append(filter, bson.E{Key: "epoch", Value: int64(*g.epoch)})
@@ -335,17 +338,50 @@ func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, wa
 		if err != nil {
 			return nil, err
 		}
-		if g.epoch != nil && cur.Epoch != *g.epoch {
-			return nil, fmt.Errorf("epoch %d, stored epoch %d: %w", *g.epoch, cur.Epoch, ErrFenced)
-		}
-		if g.from != nil && !contains(g.from, cur.Status) {
-			if cur.Status.Terminal() {
-				return nil, fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
-			}
-			return nil, fmt.Errorf("%s → %s: %w", cur.Status, g.to, ErrIllegalTransition)
+		if err := g.check(cur); err != nil {
+			return nil, err
 		}
 	}
 	return nil, errContended
+}
+
+// applyChecked is apply for FerretDB, which matches any filter but a lone
+// {_id} by reading every document of the collection (a fenced write cost
+// ~0.16 ms per stored run: 1.6 s with 10k runs). It reads the run by _id,
+// checks the guard, and updates by _id. FerretDB runs a conditional update
+// as a read then a write anyway, so this is no less atomic there; writes of
+// one run in this process are serialized, and the NATS lease remains the
+// fence between processes.
+func (s *Store) applyChecked(ctx context.Context, id string, g guard, update bson.D, want bool) (*Run, error) {
+	mu := s.writes.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.check(cur); err != nil {
+		return nil, err
+	}
+	r, err := s.update(ctx, bson.D{{Key: "_id", Value: id}}, update, want)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	return r, err
+}
+
+// check says why the stored run does not meet the guard, or nil.
+func (g guard) check(cur *Run) error {
+	if g.epoch != nil && cur.Epoch != *g.epoch {
+		return fmt.Errorf("epoch %d, stored epoch %d: %w", *g.epoch, cur.Epoch, ErrFenced)
+	}
+	if g.from != nil && !contains(g.from, cur.Status) {
+		if cur.Status.Terminal() {
+			return fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
+		}
+		return fmt.Errorf("%s → %s: %w", cur.Status, g.to, ErrIllegalTransition)
+	}
+	return nil
 }
 
 // update applies update to the run matching filter; mongo.ErrNoDocuments

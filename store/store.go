@@ -74,6 +74,9 @@ type Store struct {
 	events  *mongo.Collection
 	timeout time.Duration
 	appends stripedLocks
+	writes  stripedLocks // conditional writes of one run, in checkThenWrite mode
+	// checkThenWrite is set on FerretDB: see applyChecked.
+	checkThenWrite bool
 }
 
 // Open connects, checks the server answers and creates the indexes (an index
@@ -106,7 +109,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = client.Disconnect(context.Background())
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	s.checkThenWrite = s.isFerretDB(ctx)
 	return s, nil
+}
+
+// isFerretDB asks the server what it is: FerretDB names itself in buildInfo.
+func (s *Store) isFerretDB(ctx context.Context) bool {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	var info bson.M
+	err := s.client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info)
+	_, ferret := info["ferretdbVersion"]
+	return err == nil && ferret
 }
 
 func (s *Store) ensureIndexes(ctx context.Context) error {

@@ -566,3 +566,13 @@ func TestOpenTwiceKeepsIndexes(t *testing.T) {
 		t.Fatalf("second event with seq 1: %v, want a duplicate key error", err)
 	}
 }
+
+// On FerretDB conditional writes read by _id and check the guard in Go (see
+// applyChecked); on MongoDB they stay one conditional update.
+func TestCheckThenWriteOnlyOnFerretDB(t *testing.T) {
+	s := openTest(t)
+	external := os.Getenv("RUNNERD_TEST_MONGO_URI") != ""
+	if s.checkThenWrite == external {
+		t.Fatalf("checkThenWrite = %v against an external server = %v", s.checkThenWrite, external)
+	}
+}
