@@ -71,6 +71,10 @@ func newEnv(b testing.TB) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = e.st.Close(context.Background()) })
+	// As `runnerd dev` does: index FerretDB's lookups by _id.
+	if err := e.stack.IndexIDLookups(ctx); err != nil {
+		b.Fatal(err)
+	}
 	e.blobs, err = blob.New(ctx, blob.Config{
 		Endpoint: e.stack.S3Endpoint, Region: e.stack.S3Region, Bucket: e.stack.S3Bucket,
 		AccessKey: e.stack.S3AccessKey, SecretKey: e.stack.S3SecretKey, PathStyle: true,

@@ -139,6 +139,9 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 		{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}},
 		{Key: "$inc", Value: bson.D{{Key: "attempt", Value: 1}}},
 	}
+	if s.checkThenWrite {
+		return s.claimChecked(ctx, id, runnerID, epoch, update)
+	}
 	for range maxAttempts {
 		r, err := s.update(ctx, filter, update, withDoc)
 		if err == nil {
@@ -148,21 +151,52 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 			return nil, fmt.Errorf("claim run %s: %w", id, err)
 		}
 		cur, err := s.get(ctx, id)
-		switch {
-		case err != nil:
+		if err != nil {
 			return nil, fmt.Errorf("claim run %s: %w", id, err)
-		case cur.Epoch == epoch && cur.RunnerID == runnerID && cur.Status == runnerd.StatusRunning:
-			return cur, nil
-		case cur.Epoch >= epoch:
-			return nil, fmt.Errorf("claim run %s at epoch %d: stored epoch %d: %w", id, epoch, cur.Epoch, ErrFenced)
-		case cur.Status.Terminal():
-			return nil, fmt.Errorf("claim run %s: status %s: %w: %w", id, cur.Status, ErrIllegalTransition, ErrTerminal)
-		case cur.Status != runnerd.StatusQueued && cur.Status != runnerd.StatusRunning:
-			return nil, fmt.Errorf("claim run %s: %s → running: %w", id, cur.Status, ErrIllegalTransition)
+		}
+		if done, err := claimRefused(cur, id, runnerID, epoch); done != nil || err != nil {
+			return done, err
 		}
 		// The run changed between the update and the read: try again.
 	}
 	return nil, fmt.Errorf("claim run %s: %w", id, errContended)
+}
+
+// claimChecked is Claim on FerretDB (see applyChecked): read by _id, check,
+// update by _id.
+func (s *Store) claimChecked(ctx context.Context, id, runnerID string, epoch uint64, update bson.D) (*Run, error) {
+	mu := s.writes.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("claim run %s: %w", id, err)
+	}
+	if cur.Epoch < epoch && (cur.Status == runnerd.StatusQueued || cur.Status == runnerd.StatusRunning) {
+		r, err := s.update(ctx, bson.D{{Key: "_id", Value: id}}, update, withDoc)
+		if err != nil {
+			return nil, fmt.Errorf("claim run %s: %w", id, err)
+		}
+		return r, nil
+	}
+	return claimRefused(cur, id, runnerID, epoch)
+}
+
+// claimRefused says why cur cannot be claimed at epoch, or returns cur when
+// this very claim was already applied (a retry after a timeout). Both nil:
+// nothing prevents the claim.
+func claimRefused(cur *Run, id, runnerID string, epoch uint64) (*Run, error) {
+	switch {
+	case cur.Epoch == epoch && cur.RunnerID == runnerID && cur.Status == runnerd.StatusRunning:
+		return cur, nil
+	case cur.Epoch >= epoch:
+		return nil, fmt.Errorf("claim run %s at epoch %d: stored epoch %d: %w", id, epoch, cur.Epoch, ErrFenced)
+	case cur.Status.Terminal():
+		return nil, fmt.Errorf("claim run %s: status %s: %w: %w", id, cur.Status, ErrIllegalTransition, ErrTerminal)
+	case cur.Status != runnerd.StatusQueued && cur.Status != runnerd.StatusRunning:
+		return nil, fmt.Errorf("claim run %s: %s → running: %w", id, cur.Status, ErrIllegalTransition)
+	}
+	return nil, nil
 }
 
 // SaveSteps replaces the run's step state; fenced by epoch.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/store"
 )
 
 func runDev(ctx context.Context, env *cmdEnv, args []string) int {
@@ -41,6 +42,9 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitFailed
 	}
 	defer stack.Close()
+	if err := indexDevStore(ctx, stack); err != nil {
+		log.Warn().Err(err).Msg("index the embedded store: lookups by id stay slow")
+	}
 
 	cfg.client = clientConfig{
 		NATSURL: stack.NATSURL, MongoURI: stack.MongoURI,
@@ -59,4 +63,15 @@ Submit a run from another terminal:
 
 `, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey)
 	return serve(ctx, env, cfg)
+}
+
+// indexDevStore creates the store's collections (store.Open does) and then
+// the index FerretDB's lookups by _id need (see devstack.IndexIDLookups).
+func indexDevStore(ctx context.Context, stack *devstack.Stack) error {
+	st, err := store.Open(ctx, store.Config{URI: stack.MongoURI})
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+	return stack.IndexIDLookups(ctx)
 }
