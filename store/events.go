@@ -30,7 +30,17 @@ type StoredEvent struct {
 // allocation leaves a gap in the seqs; nothing is ever written twice.
 // An empty batch appends nothing and returns 0.
 func (s *Store) AppendEvents(ctx context.Context, id string, epoch uint64, events []runnerd.Event) (int64, error) {
+	return s.Record(ctx, id, epoch, events, nil)
+}
+
+// Record is AppendEvents that also saves the run's step state (when steps
+// is not nil) in the same fenced write that allocates the seqs: one write
+// per batch of events instead of two.
+func (s *Store) Record(ctx context.Context, id string, epoch uint64, events []runnerd.Event, steps runnerd.StepStates) (int64, error) {
 	if len(events) == 0 {
+		if steps != nil {
+			return 0, s.SaveSteps(ctx, id, epoch, steps)
+		}
 		return 0, nil
 	}
 	mu := s.appends.lock(id)
@@ -38,9 +48,13 @@ func (s *Store) AppendEvents(ctx context.Context, id string, epoch uint64, event
 	defer mu.Unlock()
 
 	n := int64(len(events))
+	set := bson.D{{Key: "updated_at", Value: now()}}
+	if steps != nil {
+		set = append(set, bson.E{Key: "steps", Value: steps})
+	}
 	update := bson.D{
 		{Key: "$inc", Value: bson.D{{Key: "event_seq", Value: n}}},
-		{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now()}}},
+		{Key: "$set", Value: set},
 	}
 	r, err := s.apply(ctx, id, guard{epoch: &epoch}, update, withDoc)
 	if err != nil {

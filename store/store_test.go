@@ -576,3 +576,28 @@ func TestCheckThenWriteOnlyOnFerretDB(t *testing.T) {
 		t.Fatalf("checkThenWrite = %v against an external server = %v", s.checkThenWrite, external)
 	}
 }
+
+func TestRecordSavesEventsAndStepsInOneWrite(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	mustCreate(t, s, "rec")
+	if _, err := s.Claim(ctx, "rec", "runner-a", 3); err != nil {
+		t.Fatal(err)
+	}
+	steps := runnerd.StepStates{"a": {Status: runnerd.StepRunning, Attempts: 1}}
+	last, err := s.Record(ctx, "rec", 3, []runnerd.Event{{Type: runnerd.EventStepStarted, Step: "a", Attempt: 1}}, steps)
+	if err != nil || last != 1 {
+		t.Fatalf("record: last %d, %v", last, err)
+	}
+	r, err := s.Get(ctx, "rec")
+	if err != nil || r.Steps["a"].Status != runnerd.StepRunning || r.EventSeq != 1 {
+		t.Fatalf("after record: %+v %v", r, err)
+	}
+	// Fenced like every write of a claimed run: nothing lands.
+	if _, err := s.Record(ctx, "rec", 2, []runnerd.Event{{Type: runnerd.EventLog, Step: "a"}}, runnerd.StepStates{}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("record with an old epoch: %v, want ErrFenced", err)
+	}
+	if r, _ := s.Get(ctx, "rec"); r.EventSeq != 1 || r.Steps["a"] == nil {
+		t.Fatalf("a fenced record changed the run: %+v", r)
+	}
+}

@@ -378,21 +378,20 @@ func (a *attempt) persist(events []runnerd.Event) error {
 		}
 		stored = append(stored, e)
 	}
+	var steps runnerd.StepStates
+	if saveState {
+		steps = a.state
+	}
 	return a.withStore(opPersistEvents, func(ctx context.Context) error {
-		if len(stored) > 0 {
-			if _, err := a.sup.st.AppendEvents(ctx, a.runID, a.epoch, stored); err != nil {
-				return err
-			}
-			n := 0
-			for _, e := range stored {
-				n += eventPayload(e)
-			}
-			a.sup.m.eventBytes.Add(float64(n))
-			stored = nil // do not append twice on a retry of the state save
+		// One fenced write: the events' seqs and the step state together.
+		if _, err := a.sup.st.Record(ctx, a.runID, a.epoch, stored, steps); err != nil {
+			return err
 		}
-		if saveState {
-			return a.sup.st.SaveSteps(ctx, a.runID, a.epoch, a.state)
+		n := 0
+		for _, e := range stored {
+			n += eventPayload(e)
 		}
+		a.sup.m.eventBytes.Add(float64(n))
 		return nil
 	})
 }
