@@ -373,8 +373,9 @@ func TestChaos(t *testing.T) {
 	if len(lost) > 0 {
 		t.Errorf("%d runs lost: %s", len(lost), strings.Join(lost, "; "))
 	}
-	if len(leftover) > 0 {
-		t.Errorf("processes left behind: %+v", leftover)
+	for _, p := range leftover {
+		parent, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.ppid))
+		t.Errorf("process left behind: %+v; parent: %q", p, strings.ReplaceAll(string(parent), "\x00", " "))
 	}
 	if !queueEmpty {
 		t.Errorf("stream not empty after the drain")
