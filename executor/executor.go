@@ -58,9 +58,14 @@ type Options struct {
 	Answers map[string]map[string]string // step id -> answers for human steps
 	Env     []string                     // base environment of every step
 
-	Deadline  time.Time     // run deadline (zero = none); the earlier of this and the workflow's timeout applies
-	LogLimit  int64         // per-step log cap in bytes; default DefaultLogLimit
-	KillGrace time.Duration // SIGTERM -> KillGrace -> SIGKILL; default DefaultKillGrace
+	Deadline time.Time // run deadline (zero = none); the earlier of this and the workflow's timeout applies
+	LogLimit int64     // per-step log cap in bytes; default DefaultLogLimit
+	// LogEventLimit bounds the bytes of a step's output also sent as log
+	// events (0: no bound); past it one marker event says the rest is only
+	// in the log file. A supervisor that stores a bounded prefix of events
+	// sets it so a step's flood of output is not streamed for nothing.
+	LogEventLimit int64
+	KillGrace     time.Duration // SIGTERM -> KillGrace -> SIGKILL; default DefaultKillGrace
 
 	// Sink receives every event, serially, from the goroutine that called Run.
 	Sink func(runnerd.Event)

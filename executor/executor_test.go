@@ -466,6 +466,34 @@ steps:
 	}
 }
 
+// Past LogEventLimit the output goes to the log file only: the events stop
+// after one marker, the file has everything.
+func TestLogEventLimit(t *testing.T) {
+	h := newHarness(t)
+	o := h.opts(`
+steps:
+  - id: chatty
+    shell: head -c 500000 /dev/zero | tr '\0' 'x'; echo; echo tail-line
+`)
+	o.LogEventLimit = 50000
+	res := h.run(context.Background(), o)
+	wantStatus(t, res, runnerd.StatusSucceeded, runnerd.ReasonCompleted)
+	log, err := os.ReadFile(filepath.Join(h.logdir, "chatty.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte("tail-line")) || len(log) < 500000 {
+		t.Fatalf("log file incomplete: %d bytes", len(log))
+	}
+	var text strings.Builder
+	for _, e := range h.eventsOf(runnerd.EventLog, "chatty") {
+		text.WriteString(e.Text)
+	}
+	if text.Len() > 50000+64<<10 || !strings.Contains(text.String(), "in its log file only") || strings.Contains(text.String(), "tail-line") {
+		t.Fatalf("log events: %d bytes, marker %v", text.Len(), strings.Contains(text.String(), "in its log file only"))
+	}
+}
+
 func TestLogEventsCoalesced(t *testing.T) {
 	h := newHarness(t)
 	res := h.runSrc(`

@@ -33,8 +33,13 @@ type stepLog struct {
 	attempt   int
 	pending   [2][]byte
 	emit      func(runnerd.Event)
-	stopFlush chan struct{}
-	flushDone chan struct{}
+	// eventLimit bounds the output sent as events (0: none); once reached,
+	// eventsDone is set and the output goes to the file only.
+	eventLimit int64
+	eventBytes int64
+	eventsDone bool
+	stopFlush  chan struct{}
+	flushDone  chan struct{}
 }
 
 func logPath(logDir, step string) string { return filepath.Join(logDir, step+".log") }
@@ -126,12 +131,16 @@ func (l *stepLog) write(stream int, p []byte) {
 	}
 	n, _ := l.f.Write(p)
 	l.size += int64(n)
-	l.pending[stream] = append(l.pending[stream], p...)
+	if !l.eventsDone {
+		l.pending[stream] = append(l.pending[stream], p...)
+	}
 	if l.truncated {
 		m := fmt.Sprintf("\n[runexec: log truncated at %d bytes; the rest of the output is discarded]\n", l.limit)
 		n, _ := l.f.WriteString(m)
 		l.size += int64(n)
-		l.pending[stream] = append(l.pending[stream], m...)
+		if !l.eventsDone {
+			l.pending[stream] = append(l.pending[stream], m...)
+		}
 		l.flushLocked(stream, true)
 		return
 	}
@@ -172,6 +181,13 @@ func (l *stepLog) flushLocked(stream int, final bool) {
 	l.emit(runnerd.Event{Type: runnerd.EventLog, Attempt: l.attempt, Stream: streamNames[stream], Text: string(buf[:cut])})
 	rest := copy(buf, buf[cut:])
 	l.pending[stream] = buf[:rest]
+	l.eventBytes += int64(cut)
+	if l.eventLimit > 0 && l.eventBytes >= l.eventLimit && !l.eventsDone {
+		l.eventsDone = true
+		l.pending = [2][]byte{}
+		l.emit(runnerd.Event{Type: runnerd.EventLog, Attempt: l.attempt, Stream: streamNames[stream],
+			Text: fmt.Sprintf("\n[runexec: further output of this step is in its log file only (%d bytes sent as events)]\n", l.eventBytes)})
+	}
 }
 
 // incompleteTail returns the length of an unfinished UTF-8 sequence at the

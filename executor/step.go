@@ -66,6 +66,9 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 		return fail(runnerd.StepReasonTemplate, err.Error())
 	}
 	lg, err := openStepLog(j.opts.LogDir, j.step.ID, j.opts.LogLimit, j.event)
+	if lg != nil {
+		lg.eventLimit = j.opts.LogEventLimit
+	}
 	if err != nil {
 		return fail(runnerd.StepReasonStartError, err.Error())
 	}

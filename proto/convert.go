@@ -22,14 +22,15 @@ func requestToPB(r *Request) (*pb.ExecuteRequest, error) {
 		}
 	}
 	out := &pb.ExecuteRequest{
-		RunId:        r.RunID,
-		WorkflowJson: wf,
-		Vars:         r.Vars,
-		StateJson:    state,
-		Workdir:      r.Workdir,
-		LogDir:       r.LogDir,
-		LogLimit:     r.LogLimit,
-		KillGraceMs:  r.KillGrace.Milliseconds(),
+		RunId:         r.RunID,
+		WorkflowJson:  wf,
+		Vars:          r.Vars,
+		StateJson:     state,
+		Workdir:       r.Workdir,
+		LogDir:        r.LogDir,
+		LogLimit:      r.LogLimit,
+		KillGraceMs:   r.KillGrace.Milliseconds(),
+		LogEventLimit: r.LogEventLimit,
 	}
 	if !r.Deadline.IsZero() {
 		out.DeadlineUnixMs = r.Deadline.UnixMilli()
@@ -56,6 +57,8 @@ func requestFromPB(p *pb.ExecuteRequest) (*Request, error) {
 		LogDir:    p.GetLogDir(),
 		LogLimit:  p.GetLogLimit(),
 		KillGrace: time.Duration(p.GetKillGraceMs()) * time.Millisecond,
+
+		LogEventLimit: p.GetLogEventLimit(),
 	}
 	if len(p.GetStateJson()) > 0 {
 		if err := json.Unmarshal(p.GetStateJson(), &r.State); err != nil {

@@ -56,6 +56,8 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 		LogLimit:  req.LogLimit,
 		KillGrace: req.KillGrace,
 		Sink:      func(e runnerd.Event) { events <- e },
+
+		LogEventLimit: req.LogEventLimit,
 	})
 	close(events)
 	if sendErr := <-sent; sendErr != nil {

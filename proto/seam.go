@@ -47,6 +47,9 @@ type Request struct {
 	Deadline  time.Time
 	LogLimit  int64
 	KillGrace time.Duration
+	// LogEventLimit bounds the output of a step sent as log events (the log
+	// file keeps all of it, up to LogLimit); 0: no bound.
+	LogEventLimit int64
 }
 
 // Executor executes one run and streams its events, in batches, to emit.

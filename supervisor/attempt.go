@@ -251,16 +251,20 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	}
 
 	err = child.Execute(runCtx, &proto.Request{
-		RunID:     a.runID,
-		Workflow:  wf,
-		Vars:      vars,
-		State:     a.state.Clone(),
-		Answers:   a.answers,
-		Workdir:   dir.work(),
-		LogDir:    dir.logs(),
-		Deadline:  deadline,
-		LogLimit:  s.cfg.LogLimit,
-		KillGrace: s.cfg.KillGrace,
+		RunID:    a.runID,
+		Workflow: wf,
+		Vars:     vars,
+		State:    a.state.Clone(),
+		Answers:  a.answers,
+		Workdir:  dir.work(),
+		LogDir:   dir.logs(),
+		Deadline: deadline,
+		LogLimit: s.cfg.LogLimit,
+		// A little past what is stored as events, so the stored prefix ends
+		// with runnerd's marker naming the log in S3; the rest of a flood
+		// is not streamed for nothing.
+		LogEventLimit: s.cfg.EventLogMax + 64<<10,
+		KillGrace:     s.cfg.KillGrace,
 	}, a.persist)
 	cleanEnd := err == nil
 	if !cleanEnd {

@@ -43,8 +43,12 @@ type ExecuteRequest struct {
 	DeadlineUnixMs int64               `protobuf:"varint,8,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"` // 0: none
 	LogLimit       int64               `protobuf:"varint,9,opt,name=log_limit,json=logLimit,proto3" json:"log_limit,omitempty"`                     // bytes per step; 0: executor default
 	KillGraceMs    int64               `protobuf:"varint,10,opt,name=kill_grace_ms,json=killGraceMs,proto3" json:"kill_grace_ms,omitempty"`         // 0: executor default
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Bytes of a step's output also sent as log events; past it only the log
+	// file gets the output (runnerd stores a bounded prefix as events and
+	// uploads the file). 0: no limit.
+	LogEventLimit int64 `protobuf:"varint,11,opt,name=log_event_limit,json=logEventLimit,proto3" json:"log_event_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecuteRequest) Reset() {
@@ -143,6 +147,13 @@ func (x *ExecuteRequest) GetLogLimit() int64 {
 func (x *ExecuteRequest) GetKillGraceMs() int64 {
 	if x != nil {
 		return x.KillGraceMs
+	}
+	return 0
+}
+
+func (x *ExecuteRequest) GetLogEventLimit() int64 {
+	if x != nil {
+		return x.LogEventLimit
 	}
 	return 0
 }
@@ -484,7 +495,7 @@ var File_proto_runexec_v1_runexec_proto protoreflect.FileDescriptor
 
 const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xa8\x04\n" +
+	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xd0\x04\n" +
 	"\x0eExecuteRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12#\n" +
 	"\rworkflow_json\x18\x02 \x01(\fR\fworkflowJson\x12@\n" +
@@ -497,7 +508,8 @@ const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\b \x01(\x03R\x0edeadlineUnixMs\x12\x1b\n" +
 	"\tlog_limit\x18\t \x01(\x03R\blogLimit\x12\"\n" +
 	"\rkill_grace_ms\x18\n" +
-	" \x01(\x03R\vkillGraceMs\x1a7\n" +
+	" \x01(\x03R\vkillGraceMs\x12&\n" +
+	"\x0flog_event_limit\x18\v \x01(\x03R\rlogEventLimit\x1a7\n" +
 	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aW\n" +
