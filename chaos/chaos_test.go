@@ -325,26 +325,7 @@ func TestChaos(t *testing.T) {
 	// step_finished event is appended right before the step state is saved,
 	// so a second stored success means the step ran again after its success
 	// reached the store (only a kill between those two writes excuses it).
-	storedTwice := 0
-	for _, id := range ids {
-		evs, err := s.st.Events(context.Background(), id, 0, 100000)
-		if err != nil {
-			t.Errorf("events of %s: %v", id, err)
-			continue
-		}
-		ok := map[string]int{}
-		for _, e := range evs {
-			if e.Type == runnerd.EventStepFinished && e.Status == string(runnerd.StepSucceeded) {
-				ok[e.Step]++
-			}
-		}
-		for step, n := range ok {
-			if n > 1 {
-				storedTwice += n - 1
-				t.Logf("run %s step %s: %d successes stored", id, step, n)
-			}
-		}
-	}
+	storedTwice := s.successesStoredTwice(t, ids)
 
 	rows := [][2]string{
 		{"machine", "2 cores, 24 GiB; devstack (NATS, FerretDB/SQLite, gofakes3) in its own process"},
@@ -462,4 +443,31 @@ func analyzeSide(t *testing.T, side string, ids []string, crashes *crashLog) sid
 		}
 	}
 	return st
+}
+
+// successesStoredTwice counts the step_finished events with status succeeded
+// beyond the first, per step, over the runs: runexec skips a step whose
+// success reached the store, so each one is a re-run of a saved success.
+func (s *stack) successesStoredTwice(t *testing.T, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		evs, err := s.st.Events(context.Background(), id, 0, 100000)
+		if err != nil {
+			t.Errorf("events of %s: %v", id, err)
+			continue
+		}
+		ok := map[string]int{}
+		for _, e := range evs {
+			if e.Type == runnerd.EventStepFinished && e.Status == string(runnerd.StepSucceeded) {
+				ok[e.Step]++
+			}
+		}
+		for step, c := range ok {
+			if c > 1 {
+				n += c - 1
+				t.Logf("run %s step %s: %d successes stored", id, step, c)
+			}
+		}
+	}
+	return n
 }

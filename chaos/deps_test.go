@@ -117,6 +117,7 @@ func TestDependencyFaults(t *testing.T) {
 
 			// Reruns of steps whose work was done, and artifacts in S3.
 			sx := analyzeSide(t, side, ids, &crashLog{byRun: map[string][]time.Time{}})
+			storedTwice := s.successesStoredTwice(t, ids)
 			artifacts := 0
 			for _, id := range ids {
 				if got, err := s.readBlob(blob.ArtifactKey(id, "c", "out.txt")); err == nil && got == "c\n" {
@@ -143,7 +144,7 @@ func TestDependencyFaults(t *testing.T) {
 				case "run attempt done":
 					events["attempt done: "+str(m, "reason")+"→"+str(m, "action")]++
 				case "store write failed: retrying", "lease heartbeat failed: retrying", "fetch runs",
-					"upload logs and artifacts", "could not record the outcome: redelivering", "load run", "act on message":
+					"upload logs and artifacts", "upload failed: retrying", "upload of a finished step failed: its state is not saved", "could not record the outcome: redelivering", "load run", "act on message":
 					events[msg]++
 				}
 			}
@@ -157,7 +158,8 @@ func TestDependencyFaults(t *testing.T) {
 				{"stream empty at the end", fmt.Sprintf("%v", empty)},
 				{"acked-before-saved violations (samples)", fmt.Sprintf("%d (%d)", violations, samples)},
 				{"extra executions of interrupted steps", itoa(sx.rerunInterrupted)},
-				{"succeeded steps re-run", itoa(sx.rerunAfterDone)},
+				{"steps re-run after they finished (their result was not saved)", itoa(sx.rerunAfterDone)},
+				{"succeeded steps re-run after their success was stored", itoa(storedTwice)},
 				{"artifacts in S3 (step c's out.txt)", fmt.Sprintf("%d / %d", artifacts, nRuns)},
 				{"step logs in S3 (log_key set and present)", fmt.Sprintf("%d / %d", logsOK, steps)},
 				{"runnerd log", countBy(events)},
@@ -170,6 +172,9 @@ func TestDependencyFaults(t *testing.T) {
 				// See docs/reliability.md: an attempt whose upload does not
 				// happen loses the artifacts and logs of the steps it saved.
 				t.Errorf("lost in S3: %d/%d artifacts, %d/%d step logs present", artifacts, nRuns, logsOK, steps)
+			}
+			if storedTwice > 0 {
+				t.Errorf("%d succeeded steps ran again after their success was stored", storedTwice)
 			}
 			if statuses["succeeded/completed"] != nRuns {
 				t.Errorf("not every run succeeded: %v", statuses)

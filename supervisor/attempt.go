@@ -44,6 +44,7 @@ type attempt struct {
 	answers    map[string]map[string]string
 	finished   *runnerd.Event
 	eventBytes map[string]int64 // per step: log text stored as events so far
+	uploaded   map[string]bool  // steps whose log and artifacts are in S3
 
 	stopMu  sync.Mutex
 	stopped stopCause
@@ -365,6 +366,15 @@ func (a *attempt) persist(events []runnerd.Event) error {
 				a.state[e.Step].Answers = ans
 			}
 			a.stepFinished(e)
+			// A finished step's files go to S3 before its state is saved:
+			// once saved as succeeded it never runs again, so its log and
+			// artifacts must not depend on this attempt ending well.
+			if err := a.uploadStep(e.Step); err != nil {
+				a.log.Warn().Err(err).Str("step", e.Step).Str("reason", string(runnerd.ReasonStoreUnavailable)).
+					Msg("upload of a finished step failed: its state is not saved")
+				a.stopFor(stopStoreUnavailable)
+				return err
+			}
 			saveState = true
 		case runnerd.EventStepStarted:
 			a.log.Debug().Str("step", e.Step).Int("step_attempt", e.Attempt).Msg("step started")
@@ -462,25 +472,55 @@ func (a *attempt) withStore(op string, write func(context.Context) error) error 
 	}
 }
 
-// upload copies each step log of this attempt and the declared artifacts
-// from the run dir to S3, and records the log keys in the step state.
+// upload copies to S3 what no step_finished event has uploaded yet: the
+// logs of steps this attempt interrupted.
 func (a *attempt) upload(ctx context.Context) error {
+	for step := range a.state {
+		if err := a.putStepFiles(ctx, step); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// uploadStep copies a finished step's files to S3, retrying a brief outage
+// the way withStore does for MongoDB.
+func (a *attempt) uploadStep(step string) error {
+	delay := 250 * time.Millisecond
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		err := a.putStepFiles(ctx, step)
+		cancel()
+		if err == nil || try >= 4 || a.stopCause() != stopNone {
+			return err
+		}
+		a.log.Warn().Err(err).Str("step", step).Int("try", try).Msg("upload failed: retrying")
+		time.Sleep(delay)
+		delay *= 2
+	}
+}
+
+// putStepFiles uploads the step's log of this attempt, records its key in
+// the step state, and uploads the artifacts the step declared if it ran in
+// this attempt. A step is uploaded once.
+func (a *attempt) putStepFiles(ctx context.Context, step string) error {
+	st := a.state[step]
+	if st == nil || a.uploaded[step] {
+		return nil
+	}
 	bl := a.sup.blobs
-	for step, st := range a.state {
-		logPath := filepath.Join(a.dir.logs(), step+".log")
-		if _, err := os.Stat(logPath); err == nil {
-			key := blob.StepLogKey(a.runID, a.attemptNo, step)
-			n, err := putFile(ctx, bl, key, logPath)
-			a.sup.m.s3Error(opPutLog, err)
-			if err != nil {
-				return err
-			}
-			a.sup.m.uploadBytes.WithLabelValues("log").Add(float64(n))
-			st.LogKey = key
+	logPath := filepath.Join(a.dir.logs(), step+".log")
+	if _, err := os.Stat(logPath); err == nil {
+		key := blob.StepLogKey(a.runID, a.attemptNo, step)
+		n, err := putFile(ctx, bl, key, logPath)
+		a.sup.m.s3Error(opPutLog, err)
+		if err != nil {
+			return fmt.Errorf("log of step %s: %w", step, err)
 		}
-		if st.StartedAt.Before(a.started) {
-			continue // artifacts of an earlier attempt are already uploaded
-		}
+		a.sup.m.uploadBytes.WithLabelValues("log").Add(float64(n))
+		st.LogKey = key
+	}
+	if !st.StartedAt.Before(a.started) { // an earlier attempt uploaded its own
 		for _, rel := range st.Artifacts {
 			path, err := insideDir(a.dir.work(), rel)
 			if err != nil {
@@ -490,11 +530,15 @@ func (a *attempt) upload(ctx context.Context) error {
 			n, err := putFile(ctx, bl, blob.ArtifactKey(a.runID, step, rel), path)
 			a.sup.m.s3Error(opPutArtifact, err)
 			if err != nil {
-				return err
+				return fmt.Errorf("artifact %s of step %s: %w", rel, step, err)
 			}
 			a.sup.m.uploadBytes.WithLabelValues("artifact").Add(float64(n))
 		}
 	}
+	if a.uploaded == nil {
+		a.uploaded = map[string]bool{}
+	}
+	a.uploaded[step] = true
 	return nil
 }
 
