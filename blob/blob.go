@@ -47,6 +47,11 @@ const (
 	// DefaultPartSize is the part size, and the size above which a Put
 	// becomes a multipart upload, when Config.PartSize is zero.
 	DefaultPartSize = 8 << 20
+	// DefaultConcurrency is how many parts of one upload are in flight when
+	// Config.Concurrency is zero: a Put holds (2+1) × 8 MiB at most, which
+	// keeps runnerd under 100 MiB while it uploads a 200 MiB log and is
+	// enough to reach the 100 MB/s a run dir's disk gives here.
+	DefaultConcurrency = 2
 	// DefaultRegion is used when Config.Region is empty; S3 servers other
 	// than AWS usually accept any region.
 	DefaultRegion = "us-east-1"
@@ -65,8 +70,11 @@ type Config struct {
 	// CreateBucket creates the bucket at New when it does not exist.
 	CreateBucket bool
 	// PartSize of multipart uploads, at least MinPartSize; DefaultPartSize
-	// when zero. A Put keeps up to (concurrency+1) parts in memory.
+	// when zero. A Put keeps up to (Concurrency+1) parts in memory.
 	PartSize int64
+	// Concurrency is the parts of one upload sent at once;
+	// DefaultConcurrency when zero.
+	Concurrency int
 }
 
 // Info describes a stored object.
@@ -99,6 +107,9 @@ func newStore(ctx context.Context, cfg Config, extra ...func(*s3.Options)) (*Sto
 	if cfg.PartSize < MinPartSize {
 		return nil, ErrPartSize
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
 	}
@@ -130,6 +141,7 @@ func newStore(ctx context.Context, cfg Config, extra ...func(*s3.Options)) (*Sto
 	client := s3.NewFromConfig(awsCfg, append(opts, extra...)...)
 	tm := transfermanager.New(client, func(o *transfermanager.Options) {
 		o.PartSizeBytes = cfg.PartSize
+		o.Concurrency = cfg.Concurrency
 		o.MultipartUploadThreshold = cfg.PartSize
 		// The transfer manager forces a CRC32 trailer of its own unless told
 		// again here.

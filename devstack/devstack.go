@@ -202,10 +202,14 @@ func (s *Stack) startFerret() error {
 		&slog.HandlerOptions{Level: slog.LevelError},
 	))
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.MongoPort))},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
+		Listener: ferretdb.ListenerConfig{TCP: net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.MongoPort))},
+		Logger:   logger,
+		Handler:  "sqlite",
+		// WAL with synchronous=NORMAL: a commit is safe from a crash of any
+		// process (the chaos suites kill them all); only a power loss can
+		// take back the last commits. FULL (the default) fsyncs the WAL on
+		// every commit, several per run.
+		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(normal)",
 	})
 	if err != nil {
 		return fmt.Errorf("devstack: ferretdb: %w", err)

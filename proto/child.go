@@ -28,10 +28,14 @@ type ChildConfig struct {
 	// SocketDir is where go-plugin puts the child's Unix socket; the run dir,
 	// so a crashed child leaves nothing in the host's /tmp.
 	SocketDir string
-	// AutoMTLS turns on go-plugin's mutual TLS (about +14 ms a start).
+	// AutoMTLS turns on go-plugin's mutual TLS (about +28 ms a start).
 	AutoMTLS     bool
 	Logger       hclog.Logger
 	StartTimeout time.Duration
+	// Started, if set, is called with the child's pid as soon as the process
+	// exists, before the go-plugin handshake: work on the process (moving it
+	// into a cgroup) can overlap the handshake.
+	Started func(pid int)
 }
 
 // Child is one running runexec. Its Executor speaks gRPC to the child; the
@@ -55,7 +59,7 @@ func Start(cfg ChildConfig) (*Child, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
-	proc := &childProcess{cmd: cfg.Cmd, exited: make(chan struct{})}
+	proc := &childProcess{cmd: cfg.Cmd, exited: make(chan struct{}), started: cfg.Started}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          plugin.PluginSet{pluginName: &executorPlugin{}},
@@ -135,7 +139,8 @@ type childProcess struct {
 	cmd            *exec.Cmd
 	stdout, stderr io.ReadCloser
 	pid            int
-	started        bool
+	running        bool
+	started        func(pid int) // ChildConfig.Started
 	exited         chan struct{}
 	waitOnce       sync.Once
 	waitErr        error
@@ -158,7 +163,10 @@ func (p *childProcess) Start(context.Context) error {
 		return fmt.Errorf("exec %s: %w", p.cmd.Path, err)
 	}
 	p.pid = p.cmd.Process.Pid
-	p.started = true
+	p.running = true
+	if p.started != nil {
+		p.started(p.pid)
+	}
 	return nil
 }
 
@@ -184,7 +192,7 @@ func (p *childProcess) killGroup() {
 
 // exitedOrNeverStarted lets Kill return for a child that never started.
 func (p *childProcess) exitedOrNeverStarted() <-chan struct{} {
-	if !p.started {
+	if !p.running {
 		ch := make(chan struct{})
 		close(ch)
 		return ch

@@ -39,27 +39,59 @@ func (c *grpcClient) Execute(ctx context.Context, req *Request, emit func([]runn
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream, and with it the receiving goroutine
 	stream, err := c.client.Execute(ctx, preq)
 	if err != nil {
 		return fmt.Errorf("execute run %s: %w", req.RunID, err)
 	}
+	// The child sends a batch as soon as it has events, and emit (a store
+	// write) is slower than the child: batches received while emit runs are
+	// handed to the next emit together, so a slow store gets fewer writes,
+	// not a backlog. A bounded channel keeps gRPC's flow control in charge.
+	received := make(chan *pb.EventBatch, 16)
+	var recvErr error // set before received is closed
+	go func() {
+		defer close(received)
+		for {
+			batch, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					recvErr = fmt.Errorf("event stream of run %s: %w", req.RunID, err)
+				}
+				return
+			}
+			select {
+			case received <- batch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var events []runnerd.Event
-	for {
-		batch, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("event stream of run %s: %w", req.RunID, err)
-		}
+	for batch := range received {
 		events = events[:0]
-		for _, e := range batch.GetEvents() {
-			events = append(events, eventFromPB(e))
+		for {
+			for _, e := range batch.GetEvents() {
+				events = append(events, eventFromPB(e))
+			}
+			if len(events) >= maxBatch {
+				break
+			}
+			var more bool
+			select {
+			case batch, more = <-received:
+			default:
+			}
+			if !more {
+				break
+			}
 		}
 		if err := emit(events); err != nil {
 			return err
 		}
 	}
+	return recvErr
 }
 
 func (c *grpcClient) Cancel(ctx context.Context, reason string) error {

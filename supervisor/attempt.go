@@ -48,12 +48,40 @@ type attempt struct {
 
 	stopMu  sync.Mutex
 	stopped stopCause
+
+	laps phases // where the attempt's time went, logged at debug level
+}
+
+// phases records the duration of each step of an attempt's sequence.
+type phases struct {
+	last  time.Time
+	names []string
+	durs  []time.Duration
+	inner time.Duration // of execute: persisting the child's events
+}
+
+// lap closes the phase named name at now.
+func (p *phases) lap(name string) {
+	now := time.Now()
+	p.names = append(p.names, name)
+	p.durs = append(p.durs, now.Sub(p.last))
+	p.last = now
+}
+
+// dict is the phases as a log field, in milliseconds.
+func (p *phases) dict() *zerolog.Event {
+	d := zerolog.Dict()
+	for i, n := range p.names {
+		d = d.Float64(n, float64(p.durs[i].Microseconds())/1000)
+	}
+	return d.Float64("persist_within_execute", float64(p.inner.Microseconds())/1000)
 }
 
 // process handles one delivery end to end. It never panics the process: a
 // bug in one run must not take the other slots down.
 func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
+	a.laps.last = a.started
 	lc := s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered())
 	a.trace = d.Header().Get(traceHeader)
 	if id := traceID(a.trace); id != "" {
@@ -90,8 +118,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		a.log = a.log.With().Str("message_run_id", msg.RunID).Logger()
 	}
 	a.msg, a.runID = msg, msg.RunID
+	a.laps.lap("decode")
 
 	run, err := s.st.Get(ctx, msg.RunID)
+	a.laps.lap("load")
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return outRunNotFound
@@ -118,8 +148,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outStoreUnavailable
 	}
 	a.lease = lease
+	a.laps.lap("lease")
 
 	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, lease.Epoch())
+	a.laps.lap("claim")
 	switch {
 	case errors.Is(err, store.ErrFenced):
 		return outLeaseLost
@@ -148,6 +180,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	if wf == nil {
 		return out
 	}
+	a.laps.lap("workflow")
 	return a.runChild(ctx, wf, vars)
 }
 
@@ -234,12 +267,14 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		return outExecutorStartFailed
 	}
 	a.dir = dir
+	a.laps.lap("run_dir")
 	child, cg, err := s.startChild(a)
 	if err != nil {
 		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
 		return outExecutorStartFailed
 	}
 	a.log.Debug().Int("pid", child.Pid()).Msg("runexec started")
+	a.laps.lap("start_child")
 
 	deadline := a.deadline(wf)
 	runCtx, stopMonitors := context.WithCancel(ctx)
@@ -267,6 +302,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		LogEventLimit: s.cfg.EventLogMax + 64<<10,
 		KillGrace:     s.cfg.KillGrace,
 	}, a.persist)
+	a.laps.lap("execute")
 	cleanEnd := err == nil
 	if !cleanEnd {
 		a.log.Debug().Err(err).Msg("event stream ended with an error")
@@ -291,6 +327,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		cg.remove()
 	}
 
+	a.laps.lap("stop_child")
 	obs := observation{finished: a.finished, cleanEnd: cleanEnd, oomKilled: oom, stoppedFor: a.stopCause()}
 	out := classify(obs)
 	s.m.childExits.WithLabelValues(string(exitTable[out].reason)).Inc()
@@ -299,6 +336,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 			a.log.Warn().Err(err).Msg("upload logs and artifacts")
 			return outStoreUnavailable
 		}
+		a.laps.lap("upload")
 	}
 	return out
 }
@@ -354,6 +392,7 @@ func (a *attempt) cancelByUser(child *proto.Child) {
 // state and saves that state when a step finishes. It runs on the Execute
 // goroutine; an error stops the stream.
 func (a *attempt) persist(events []runnerd.Event) error {
+	defer func(t time.Time) { a.laps.inner += time.Since(t) }(time.Now())
 	stored := make([]runnerd.Event, 0, len(events))
 	saveState := false
 	for _, e := range events {

@@ -84,11 +84,22 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
 	}
 	a.sockDir = sockDir
+	// Moving a process into a cgroup waits for an RCU grace period (7–12 ms
+	// on cgroup v1 here): it runs while go-plugin does its handshake. The
+	// child does not fork before Execute is called, so its steps are all
+	// born inside the cgroup.
+	var joined chan error
+	started := func(int) {}
+	if cg != nil {
+		joined = make(chan error, 1)
+		started = func(pid int) { go func() { joined <- cg.add(pid) }() }
+	}
 	child, err := proto.Start(proto.ChildConfig{
 		Cmd:       s.childCmd(a.dir),
 		SocketDir: sockDir,
 		AutoMTLS:  s.cfg.AutoMTLS,
 		Logger:    newHCLogger(a.log.With().Str("source", "runexec").Logger()),
+		Started:   started,
 	})
 	if err != nil {
 		if cg != nil {
@@ -98,10 +109,8 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 		return nil, nil, err
 	}
 	children.add(child.Pid())
-	if cg != nil {
-		// The child does not fork before Execute is called, so its steps are
-		// all born inside the cgroup.
-		if err := cg.add(child.Pid()); err != nil {
+	if joined != nil {
+		if err := <-joined; err != nil {
 			a.log.Warn().Err(err).Msg("cgroup: child left outside")
 		}
 	}

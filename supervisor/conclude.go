@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/queue"
@@ -18,6 +19,7 @@ import (
 // state is saved. Then it releases the lease and removes the run dir.
 func (a *attempt) conclude(ctx context.Context, out outcome) {
 	v := decide(out, a.d.LastAttempt())
+	a.laps.lap("run")
 	act := v.action
 	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {
@@ -31,6 +33,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 			written = v.status
 		}
 	}
+	a.laps.lap("write_outcome")
 	republished := false
 	if act == actRepublish {
 		if err := a.republish(ctx); err != nil {
@@ -43,13 +46,18 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	if err := a.act(ctx, act, v.reason); err != nil {
 		a.log.Warn().Err(err).Str("action", act.String()).Msg("act on message")
 	}
+	a.laps.lap("act")
 	a.record(written, v.reason, act, republished)
 	logEvent := a.log.Info()
 	if v.status == runnerd.StatusFailed || act == actTerm {
 		logEvent = a.log.Warn()
 	}
-	logEvent.Str("status", string(v.status)).Str("reason", string(v.reason)).
-		Str("action", act.String()).Dur("duration", time.Since(a.started)).Msg("run attempt done")
+	logEvent = logEvent.Str("status", string(v.status)).Str("reason", string(v.reason)).
+		Str("action", act.String()).Dur("duration", time.Since(a.started))
+	if a.log.GetLevel() <= zerolog.DebugLevel {
+		logEvent = logEvent.Dict("phases_ms", a.laps.dict())
+	}
+	logEvent.Msg("run attempt done")
 
 	if a.lease != nil && out != outLeaseLost {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -70,7 +70,7 @@ func TestLogsFollow(t *testing.T) {
 		code := Main([]string{"logs", id}, &out, &errb) // running: follows without --follow
 		done <- result{out.String(), errb.String(), code}
 	}()
-	time.Sleep(3 * pollInterval)
+	time.Sleep(3 * pollMax)
 	e.appendEvents(id, 1,
 		runnerd.Event{Type: runnerd.EventLog, Step: "greet", Text: "lo\nworld"},
 		runnerd.Event{Type: runnerd.EventStepStarted, Step: "bye", Attempt: 1},

@@ -19,10 +19,14 @@ import (
 // What the client subcommands share: flags after positional arguments,
 // following a run's events in the store, and printing its progress.
 
-// pollInterval is how often a follower asks the store for new events. The
-// store has no change stream on FerretDB, so following is polling; 150 ms
-// feels live without loading the store.
-const pollInterval = 150 * time.Millisecond
+// A follower polls the store for new events (FerretDB has no change
+// stream): every 10 ms at first and after anything new, slowing down to
+// 250 ms while nothing moves, so a short run is seen finished at once and a
+// long one costs the store four reads a second.
+const (
+	pollFirst = 10 * time.Millisecond
+	pollMax   = 250 * time.Millisecond
+)
 
 // eventPage bounds one Events call; a full page is followed at once by the
 // next one, so a follower that fell behind catches up without sleeping.
@@ -119,11 +123,14 @@ func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(
 			}
 		}
 	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
+	wait := pollFirst
 	for {
+		before := seq
 		if err := drain(); err != nil {
 			return nil, err
+		}
+		if seq != before {
+			wait = pollFirst
 		}
 		r, err := st.Get(ctx, id)
 		if err != nil {
@@ -139,8 +146,9 @@ func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-tick.C:
+		case <-time.After(wait):
 		}
+		wait = min(wait*3/2, pollMax)
 	}
 }
 

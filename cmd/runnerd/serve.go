@@ -127,6 +127,8 @@ func (c *serveConfig) logger(w io.Writer) (zerolog.Logger, error) {
 	default:
 		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json or console", c.logFormat)
 	}
+	// Milliseconds: a run's whole pickup sequence fits in one second.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 

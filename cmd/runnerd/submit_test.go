@@ -248,7 +248,7 @@ func playRunner(t *testing.T, e *testEnv, id string, status runnerd.Status, reas
 		runnerd.Event{Type: runnerd.EventLog, Step: "greet", Text: "hello\n"},
 		runnerd.Event{Type: runnerd.EventStepFinished, Step: "greet", Status: "succeeded", Reason: "completed", DurationMS: 12},
 	)
-	time.Sleep(2 * pollInterval) // let the follower see a run in progress
+	time.Sleep(2 * pollMax) // let the follower see a run in progress
 	e.appendEvents(id, 1,
 		runnerd.Event{Type: runnerd.EventStepStarted, Step: "bye", Attempt: 1},
 		runnerd.Event{Type: runnerd.EventLog, Step: "bye", Text: "line 1 of bye\nline 2 of bye\nno newline"},
