@@ -22,7 +22,8 @@ import (
 // A follower polls the store for new events (FerretDB has no change
 // stream): every 10 ms at first and after anything new, slowing down to
 // 250 ms while nothing moves, so a short run is seen finished at once and a
-// long one costs the store four reads a second.
+// long one costs the store four reads a second; never more often than a
+// poll takes.
 const (
 	pollFirst = 10 * time.Millisecond
 	pollMax   = 250 * time.Millisecond
@@ -125,7 +126,7 @@ func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(
 	}
 	wait := pollFirst
 	for {
-		before := seq
+		before, polled := seq, time.Now()
 		if err := drain(); err != nil {
 			return nil, err
 		}
@@ -143,10 +144,12 @@ func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(
 			}
 			return r, nil
 		}
+		// Never poll more often than a poll takes: on FerretDB an events
+		// query scans the collection, and a follower must not hog it.
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(max(wait, time.Since(polled))):
 		}
 		wait = min(wait*3/2, pollMax)
 	}
