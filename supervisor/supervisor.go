@@ -206,6 +206,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	workCtx := context.WithoutCancel(ctx)
 	go s.samplePending(ctx)
 
+	unsubscribe, err := s.q.SubscribeExhausted(func(seq uint64) { s.settleExhausted(ctx, seq) })
+	if err != nil {
+		s.log.Warn().Err(err).Msg("no max-deliveries advisories: a run whose runner dies during its last delivery stays running")
+		unsubscribe = func() {}
+	}
+	defer unsubscribe()
+
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
 	s.m.freeSlots.Set(float64(s.cfg.Concurrency))
 	s.hl.SetNotReady("")

@@ -197,6 +197,42 @@ steps:
 	e.waitQueueEmpty(10 * time.Second)
 }
 
+// A runner that dies during a run's last delivery answers nothing, and
+// JetStream will not deliver the message again: the max-deliveries advisory
+// lets a live runner fail the run and delete the message.
+func TestRunnerDeadOnLastDeliveryIsSettledByAnother(t *testing.T) {
+	e := newEnv(t, func(c *queue.Config) { c.MaxDeliver = 1; c.AckWait = time.Second })
+	e.submit("orphan", "steps: [{id: a, run: [\"true\"]}]", nil)
+	ctx := context.Background()
+
+	// The dying runner: fetches, leases and claims the run, then is gone
+	// (no ack, no heartbeat, no exit-table row).
+	ds, err := e.q.Fetch(ctx, 1, 5*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("fetch: %d deliveries, %v", len(ds), err)
+	}
+	if !ds[0].LastAttempt() {
+		t.Fatal("the first delivery should be the last with MaxDeliver 1")
+	}
+	lease, err := e.q.AcquireLease(ctx, "orphan", "dead-runner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Claim(ctx, "orphan", "dead-runner", lease.Epoch()); err != nil {
+		t.Fatal(err)
+	}
+
+	e.serve(e.config("live"))
+	run := e.waitStatus("orphan", runnerd.StatusFailed, 30*time.Second)
+	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Epoch <= lease.Epoch() {
+		t.Fatalf("reason %s epoch %d (dead runner's %d)", run.Reason, run.Epoch, lease.Epoch())
+	}
+	e.waitQueueEmpty(10 * time.Second)
+	if !strings.Contains(e.logs.String(), "exhausted message deleted") {
+		t.Fatalf("no deletion logged:\n%s", e.logs.String())
+	}
+}
+
 func TestStoppedChildIsKilledAsUnresponsive(t *testing.T) {
 	e := newEnv(t, nil)
 	e.serve(e.config("r1"))

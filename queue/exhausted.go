@@ -1,0 +1,108 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A message whose last delivery was never settled (its runner died during
+// it) stays in the work-queue stream and is not delivered again: JetStream
+// only says so with a max-deliveries advisory. These helpers let a runner
+// act on that advisory: read the message, settle its run, delete it.
+
+// ErrMessageGone: the stream no longer holds the message (another runner
+// settled it first).
+var ErrMessageGone = errors.New("queue: message no longer in the stream")
+
+// StoredMessage is a run message read from the stream by its sequence.
+type StoredMessage struct {
+	Seq    uint64
+	Data   []byte
+	Header nats.Header
+}
+
+// RunID is the run named by the message's Nats-Msg-Id, or "".
+func (m *StoredMessage) RunID() string {
+	return runIDFromMsgID(m.Header.Get(jetstream.MsgIDHeader))
+}
+
+// Generation is the run generation named by the message's Nats-Msg-Id, or
+// -1 if it names none.
+func (m *StoredMessage) Generation() int {
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	if runIDFromMsgID(id) == "" {
+		return -1
+	}
+	g, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
+	if err != nil {
+		return -1
+	}
+	return g
+}
+
+// maxDeliveriesAdvisory is the part of JetStream's
+// io.nats.jetstream.advisory.v1.max_deliver event runnerd reads.
+type maxDeliveriesAdvisory struct {
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// SubscribeExhausted calls fn (on its own goroutine per call) with the
+// stream sequence of every run message that used up its deliveries on the
+// runners' consumer. Advisories are core NATS: one published while no runner
+// listens is lost.
+func (q *Queue) SubscribeExhausted(fn func(streamSeq uint64)) (unsubscribe func(), err error) {
+	subject := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + q.cfg.Stream + "." + q.cfg.Consumer
+	sub, err := q.nc.Subscribe(subject, func(m *nats.Msg) {
+		var adv maxDeliveriesAdvisory
+		if json.Unmarshal(m.Data, &adv) != nil || adv.StreamSeq == 0 {
+			return
+		}
+		go fn(adv.StreamSeq)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to max-deliveries advisories: %w", err)
+	}
+	if err := q.nc.FlushTimeout(flushTimeout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe to max-deliveries advisories: flush: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// Message reads the run message at seq, or ErrMessageGone.
+func (q *Queue) Message(ctx context.Context, seq uint64) (*StoredMessage, error) {
+	stream, err := q.js.Stream(ctx, q.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", q.cfg.Stream, err)
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrMessageGone
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read message %d of stream %s: %w", seq, q.cfg.Stream, err)
+	}
+	return &StoredMessage{Seq: seq, Data: raw.Data, Header: raw.Header}, nil
+}
+
+// DeleteMessage removes the message at seq; one already gone is not an
+// error.
+func (q *Queue) DeleteMessage(ctx context.Context, seq uint64) error {
+	stream, err := q.js.Stream(ctx, q.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", q.cfg.Stream, err)
+	}
+	err = stream.DeleteMsg(ctx, seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !strings.Contains(err.Error(), "no message found") {
+		return fmt.Errorf("delete message %d of stream %s: %w", seq, q.cfg.Stream, err)
+	}
+	return nil
+}
