@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/supervisor"
 )
 
 // Each benchmark below does a fixed amount of work whatever b.N is; run
@@ -18,10 +19,16 @@ import (
 // BenchmarkE2ELatency: submit → terminal status of a one-step workflow
 // (`true`), 200 runs one after the other, on a fresh devstack with a
 // supervisor of concurrency 1 in this process and real runexec children.
-func BenchmarkE2ELatency(b *testing.B) {
+func BenchmarkE2ELatency(b *testing.B) { benchLatency(b, 0) }
+
+// BenchmarkE2ELatencyPrestart is the same with `--prestart 1`: the runexec
+// of each run was started before the run arrived.
+func BenchmarkE2ELatencyPrestart(b *testing.B) { benchLatency(b, 1) }
+
+func benchLatency(b *testing.B, prestart int) {
 	for b.Loop() {
 		e := newEnv(b)
-		e.serve(1, nil)
+		e.serve(1, func(c *supervisor.Config) { c.Prestart = prestart })
 		e.sequential("warm", 5) // first exec of runexec, connections
 		client, stored := e.sequential("lat", benchRuns(b, "RUNNERD_BENCH_LATENCY_RUNS", 200))
 		reportLatency(b, client, stored)
@@ -34,7 +41,15 @@ func BenchmarkE2ELatency(b *testing.B) {
 func BenchmarkThroughput(b *testing.B) {
 	n := benchRuns(b, "RUNNERD_BENCH_THROUGHPUT_RUNS", 2000)
 	for b.Loop() {
-		drain(b, 2, n)
+		drain(b, 2, n, 0)
+	}
+}
+
+// BenchmarkThroughputPrestart is the same with `--prestart 2`.
+func BenchmarkThroughputPrestart(b *testing.B) {
+	n := benchRuns(b, "RUNNERD_BENCH_THROUGHPUT_RUNS", 2000)
+	for b.Loop() {
+		drain(b, 2, n, 2)
 	}
 }
 
@@ -45,7 +60,7 @@ func BenchmarkConcurrency(b *testing.B) {
 	for _, c := range []int{1, 2, 4, 8} {
 		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
 			for b.Loop() {
-				drain(b, c, n)
+				drain(b, c, n, 0)
 			}
 		})
 	}
@@ -53,13 +68,13 @@ func BenchmarkConcurrency(b *testing.B) {
 
 // drain creates and publishes n runs, then starts a supervisor of the given
 // concurrency and times it until the stream is empty.
-func drain(b *testing.B, concurrency, n int) {
+func drain(b *testing.B, concurrency, n, prestart int) {
 	e := newEnv(b)
 	for i := range n {
 		e.submit(fmt.Sprintf("tp-%05d", i), trueWorkflow)
 	}
 	start := time.Now()
-	e.serve(concurrency, nil)
+	e.serve(concurrency, func(c *supervisor.Config) { c.Prestart = prestart })
 	e.waitDrained(10*time.Millisecond, 10*time.Minute)
 	elapsed := time.Since(start)
 	if got := e.countStatus("tp-", runnerd.StatusSucceeded); got != int64(n) {

@@ -51,6 +51,35 @@ func benchSpawn(b *testing.B, mtls bool) {
 	reportPercentiles(b, lat)
 }
 
+// BenchmarkExecutePrestarted times only Execute on a child started before
+// (as runnerd's --prestart does): what isolation costs a run when the
+// child's start is off the run's path.
+func BenchmarkExecutePrestarted(b *testing.B) {
+	req := benchRequest(b)
+	sock := shortDir(b)
+	var lat []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		cmd := exec.Command(runexecPath)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := c.Execute(context.Background(), req, func([]runnerd.Event) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		c.Close()
+		b.StartTimer()
+	}
+	reportPercentiles(b, lat)
+}
+
 // BenchmarkExecuteInProcess runs the same one-step workflow through the
 // executor in this process: the difference to BenchmarkSpawnPlugin is what
 // isolation costs.

@@ -64,11 +64,14 @@ func TestExecuteStreamsEventsOverGRPC(t *testing.T) {
 		t.Run(fmt.Sprintf("mtls=%v", mtls), func(t *testing.T) {
 			c := startChild(t, mtls)
 			var events []runnerd.Event
-			err := c.Execute(context.Background(), request(t, `
+			req := request(t, `
 steps:
   - id: a
-    shell: printf 'caf\351 bytes\n'; echo "k=v" >> "$RUNEXEC_OUTPUT"
-`), func(batch []runnerd.Event) error {
+    shell: printf 'caf\351 bytes\n'; echo "k=v" >> "$RUNEXEC_OUTPUT"; echo "tmp=$TMPDIR" >> "$RUNEXEC_OUTPUT"
+`)
+			// The request's variables win over the child's own (TMPDIR).
+			req.Env = map[string]string{"TMPDIR": "/run-tmp"}
+			err := c.Execute(context.Background(), req, func(batch []runnerd.Event) error {
 				events = append(events, batch...)
 				return nil
 			})
@@ -88,7 +91,7 @@ steps:
 			if last.Type != runnerd.EventRunFinished || last.Status != string(runnerd.StatusSucceeded) {
 				t.Fatalf("last event %+v", last)
 			}
-			if !sawLog || state["a"].Outputs["k"] != "v" {
+			if !sawLog || state["a"].Outputs["k"] != "v" || state["a"].Outputs["tmp"] != "/run-tmp" {
 				t.Fatalf("log seen %v, state %+v", sawLog, state["a"])
 			}
 			c.Close()

@@ -31,6 +31,7 @@ func requestToPB(r *Request) (*pb.ExecuteRequest, error) {
 		LogLimit:      r.LogLimit,
 		KillGraceMs:   r.KillGrace.Milliseconds(),
 		LogEventLimit: r.LogEventLimit,
+		Env:           r.Env,
 	}
 	if !r.Deadline.IsZero() {
 		out.DeadlineUnixMs = r.Deadline.UnixMilli()
@@ -59,6 +60,7 @@ func requestFromPB(p *pb.ExecuteRequest) (*Request, error) {
 		KillGrace: time.Duration(p.GetKillGraceMs()) * time.Millisecond,
 
 		LogEventLimit: p.GetLogEventLimit(),
+		Env:           p.GetEnv(),
 	}
 	if len(p.GetStateJson()) > 0 {
 		if err := json.Unmarshal(p.GetStateJson(), &r.State); err != nil {

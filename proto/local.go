@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 
 	"github.com/runnerd/runnerd"
@@ -51,7 +53,7 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 		LogDir:    req.LogDir,
 		State:     req.State,
 		Answers:   req.Answers,
-		Env:       l.Env,
+		Env:       withEnv(l.Env, req.Env),
 		Deadline:  req.Deadline,
 		LogLimit:  req.LogLimit,
 		KillGrace: req.KillGrace,
@@ -110,4 +112,27 @@ func (l *Local) Cancel(_ context.Context, reason string) error {
 		l.cancel(l.cancelled)
 	}
 	return nil
+}
+
+// withEnv is base with the variables of set added or replaced.
+func withEnv(base []string, set map[string]string) []string {
+	if len(set) == 0 {
+		return base
+	}
+	out := make([]string, 0, len(base)+len(set))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[name]; !ok {
+			out = append(out, kv)
+		}
+	}
+	names := make([]string, 0, len(set))
+	for name := range set {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		out = append(out, name+"="+set[name])
+	}
+	return out
 }

@@ -50,6 +50,9 @@ type Request struct {
 	// LogEventLimit bounds the output of a step sent as log events (the log
 	// file keeps all of it, up to LogLimit); 0: no bound.
 	LogEventLimit int64
+	// Env is set for every step over the child's environment (the run's
+	// HOME and TMPDIR when the child was started before the run).
+	Env map[string]string
 }
 
 // Executor executes one run and streams its events, in batches, to emit.

@@ -301,6 +301,8 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		// is not streamed for nothing.
 		LogEventLimit: s.cfg.EventLogMax + 64<<10,
 		KillGrace:     s.cfg.KillGrace,
+		// A spare child was started with a HOME and TMPDIR of its own.
+		Env: map[string]string{"HOME": dir.home(), "TMPDIR": dir.tmp()},
 	}, a.persist)
 	a.laps.lap("execute")
 	cleanEnd := err == nil

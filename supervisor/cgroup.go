@@ -138,6 +138,14 @@ func (cg *cgroup) add(pid int) error {
 	return nil
 }
 
+// discard kills what is in a cgroup and removes it; a nil cgroup is none.
+func (cg *cgroup) discard() {
+	if cg != nil {
+		cg.kill()
+		cg.remove()
+	}
+}
+
 // oomKills is how many processes the kernel killed for the memory limit.
 func (cg *cgroup) oomKills() int {
 	file := filepath.Join(cg.dirs[0], "memory.oom_control")

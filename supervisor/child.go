@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -40,16 +41,18 @@ func (s *Supervisor) makeRunDir(runID string) (runDir, error) {
 }
 
 // childEnv is the child's whole environment. It is built, never inherited,
-// so no credential of runnerd reaches a workflow.
-func (s *Supervisor) childEnv(d runDir) []string {
+// so no credential of runnerd reaches a workflow. home and tmp are the run
+// dir's, or a spare child's own directory until its run's are given in the
+// request.
+func (s *Supervisor) childEnv(home, tmp string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
 	env := []string{
 		"PATH=" + path,
-		"HOME=" + d.home(),
-		"TMPDIR=" + d.tmp(),
+		"HOME=" + home,
+		"TMPDIR=" + tmp,
 		"LANG=C.UTF-8",
 		"RUNEXEC_RLIMIT_NOFILE=" + strconv.FormatUint(s.cfg.NoFileLimit, 10),
 	}
@@ -61,17 +64,24 @@ func (s *Supervisor) childEnv(d runDir) []string {
 
 // childCmd is the runexec command: its own process group (every kill is a
 // group kill), killed if runnerd dies, stdin from /dev/null.
-func (s *Supervisor) childCmd(d runDir) *exec.Cmd {
+func (s *Supervisor) childCmd(dir, home, tmp string) *exec.Cmd {
 	cmd := exec.Command(s.cfg.RunexecPath)
-	cmd.Env = s.childEnv(d)
-	cmd.Dir = d.work()
+	cmd.Env = s.childEnv(home, tmp)
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 
-// startChild starts runexec for one attempt, inside a cgroup where one can
-// be made. The cgroup may be nil.
+// startChild gives the attempt its runexec: a spare one started ahead when
+// there is one, else one started now, inside a cgroup where one can be made.
+// The cgroup may be nil.
 func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
+	if sp := s.spares.take(); sp != nil {
+		sp.setLog(a.log.With().Str("source", "runexec").Logger())
+		a.sockDir = sp.dir
+		a.log.Debug().Int("pid", sp.child.Pid()).Msg("runexec taken from the spares")
+		return sp.child, sp.cg, nil
+	}
 	cg, err := newCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("%s-%d", a.runID, a.attemptNo)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
 	if err != nil {
 		a.log.Debug().Err(err).Msg("no cgroup: containment by process group and rlimits only")
@@ -81,13 +91,24 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 	// the socket gets a short directory of its own.
 	sockDir, err := os.MkdirTemp("", "rd")
 	if err != nil {
+		cg.discard()
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
 	}
 	a.sockDir = sockDir
-	// Moving a process into a cgroup waits for an RCU grace period (7–12 ms
-	// on cgroup v1 here): it runs while go-plugin does its handshake. The
-	// child does not fork before Execute is called, so its steps are all
-	// born inside the cgroup.
+	cmd := s.childCmd(a.dir.work(), a.dir.home(), a.dir.tmp())
+	child, err := s.launch(cmd, sockDir, cg, newHCLogger(a.log.With().Str("source", "runexec").Logger()), a.log)
+	if err != nil {
+		cg.discard()
+		return nil, nil, err
+	}
+	return child, cg, nil
+}
+
+// launch starts runexec and connects to it. Moving a process into a cgroup
+// waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
+// go-plugin does its handshake. The child does not fork before Execute is
+// called, so its steps are all born inside the cgroup.
+func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *cgroup, hl hclog.Logger, log zerolog.Logger) (*proto.Child, error) {
 	var joined chan error
 	started := func(int) {}
 	if cg != nil {
@@ -95,26 +116,22 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 		started = func(pid int) { go func() { joined <- cg.add(pid) }() }
 	}
 	child, err := proto.Start(proto.ChildConfig{
-		Cmd:       s.childCmd(a.dir),
+		Cmd:       cmd,
 		SocketDir: sockDir,
 		AutoMTLS:  s.cfg.AutoMTLS,
-		Logger:    newHCLogger(a.log.With().Str("source", "runexec").Logger()),
+		Logger:    hl,
 		Started:   started,
 	})
 	if err != nil {
-		if cg != nil {
-			cg.kill()
-			cg.remove()
-		}
-		return nil, nil, err
+		return nil, err
 	}
 	children.add(child.Pid())
 	if joined != nil {
 		if err := <-joined; err != nil {
-			a.log.Warn().Err(err).Msg("cgroup: child left outside")
+			log.Warn().Err(err).Msg("cgroup: child left outside")
 		}
 	}
-	return child, cg, nil
+	return child, nil
 }
 
 func (s *Supervisor) cgroupParentName() string { return "runnerd-" + s.cfg.RunnerID }
@@ -156,6 +173,16 @@ type pidSet struct {
 
 func (p *pidSet) add(pid int)    { p.mu.Lock(); p.m[pid] = true; p.mu.Unlock() }
 func (p *pidSet) remove(pid int) { p.mu.Lock(); delete(p.m, pid); p.mu.Unlock() }
+func (p *pidSet) list() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, 0, len(p.m))
+	for pid := range p.m {
+		out = append(out, pid)
+	}
+	return out
+}
+
 func (p *pidSet) has(pid int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"encoding/json"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/rs/zerolog"
@@ -13,21 +14,33 @@ import (
 // the run's fields (run_id, attempt, trace_id, ...) at the same level. The
 // level follows l's, so --log-level debug shows go-plugin's debug lines.
 func newHCLogger(l zerolog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
+	hl, _ := newSwitchableHCLogger(l)
+	return hl
+}
+
+// newSwitchableHCLogger is newHCLogger whose zerolog logger can be replaced
+// later: a child started before its run gets the run's fields when it is
+// given one.
+func newSwitchableHCLogger(l zerolog.Logger) (hclog.Logger, func(zerolog.Logger)) {
+	w := &hclogWriter{}
+	w.l.Store(&l)
+	hl := hclog.New(&hclog.LoggerOptions{
 		Name:       "plugin",
 		Level:      hclogLevel(l.GetLevel()),
 		JSONFormat: true,
-		Output:     hclogWriter{l},
+		Output:     w,
 	})
+	return hl, func(l zerolog.Logger) { w.l.Store(&l) }
 }
 
-type hclogWriter struct{ l zerolog.Logger }
+type hclogWriter struct{ l atomic.Pointer[zerolog.Logger] }
 
-func (w hclogWriter) Write(p []byte) (int, error) {
+func (w *hclogWriter) Write(p []byte) (int, error) {
+	l := w.l.Load()
 	for _, line := range bytes.Split(bytes.TrimSpace(p), []byte("\n")) {
 		var entry map[string]any
 		if json.Unmarshal(line, &entry) != nil {
-			w.l.Info().Str("line", string(line)).Msg("plugin output")
+			l.Info().Str("line", string(line)).Msg("plugin output")
 			continue
 		}
 		level, _ := entry["@level"].(string)
@@ -41,7 +54,7 @@ func (w hclogWriter) Write(p []byte) (int, error) {
 			// line is a debug detail, not an error on every run.
 			lvl = zerolog.DebugLevel
 		}
-		ev := w.l.WithLevel(lvl)
+		ev := l.WithLevel(lvl)
 		for k, v := range entry {
 			switch k {
 			case "@level", "@message", "@timestamp", "@caller", "timestamp":

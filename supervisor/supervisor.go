@@ -47,7 +47,9 @@ type Config struct {
 	LogLimit     int64  // bytes of log kept per step (in S3); 0: executor default
 	EventLogMax  int64  // bytes of a step's log also stored as events (for `logs --follow`)
 	AutoMTLS     bool   // go-plugin mutual TLS between runnerd and runexec
-	ChildLogHook func(zerolog.Logger) zerolog.Logger
+	// Prestart keeps this many runexec children started ahead of runs (each
+	// still serves one run), so a run does not wait for a child's start.
+	Prestart int
 
 	Logger zerolog.Logger
 	// Registerer receives the runnerd_* metrics (nil: not registered).
@@ -138,6 +140,7 @@ func (c Config) Validate() error {
 	check(c.ShutdownGrace > 0, "shutdown grace %s: want more than 0", c.ShutdownGrace)
 	check(c.PingTimeout > 0 && c.PingInterval > 0, "ping interval and timeout: want more than 0")
 	check(c.MemoryLimit >= 0, "memory limit %d: want 0 (none) or more", c.MemoryLimit)
+	check(c.Prestart >= 0 && c.Prestart <= 1024, "prestart %d: want 0 (none) to 1024", c.Prestart)
 	return errors.Join(errs...)
 }
 
@@ -154,6 +157,8 @@ type Supervisor struct {
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
+
+	spares *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
 
 	draining chan struct{} // closed at the first SIGTERM: stop fetching, ask children to stop
 	hardStop chan struct{} // closed when the grace is over or at a second SIGTERM
@@ -206,6 +211,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	workCtx := context.WithoutCancel(ctx)
 	go s.samplePending(ctx)
 
+	if s.cfg.Prestart > 0 {
+		s.spares = s.startSpares(s.cfg.Prestart)
+	}
 	unsubscribe, err := s.q.SubscribeExhausted(func(seq uint64) { s.settleExhausted(ctx, seq) })
 	if err != nil {
 		s.log.Warn().Err(err).Msg("no max-deliveries advisories: a run whose runner dies during its last delivery stays running")
@@ -251,6 +259,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// The loop ends on purpose: no longer watched, no longer ready.
 	s.hl.SetNotReady("draining")
 	s.hl.Forget(loopName)
+	s.spares.close()
 
 	s.drain()
 	done := make(chan struct{})

@@ -55,6 +55,7 @@ func (c *serveConfig) register(f *flags) {
 	f.Int(&s.PidsLimit, "pids-limit", s.PidsLimit, "processes of one run (cgroup, where writable; 0: none)")
 	f.Bytes(&s.LogLimit, "log-limit", 64<<20, "bytes of log kept per step")
 	f.Bool(&s.AutoMTLS, "auto-mtls", s.AutoMTLS, "mutual TLS between runnerd and runexec (costs ~30 ms per run)")
+	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes ~10 ms off every run's start; 0: none)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /healthz and /readyz (empty: none)")

@@ -47,6 +47,9 @@ type ExecuteRequest struct {
 	// file gets the output (runnerd stores a bounded prefix as events and
 	// uploads the file). 0: no limit.
 	LogEventLimit int64 `protobuf:"varint,11,opt,name=log_event_limit,json=logEventLimit,proto3" json:"log_event_limit,omitempty"`
+	// Variables set for every step over the child's own environment: the
+	// run's HOME and TMPDIR, for a child started before its run was known.
+	Env           map[string]string `protobuf:"bytes,12,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +159,13 @@ func (x *ExecuteRequest) GetLogEventLimit() int64 {
 		return x.LogEventLimit
 	}
 	return 0
+}
+
+func (x *ExecuteRequest) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
 }
 
 type Answers struct {
@@ -495,7 +505,7 @@ var File_proto_runexec_v1_runexec_proto protoreflect.FileDescriptor
 
 const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xd0\x04\n" +
+	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xc7\x05\n" +
 	"\x0eExecuteRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12#\n" +
 	"\rworkflow_json\x18\x02 \x01(\fR\fworkflowJson\x12@\n" +
@@ -509,13 +519,17 @@ const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\tlog_limit\x18\t \x01(\x03R\blogLimit\x12\"\n" +
 	"\rkill_grace_ms\x18\n" +
 	" \x01(\x03R\vkillGraceMs\x12&\n" +
-	"\x0flog_event_limit\x18\v \x01(\x03R\rlogEventLimit\x1a7\n" +
+	"\x0flog_event_limit\x18\v \x01(\x03R\rlogEventLimit\x12=\n" +
+	"\x03env\x18\f \x03(\v2+.runnerd.runexec.v1.ExecuteRequest.EnvEntryR\x03env\x1a7\n" +
 	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aW\n" +
 	"\fAnswersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
-	"\x05value\x18\x02 \x01(\v2\x1b.runnerd.runexec.v1.AnswersR\x05value:\x028\x01\"\x85\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.runnerd.runexec.v1.AnswersR\x05value:\x028\x01\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
 	"\aAnswers\x12?\n" +
 	"\x06values\x18\x01 \x03(\v2'.runnerd.runexec.v1.Answers.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
@@ -562,7 +576,7 @@ func file_proto_runexec_v1_runexec_proto_rawDescGZIP() []byte {
 	return file_proto_runexec_v1_runexec_proto_rawDescData
 }
 
-var file_proto_runexec_v1_runexec_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_proto_runexec_v1_runexec_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_proto_runexec_v1_runexec_proto_goTypes = []any{
 	(*ExecuteRequest)(nil), // 0: runnerd.runexec.v1.ExecuteRequest
 	(*Answers)(nil),        // 1: runnerd.runexec.v1.Answers
@@ -572,23 +586,25 @@ var file_proto_runexec_v1_runexec_proto_goTypes = []any{
 	(*CancelResponse)(nil), // 5: runnerd.runexec.v1.CancelResponse
 	nil,                    // 6: runnerd.runexec.v1.ExecuteRequest.VarsEntry
 	nil,                    // 7: runnerd.runexec.v1.ExecuteRequest.AnswersEntry
-	nil,                    // 8: runnerd.runexec.v1.Answers.ValuesEntry
+	nil,                    // 8: runnerd.runexec.v1.ExecuteRequest.EnvEntry
+	nil,                    // 9: runnerd.runexec.v1.Answers.ValuesEntry
 }
 var file_proto_runexec_v1_runexec_proto_depIdxs = []int32{
 	6, // 0: runnerd.runexec.v1.ExecuteRequest.vars:type_name -> runnerd.runexec.v1.ExecuteRequest.VarsEntry
 	7, // 1: runnerd.runexec.v1.ExecuteRequest.answers:type_name -> runnerd.runexec.v1.ExecuteRequest.AnswersEntry
-	8, // 2: runnerd.runexec.v1.Answers.values:type_name -> runnerd.runexec.v1.Answers.ValuesEntry
-	2, // 3: runnerd.runexec.v1.EventBatch.events:type_name -> runnerd.runexec.v1.Event
-	1, // 4: runnerd.runexec.v1.ExecuteRequest.AnswersEntry.value:type_name -> runnerd.runexec.v1.Answers
-	0, // 5: runnerd.runexec.v1.Executor.Execute:input_type -> runnerd.runexec.v1.ExecuteRequest
-	4, // 6: runnerd.runexec.v1.Executor.Cancel:input_type -> runnerd.runexec.v1.CancelRequest
-	3, // 7: runnerd.runexec.v1.Executor.Execute:output_type -> runnerd.runexec.v1.EventBatch
-	5, // 8: runnerd.runexec.v1.Executor.Cancel:output_type -> runnerd.runexec.v1.CancelResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8, // 2: runnerd.runexec.v1.ExecuteRequest.env:type_name -> runnerd.runexec.v1.ExecuteRequest.EnvEntry
+	9, // 3: runnerd.runexec.v1.Answers.values:type_name -> runnerd.runexec.v1.Answers.ValuesEntry
+	2, // 4: runnerd.runexec.v1.EventBatch.events:type_name -> runnerd.runexec.v1.Event
+	1, // 5: runnerd.runexec.v1.ExecuteRequest.AnswersEntry.value:type_name -> runnerd.runexec.v1.Answers
+	0, // 6: runnerd.runexec.v1.Executor.Execute:input_type -> runnerd.runexec.v1.ExecuteRequest
+	4, // 7: runnerd.runexec.v1.Executor.Cancel:input_type -> runnerd.runexec.v1.CancelRequest
+	3, // 8: runnerd.runexec.v1.Executor.Execute:output_type -> runnerd.runexec.v1.EventBatch
+	5, // 9: runnerd.runexec.v1.Executor.Cancel:output_type -> runnerd.runexec.v1.CancelResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_proto_runexec_v1_runexec_proto_init() }
@@ -602,7 +618,7 @@ func file_proto_runexec_v1_runexec_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_runexec_v1_runexec_proto_rawDesc), len(file_proto_runexec_v1_runexec_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

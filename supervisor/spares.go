@@ -1,0 +1,161 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/runnerd/runnerd/proto"
+)
+
+// spares keeps runexec children started ahead of runs (Config.Prestart), so
+// that a run does not wait for a child's start: exec of runexec, its Go
+// runtime, go-plugin's handshake and the move into a cgroup, ~10 ms of the
+// run's path. A spare serves one run, like any child, and is never reused:
+// the isolation is the same, only the start moved off the run's path.
+//
+// A spare is started with its own directory as working directory, HOME and
+// TMPDIR (the socket's directory, runnerd's own) and its own cgroup with the
+// configured limits; the run's HOME and TMPDIR reach its steps through the
+// request. One spare is refilled as each is taken.
+type spares struct {
+	s      *Supervisor
+	ready  chan *spare
+	tokens chan struct{} // one per spare that may be started
+	stop   chan struct{}
+	done   chan struct{}
+	n      int
+}
+
+// spare is one started child waiting for a run.
+type spare struct {
+	child  *proto.Child
+	cg     *cgroup // nil without a writable cgroup hierarchy
+	dir    string  // its socket, working directory, HOME and TMPDIR
+	setLog func(zerolog.Logger)
+}
+
+func (s *Supervisor) startSpares(n int) *spares {
+	sp := &spares{
+		s:      s,
+		ready:  make(chan *spare, n),
+		tokens: make(chan struct{}, n),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	for range n {
+		sp.tokens <- struct{}{}
+	}
+	go sp.fill()
+	return sp
+}
+
+// fill starts a spare for every token, one at a time, until close.
+func (p *spares) fill() {
+	defer close(p.done)
+	backoff := time.Second
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.tokens:
+		}
+		sp, err := p.start()
+		if err != nil {
+			p.s.log.Warn().Err(err).Msg("start a spare runexec: retrying; runs start their own meanwhile")
+			p.tokens <- struct{}{}
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		backoff = time.Second
+		p.ready <- sp // never blocks: a spare exists only for a token taken
+	}
+}
+
+func (p *spares) start() (*spare, error) {
+	s := p.s
+	p.n++
+	cg, err := newCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("spare-%d", p.n)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
+	if err != nil {
+		cg = nil // containment by process group and rlimits only, as for any child
+	}
+	dir, err := os.MkdirTemp("", "rd")
+	if err != nil {
+		cg.discard()
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	log := s.log.With().Str("source", "runexec").Logger()
+	hl, setLog := newSwitchableHCLogger(log)
+	child, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
+	if err != nil {
+		cg.discard()
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return &spare{child: child, cg: cg, dir: dir, setLog: setLog}, nil
+}
+
+// take returns a live spare, or nil when none is ready (or p is nil): the
+// caller then starts a child itself. Taking one starts its replacement.
+func (p *spares) take() *spare {
+	if p == nil {
+		return nil
+	}
+	for {
+		select {
+		case sp := <-p.ready:
+			p.tokens <- struct{}{}
+			select {
+			case <-sp.child.Exited(): // died while waiting (killed from outside)
+				p.s.log.Warn().Int("pid", sp.child.Pid()).Msg("a spare runexec had exited: discarded")
+				sp.discard()
+				continue
+			default:
+				return sp
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// close stops refilling and kills the spares that wait.
+func (p *spares) close() {
+	if p == nil {
+		return
+	}
+	close(p.stop)
+	<-p.done
+	for {
+		select {
+		case sp := <-p.ready:
+			sp.discard()
+		default:
+			return
+		}
+	}
+}
+
+func (sp *spare) discard() {
+	sp.child.Close()
+	children.remove(sp.child.Pid())
+	sp.cg.discard()
+	_ = os.RemoveAll(sp.dir)
+}
+
+// Spares is how many started children wait for a run now (for tests and
+// the metrics).
+func (p *spares) waiting() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.ready)
+}
