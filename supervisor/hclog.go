@@ -33,7 +33,9 @@ func newSwitchableHCLogger(l zerolog.Logger) (hclog.Logger, func(zerolog.Logger)
 	return hl, func(l zerolog.Logger) { w.l.Store(&l) }
 }
 
-type hclogWriter struct{ l atomic.Pointer[zerolog.Logger] }
+type hclogWriter struct {
+	l atomic.Pointer[zerolog.Logger]
+}
 
 func (w *hclogWriter) Write(p []byte) (int, error) {
 	l := w.l.Load()

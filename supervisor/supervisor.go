@@ -40,13 +40,13 @@ type Config struct {
 	FetchWait     time.Duration // long-poll of one fetch
 	RetryDelay    time.Duration // delay of a Nak for a transient condition (store down, lease held)
 
-	MemoryLimit  int64  // bytes for a child and its steps (cgroup); 0: none
-	PidsLimit    int    // processes for a child and its steps (cgroup); 0: none
-	NoFileLimit  uint64 // RLIMIT_NOFILE of the child and its steps
-	FileSizeMax  uint64 // RLIMIT_FSIZE in bytes; 0: unlimited
-	LogLimit     int64  // bytes of log kept per step (in S3); 0: executor default
-	EventLogMax  int64  // bytes of a step's log also stored as events (for `logs --follow`)
-	AutoMTLS     bool   // go-plugin mutual TLS between runnerd and runexec
+	MemoryLimit int64  // bytes for a child and its steps (cgroup); 0: none
+	PidsLimit   int    // processes for a child and its steps (cgroup); 0: none
+	NoFileLimit uint64 // RLIMIT_NOFILE of the child and its steps
+	FileSizeMax uint64 // RLIMIT_FSIZE in bytes; 0: unlimited
+	LogLimit    int64  // bytes of log kept per step (in S3); 0: executor default
+	EventLogMax int64  // bytes of a step's log also stored as events (for `logs --follow`)
+	AutoMTLS    bool   // go-plugin mutual TLS between runnerd and runexec
 	// Prestart keeps this many runexec children started ahead of runs (each
 	// still serves one run), so a run does not wait for a child's start.
 	Prestart int
