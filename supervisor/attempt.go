@@ -37,6 +37,7 @@ type attempt struct {
 	started   time.Time
 	dir       runDir
 	sockDir   string // go-plugin's socket, outside the run dir (path length)
+	tookSpare bool   // the child was a spare: a new one may start at the end
 	trace     string // the message's W3C traceparent, if any
 
 	// Owned by the goroutine that runs Execute.
@@ -97,6 +98,9 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	}()
 	out := a.pickUpAndRun(ctx)
 	a.conclude(ctx, out)
+	if a.tookSpare {
+		s.spares.refill()
+	}
 }
 
 // pickUpAndRun is the pickup sequence of DESIGN.md: decode, load, tenant and

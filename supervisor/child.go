@@ -79,6 +79,7 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 	if sp := s.spares.take(); sp != nil {
 		sp.setLog(a.log.With().Str("source", "runexec").Logger())
 		a.sockDir = sp.dir
+		a.tookSpare = true
 		a.log.Debug().Int("pid", sp.child.Pid()).Msg("runexec taken from the spares")
 		return sp.child, sp.cg, nil
 	}

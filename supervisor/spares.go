@@ -104,7 +104,8 @@ func (p *spares) start() (*spare, error) {
 }
 
 // take returns a live spare, or nil when none is ready (or p is nil): the
-// caller then starts a child itself. Taking one starts its replacement.
+// caller then starts a child itself. The caller calls refill when its run
+// is over.
 func (p *spares) take() *spare {
 	if p == nil {
 		return nil
@@ -112,11 +113,11 @@ func (p *spares) take() *spare {
 	for {
 		select {
 		case sp := <-p.ready:
-			p.tokens <- struct{}{}
 			select {
 			case <-sp.child.Exited(): // died while waiting (killed from outside)
 				p.s.log.Warn().Int("pid", sp.child.Pid()).Msg("a spare runexec had exited: discarded")
 				sp.discard()
+				p.refill()
 				continue
 			default:
 				return sp
@@ -124,6 +125,16 @@ func (p *spares) take() *spare {
 		default:
 			return nil
 		}
+	}
+}
+
+// refill lets one more spare be started: called when the run that took one
+// has ended, not when it took it, because on cgroup v1 moving the new spare
+// into its cgroup holds a kernel lock that every fork and exit waits for (an
+// RCU grace period): a refill during the run slowed the run's own steps.
+func (p *spares) refill() {
+	if p != nil {
+		p.tokens <- struct{}{}
 	}
 }
 
