@@ -40,7 +40,7 @@ bench: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
 
 # Reliability suites (chaos, fencing, dependency faults, misbehaving
-# workflows, bad input): real processes and signals, about 20 minutes, and
+# workflows, bad input): real processes and signals, 5-20 minutes, and
 # they take the machine. Not part of `make test`.
 chaos: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS) chaos' -timeout 60m -v ./chaos/
