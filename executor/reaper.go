@@ -87,7 +87,7 @@ func (rp *reaper) killOrphans() []int {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	var killed []int
-	for _, pid := range procfs.Children() {
+	for _, pid := range procfs.Orphans() {
 		if rp.pids[pid] {
 			continue
 		}

@@ -24,6 +24,9 @@ var errCancelled = errors.New("cancel requested by runnerd")
 type Local struct {
 	// Env is the base environment of the steps.
 	Env []string
+	// Ready, if set, is waited for before the run's steps start (runexec
+	// closes it once its spare threads exist).
+	Ready <-chan struct{}
 
 	mu        sync.Mutex
 	cancel    context.CancelCauseFunc
@@ -41,6 +44,12 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 	}
 	l.mu.Unlock()
 
+	if l.Ready != nil {
+		select {
+		case <-l.Ready:
+		case <-ctx.Done():
+		}
+	}
 	events := make(chan runnerd.Event, 4*maxBatch)
 	sent := make(chan error, 1)
 	go func() { sent <- forward(events, emit, cancel) }()

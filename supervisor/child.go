@@ -208,7 +208,7 @@ func becomeSubreaper(log zerolog.Logger) {
 // children: waiting on any pid (-1) would steal exit statuses from os/exec.
 func reapOrphans() {
 	for range time.Tick(500 * time.Millisecond) {
-		for _, pid := range procfs.Children() {
+		for _, pid := range procfs.Orphans() {
 			if children.has(pid) {
 				continue
 			}

@@ -33,7 +33,11 @@ func servePlugin() int {
 			logger.Warn("rlimit not applied", "variable", l.env, "error", err)
 		}
 	}
-	proto.Serve(&proto.Local{Env: stepEnv(os.Environ())}, logger)
+	// The spare threads are made while go-plugin does its handshake; a run
+	// waits for them before its steps start.
+	ready := make(chan struct{})
+	go func() { reserveThreads(reservedThreads); close(ready) }()
+	proto.Serve(&proto.Local{Env: stepEnv(os.Environ()), Ready: ready}, logger)
 	return 0
 }
 

@@ -55,6 +55,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if ra == nil {
 		return code
 	}
+	reserveThreads(reservedThreads)
 	w, err := workflow.Load(ra.file)
 	if err != nil {
 		printWorkflowError(stderr, err)

@@ -41,6 +41,25 @@ func Children() []int {
 	return pids
 }
 
+// Orphans lists the children of this process's main thread. In a child
+// subreaper that is where the kernel reparents orphaned descendants (to the
+// first live thread of the process, the thread group leader), so a sweep for
+// orphans reads one file whatever the number of threads; children forked
+// by other threads are not listed. Without the file, as Children.
+func Orphans() []int {
+	data, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(os.Getpid()) + "/children")
+	if err != nil {
+		return Children()
+	}
+	var pids []int
+	for _, field := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(field); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // ProcStat is what Stat reads of /proc/<pid>/stat.
 type ProcStat struct {
 	State byte // 'R', 'S', 'Z', ...
