@@ -63,6 +63,14 @@ func TestMisbehavingWorkflows(t *testing.T) {
 				return "timeout: 30s\nsteps:\n" + yamlStep("bomb", nil, "b() { b | b & }; b; sleep 30.5511", "timeout: 8s")
 			},
 			status: runnerd.StatusFailed, reasons: []runnerd.Reason{runnerd.ReasonStepFailed, runnerd.ReasonTimeout}, marker: "30.5511",
+			check: func(t *testing.T, s *stack, r *runner, rid string, run *store.Run) string {
+				// runexec shares the pids limit with the bomb: it must
+				// survive it (spare threads) and fail the step itself.
+				if run.Attempt != 1 {
+					t.Errorf("%s: %d attempts: runexec did not survive the bomb", rid, run.Attempt)
+				}
+				return fmt.Sprintf("attempts %d", run.Attempt)
+			},
 		},
 		{
 			name: "memory hog past the limit (512 MiB line, limit 256 MiB)",
