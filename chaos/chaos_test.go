@@ -144,7 +144,11 @@ func TestChaos(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("CHAOS_RUNS")); err == nil && n > 0 {
 		nRuns = n // a quick smoke run
 	}
-	s := newStack(t, chaosQueue(20, 6*time.Second, 10*time.Second))
+	maxDeliver := 20
+	if n, err := strconv.Atoi(os.Getenv("CHAOS_MAX_DELIVER")); err == nil && n > 0 {
+		maxDeliver = n // low: runners die on last deliveries (max-deliveries advisories)
+	}
+	s := newStack(t, chaosQueue(maxDeliver, 6*time.Second, 10*time.Second))
 	side := filepath.Join(s.dir, "side")
 	if err := os.MkdirAll(side, 0o755); err != nil {
 		t.Fatal(err)
@@ -291,6 +295,14 @@ func TestChaos(t *testing.T) {
 		logs = append(logs, r.logs())
 	}
 	done := terminalDone(logs...)
+	exhausted := 0 // runs failed by a runner on a max-deliveries advisory
+	for _, l := range logs {
+		for _, m := range l {
+			if str(m, "message") == "run failed: its last delivery ended with its runner" {
+				exhausted++
+			}
+		}
+	}
 	multi := 0
 	for id, n := range done {
 		if n > 1 {
@@ -336,13 +348,14 @@ func TestChaos(t *testing.T) {
 	rows := [][2]string{
 		{"machine", "2 cores, 24 GiB; devstack (NATS, FerretDB/SQLite, gofakes3) in its own process"},
 		{"runs submitted (chain 30%, fan-out 20%, outputs 20%, fail 10%, retry 10%, single 10%)", itoa(nRuns)},
-		{"runners", fmt.Sprintf("%d × `runnerd serve --concurrency 2 --max-deliver 20 --lease-ttl 6s --ack-wait 10s`, the last with `--prestart 2`", nRunners)},
+		{"runners", fmt.Sprintf("%d × `runnerd serve --concurrency 2 --max-deliver %d --lease-ttl 6s --ack-wait 10s`, the last with `--prestart 2`", nRunners, maxDeliver)},
 		{"chaos window", fmt.Sprintf("%s (stopped at 90%% terminal or 4 min)", chaosStop.Sub(start).Round(time.Second))},
 		{"runnerd SIGKILLs (then restarted 0.5 s later)", itoa(crashes.runnerd)},
 		{"runexec SIGKILLs", itoa(crashes.runexec)},
 		{"runs terminal", fmt.Sprintf("%d / %d (%d at the end of the chaos)", len(final), nRuns, terminalAtStop)},
 		{"final status/reason", countBy(reasons)},
 		{"runs with an unexpected final status", itoa(unexpected)},
+		{"runs failed on a max-deliveries advisory (their runner died on the last delivery)", itoa(exhausted)},
 		{"claims per run", fmt.Sprintf("%s (mean %.2f)", countBy(attempts), float64(totalAttempts)/float64(nRuns))},
 		{"runs lost (not terminal after the drain)", fmt.Sprintf("%d (of which `running`: %d)", len(lost), stuckRunning)},
 		{"runs with more than one terminal transition (logs)", itoa(multi)},
