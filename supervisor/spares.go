@@ -20,14 +20,14 @@ import (
 // A spare is started with its own directory as working directory, HOME and
 // TMPDIR (the socket's directory, runnerd's own) and its own cgroup with the
 // configured limits; the run's HOME and TMPDIR reach its steps through the
-// request. One spare is refilled as each is taken.
+// request. A spare is replaced when the run that took it ends (refill).
 type spares struct {
 	s      *Supervisor
 	ready  chan *spare
 	tokens chan struct{} // one per spare that may be started
 	stop   chan struct{}
 	done   chan struct{}
-	n      int
+	n      int // spares started so far: names their cgroups
 }
 
 // spare is one started child waiting for a run.
@@ -162,8 +162,7 @@ func (sp *spare) discard() {
 	_ = os.RemoveAll(sp.dir)
 }
 
-// Spares is how many started children wait for a run now (for tests and
-// the metrics).
+// waiting is how many started children wait for a run now.
 func (p *spares) waiting() int {
 	if p == nil {
 		return 0
