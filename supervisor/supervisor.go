@@ -355,6 +355,9 @@ func (s *Supervisor) prepareHost() error {
 	}
 	sweepCgroups(s.cgroupParentName())
 	becomeSubreaper(s.log)
+	if err := protectEnviron(); err != nil {
+		s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
+	}
 	return nil
 }
 
