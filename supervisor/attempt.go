@@ -36,9 +36,10 @@ type attempt struct {
 	attemptNo int
 	started   time.Time
 	dir       runDir
-	sockDir   string // go-plugin's socket, outside the run dir (path length)
-	tookSpare bool   // the child was a spare: a new one may start at the end
-	trace     string // the message's W3C traceparent, if any
+	sockDir   string        // go-plugin's socket, outside the run dir (path length)
+	tookSpare bool          // the child was a spare: a new one may start at the end
+	childGone chan struct{} // closed when a child stopped in the background is gone
+	trace     string        // the message's W3C traceparent, if any
 
 	// Owned by the goroutine that runs Execute.
 	state      runnerd.StepStates
@@ -98,6 +99,9 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	}()
 	out := a.pickUpAndRun(ctx)
 	a.conclude(ctx, out)
+	if a.childGone != nil {
+		<-a.childGone
+	}
 	if a.tookSpare {
 		s.spares.refill()
 	}
@@ -324,13 +328,27 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	if ps := child.ProcessState(); ps != nil && !cleanEnd {
 		a.log.Warn().Str("exit", ps.String()).Msg("runexec exited without finishing")
 	}
-	child.Close()
-	children.remove(child.Pid())
+	stop := func() (oom bool) {
+		child.Close()
+		children.remove(child.Pid())
+		if cg != nil {
+			oom = cg.oomKills() > 0
+			cg.kill() // whatever escaped the process group (setsid, double fork)
+			cg.remove()
+		}
+		return oom
+	}
 	oom := false
-	if cg != nil {
-		oom = cg.oomKills() > 0
-		cg.kill() // whatever escaped the process group (setsid, double fork)
-		cg.remove()
+	if cleanEnd && a.finished != nil && a.finished.Status == string(runnerd.StatusSucceeded) && a.stopCause() == stopNone {
+		// The outcome is known and nothing of the child can change it: its
+		// exit (2–4 ms of reaping a Go process, the cgroup's removal)
+		// overlaps the writing of the outcome; the attempt waits for it
+		// before it frees its slot. runexec killed the steps' escaped
+		// processes when each step ended.
+		a.childGone = make(chan struct{})
+		go func() { defer close(a.childGone); stop() }()
+	} else {
+		oom = stop()
 	}
 
 	a.laps.lap("stop_child")
