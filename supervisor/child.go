@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -90,7 +92,7 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 	}
 	// A Unix socket path is limited to 108 bytes, which a run dir can exceed:
 	// the socket gets a short directory of its own.
-	sockDir, err := os.MkdirTemp("", "rd")
+	sockDir, err := s.newSocketDir()
 	if err != nil {
 		cg.discard()
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
@@ -133,6 +135,20 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *cgroup, hl hclog.
 		}
 	}
 	return child, nil
+}
+
+// newSocketDir makes a short directory for one child's go-plugin socket (a
+// Unix socket path is limited to 108 bytes) under this runner's socket root,
+// which prepareHost empties at start: a crash leaves nothing behind for long.
+func (s *Supervisor) newSocketDir() (string, error) {
+	return os.MkdirTemp(s.socketRoot(), "")
+}
+
+// socketRoot is $TMPDIR/rds-<8 hex digits of the runner id>: short whatever
+// the id's length, and owned by this runner id (locked by claimRunnerID).
+func (s *Supervisor) socketRoot() string {
+	sum := sha256.Sum256([]byte(s.cfg.RunnerID))
+	return filepath.Join(os.TempDir(), "rds-"+hex.EncodeToString(sum[:4]))
 }
 
 func (s *Supervisor) cgroupParentName() string { return "runnerd-" + s.cfg.RunnerID }

@@ -87,7 +87,7 @@ func (p *spares) start() (*spare, error) {
 	if err != nil {
 		cg = nil // containment by process group and rlimits only, as for any child
 	}
-	dir, err := os.MkdirTemp("", "rd")
+	dir, err := s.newSocketDir()
 	if err != nil {
 		cg.discard()
 		return nil, fmt.Errorf("socket dir: %w", err)

@@ -273,6 +273,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case <-s.hardStop:
 		<-done
 	}
+	_ = os.Remove(s.socketRoot()) // empty once every child is gone
 	s.log.Info().Msg("stopped")
 	s.hl.SetNotReady("stopped")
 	s.idLock.Close() // the runner id is free for the next process
@@ -352,6 +353,11 @@ func (s *Supervisor) prepareHost() error {
 	for _, e := range stale {
 		s.log.Info().Str("run_id", e.Name()).Msg("removing stale run dir")
 		_ = os.RemoveAll(filepath.Join(own, e.Name()))
+	}
+	// Socket dirs of a crashed predecessor go with its run dirs.
+	_ = os.RemoveAll(s.socketRoot())
+	if err := os.MkdirAll(s.socketRoot(), 0o700); err != nil {
+		return fmt.Errorf("socket dir root: %w", err)
 	}
 	sweepCgroups(s.cgroupParentName())
 	becomeSubreaper(s.log)
