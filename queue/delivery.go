@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,14 +36,25 @@ func newDelivery(msg jetstream.Msg, cfg Config) *Delivery {
 // runIDFromMsgID reads the run id back from a "<run_id>-<generation>"
 // dedup id, for error messages before the body is decoded.
 func runIDFromMsgID(id string) string {
+	runID, _, _ := parseMsgID(id)
+	return runID
+}
+
+// parseMsgID splits a "<run_id>-<generation>" dedup id; ok is false for
+// anything else.
+func parseMsgID(id string) (runID string, generation int, ok bool) {
 	i := strings.LastIndexByte(id, '-')
 	if i <= 0 || i == len(id)-1 || strings.Trim(id[i+1:], "0123456789") != "" {
-		return ""
+		return "", 0, false
 	}
 	if ValidateRunID(id[:i]) != nil {
-		return ""
+		return "", 0, false
 	}
-	return id[:i]
+	g, err := strconv.Atoi(id[i+1:])
+	if err != nil {
+		return "", 0, false
+	}
+	return id[:i], g, true
 }
 
 // Data is the message body.

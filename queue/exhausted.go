@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -36,22 +35,16 @@ func (m *StoredMessage) RunID() string {
 // Generation is the run generation named by the message's Nats-Msg-Id, or
 // -1 if it names none.
 func (m *StoredMessage) Generation() int {
-	id := m.Header.Get(jetstream.MsgIDHeader)
-	if runIDFromMsgID(id) == "" {
-		return -1
+	if _, g, ok := parseMsgID(m.Header.Get(jetstream.MsgIDHeader)); ok {
+		return g
 	}
-	g, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
-	if err != nil {
-		return -1
-	}
-	return g
+	return -1
 }
 
 // maxDeliveriesAdvisory is the part of JetStream's
 // io.nats.jetstream.advisory.v1.max_deliver event runnerd reads.
 type maxDeliveriesAdvisory struct {
-	StreamSeq  uint64 `json:"stream_seq"`
-	Deliveries uint64 `json:"deliveries"`
+	StreamSeq uint64 `json:"stream_seq"`
 }
 
 // SubscribeExhausted calls fn (on its own goroutine per call) with the
@@ -79,9 +72,9 @@ func (q *Queue) SubscribeExhausted(fn func(streamSeq uint64)) (unsubscribe func(
 
 // Message reads the run message at seq, or ErrMessageGone.
 func (q *Queue) Message(ctx context.Context, seq uint64) (*StoredMessage, error) {
-	stream, err := q.js.Stream(ctx, q.cfg.Stream)
+	stream, err := q.streamHandle(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", q.cfg.Stream, err)
+		return nil, err
 	}
 	raw, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -96,13 +89,28 @@ func (q *Queue) Message(ctx context.Context, seq uint64) (*StoredMessage, error)
 // DeleteMessage removes the message at seq; one already gone is not an
 // error.
 func (q *Queue) DeleteMessage(ctx context.Context, seq uint64) error {
-	stream, err := q.js.Stream(ctx, q.cfg.Stream)
+	stream, err := q.streamHandle(ctx)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", q.cfg.Stream, err)
+		return err
 	}
 	err = stream.DeleteMsg(ctx, seq)
-	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !strings.Contains(err.Error(), "no message found") {
+	// nats.go flattens the server's error into the text of
+	// ErrMsgDeleteUnsuccessful: "no message found" is its only trace.
+	if err != nil && !(errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found")) {
 		return fmt.Errorf("delete message %d of stream %s: %w", seq, q.cfg.Stream, err)
 	}
 	return nil
+}
+
+// streamHandle is the stream Setup made, or, for a queue from Open, looked
+// up now.
+func (q *Queue) streamHandle(ctx context.Context) (jetstream.Stream, error) {
+	if q.stream != nil {
+		return q.stream, nil
+	}
+	stream, err := q.js.Stream(ctx, q.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", q.cfg.Stream, err)
+	}
+	return stream, nil
 }

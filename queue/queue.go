@@ -39,6 +39,7 @@ type Queue struct {
 	nc       *nats.Conn
 	consumer jetstream.Consumer
 	leases   jetstream.KeyValue
+	stream   jetstream.Stream // nil for a queue from Open
 }
 
 // Setup creates or updates the stream, the durable consumer and the lease
@@ -91,7 +92,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, err
 	if err != nil {
 		return nil, fmt.Errorf("set up lease bucket %s: %w", cfg.LeaseBucket, err)
 	}
-	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases}, nil
+	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}, nil
 }
 
 // Open binds to a stream, consumer and lease bucket that Setup created,
