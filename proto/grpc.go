@@ -69,22 +69,24 @@ func (c *grpcClient) Execute(ctx context.Context, req *Request, emit func([]runn
 		}
 	}()
 	var events []runnerd.Event
+	add := func(b *pb.EventBatch) {
+		for _, e := range b.GetEvents() {
+			events = append(events, eventFromPB(e))
+		}
+	}
 	for batch := range received {
 		events = events[:0]
-		for {
-			for _, e := range batch.GetEvents() {
-				events = append(events, eventFromPB(e))
-			}
-			if len(events) >= maxBatch {
-				break
-			}
-			var more bool
+		add(batch)
+	queued:
+		for len(events) < maxBatch {
 			select {
-			case batch, more = <-received:
+			case b, ok := <-received:
+				if !ok {
+					break queued
+				}
+				add(b)
 			default:
-			}
-			if !more {
-				break
+				break queued
 			}
 		}
 		if err := emit(events); err != nil {

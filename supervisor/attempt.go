@@ -57,26 +57,30 @@ type attempt struct {
 // phases records the duration of each step of an attempt's sequence.
 type phases struct {
 	last  time.Time
-	names []string
-	durs  []time.Duration
+	laps  []lap
 	inner time.Duration // of execute: persisting the child's events
+}
+
+type lap struct {
+	name string
+	d    time.Duration
 }
 
 // lap closes the phase named name at now.
 func (p *phases) lap(name string) {
 	now := time.Now()
-	p.names = append(p.names, name)
-	p.durs = append(p.durs, now.Sub(p.last))
+	p.laps = append(p.laps, lap{name, now.Sub(p.last)})
 	p.last = now
 }
 
 // dict is the phases as a log field, in milliseconds.
 func (p *phases) dict() *zerolog.Event {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	d := zerolog.Dict()
-	for i, n := range p.names {
-		d = d.Float64(n, float64(p.durs[i].Microseconds())/1000)
+	for _, l := range p.laps {
+		d = d.Float64(l.name, ms(l.d))
 	}
-	return d.Float64("persist_within_execute", float64(p.inner.Microseconds())/1000)
+	return d.Float64("persist_within_execute", ms(p.inner))
 }
 
 // process handles one delivery end to end. It never panics the process: a
@@ -333,9 +337,8 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		children.remove(child.Pid())
 		if cg != nil {
 			oom = cg.oomKills() > 0
-			cg.kill() // whatever escaped the process group (setsid, double fork)
-			cg.remove()
 		}
+		cg.discard() // whatever escaped the process group (setsid, double fork)
 		return oom
 	}
 	oom := false
@@ -513,23 +516,34 @@ func (a *attempt) keepLogEvent(e *runnerd.Event) bool {
 // must not fail a healthy run. A fenced write means the lease is lost.
 // op names the write in runnerd_store_errors_total.
 func (a *attempt) withStore(op string, write func(context.Context) error) error {
+	err := retry(a.log, "store write failed: retrying", 6, 15*time.Second, func(ctx context.Context) error {
+		err := write(ctx)
+		a.sup.m.storeError(op, err)
+		return err
+	}, func(err error) bool { return errors.Is(err, store.ErrFenced) || a.stopCause() == stopLeaseLost })
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrFenced):
+		a.stopFor(stopLeaseLost)
+	default:
+		a.stopFor(stopStoreUnavailable)
+	}
+	return err
+}
+
+// retry calls f, each time with a fresh timeout, until it succeeds, stop says
+// its error is final or tries calls are made; it sleeps 250 ms, 500 ms, …
+// between calls, logging each retry with msg. It returns f's last error.
+func retry(log zerolog.Logger, msg string, tries int, timeout time.Duration, f func(context.Context) error, stop func(error) bool) error {
 	delay := 250 * time.Millisecond
 	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		err := write(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := f(ctx)
 		cancel()
-		a.sup.m.storeError(op, err)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, store.ErrFenced):
-			a.stopFor(stopLeaseLost)
-			return err
-		case try >= 6 || a.stopCause() == stopLeaseLost:
-			a.stopFor(stopStoreUnavailable)
+		if err == nil || try >= tries || stop(err) {
 			return err
 		}
-		a.log.Warn().Err(err).Int("try", try).Msg("store write failed: retrying")
+		log.Warn().Err(err).Int("try", try).Msg(msg)
 		time.Sleep(delay)
 		delay *= 2
 	}
@@ -547,20 +561,11 @@ func (a *attempt) upload(ctx context.Context) error {
 }
 
 // uploadStep copies a finished step's files to S3, retrying a brief outage
-// the way withStore does for MongoDB.
+// as withStore does for MongoDB.
 func (a *attempt) uploadStep(step string) error {
-	delay := 250 * time.Millisecond
-	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		err := a.putStepFiles(ctx, step)
-		cancel()
-		if err == nil || try >= 4 || a.stopCause() != stopNone {
-			return err
-		}
-		a.log.Warn().Err(err).Str("step", step).Int("try", try).Msg("upload failed: retrying")
-		time.Sleep(delay)
-		delay *= 2
-	}
+	return retry(a.log.With().Str("step", step).Logger(), "upload failed: retrying", 4, 5*time.Minute,
+		func(ctx context.Context) error { return a.putStepFiles(ctx, step) },
+		func(error) bool { return a.stopCause() != stopNone })
 }
 
 // putStepFiles uploads the step's log of this attempt, records its key in

@@ -141,13 +141,13 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *cgroup, hl hclog.
 // Unix socket path is limited to 108 bytes) under this runner's socket root,
 // which prepareHost empties at start: a crash leaves nothing behind for long.
 func (s *Supervisor) newSocketDir() (string, error) {
-	return os.MkdirTemp(s.socketRoot(), "")
+	return os.MkdirTemp(s.sockRoot, "")
 }
 
 // socketRoot is $TMPDIR/rds-<8 hex digits of the runner id>: short whatever
 // the id's length, and owned by this runner id (locked by claimRunnerID).
-func (s *Supervisor) socketRoot() string {
-	sum := sha256.Sum256([]byte(s.cfg.RunnerID))
+func socketRoot(runnerID string) string {
+	sum := sha256.Sum256([]byte(runnerID))
 	return filepath.Join(os.TempDir(), "rds-"+hex.EncodeToString(sum[:4]))
 }
 

@@ -19,7 +19,6 @@ import (
 // state is saved. Then it releases the lease and removes the run dir.
 func (a *attempt) conclude(ctx context.Context, out outcome) {
 	v := decide(out, a.d.LastAttempt())
-	a.laps.lap("run")
 	act := v.action
 	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {

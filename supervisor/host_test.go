@@ -18,7 +18,7 @@ func TestStartRemovesWhatACrashedRunnerLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sockRoot := probe.socketRoot()
+	sockRoot := probe.sockRoot
 	probe.idLock.Close()
 	staleRun := filepath.Join(cfg.RunDirRoot, cfg.RunnerID, "stale-run", "work")
 	staleSock := filepath.Join(sockRoot, "stale")

@@ -161,11 +161,3 @@ func (sp *spare) discard() {
 	sp.cg.discard()
 	_ = os.RemoveAll(sp.dir)
 }
-
-// waiting is how many started children wait for a run now.
-func (p *spares) waiting() int {
-	if p == nil {
-		return 0
-	}
-	return len(p.ready)
-}

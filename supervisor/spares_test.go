@@ -12,13 +12,30 @@ import (
 	"github.com/runnerd/runnerd"
 )
 
+// serveWithSpare starts a supervisor of one slot and one spare child, and
+// waits until the spare is ready.
+func serveWithSpare(t *testing.T, e *env, name string) (*running, Config) {
+	t.Helper()
+	cfg := e.config(name)
+	cfg.Concurrency, cfg.Prestart = 1, 1
+	r := e.serve(cfg)
+	waitSpares(t, r, 1)
+	return r, cfg
+}
+
 // waitSpares waits until n started children wait for a run.
 func waitSpares(t *testing.T, r *running, n int) {
 	t.Helper()
+	waiting := func() int {
+		if p := r.sup.spares; p != nil {
+			return len(p.ready)
+		}
+		return 0
+	}
 	deadline := time.Now().Add(20 * time.Second)
-	for r.sup.spares.waiting() < n {
+	for waiting() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d spares waiting, want %d", r.sup.spares.waiting(), n)
+			t.Fatalf("%d spares waiting, want %d", waiting(), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -28,10 +45,7 @@ func waitSpares(t *testing.T, r *running, n int) {
 // the run, and its steps see the run's dirs, not the spare's.
 func TestSpareChildrenServeOneRunEach(t *testing.T) {
 	e := newEnv(t, nil)
-	cfg := e.config("spares")
-	cfg.Concurrency, cfg.Prestart = 1, 1
-	r := e.serve(cfg)
-	waitSpares(t, r, 1)
+	r, cfg := serveWithSpare(t, e, "spares")
 
 	ids := []string{"sp1", "sp2", "sp3"}
 	for _, id := range ids {
@@ -82,10 +96,7 @@ steps:
 // child of its own.
 func TestDeadSpareIsNotUsed(t *testing.T) {
 	e := newEnv(t, nil)
-	cfg := e.config("deadspare")
-	cfg.Concurrency, cfg.Prestart = 1, 1
-	r := e.serve(cfg)
-	waitSpares(t, r, 1)
+	serveWithSpare(t, e, "deadspare")
 	pids := children.list()
 	if len(pids) != 1 {
 		t.Fatalf("children %v, want the one spare", pids)

@@ -158,7 +158,8 @@ type Supervisor struct {
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
 
-	spares *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
+	spares   *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
+	sockRoot string  // where the children's go-plugin socket dirs are made
 
 	draining chan struct{} // closed at the first SIGTERM: stop fetching, ask children to stop
 	hardStop chan struct{} // closed when the grace is over or at a second SIGTERM
@@ -191,6 +192,7 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 		log:      cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
 		m:        m,
 		hl:       cfg.Health,
+		sockRoot: socketRoot(cfg.RunnerID),
 		draining: make(chan struct{}),
 		hardStop: make(chan struct{}),
 	}, nil
@@ -273,7 +275,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case <-s.hardStop:
 		<-done
 	}
-	_ = os.Remove(s.socketRoot()) // empty once every child is gone
+	_ = os.Remove(s.sockRoot) // empty once every child is gone
 	s.log.Info().Msg("stopped")
 	s.hl.SetNotReady("stopped")
 	s.idLock.Close() // the runner id is free for the next process
@@ -355,8 +357,8 @@ func (s *Supervisor) prepareHost() error {
 		_ = os.RemoveAll(filepath.Join(own, e.Name()))
 	}
 	// Socket dirs of a crashed predecessor go with its run dirs.
-	_ = os.RemoveAll(s.socketRoot())
-	if err := os.MkdirAll(s.socketRoot(), 0o700); err != nil {
+	_ = os.RemoveAll(s.sockRoot)
+	if err := os.MkdirAll(s.sockRoot, 0o700); err != nil {
 		return fmt.Errorf("socket dir root: %w", err)
 	}
 	sweepCgroups(s.cgroupParentName())

@@ -20,10 +20,9 @@ const reservedThreads = 16
 // reserveThreads makes the runtime create n threads and park them idle: it
 // reuses idle threads before creating new ones, and never frees them.
 func reserveThreads(n int) {
-	var locked, release sync.WaitGroup
+	var locked, release, done sync.WaitGroup
 	locked.Add(n)
 	release.Add(1)
-	var done sync.WaitGroup
 	done.Add(n)
 	for range n {
 		go func() {
