@@ -1,10 +1,12 @@
 package proto
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -130,6 +132,13 @@ func TestStoppedChildPingFailsAndKillReturns(t *testing.T) {
 	if err := syscall.Kill(c.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill(2) returns before the child's threads have stopped: one of them
+	// could still answer a ping. Wait until every thread is stopped.
+	for deadline := time.Now().Add(5 * time.Second); !allThreadsStopped(c.Pid()); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("child not stopped 5 s after SIGSTOP")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := c.Ping(ctx); err == nil {
@@ -145,4 +154,20 @@ func TestStoppedChildPingFailsAndKillReturns(t *testing.T) {
 	if ps := c.ProcessState(); ps == nil || ps.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("child exit: %v", ps)
 	}
+}
+
+// allThreadsStopped reports whether every thread of pid is in state T.
+func allThreadsStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return len(stats) > 0
 }
