@@ -37,15 +37,33 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	r.CreatedAt, r.UpdatedAt = t, t
 	r.StartedAt, r.FinishedAt = time.Time{}, time.Time{}
 
+	doc, err := createDoc(r)
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	if _, err := s.runs.InsertOne(ctx, r); err != nil {
+	if _, err := s.runs.InsertOne(ctx, doc); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return fmt.Errorf("create run %s: %w", r.ID, ErrExists)
 		}
 		return fmt.Errorf("create run %s: %w", r.ID, err)
 	}
 	return nil
+}
+
+// createDoc is the document of a new run: r, at revision 0 of a new
+// incarnation.
+func createDoc(r *Run) (bson.D, error) {
+	raw, err := bson.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var doc bson.D
+	if err := bson.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	return append(doc, bson.E{Key: revisionField, Value: int64(0)}, bson.E{Key: incarnationField, Value: newIncarnation()}), nil
 }
 
 // Get loads a run; ErrNotFound if there is none.
@@ -60,6 +78,13 @@ func (s *Store) Get(ctx context.Context, id string) (*Run, error) {
 func (s *Store) get(ctx context.Context, id string) (*Run, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	if s.revision {
+		c, err := s.resolve(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return c.run, nil
+	}
 	var r Run
 	if err := s.runs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&r); err != nil {
 		if errors.Is(err, mongo.ErrNoDocuments) {
@@ -93,7 +118,32 @@ func (s *Store) List(ctx context.Context, o ListOptions) ([]*Run, error) {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
 	var out []*Run
-	if err := cur.All(ctx, &out); err != nil {
+	if !s.revision {
+		if err := cur.All(ctx, &out); err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		return out, nil
+	}
+	// Each document is brought up to its latest revision, which may no
+	// longer match the filter.
+	for cur.Next(ctx) {
+		doc, err := decodeM(cur.Current)
+		if err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		id, _ := doc["_id"].(string)
+		if _, err := s.follow(ctx, id, doc); err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		r, err := decodeRun(doc)
+		if err != nil {
+			return nil, fmt.Errorf("list runs: run %s: %w", id, err)
+		}
+		if (o.Status == "" || r.Status == o.Status) && (o.TenantID == "" || r.TenantID == o.TenantID) {
+			out = append(out, r)
+		}
+	}
+	if err := cur.Err(); err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
 	return out, nil
@@ -139,8 +189,16 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 		{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}},
 		{Key: "$inc", Value: bson.D{{Key: "attempt", Value: 1}}},
 	}
-	if s.checkThenWrite {
-		return s.claimChecked(ctx, id, runnerID, epoch, update)
+	if s.revision {
+		ctx, cancel := s.callCtx(ctx)
+		defer cancel()
+		r, err := s.writeRevision(ctx, id, func(cur *Run) (*Run, error) {
+			return claimRefused(cur, id, runnerID, epoch)
+		}, update)
+		if err != nil && !errors.Is(err, ErrFenced) && !errors.Is(err, ErrIllegalTransition) {
+			return nil, fmt.Errorf("claim run %s: %w", id, err)
+		}
+		return r, err
 	}
 	for range maxAttempts {
 		r, err := s.update(ctx, filter, update, withDoc)
@@ -160,26 +218,6 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 		// The run changed between the update and the read: try again.
 	}
 	return nil, fmt.Errorf("claim run %s: %w", id, errContended)
-}
-
-// claimChecked is Claim on FerretDB (see applyChecked): read by _id, check,
-// update by _id.
-func (s *Store) claimChecked(ctx context.Context, id, runnerID string, epoch uint64, update bson.D) (*Run, error) {
-	mu := s.writes.lock(id)
-	mu.Lock()
-	defer mu.Unlock()
-	cur, err := s.get(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("claim run %s: %w", id, err)
-	}
-	if cur.Epoch < epoch && (cur.Status == runnerd.StatusQueued || cur.Status == runnerd.StatusRunning) {
-		r, err := s.update(ctx, bson.D{{Key: "_id", Value: id}}, update, withDoc)
-		if err != nil {
-			return nil, fmt.Errorf("claim run %s: %w", id, err)
-		}
-		return r, nil
-	}
-	return claimRefused(cur, id, runnerID, epoch)
 }
 
 // claimRefused says why cur cannot be claimed at epoch, or returns cur when
@@ -327,6 +365,11 @@ type guard struct {
 	epoch *uint64          // fenced write: the stored epoch must be this one
 	from  []runnerd.Status // the stored status must be one of these (nil: any)
 	to    runnerd.Status   // for error messages
+	seq   *int64           // the stored event_seq must be this one
+	// landed, when set, recognises in the stored run a write that was made
+	// already (a retry after a timeout whose write did land): the write
+	// then succeeds without changing anything.
+	landed func(*Run) bool
 }
 
 // Whether a conditional write returns the updated run. FerretDB refuses a
@@ -346,12 +389,23 @@ var (
 	errBadKey    = errors.New("empty, dotted or $-prefixed name")
 )
 
-// apply runs one conditional update on a run. When nothing matches, it reads
-// the run to say why: ErrNotFound, ErrFenced, ErrTerminal or
-// ErrIllegalTransition, in that order of precedence.
+// apply runs one conditional write on a run. When the guard does not hold
+// it says why: ErrNotFound, ErrFenced, ErrTerminal, ErrIllegalTransition or
+// ErrSeqConflict, in that order of precedence. A write the guard finds
+// landed already returns the stored run.
 func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, want bool) (*Run, error) {
-	if s.checkThenWrite {
-		return s.applyChecked(ctx, id, g, update, want)
+	if s.revision {
+		ctx, cancel := s.callCtx(ctx)
+		defer cancel()
+		return s.writeRevision(ctx, id, func(cur *Run) (*Run, error) {
+			if err := g.check(cur); err != nil {
+				if errors.Is(err, errLanded) {
+					return cur, nil
+				}
+				return nil, err
+			}
+			return nil, nil
+		}, update)
 	}
 	filter := bson.D{{Key: "_id", Value: id}}
 	if g.epoch != nil {
@@ -359,6 +413,9 @@ func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, wa
 	}
 	if g.from != nil {
 		filter = append(filter, bson.E{Key: "status", Value: bson.D{{Key: "$in", Value: g.from}}})
+	}
+	if g.seq != nil {
+		filter = append(filter, bson.E{Key: "event_seq", Value: *g.seq})
 	}
 	for range maxAttempts {
 		r, err := s.update(ctx, filter, update, want)
@@ -373,47 +430,34 @@ func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, wa
 			return nil, err
 		}
 		if err := g.check(cur); err != nil {
+			if errors.Is(err, errLanded) {
+				return cur, nil
+			}
 			return nil, err
 		}
 	}
 	return nil, errContended
 }
 
-// applyChecked is apply for FerretDB, which matches any filter but a lone
-// {_id} by reading every document of the collection (a fenced write cost
-// ~0.16 ms per stored run: 1.6 s with 10k runs). It reads the run by _id,
-// checks the guard, and updates by _id. FerretDB runs a conditional update
-// as a read then a write anyway, so this is no less atomic there; writes of
-// one run in this process are serialized, and the NATS lease remains the
-// fence between processes.
-func (s *Store) applyChecked(ctx context.Context, id string, g guard, update bson.D, want bool) (*Run, error) {
-	mu := s.writes.lock(id)
-	mu.Lock()
-	defer mu.Unlock()
-	cur, err := s.get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := g.check(cur); err != nil {
-		return nil, err
-	}
-	r, err := s.update(ctx, bson.D{{Key: "_id", Value: id}}, update, want)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, ErrNotFound
-	}
-	return r, err
-}
+// errLanded: the guard found its write made already.
+var errLanded = errors.New("write landed already")
 
 // check says why the stored run does not meet the guard, or nil.
 func (g guard) check(cur *Run) error {
 	if g.epoch != nil && cur.Epoch != *g.epoch {
 		return fmt.Errorf("epoch %d, stored epoch %d: %w", *g.epoch, cur.Epoch, ErrFenced)
 	}
+	if g.landed != nil && g.landed(cur) {
+		return errLanded
+	}
 	if g.from != nil && !contains(g.from, cur.Status) {
 		if cur.Status.Terminal() {
 			return fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
 		}
 		return fmt.Errorf("%s → %s: %w", cur.Status, g.to, ErrIllegalTransition)
+	}
+	if g.seq != nil && cur.EventSeq != *g.seq {
+		return fmt.Errorf("batch after seq %d, stored last seq %d: %w", *g.seq, cur.EventSeq, ErrSeqConflict)
 	}
 	return nil
 }

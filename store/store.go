@@ -6,21 +6,30 @@
 // changes follow the transitions of DESIGN.md; an illegal one is refused with
 // ErrIllegalTransition and nothing is applied.
 //
-// The same code runs against MongoDB and against FerretDB on SQLite (the
-// embedded default). FerretDB only pushes a filter on a string _id down to
-// SQLite; any other filter scans the collection. Run documents are therefore
-// keyed by the run id, and each write touches one run.
+// The same code runs against MongoDB and against FerretDB (on SQLite, the
+// embedded default, or on PostgreSQL). The two differ in what is atomic, so
+// the store has two write paths (WritePath): on MongoDB each conditional
+// write is one conditional update; FerretDB runs an update as a read, then
+// an unconditional rewrite of the whole document, so there each write is an
+// insert of the run's next revision, which a unique _id makes atomic
+// (revisions.go). FerretDB only pushes a filter on a string _id down to
+// SQLite; any other filter scans the collection. Run documents and their
+// revisions are therefore keyed by strings, and each write touches one run.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 )
 
@@ -41,8 +50,14 @@ var (
 	// ErrIllegalTransition: the status change is not allowed from the run's
 	// current status; nothing was written.
 	ErrIllegalTransition = errors.New("illegal status transition")
+	// ErrSeqConflict: a batch of events does not start right after the run's
+	// last event (and is not a batch that landed already); nothing was
+	// written.
+	ErrSeqConflict = errors.New("event seq conflict")
 	// ErrNoURI: Config.URI is empty.
 	ErrNoURI = errors.New("store: Config.URI is required")
+	// ErrBadConfig: a Config field has a value the store does not accept.
+	ErrBadConfig = errors.New("store: bad config")
 )
 
 // Defaults of Config.
@@ -50,33 +65,81 @@ const (
 	DefaultDatabase = "runnerd"
 	DefaultTimeout  = 10 * time.Second
 
+	// DefaultWriteConcern and DefaultReadConcern apply when neither Config
+	// nor the URI names one.
+	DefaultWriteConcern = "majority"
+	DefaultReadConcern  = "majority"
+
 	// DefaultEventsLimit bounds Events when the caller gives no limit.
 	DefaultEventsLimit = 1000
 )
 
 // Collection names.
 const (
-	runsCollection   = "runs"
-	eventsCollection = "events"
+	runsCollection      = "runs"
+	eventsCollection    = "events"
+	revisionsCollection = "run_revisions"
 )
 
-// Config says which server and database to use.
+// WritePath is how the store makes a conditional write atomic.
+type WritePath string
+
+const (
+	// WritePathAuto picks WritePathRevision on FerretDB (it names itself in
+	// buildInfo) and WritePathConditional on anything else.
+	WritePathAuto WritePath = "auto"
+	// WritePathConditional makes each write one conditional update (or
+	// findAndModify) whose filter holds the guard: atomic on MongoDB, not
+	// on FerretDB.
+	WritePathConditional WritePath = "conditional"
+	// WritePathRevision makes each write an insert of the run's next
+	// revision (atomic wherever a unique _id is), then a rewrite of the run
+	// document; readers follow the revisions past the document.
+	WritePathRevision WritePath = "revision"
+)
+
+// ParseWritePath reads a WritePath; empty is WritePathAuto.
+func ParseWritePath(s string) (WritePath, error) {
+	switch p := WritePath(s); p {
+	case "":
+		return WritePathAuto, nil
+	case WritePathAuto, WritePathConditional, WritePathRevision:
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: write path %q: want auto, conditional or revision", ErrBadConfig, s)
+}
+
+// Config says which server and database to use, and how writes are made.
 type Config struct {
 	URI      string        // mongodb://host:port/
 	Database string        // DefaultDatabase when empty
 	Timeout  time.Duration // per call; DefaultTimeout when zero
+
+	// WritePath: WritePathAuto when empty. Every process writing to one
+	// database must use the same path.
+	WritePath WritePath
+
+	// WriteConcern of every write: "majority" or a number of members, always
+	// journaled. Empty: the URI's w (and journal) if it sets one, else
+	// DefaultWriteConcern. w 0 is refused: an unacknowledged write cannot be
+	// fenced.
+	WriteConcern string
+	// ReadConcern of every read: "majority", "linearizable" or "local".
+	// Empty: the URI's readConcernLevel if set, else DefaultReadConcern.
+	ReadConcern string
 }
 
 // Store is a connection to the run store. It is safe for concurrent use.
 type Store struct {
-	client  *mongo.Client
-	runs    *mongo.Collection
-	events  *mongo.Collection
-	timeout time.Duration
-	appends stripedLocks
-	writes  stripedLocks // conditional writes of one run, in checkThenWrite mode
-	// checkThenWrite is set on FerretDB: see applyChecked.
-	checkThenWrite bool
+	client    *mongo.Client
+	runs      *mongo.Collection
+	events    *mongo.Collection
+	revisions *mongo.Collection
+	timeout   time.Duration
+	appends   stripedLocks
+	writes    stripedLocks // writes of one run in this process, on the revision path
+	// revision is set on WritePathRevision: see revisions.go.
+	revision bool
 }
 
 // Open connects, checks the server answers and creates the indexes (an index
@@ -91,26 +154,94 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	path, err := ParseWritePath(string(cfg.WritePath))
+	if err != nil {
+		return nil, err
+	}
 	// Server selection waits 30 s by default; an unreachable store must be
 	// reported within one call's timeout so the delivery can be Nak'ed.
 	opts := options.Client().ApplyURI(cfg.URI).SetServerSelectionTimeout(cfg.Timeout)
+	if err := setConcerns(opts, cfg); err != nil {
+		return nil, err
+	}
 	client, err := mongo.Connect(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	db := client.Database(cfg.Database)
 	s := &Store{
-		client:  client,
-		runs:    db.Collection(runsCollection),
-		events:  db.Collection(eventsCollection),
-		timeout: cfg.Timeout,
+		client:    client,
+		runs:      db.Collection(runsCollection),
+		events:    db.Collection(eventsCollection),
+		revisions: db.Collection(revisionsCollection),
+		timeout:   cfg.Timeout,
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s.checkThenWrite = s.isFerretDB(ctx)
+	switch path {
+	case WritePathAuto:
+		s.revision = s.isFerretDB(ctx)
+	case WritePathRevision:
+		s.revision = true
+	}
 	return s, nil
+}
+
+// WritePath says which write path the store uses.
+func (s *Store) WritePath() WritePath {
+	if s.revision {
+		return WritePathRevision
+	}
+	return WritePathConditional
+}
+
+// setConcerns gives the client the write and read concern of cfg, else of
+// the URI, else the defaults. Run state must survive a failover: a write
+// acknowledged by the primary alone (w:1, the implicit default of a
+// primary-secondary-arbiter set) can be rolled back, and a read at "local"
+// can see a write that will be.
+func setConcerns(opts *options.ClientOptions, cfg Config) error {
+	// ApplyURI has set opts.WriteConcern and opts.ReadConcern when the URI
+	// names them.
+	switch {
+	case cfg.WriteConcern != "":
+		w, err := parseWriteConcern(cfg.WriteConcern)
+		if err != nil {
+			return err
+		}
+		opts.SetWriteConcern(w)
+	case opts.WriteConcern != nil:
+		if !opts.WriteConcern.Acknowledged() {
+			return fmt.Errorf("%w: the URI sets w=0: an unacknowledged write cannot be fenced", ErrBadConfig)
+		}
+	default:
+		w, _ := parseWriteConcern(DefaultWriteConcern)
+		opts.SetWriteConcern(w)
+	}
+	switch rc := cfg.ReadConcern; {
+	case rc == "majority" || rc == "linearizable" || rc == "local":
+		opts.SetReadConcern(&readconcern.ReadConcern{Level: rc})
+	case rc != "":
+		return fmt.Errorf("%w: read concern %q: want majority, linearizable or local", ErrBadConfig, rc)
+	case opts.ReadConcern == nil:
+		opts.SetReadConcern(&readconcern.ReadConcern{Level: DefaultReadConcern})
+	}
+	return nil
+}
+
+// parseWriteConcern reads "majority" or a member count; journaled either way.
+func parseWriteConcern(v string) (*writeconcern.WriteConcern, error) {
+	journal := true
+	if v == "majority" {
+		return &writeconcern.WriteConcern{W: "majority", Journal: &journal}, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("%w: write concern %q: want majority or a number of members >= 1", ErrBadConfig, v)
+	}
+	return &writeconcern.WriteConcern{W: n, Journal: &journal}, nil
 }
 
 // isFerretDB asks the server what it is: FerretDB names itself in buildInfo.
@@ -140,6 +271,9 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		}},
 		{s.runs, "status", mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}, Options: options.Index().SetName("status")}},
 		{s.runs, "created_at", mongo.IndexModel{Keys: bson.D{{Key: "created_at", Value: -1}}, Options: options.Index().SetName("created_at")}},
+		// Also creates the collection, so that runnerd dev indexes its _id
+		// lookups at start (see devstack.IndexIDLookups).
+		{s.revisions, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},
 	}
 	for _, w := range want {
 		name := w.name

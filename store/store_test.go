@@ -23,7 +23,8 @@ import (
 
 // openTest opens a store on a database of its own: on the MongoDB named by
 // RUNNERD_TEST_MONGO_URI when set (the database is dropped afterwards), else
-// on a fresh devstack.
+// on a fresh devstack; with the write path named by RUNNERD_TEST_WRITE_PATH
+// (auto when unset).
 func openTest(t testing.TB) *Store {
 	t.Helper()
 	s, _ := openTestURI(t)
@@ -43,7 +44,7 @@ func openTestURI(t testing.TB) (*Store, string) {
 	if len(db) > 60 {
 		db = db[len(db)-60:]
 	}
-	s, err := Open(context.Background(), Config{URI: uri, Database: db, Timeout: 30 * time.Second})
+	s, err := Open(context.Background(), Config{URI: uri, Database: db, Timeout: 30 * time.Second, WritePath: testWritePath(t)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -53,6 +54,16 @@ func openTestURI(t testing.TB) (*Store, string) {
 		_ = s.Close(ctx)
 	})
 	return s, uri
+}
+
+// testWritePath is the write path RUNNERD_TEST_WRITE_PATH names.
+func testWritePath(t testing.TB) WritePath {
+	t.Helper()
+	p, err := ParseWritePath(os.Getenv("RUNNERD_TEST_WRITE_PATH"))
+	if err != nil {
+		t.Fatalf("RUNNERD_TEST_WRITE_PATH: %v", err)
+	}
+	return p
 }
 
 func testRun(id string) *Run {
@@ -567,13 +578,31 @@ func TestOpenTwiceKeepsIndexes(t *testing.T) {
 	}
 }
 
-// On FerretDB conditional writes read by _id and check the guard in Go (see
-// applyChecked); on MongoDB they stay one conditional update.
-func TestCheckThenWriteOnlyOnFerretDB(t *testing.T) {
-	s := openTest(t)
-	external := os.Getenv("RUNNERD_TEST_MONGO_URI") != ""
-	if s.checkThenWrite == external {
-		t.Fatalf("checkThenWrite = %v against an external server = %v", s.checkThenWrite, external)
+// auto picks the revision path on FerretDB and the conditional one
+// elsewhere; a path named in Config is used as named.
+func TestWritePathFollowsTheServer(t *testing.T) {
+	s, uri := openTestURI(t)
+	ctx := context.Background()
+	ferret := s.isFerretDB(ctx)
+	if want := testWritePath(t); want != WritePathAuto {
+		if s.WritePath() != want {
+			t.Fatalf("write path %s, want %s as configured", s.WritePath(), want)
+		}
+	} else if s.revision != ferret {
+		t.Fatalf("auto: write path %s on FerretDB = %v", s.WritePath(), ferret)
+	}
+	for _, p := range []WritePath{WritePathConditional, WritePathRevision} {
+		o, err := Open(ctx, Config{URI: uri, Database: s.runs.Database().Name(), WritePath: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.WritePath() != p {
+			t.Errorf("opened with %s: write path %s", p, o.WritePath())
+		}
+		_ = o.Close(ctx)
+	}
+	if _, err := Open(ctx, Config{URI: uri, WritePath: "fast"}); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("write path fast: %v, want ErrBadConfig", err)
 	}
 }
 
@@ -585,7 +614,7 @@ func TestRecordSavesEventsAndStepsInOneWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	steps := runnerd.StepStates{"a": {Status: runnerd.StepRunning, Attempts: 1}}
-	last, err := s.Record(ctx, "rec", 3, []runnerd.Event{{Type: runnerd.EventStepStarted, Step: "a", Attempt: 1}}, steps)
+	last, err := s.Record(ctx, "rec", 3, Batch{First: 1, Events: []runnerd.Event{{Type: runnerd.EventStepStarted, Step: "a", Attempt: 1}}, Steps: steps})
 	if err != nil || last != 1 {
 		t.Fatalf("record: last %d, %v", last, err)
 	}
@@ -594,7 +623,7 @@ func TestRecordSavesEventsAndStepsInOneWrite(t *testing.T) {
 		t.Fatalf("after record: %+v %v", r, err)
 	}
 	// Fenced like every write of a claimed run: nothing lands.
-	if _, err := s.Record(ctx, "rec", 2, []runnerd.Event{{Type: runnerd.EventLog, Step: "a"}}, runnerd.StepStates{}); !errors.Is(err, ErrFenced) {
+	if _, err := s.Record(ctx, "rec", 2, Batch{First: 2, Events: []runnerd.Event{{Type: runnerd.EventLog, Step: "a"}}, Steps: runnerd.StepStates{}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("record with an old epoch: %v, want ErrFenced", err)
 	}
 	if r, _ := s.Get(ctx, "rec"); r.EventSeq != 1 || r.Steps["a"] == nil {

@@ -462,11 +462,15 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	if saveState {
 		steps = a.state
 	}
+	// The batch's seqs are fixed before the first try, so a retry after a
+	// write that did land stores nothing twice.
+	batch := store.Batch{First: a.run.EventSeq + 1, Events: stored, Steps: steps}
 	return a.withStore(opPersistEvents, func(ctx context.Context) error {
-		// One fenced write: the events' seqs and the step state together.
-		if _, err := a.sup.st.Record(ctx, a.runID, a.epoch, stored, steps); err != nil {
+		// One fenced write: the events and the step state together.
+		if _, err := a.sup.st.Record(ctx, a.runID, a.epoch, batch); err != nil {
 			return err
 		}
+		a.run.EventSeq = batch.Last()
 		n := 0
 		for _, e := range stored {
 			n += eventPayload(e)
