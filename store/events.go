@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"hash/fnv"
+	"reflect"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
