@@ -189,6 +189,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Database is the name of the store's database.
+func (s *Store) Database() string { return s.runs.Database().Name() }
+
 // WritePath says which write path the store uses.
 func (s *Store) WritePath() WritePath {
 	if s.revision {

@@ -20,6 +20,7 @@ import (
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/storetest"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
@@ -80,10 +81,7 @@ func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	if e.q, err = queue.Setup(ctx, e.js, e.qcfg); err != nil {
 		t.Fatal(err)
 	}
-	if e.st, err = store.Open(ctx, store.Config{URI: e.stack.MongoURI}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.st.Close(context.Background()) })
+	e.st = storetest.Open(t, e.stack.MongoURI) // RUNNERD_TEST_MONGO_URI and RUNNERD_TEST_WRITE_PATH apply
 	e.blobs, err = blob.New(ctx, blob.Config{
 		Endpoint: e.stack.S3Endpoint, Region: e.stack.S3Region, Bucket: e.stack.S3Bucket,
 		AccessKey: e.stack.S3AccessKey, SecretKey: e.stack.S3SecretKey, PathStyle: true,
