@@ -27,6 +27,7 @@ type Proxy struct {
 	drop    func(cmd, coll string, msg []byte) bool
 	left    int // replies still to drop
 	dropped []string
+	watch   func(cmd, coll string, msg []byte)
 }
 
 // Start listens on a loopback port and forwards to upstream (host:port)
@@ -61,6 +62,13 @@ func (p *Proxy) DropReplies(n int, match func(cmd, coll string, msg []byte) bool
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.drop, p.left = match, n
+}
+
+// Watch calls f with every command that passes, before it is forwarded.
+func (p *Proxy) Watch(f func(cmd, coll string, msg []byte)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.watch = f
 }
 
 // Dropped lists the commands whose replies were dropped, as "cmd coll".
@@ -119,10 +127,14 @@ func (p *Proxy) serve(client net.Conn) {
 	<-done
 }
 
-// take reports whether the reply to this command is to be dropped.
+// take shows the command to the watcher and reports whether its reply is
+// to be dropped.
 func (p *Proxy) take(cmd, coll string, msg []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.watch != nil {
+		p.watch(cmd, coll, msg)
+	}
 	if p.left == 0 || p.drop == nil || !p.drop(cmd, coll, msg) {
 		return false
 	}
