@@ -8,8 +8,12 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 IMAGE    ?= runnerd:$(VERSION)
 TEST_TIMEOUT ?= 9m
+# The supervisor's end-to-end tests that also run on the store's other write
+# path (the conditional update of MongoDB; `make test` runs on FerretDB,
+# whose default is the revision path).
+E2E_RUN  ?= ^Test(Succeeded|StepFailed|Paused|Cancel|RunDeadline|ChildCrash|LastAttempt|RunnerDead|StolenLease|Rejected|Shutdown|RetriedEvent)
 
-.PHONY: all build dev test lint proto bench image chaos clean
+.PHONY: all build dev test test-postgres lint proto bench image chaos clean
 
 all: build
 
@@ -23,6 +27,15 @@ dev: build
 
 test: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) ./...
+	RUNNERD_TEST_WRITE_PATH=conditional $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) ./store/
+	RUNNERD_TEST_WRITE_PATH=conditional RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) -run '$(E2E_RUN)' ./supervisor/
+
+# The store suite and the supervisor's end-to-end suite against FerretDB v1
+# on a real PostgreSQL server, each a process of its own, on both write
+# paths (scripts/test-postgres.sh). Needs PostgreSQL's server binaries
+# (Debian: postgresql); about 1.5 minutes.
+test-postgres: build
+	GO='$(GO)' TAGS='$(TAGS)' E2E_RUN='$(E2E_RUN)' RUNNERD_BIN=$(CURDIR)/$(BIN) scripts/test-postgres.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
