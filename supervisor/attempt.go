@@ -505,9 +505,9 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		child.Close()
 		children.remove(child.Pid())
 		if cg != nil {
-			oom = cg.oomKills() > 0
+			oom = cg.OOMKills() > 0
 		}
-		cg.discard() // whatever escaped the process group (setsid, double fork)
+		cg.Discard() // whatever escaped the process group (setsid, double fork)
 		return oom
 	}
 	oom := false

@@ -30,9 +30,6 @@ var runexecPath string
 
 // TestMain uses the runexec that `make test` built, or builds one.
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(hardenHelperEnv); mode != "" {
-		hardenHelper(mode) // this binary re-executed by TestStepsCannotReadRunnerdEnviron
-	}
 	var err error
 	if runexecPath, err = testbin.Path("runexec"); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -402,9 +403,9 @@ func (s *Supervisor) prepareHost() error {
 	if err := os.MkdirAll(s.sockRoot, 0o700); err != nil {
 		return fmt.Errorf("socket dir root: %w", err)
 	}
-	sweepCgroups(s.cgroupParentName())
+	contain.SweepCgroups(s.cgroupParentName())
 	becomeSubreaper(s.log)
-	if err := protectEnviron(); err != nil {
+	if err := contain.ProtectEnviron(); err != nil {
 		s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -257,8 +258,8 @@ steps:
 }
 
 func TestMemoryHogIsChildOOM(t *testing.T) {
-	if _, mem, _ := cgroupRoots(); mem == "" {
-		if v2, _, _ := cgroupRoots(); v2 == "" {
+	if _, mem, _ := contain.Roots(); mem == "" {
+		if v2, _, _ := contain.Roots(); v2 == "" {
 			t.Skip("no writable memory cgroup on this machine")
 		}
 	}

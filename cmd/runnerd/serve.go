@@ -179,7 +179,7 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 	}
 	defer stopOps()
 
-	c, err := connect(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
+	c, err := connectServe(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		return exitFailed
