@@ -353,9 +353,9 @@ func (n natsLogger) Fatalf(format string, v ...any) {
 	default:
 	}
 }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug().Msgf(format, v...) }
-func (n natsLogger) Tracef(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }
+func (n natsLogger) Errorf(format string, v ...any) { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Debugf(format string, v ...any) { n.l.Debug().Msgf(format, v...) }
+func (n natsLogger) Tracef(format string, v ...any) { n.l.Trace().Msgf(format, v...) }
 
 // s3Logger sends gofakes3's log lines to zerolog.
 type s3Logger struct{ l zerolog.Logger }
