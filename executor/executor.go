@@ -93,7 +93,7 @@ type Result struct {
 // ends failed/step_failed.
 //
 // Containment: when a step's main process exits, its process group is
-// killed. If this process is a child subreaper (see BecomeSubreaper), every
+// killed. If this process is a child subreaper (see contain.BecomeSubreaper), every
 // other child of it that is not a running step's process (orphans that left
 // their step's group) is killed when a step attempt ends and when the run
 // ends; so in a subreaper, run one Run at a time.

@@ -17,13 +17,14 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/workflow"
 )
 
 func TestMain(m *testing.M) {
 	// Like runexec, so escaped grandchildren are reparented to the test
 	// process and the executor's sweep can be tested for real.
-	if err := BecomeSubreaper(); err != nil {
+	if err := contain.BecomeSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, "subreaper:", err)
 		os.Exit(1)
 	}

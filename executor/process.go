@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/contain"
 )
 
 // drainWait bounds how long output pipes are read after a step's process
@@ -65,8 +66,8 @@ func (j *stepJob) attempt(ctx context.Context, n int, c command, lg *stepLog) at
 	// children (`sleep 1000 &`) die with their group, and orphans that left
 	// it are reaped by the subreaper sweep.
 	killGroup(p.pid, syscall.SIGKILL)
-	j.reaper.exited(j.step.ID, p.pid)
-	j.reaper.sweep()
+	j.reaper.Exited(j.step.ID, p.pid)
+	j.reaper.Sweep()
 	p.drain(pumps)
 	lg.endAttempt()
 
@@ -101,7 +102,7 @@ type process struct {
 // startProcess starts argv in its own process group with /dev/null as stdin
 // and fresh pipes for stdout and stderr, never the executor's own fds: a
 // grandchild holding our stdout would otherwise block whoever reads it.
-func startProcess(rp *reaper, step, path string, argv, env []string, dir string) (*process, error) {
+func startProcess(rp *contain.Reaper, step, path string, argv, env []string, dir string) (*process, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -125,13 +126,10 @@ func startProcess(rp *reaper, step, path string, argv, env []string, dir string)
 		Stdin:  devnull,
 		Stdout: outW,
 		Stderr: errW,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid: true,
-			// If the executor dies, the step's main process dies with it.
-			Pdeathsig: syscall.SIGKILL,
-		},
+		// Its own group; if the executor dies, the main process dies with it.
+		SysProcAttr: contain.ProcessAttr(),
 	}
-	err = rp.start(step, cmd)
+	err = rp.Start(step, cmd, nil)
 	// The child has its copies; ours must go or the readers never see EOF.
 	outW.Close()
 	errW.Close()
@@ -182,13 +180,7 @@ func (p *process) drain(pumps <-chan struct{}) {
 	p.stderr.Close()
 }
 
-// killGroup signals the process group led by pid. ESRCH (nothing left) is
-// the expected case after a clean exit.
-func killGroup(pid int, sig syscall.Signal) {
-	if pid > 0 {
-		_ = syscall.Kill(-pid, sig)
-	}
-}
+func killGroup(pid int, sig syscall.Signal) { contain.KillGroup(pid, sig) }
 
 // lookPath finds argv[0] the way the step's own environment would: a name
 // with a slash is relative to the workdir, a bare name is searched in the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -47,7 +48,7 @@ type run struct {
 	wf      *workflow.Workflow
 	states  runnerd.StepStates
 	msgs    chan message
-	reaper  *reaper
+	reaper  *contain.Reaper
 	running int
 	stop    stopKind
 	failMsg string
@@ -59,7 +60,7 @@ func newRun(opts Options) *run {
 		wf:     opts.Workflow,
 		states: make(runnerd.StepStates, len(opts.Workflow.Steps)),
 		msgs:   make(chan message, 256),
-		reaper: newReaper(),
+		reaper: contain.NewReaper("RUNEXEC_STEP"),
 	}
 	saved := opts.State.Clone()
 	for _, s := range r.wf.Steps {
@@ -145,7 +146,7 @@ func (r *run) execute(parent context.Context) Result {
 		}
 	}
 	// Whatever escaped a step and was reparented to us goes now.
-	r.reaper.sweep()
+	r.reaper.Sweep()
 	res := r.result()
 	r.checkpoint()
 	r.emit(runnerd.Event{Type: runnerd.EventRunFinished, Status: string(res.Status), Reason: string(res.Reason), Message: res.Message})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -29,7 +30,7 @@ type stepJob struct {
 	state  runnerd.StepState
 	scope  workflow.Scope
 	opts   *Options // read only
-	reaper *reaper
+	reaper *contain.Reaper
 	send   func(message)
 }
 

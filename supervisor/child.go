@@ -7,16 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
-	"github.com/runnerd/runnerd/internal/procfs"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/proto"
 )
 
@@ -56,12 +52,8 @@ func (s *Supervisor) childEnv(home, tmp string) []string {
 		"HOME=" + home,
 		"TMPDIR=" + tmp,
 		"LANG=C.UTF-8",
-		"RUNEXEC_RLIMIT_NOFILE=" + strconv.FormatUint(s.cfg.NoFileLimit, 10),
 	}
-	if s.cfg.FileSizeMax > 0 {
-		env = append(env, "RUNEXEC_RLIMIT_FSIZE="+strconv.FormatUint(s.cfg.FileSizeMax, 10))
-	}
-	return env
+	return append(env, contain.Limits{NoFile: s.cfg.NoFileLimit, FileSize: s.cfg.FileSizeMax}.Env()...)
 }
 
 // childCmd is the runexec command: its own process group (every kill is a
@@ -70,14 +62,14 @@ func (s *Supervisor) childCmd(dir, home, tmp string) *exec.Cmd {
 	cmd := exec.Command(s.cfg.RunexecPath)
 	cmd.Env = s.childEnv(home, tmp)
 	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = contain.ProcessAttr()
 	return cmd
 }
 
 // startChild gives the attempt its runexec: a spare one started ahead when
 // there is one, else one started now, inside a cgroup where one can be made.
 // The cgroup may be nil.
-func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
+func (s *Supervisor) startChild(a *attempt) (*proto.Child, *contain.Cgroup, error) {
 	if sp := s.spares.take(); sp != nil {
 		sp.setLog(a.log.With().Str("source", "runexec").Logger())
 		a.sockDir = sp.dir
@@ -85,7 +77,7 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 		a.log.Debug().Int("pid", sp.child.Pid()).Msg("runexec taken from the spares")
 		return sp.child, sp.cg, nil
 	}
-	cg, err := newCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("%s-%d", a.runID, a.attemptNo)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
+	cg, err := contain.NewCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("%s-%d", a.runID, a.attemptNo)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
 	if err != nil {
 		a.log.Debug().Err(err).Msg("no cgroup: containment by process group and rlimits only")
 		cg = nil
@@ -94,14 +86,14 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 	// the socket gets a short directory of its own.
 	sockDir, err := s.newSocketDir()
 	if err != nil {
-		cg.discard()
+		cg.Discard()
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
 	}
 	a.sockDir = sockDir
 	cmd := s.childCmd(a.dir.work(), a.dir.home(), a.dir.tmp())
 	child, err := s.launch(cmd, sockDir, cg, newHCLogger(a.log.With().Str("source", "runexec").Logger()), a.log)
 	if err != nil {
-		cg.discard()
+		cg.Discard()
 		return nil, nil, err
 	}
 	return child, cg, nil
@@ -111,12 +103,12 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *cgroup, error) {
 // waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
 // go-plugin does its handshake. The child does not fork before Execute is
 // called, so its steps are all born inside the cgroup.
-func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *cgroup, hl hclog.Logger, log zerolog.Logger) (*proto.Child, error) {
+func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, hl hclog.Logger, log zerolog.Logger) (*proto.Child, error) {
 	var joined chan error
 	started := func(int) {}
 	if cg != nil {
 		joined = make(chan error, 1)
-		started = func(pid int) { go func() { joined <- cg.add(pid) }() }
+		started = func(pid int) { go func() { joined <- cg.Add(pid) }() }
 	}
 	child, err := proto.Start(proto.ChildConfig{
 		Cmd:       cmd,
@@ -153,32 +145,6 @@ func socketRoot(runnerID string) string {
 
 func (s *Supervisor) cgroupParentName() string { return "runnerd-" + s.cfg.RunnerID }
 
-// sweepCgroups kills and removes run cgroups a crashed predecessor left.
-func sweepCgroups(parent string) {
-	v2, mem, pids := cgroupRoots()
-	for _, root := range []string{v2, mem, pids} {
-		if root == "" {
-			continue
-		}
-		dir := filepath.Join(root, parent)
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			if !e.IsDir() {
-				continue
-			}
-			cg := &cgroup{dirs: []string{filepath.Join(dir, e.Name())}, v2: root == v2}
-			if root == pids {
-				cg.dirs = []string{"", cg.dirs[0]}
-			}
-			cg.kill()
-			cg.remove()
-		}
-	}
-}
-
 // children are the runexec processes this process started and waits for
 // itself; the orphan reaper leaves them alone.
 var children = &pidSet{m: map[int]bool{}}
@@ -206,33 +172,10 @@ func (p *pidSet) has(pid int) bool {
 	return p.m[pid]
 }
 
-var subreaperOnce sync.Once
-
 // becomeSubreaper makes orphaned descendants (a step that escaped a dead
 // child) reparent to runnerd instead of init, and reaps them as they exit.
 func becomeSubreaper(log zerolog.Logger) {
-	subreaperOnce.Do(func() {
-		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			log.Warn().Err(err).Msg("cannot become child subreaper")
-			return
-		}
-		go reapOrphans()
-	})
-}
-
-// reapOrphans waits for zombie children that are not our own runexec
-// children: waiting on any pid (-1) would steal exit statuses from os/exec.
-func reapOrphans() {
-	for range time.Tick(500 * time.Millisecond) {
-		for _, pid := range procfs.Orphans() {
-			if children.has(pid) {
-				continue
-			}
-			if st, ok := procfs.Stat(pid); !ok || st.State != 'Z' || st.PPID != os.Getpid() {
-				continue
-			}
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		}
+	if err := contain.ReapOrphans(children.has); err != nil {
+		log.Warn().Err(err).Msg("cannot become child subreaper")
 	}
 }

@@ -31,9 +31,6 @@ var runexecPath string
 
 // TestMain uses the runexec that `make test` built, or builds one.
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(hardenHelperEnv); mode != "" {
-		hardenHelper(mode) // this binary re-executed by TestStepsCannotReadRunnerdEnviron
-	}
 	var err error
 	if runexecPath, err = testbin.Path("runexec"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -73,7 +70,6 @@ func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	}
 	e.qcfg = queue.DefaultConfig()
 	e.qcfg.LeaseTTL = 3 * time.Second
-	e.qcfg.MaxDeliver = 3
 	e.qcfg.Backoff = []time.Duration{100 * time.Millisecond}
 	if tweak != nil {
 		tweak(&e.qcfg)
@@ -119,6 +115,7 @@ func (e *env) config(id string) Config {
 		PingTimeout:   time.Second,
 		FetchWait:     500 * time.Millisecond,
 		RetryDelay:    200 * time.Millisecond,
+		MaxAttempts:   3,
 		MemoryLimit:   256 << 20,
 		PidsLimit:     256,
 		Logger:        zerolog.New(e.logs).With().Timestamp().Logger(),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/proto"
 )
 
@@ -33,8 +34,8 @@ type spares struct {
 // spare is one started child waiting for a run.
 type spare struct {
 	child  *proto.Child
-	cg     *cgroup // nil without a writable cgroup hierarchy
-	dir    string  // its socket, working directory, HOME and TMPDIR
+	cg     *contain.Cgroup // nil without a writable cgroup hierarchy
+	dir    string          // its socket, working directory, HOME and TMPDIR
 	setLog func(zerolog.Logger)
 }
 
@@ -83,20 +84,20 @@ func (p *spares) fill() {
 func (p *spares) start() (*spare, error) {
 	s := p.s
 	p.n++
-	cg, err := newCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("spare-%d", p.n)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
+	cg, err := contain.NewCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("spare-%d", p.n)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
 	if err != nil {
 		cg = nil // containment by process group and rlimits only, as for any child
 	}
 	dir, err := s.newSocketDir()
 	if err != nil {
-		cg.discard()
+		cg.Discard()
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
 	log := s.log.With().Str("source", "runexec").Logger()
 	hl, setLog := newSwitchableHCLogger(log)
 	child, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
 	if err != nil {
-		cg.discard()
+		cg.Discard()
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
@@ -158,6 +159,6 @@ func (p *spares) close() {
 func (sp *spare) discard() {
 	sp.child.Close()
 	children.remove(sp.child.Pid())
-	sp.cg.discard()
+	sp.cg.Discard()
 	_ = os.RemoveAll(sp.dir)
 }

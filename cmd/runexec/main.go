@@ -12,7 +12,7 @@ import (
 	"syscall"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/executor"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/proto"
 )
 
@@ -59,7 +59,7 @@ Exit codes:
 func main() {
 	// Orphans that escape a step's process group are reparented here, so
 	// the executor can find and kill them.
-	if err := executor.BecomeSubreaper(); err != nil {
+	if err := contain.BecomeSubreaper(); err != nil {
 		fmt.Fprintf(os.Stderr, "runexec: warning: cannot become child subreaper: %v\n", err)
 	}
 	if proto.IsChild(os.Getenv) {

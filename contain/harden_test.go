@@ -1,4 +1,4 @@
-package supervisor
+package contain
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ const hardenHelperEnv = "RUNNERD_TEST_HARDEN_HELPER"
 // runnerd does at start, then waits to be read.
 func hardenHelper(mode string) {
 	if mode == "protect" {
-		if err := protectEnviron(); err != nil {
+		if err := ProtectEnviron(); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}

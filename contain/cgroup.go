@@ -1,4 +1,4 @@
-package supervisor
+package contain
 
 import (
 	"bufio"
@@ -12,20 +12,21 @@ import (
 	"time"
 )
 
-// cgroup confines one child and everything it forks: a memory limit, a pids
+// Cgroup confines one child and everything it forks: a memory limit, a pids
 // limit (fork bombs), an OOM counter to tell child_oom from other deaths, and
 // a kill that reaches processes that left the child's process group (setsid,
 // double fork). cgroup v2 is used where its controllers are enabled; else the
 // v1 memory and pids hierarchies. Where neither is writable the child runs
 // without one, and containment falls back to process groups and rlimits.
-type cgroup struct {
+type Cgroup struct {
 	dirs []string // v2: one dir; v1: memory dir then pids dir (either may be "")
 	v2   bool
 }
 
-// cgroupRoots finds where this process's cgroups live and whether a child
-// cgroup can be made there. It returns nil when none can.
-func cgroupRoots() (v2 string, v1mem, v1pids string) {
+// Roots finds where this process's cgroups live: the cgroup v2 directory
+// when its memory controller is enabled, else the v1 memory and pids
+// directories ("" for each one that is not there).
+func Roots() (v2 string, v1mem, v1pids string) {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
 		return "", "", ""
@@ -52,22 +53,22 @@ func cgroupRoots() (v2 string, v1mem, v1pids string) {
 	return v2, v1mem, v1pids
 }
 
-// newCgroup makes the cgroup of one run under this process's own cgroups.
-// memLimit and pidsLimit of 0 mean no limit.
-func newCgroup(name string, memLimit int64, pidsLimit int) (*cgroup, error) {
-	v2, v1mem, v1pids := cgroupRoots()
+// NewCgroup makes the cgroup of one run under this process's own cgroups,
+// at the relative path name. memLimit and pidsLimit of 0 mean no limit.
+func NewCgroup(name string, memLimit int64, pidsLimit int) (*Cgroup, error) {
+	v2, v1mem, v1pids := Roots()
 	if v2 != "" {
 		dir := filepath.Join(v2, name)
 		if err := os.MkdirAll(dir, 0o755); err == nil {
-			cg := &cgroup{dirs: []string{dir}, v2: true}
+			cg := &Cgroup{dirs: []string{dir}, v2: true}
 			if err := cg.limit(memLimit, pidsLimit); err != nil {
-				cg.remove()
+				cg.Remove()
 				return nil, err
 			}
 			return cg, nil
 		}
 	}
-	cg := &cgroup{dirs: []string{"", ""}}
+	cg := &Cgroup{dirs: []string{"", ""}}
 	for i, root := range []string{v1mem, v1pids} {
 		if root == "" {
 			continue
@@ -81,13 +82,13 @@ func newCgroup(name string, memLimit int64, pidsLimit int) (*cgroup, error) {
 		return nil, errors.New("no writable cgroup hierarchy")
 	}
 	if err := cg.limit(memLimit, pidsLimit); err != nil {
-		cg.remove()
+		cg.Remove()
 		return nil, err
 	}
 	return cg, nil
 }
 
-func (cg *cgroup) limit(memLimit int64, pidsLimit int) error {
+func (cg *Cgroup) limit(memLimit int64, pidsLimit int) error {
 	write := func(dir, file, value string) error {
 		if dir == "" {
 			return nil
@@ -118,15 +119,15 @@ func (cg *cgroup) limit(memLimit int64, pidsLimit int) error {
 	return nil
 }
 
-func (cg *cgroup) pidsDir() string {
+func (cg *Cgroup) pidsDir() string {
 	if cg.v2 {
 		return cg.dirs[0]
 	}
 	return cg.dirs[1]
 }
 
-// add moves a process into the cgroup; its later children are born there.
-func (cg *cgroup) add(pid int) error {
+// Add moves a process into the cgroup; its later children are born there.
+func (cg *Cgroup) Add(pid int) error {
 	for _, dir := range cg.dirs {
 		if dir == "" {
 			continue
@@ -138,16 +139,16 @@ func (cg *cgroup) add(pid int) error {
 	return nil
 }
 
-// discard kills what is in a cgroup and removes it; a nil cgroup is none.
-func (cg *cgroup) discard() {
+// Discard kills what is in a cgroup and removes it; a nil cgroup is none.
+func (cg *Cgroup) Discard() {
 	if cg != nil {
-		cg.kill()
-		cg.remove()
+		cg.Kill()
+		cg.Remove()
 	}
 }
 
-// oomKills is how many processes the kernel killed for the memory limit.
-func (cg *cgroup) oomKills() int {
+// OOMKills is how many processes the kernel killed for the memory limit.
+func (cg *Cgroup) OOMKills() int {
 	file := filepath.Join(cg.dirs[0], "memory.oom_control")
 	if cg.v2 {
 		file = filepath.Join(cg.dirs[0], "memory.events")
@@ -168,8 +169,8 @@ func (cg *cgroup) oomKills() int {
 	return 0
 }
 
-// procs lists the processes still in the cgroup.
-func (cg *cgroup) procs() []int {
+// Procs lists the processes still in the cgroup.
+func (cg *Cgroup) Procs() []int {
 	var pids []int
 	seen := map[int]bool{}
 	for _, dir := range cg.dirs {
@@ -190,15 +191,15 @@ func (cg *cgroup) procs() []int {
 	return pids
 }
 
-// kill SIGKILLs every process in the cgroup, including those that escaped
+// Kill SIGKILLs every process in the cgroup, including those that escaped
 // the process group, and waits (briefly) until it is empty.
-func (cg *cgroup) kill() {
+func (cg *Cgroup) Kill() {
 	if cg.v2 {
 		_ = os.WriteFile(filepath.Join(cg.dirs[0], "cgroup.kill"), []byte("1"), 0o644)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		pids := cg.procs()
+		pids := cg.Procs()
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return
 		}
@@ -209,11 +210,38 @@ func (cg *cgroup) kill() {
 	}
 }
 
-// remove deletes the cgroup; it must be empty (call kill first).
-func (cg *cgroup) remove() {
+// Remove deletes the cgroup; it must be empty (call Kill first).
+func (cg *Cgroup) Remove() {
 	for _, dir := range cg.dirs {
 		if dir != "" {
 			_ = os.Remove(dir)
+		}
+	}
+}
+
+// SweepCgroups kills and removes the cgroups left under parent (a relative
+// path, as given to NewCgroup) by a crashed predecessor.
+func SweepCgroups(parent string) {
+	v2, mem, pids := Roots()
+	for _, root := range []string{v2, mem, pids} {
+		if root == "" {
+			continue
+		}
+		dir := filepath.Join(root, parent)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			cg := &Cgroup{dirs: []string{filepath.Join(dir, e.Name())}, v2: root == v2}
+			if root == pids {
+				cg.dirs = []string{"", cg.dirs[0]}
+			}
+			cg.Kill()
+			cg.Remove()
 		}
 	}
 }
