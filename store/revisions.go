@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -225,6 +226,7 @@ func applyUpdate(doc bson.M, update bson.D) (bson.M, []string, error) {
 				return nil, nil, fmt.Errorf("%s %s: not supported on the revision path", op.Key, k)
 			}
 			set[top] = doc[top]
+			unset = slices.DeleteFunc(unset, func(u string) bool { return u == top })
 		}
 	}
 	return set, unset, nil

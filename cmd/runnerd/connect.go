@@ -29,6 +29,8 @@ type clientConfig struct {
 	NATSURL     string // one URL or a comma-separated list of a cluster's servers
 	MongoURI    string
 	MongoDB     string
+	MongoWC     string // write concern: majority or a member count (store.Config.WriteConcern)
+	MongoRC     string // read concern (store.Config.ReadConcern)
 	S3Endpoint  string
 	S3Bucket    string
 	S3Region    string
@@ -43,6 +45,8 @@ func (c *clientConfig) register(f *flags) {
 	f.String(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL, or a comma-separated list of a cluster's servers")
 	f.String(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB URI")
 	f.String(&c.MongoDB, "mongo-db", store.DefaultDatabase, "MongoDB database")
+	f.String(&c.MongoWC, "mongo-write-concern", "", "write concern of every write: majority or a member count, journaled (empty: the URI's w, else majority)")
+	f.String(&c.MongoRC, "mongo-read-concern", "", "read concern: majority, linearizable or local (empty: the URI's readConcernLevel, else majority)")
 	f.String(&c.S3Endpoint, "s3-endpoint", "http://127.0.0.1:9000", "S3 endpoint URL (empty: AWS)")
 	f.String(&c.S3Bucket, "s3-bucket", devstack.DefaultBucket, "S3 bucket for logs and artifacts")
 	f.String(&c.S3Region, "s3-region", "us-east-1", "S3 region")
@@ -246,7 +250,11 @@ func (c *conns) openStore(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var err error
-	c.st, err = store.Open(ctx, store.Config{URI: c.cfg.MongoURI, Database: c.cfg.MongoDB})
+	c.st, err = store.Open(ctx, store.Config{URI: c.cfg.MongoURI, Database: c.cfg.MongoDB,
+		WriteConcern: c.cfg.MongoWC, ReadConcern: c.cfg.MongoRC})
+	if errors.Is(err, store.ErrBadConfig) {
+		return fmt.Errorf("--mongo-write-concern, --mongo-read-concern or --mongo-uri: %w", err)
+	}
 	if err != nil {
 		return classifyMongo(c.cfg, fmt.Errorf("connect to MongoDB at %s: %w", redactURI(c.cfg.MongoURI), err))
 	}
