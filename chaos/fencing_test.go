@@ -103,6 +103,36 @@ func TestFencing(t *testing.T) {
 			}
 		}
 	}
+	// Each stored event carries the epoch of the write that stored it: the
+	// old epoch's end before the new one's begin, with no gap or repeat.
+	byEpoch := map[uint64]int{}
+	var lastOfA, firstOfB int64 = 0, -1
+	var epochErrs []string
+	for i, e := range evs {
+		if e.Seq != int64(i+1) {
+			epochErrs = append(epochErrs, fmt.Sprintf("seq %d at position %d", e.Seq, i+1))
+		}
+		byEpoch[e.Epoch]++
+		switch e.Epoch {
+		case epochA:
+			lastOfA = e.Seq
+		case epochB:
+			if firstOfB < 0 {
+				firstOfB = e.Seq
+			}
+			if strings.Contains(e.Text, "/fenceA/") {
+				epochErrs = append(epochErrs, fmt.Sprintf("seq %d: fenceA's output stored at fenceB's epoch", e.Seq))
+			}
+		default:
+			epochErrs = append(epochErrs, fmt.Sprintf("seq %d stored at epoch %d", e.Seq, e.Epoch))
+		}
+	}
+	if firstOfB < 0 || lastOfA > firstOfB {
+		epochErrs = append(epochErrs, fmt.Sprintf("last event of epoch %d at seq %d, first of epoch %d at seq %d", epochA, lastOfA, epochB, firstOfB))
+	}
+	if final.EventSeq != int64(len(evs)) {
+		epochErrs = append(epochErrs, fmt.Sprintf("event_seq %d, %d events", final.EventSeq, len(evs)))
+	}
 	_, errA1 := s.blobs.Head(ctx, blob.StepLogKey("fence1", 1, "long"))
 	logB, errB2 := s.readBlob(blob.StepLogKey("fence1", 2, "long"))
 	left := waitNoProcs("0.2111", 10*time.Second)
@@ -120,6 +150,7 @@ func TestFencing(t *testing.T) {
 		{"log events of fenceA's child stored before the SIGCONT / at the end", fmt.Sprintf("%d / %d", aBefore, aAfter)},
 		{"log events of fenceB's child stored", itoa(nB)},
 		{"last seq of a fenceA event < first seq of a fenceB event", fmt.Sprintf("%v (%d < %d)", aMaxSeq < minB, aMaxSeq, minB)},
+		{"stored events by epoch (fenceA / fenceB)", fmt.Sprintf("%d / %d of %d", byEpoch[epochA], byEpoch[epochB], len(evs))},
 		{"fenceA's verdict (reason / action)", aReason},
 		{"later deliveries of the message to fenceA (its stale Nak redelivers it while fenceB runs it)", strings.Join(aLater, ", ")},
 		{"fenceA's step log uploaded to S3 (attempt 1)", fmt.Sprintf("%v", errA1 == nil)},
@@ -131,6 +162,9 @@ func TestFencing(t *testing.T) {
 	}
 	if aAfter != aBefore {
 		t.Errorf("%d events of the old runner landed after the takeover", aAfter-aBefore)
+	}
+	if len(epochErrs) > 0 {
+		t.Errorf("stored events against their epochs: %s", strings.Join(epochErrs, "; "))
 	}
 	if minB < 0 || aMaxSeq > minB {
 		t.Errorf("events of the old runner after the new one's: last A seq %d, first B seq %d", aMaxSeq, minB)
