@@ -44,6 +44,9 @@ func freePort(t *testing.T) int {
 // sync_interval always, as docs/operations.md asks of production) and
 // starts them.
 func newNATSCluster(t *testing.T, dir string, n int) []*natsNode {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	ports, cports := make([]int, n), make([]int, n)
 	for i := range n {
 		ports[i], cports[i] = freePort(t), freePort(t)
@@ -112,7 +115,7 @@ func clusterURL(nodes []*natsNode) string {
 // a terminal status twice), nothing stays in the stream, no step whose
 // success was stored runs again, and no attempt is spent on the outages.
 func TestNATSCluster(t *testing.T) {
-	const nRuns = 30
+	const nRuns = 60
 	qcfg := chaosQueue(-1, 6*time.Second, 10*time.Second)
 	qcfg.Replicas = 3
 	s := newStack(t, queue.DefaultConfig())
@@ -121,7 +124,7 @@ func TestNATSCluster(t *testing.T) {
 
 	// The test's own connection, and the queue on the cluster (it retries
 	// until the cluster has a JetStream meta leader).
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +234,7 @@ func TestNATSCluster(t *testing.T) {
 			spent = append(spent, fmt.Sprintf("%s: crashes %d", id, run.Crashes))
 		}
 	}
+	allDone := time.Since(start)
 	empty := s.waitQueueEmpty(60 * time.Second)
 	var logs [][]map[string]any
 	for _, r := range runners {
@@ -255,6 +259,7 @@ func TestNATSCluster(t *testing.T) {
 		{"runs (3 steps of 0.8 s, 3 × concurrency 2, replicas 3)", itoa(nRuns)},
 		{"nodes killed (restarted 5 s later)", strings.Join(killed, "; ")},
 		{"final status/reason", countBy(statuses)},
+		{"all terminal at", "+" + allDone.Round(time.Second).String()},
 		{"runs lost (not terminal)", itoa(lost)},
 		{"runs terminal twice", itoa(double)},
 		{"stream empty at the end (nothing stuck)", fmt.Sprintf("%v", empty)},

@@ -73,6 +73,7 @@ func TestDependencyFaults(t *testing.T) {
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			samples, violations := 0, 0
+			waitingSeen := map[string]int{} // runs seen with a wait note, by server
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -88,8 +89,14 @@ func TestDependencyFaults(t *testing.T) {
 					}
 					terminal := 0
 					for _, id := range ids {
-						if run := s.get(id); run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
+						run := s.get(id)
+						if run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
 							terminal++
+						}
+						if run != nil && run.Waiting != nil {
+							mu.Lock()
+							waitingSeen[run.Waiting.On]++
+							mu.Unlock()
 						}
 					}
 					mu.Lock()
@@ -184,6 +191,7 @@ func TestDependencyFaults(t *testing.T) {
 				{"succeeded steps re-run after their success was stored", itoa(storedTwice)},
 				{"artifacts in S3 (step c's out.txt)", fmt.Sprintf("%d / %d", artifacts, nRuns)},
 				{"step logs in S3 (log_key set and present)", fmt.Sprintf("%d / %d", logsOK, steps)},
+				{"runs seen waiting (wait note in the run document, samples by server)", countBy(waitingSeen)},
 				{"runnerd log", countBy(events)},
 				{"runnerd alive", fmt.Sprintf("%v", r.alive())},
 			})
@@ -200,6 +208,9 @@ func TestDependencyFaults(t *testing.T) {
 			}
 			if sx.rerunAfterDone > 0 {
 				t.Errorf("%d steps ran again after they had finished: %v", sx.rerunAfterDone, sx.details)
+			}
+			if f.name == "S3 unreachable" && waitingSeen["s3"] == 0 {
+				t.Errorf("no run said it was waiting for S3 (status shows the wait note)")
 			}
 			if len(notFirst) > 0 {
 				t.Errorf("waiting on a server spent attempts: %v", notFirst)
