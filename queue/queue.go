@@ -18,6 +18,8 @@ var (
 	// ErrLeaseLost means the lease is no longer ours: it expired, or another
 	// runner acquired it since. Writes fenced by its epoch must stop.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrNoLease means nobody holds the run's lease.
+	ErrNoLease = errors.New("no lease")
 	// ErrUnknownVersion means the message's v is not Version.
 	ErrUnknownVersion = errors.New("unknown message version")
 	// ErrInvalidMessage means the message cannot be read or is incomplete;
@@ -123,6 +125,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, erro
 	}
 	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}, nil
 }
+
+// Conn is the NATS connection the queue uses.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
 
 // Config returns the configuration the queue was set up with.
 func (q *Queue) Config() Config {
