@@ -332,4 +332,3 @@ func TestCredentialsKeptPerDataDir(t *testing.T) {
 		t.Errorf("file holds %+v (%v), want %+v", read, err, again)
 	}
 }
-
