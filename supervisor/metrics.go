@@ -28,6 +28,7 @@ type metrics struct {
 	uploadBytes      *prometheus.CounterVec // kind: log, artifact
 	storeErrors      *prometheus.CounterVec // op
 	s3Errors         *prometheus.CounterVec // op
+	sandboxLayer     *prometheus.GaugeVec   // layer (sandbox.go)
 }
 
 // statusUnchanged labels an attempt that left the run document as it was
@@ -111,6 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "runnerd_s3_errors_total",
 			Help: "S3 calls that failed, by operation.",
 		}, []string{"op"}),
+		sandboxLayer: newSandboxMetric(),
 	}
 	if reg == nil {
 		return m, nil
@@ -118,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.runsStarted, m.runsFinished, m.runDuration, m.stepDuration, m.runsInFlight,
 		m.freeSlots, m.childExits, m.heartbeatFailure, m.deliveries, m.consumerPending,
-		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors,
+		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.sandboxLayer,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
