@@ -61,8 +61,10 @@ type Options struct {
 // (Landlock rules are made on open files).
 func (o Options) Validate() error {
 	var errs []error
-	if _, err := ParseMode(string(o.Mode)); err != nil {
-		errs = append(errs, err)
+	if o.Mode != "" { // "" is auto
+		if _, err := ParseMode(string(o.Mode)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.Network != "" {
 		if _, err := ParseNetwork(string(o.Network)); err != nil {
