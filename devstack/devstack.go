@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,9 +84,15 @@ type Stack struct {
 
 	s3srv *http.Server
 	s3ln  net.Listener
+
+	lock *os.File // the data dir's lock, held until Close
 }
 
-// Start starts the three servers. On error, whatever was started is stopped.
+// Start starts the three servers. It first takes the data dir's lock
+// (ErrDataDirInUse names the holder's pid) and checks every fixed port
+// (ErrAddrInUse names the address and the server), so that nothing touches
+// the data when it cannot serve it. On error, whatever was started is
+// stopped.
 func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Dir == "" {
 		return nil, ErrNoDir
@@ -116,18 +123,45 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if s.lock, err = lockDataDir(cfg.Dir); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = s.Close()
+		}
+	}()
+	// Every port before any server starts. NATS binds its own listener, so
+	// its port is only probed; the S3 listener is kept.
+	if cfg.NATSPort != 0 {
+		if err := probePort("NATS", s.hostPort(cfg.NATSPort)); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MongoPort != 0 {
+		if err := probePort("MongoDB", s.hostPort(cfg.MongoPort)); err != nil {
+			return nil, err
+		}
+	}
+	if s.s3ln, err = listen("S3", s.hostPort(cfg.S3Port)); err != nil {
+		return nil, err
+	}
 	if err := s.StartNATS(); err != nil {
 		return nil, err
 	}
 	if err := s.startFerret(); err != nil {
-		_ = s.Close()
 		return nil, err
 	}
 	if err := s.startS3(); err != nil {
-		_ = s.Close()
 		return nil, err
 	}
+	ok = true
 	return s, nil
+}
+
+func (s *Stack) hostPort(port int) string {
+	return net.JoinHostPort(s.cfg.Host, strconv.Itoa(port))
 }
 
 // Dir returns the absolute directory holding the servers' data.
@@ -156,11 +190,25 @@ func (s *Stack) StartNATS() error {
 	if err != nil {
 		return fmt.Errorf("devstack: nats: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{s.cfg.Logger.With().Str("component", "nats").Logger()}, false, false, false)
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(natsLogger{l: s.cfg.Logger.With().Str("component", "nats").Logger(), fatal: fatal}, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(readyTimeout) {
-		ns.Shutdown()
-		return fmt.Errorf("devstack: nats not ready after %s on %s:%d", readyTimeout, s.cfg.Host, s.natsPort)
+	// A listen error is logged as fatal, and the server then never gets
+	// ready: report it at once rather than after readyTimeout.
+	for deadline := time.Now().Add(readyTimeout); !ns.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-fatal:
+			ns.Shutdown()
+			if strings.Contains(msg, "address already in use") {
+				return fmt.Errorf("%w: address %s in use (NATS)", ErrAddrInUse, s.hostPort(s.natsPort))
+			}
+			return fmt.Errorf("devstack: nats: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return fmt.Errorf("devstack: nats not ready after %s on %s:%d", readyTimeout, s.cfg.Host, s.natsPort)
+		}
 	}
 	s.nats = ns
 	s.NATSURL = ns.ClientURL()
@@ -244,13 +292,10 @@ func (s *Stack) startS3() error {
 		// Clients on a laptop that slept would otherwise be refused.
 		gofakes3.WithTimeSkewLimit(0),
 	)
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.S3Port)))
-	if err != nil {
-		return fmt.Errorf("devstack: s3: %w", err)
-	}
-	s.s3ln = ln
-	s.s3srv = &http.Server{Handler: fake.Server(), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = s.s3srv.Serve(ln) }()
+	ln := s.s3ln // bound by Start
+	srv := &http.Server{Handler: fake.Server(), ReadHeaderTimeout: 30 * time.Second}
+	s.s3srv = srv
+	go func() { _ = srv.Serve(ln) }()
 	s.S3Endpoint = "http://" + ln.Addr().String()
 	return nil
 }
@@ -279,19 +324,38 @@ func (s *Stack) Close() error {
 		<-s.ferretDone
 		s.ferretStop = nil
 	}
+	if s.s3ln != nil && s.s3srv == nil {
+		_ = s.s3ln.Close() // bound, never served
+	}
+	s.s3ln = nil
 	s.StopNATS()
+	if s.lock != nil {
+		_ = s.lock.Close() // drops the flock
+		s.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
-// natsLogger sends the NATS server's log lines to zerolog.
-type natsLogger struct{ l zerolog.Logger }
+// natsLogger sends the NATS server's log lines to zerolog, and the first
+// fatal one to fatal.
+type natsLogger struct {
+	l     zerolog.Logger
+	fatal chan<- string
+}
 
 func (n natsLogger) Noticef(format string, v ...any) { n.l.Info().Msgf(format, v...) }
 func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn().Msgf(format, v...) }
-func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug().Msgf(format, v...) }
-func (n natsLogger) Tracef(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }
+func (n natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	n.l.Error().Msg(msg)
+	select {
+	case n.fatal <- msg:
+	default:
+	}
+}
+func (n natsLogger) Errorf(format string, v ...any) { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Debugf(format string, v ...any) { n.l.Debug().Msgf(format, v...) }
+func (n natsLogger) Tracef(format string, v ...any) { n.l.Trace().Msgf(format, v...) }
 
 // s3Logger sends gofakes3's log lines to zerolog.
 type s3Logger struct{ l zerolog.Logger }

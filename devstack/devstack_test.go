@@ -2,8 +2,13 @@ package devstack_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +156,61 @@ func TestDataSurvivesRestart(t *testing.T) {
 func TestStartRequiresDir(t *testing.T) {
 	if _, err := devstack.Start(context.Background(), devstack.Config{}); err != devstack.ErrNoDir {
 		t.Fatalf("err = %v, want ErrNoDir", err)
+	}
+}
+
+// TestDataDirIsLocked: a second stack on a held data dir is refused at
+// once, naming the holder; after Close the dir can be used again.
+func TestDataDirIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := devstack.Start(ctx, devstack.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = devstack.Start(ctx, devstack.Config{Dir: dir})
+	if !errors.Is(err, devstack.ErrDataDirInUse) || !strings.Contains(err.Error(), fmt.Sprintf("held by pid %d", os.Getpid())) {
+		t.Fatalf("second Start: %v, want ErrDataDirInUse naming pid %d", err, os.Getpid())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = devstack.Start(ctx, devstack.Config{Dir: dir})
+	if err != nil {
+		t.Fatalf("Start after Close: %v", err)
+	}
+	_ = s.Close()
+}
+
+// TestPortInUse: a taken port is named with its server, and no server
+// wrote to the data dir.
+func TestPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		server string
+		cfg    devstack.Config
+	}{
+		{"NATS", devstack.Config{NATSPort: port}},
+		{"MongoDB", devstack.Config{MongoPort: port}},
+		{"S3", devstack.Config{S3Port: port}},
+	} {
+		t.Run(tc.server, func(t *testing.T) {
+			tc.cfg.Dir = filepath.Join(t.TempDir(), "data")
+			_, err := devstack.Start(context.Background(), tc.cfg)
+			want := fmt.Sprintf("address 127.0.0.1:%d in use (%s)", port, tc.server)
+			if !errors.Is(err, devstack.ErrAddrInUse) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Start: %v, want %q", err, want)
+			}
+			for _, sub := range []string{"nats", "mongo", "s3"} {
+				if _, err := os.Stat(filepath.Join(tc.cfg.Dir, sub)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s exists after a failed start (%v): a server touched the data", sub, err)
+				}
+			}
+		})
 	}
 }

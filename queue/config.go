@@ -28,9 +28,12 @@ type Config struct {
 	// may take.
 	AckWait time.Duration
 
-	// MaxDeliver is how many times a message is delivered at most; the
-	// supervisor terms the last delivery (Delivery.LastAttempt) so no message
-	// loops forever.
+	// MaxDeliver is how many times a message is delivered at most, or -1 for
+	// no limit (the default). It is a far backstop only: a run's crash budget
+	// is counted in its run document (supervisor Config.MaxAttempts), since
+	// a delivery is also spent by every wait on a server or a lease, which
+	// must never fail a run. When set, the supervisor fails the run on its
+	// last delivery (Delivery.LastAttempt) rather than let the server drop it.
 	MaxDeliver int
 
 	// Backoff is the delay before a Nak'ed run is delivered again: delivery n
@@ -66,7 +69,7 @@ func DefaultConfig() Config {
 		LeaseBucket:     "runnerd_leases",
 		LeaseTTL:        30 * time.Second,
 		AckWait:         60 * time.Second,
-		MaxDeliver:      5,
+		MaxDeliver:      -1,
 		Backoff:         []time.Duration{10 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute},
 		MaxAckPending:   1000,
 		DuplicateWindow: 2 * time.Minute,
@@ -99,7 +102,7 @@ func (c Config) Validate() error {
 	// A heartbeat every TTL/3 needs some room; the server's TTL granularity is about a second.
 	check(c.LeaseTTL >= time.Second, "lease TTL %s: want at least 1s", c.LeaseTTL)
 	check(c.AckWait > 0, "ack wait %s: want more than 0", c.AckWait)
-	check(c.MaxDeliver >= 1, "max deliver %d: want at least 1 (unlimited would let a message loop forever)", c.MaxDeliver)
+	check(c.MaxDeliver == -1 || c.MaxDeliver >= 1, "max deliver %d: want -1 (no limit) or at least 1", c.MaxDeliver)
 	for i, d := range c.Backoff {
 		check(d > 0, "backoff[%d] %s: want more than 0", i, d)
 	}

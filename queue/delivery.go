@@ -57,6 +57,15 @@ func parseMsgID(id string) (runID string, generation int, ok bool) {
 	return id[:i], g, true
 }
 
+// StreamSeq is the message's sequence in the stream: the same for every
+// delivery of one message (0 if unknown).
+func (d *Delivery) StreamSeq() uint64 {
+	if d.meta == nil {
+		return 0
+	}
+	return d.meta.Sequence.Stream
+}
+
 // Data is the message body.
 func (d *Delivery) Data() []byte { return d.msg.Data() }
 
@@ -72,9 +81,10 @@ func (d *Delivery) NumDelivered() uint64 {
 }
 
 // LastAttempt reports whether the server will not deliver this message
-// again after a Nak: the exit table terms it instead.
+// again after a Nak (the consumer's MaxDeliver; never when unlimited): the
+// exit table terms it instead.
 func (d *Delivery) LastAttempt() bool {
-	return d.NumDelivered() >= uint64(d.maxDeliver)
+	return d.maxDeliver > 0 && d.NumDelivered() >= uint64(d.maxDeliver)
 }
 
 // RetryDelay is the delay NakWithBackoff asks for.

@@ -119,15 +119,17 @@ func TestLeaseExpiresAndEpochGrows(t *testing.T) {
 	}
 }
 
-func TestLeaseExpiredNotRetaken(t *testing.T) {
+// A lease that expired with nobody else taking it (its holder could not
+// reach NATS for longer than the TTL) is re-taken by the holder's next
+// Renew, keeping its epoch: a runner that claimed the run meanwhile would
+// have a newer epoch in the store, which fences the holder's writes.
+func TestLeaseExpiredIsRetakenByItsHolder(t *testing.T) {
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Expired with nobody else taking it: the renew still fails, because the
-	// TTL passed and a fenced write may have been refused meanwhile.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := q.leases.Get(ctx, "run-1"); err != nil {
@@ -138,7 +140,67 @@ func TestLeaseExpiredNotRetaken(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("Renew of an expired lease = %v, want ErrLeaseLost", err)
+	epoch := a.Epoch()
+	if err := a.Renew(ctx); err != nil {
+		t.Fatalf("Renew of an expired lease nobody took = %v, want it re-taken", err)
+	}
+	if h, err := q.LeaseHolder(ctx, "run-1"); err != nil || h.RunnerID != "runner-a" || a.Epoch() != epoch {
+		t.Fatalf("after the re-take: holder %+v (%v), epoch %d (was %d)", h, err, a.Epoch(), epoch)
+	}
+	if _, err := q.AcquireLease(ctx, "run-1", "runner-b"); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("AcquireLease by another runner after the re-take = %v, want ErrLeaseHeld", err)
+	}
+}
+
+// A lease whose key vanished (the server dropped it after an outage longer
+// than the TTL) is re-taken by its holder's next Renew, with the same epoch;
+// one taken by another runner meanwhile is lost.
+func TestRenewRetakesAnExpiredLease(t *testing.T) {
+	cfg := testConfig()
+	cfg.LeaseTTL = time.Hour
+	q := setup(t, cfg)
+	ctx := ctxT(t)
+	l, err := q.AcquireLease(ctx, "run-x", "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.leases.Purge(ctx, "run-x"); err != nil { // as the server's expiry does
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx); err != nil {
+		t.Fatalf("renew after the key vanished: %v", err)
+	}
+	h, err := q.LeaseHolder(ctx, "run-x")
+	if err != nil || h.RunnerID != "r1" {
+		t.Fatalf("holder %+v, %v", h, err)
+	}
+	if err := l.Renew(ctx); err != nil {
+		t.Fatalf("renew after the re-take: %v", err)
+	}
+	// Another runner takes it over after a purge: ours is lost for good.
+	if err := q.leases.Purge(ctx, "run-x"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := q.AcquireLease(ctx, "run-x", "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("renew of a lease another runner holds: %v, want ErrLeaseLost", err)
+	}
+	if other.Epoch() <= l.Epoch() {
+		t.Fatalf("epochs: other %d, ours %d", other.Epoch(), l.Epoch())
+	}
+	// TakeOverLease replaces a given revision only.
+	h, _ = q.LeaseHolder(ctx, "run-x")
+	if _, err := q.TakeOverLease(ctx, "run-x", "r3", h.Revision-1); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("take over at a stale revision: %v, want ErrLeaseHeld", err)
+	}
+	l3, err := q.TakeOverLease(ctx, "run-x", "r3", h.Revision)
+	if err != nil || l3.Epoch() <= other.Epoch() {
+		t.Fatalf("take over: %v (epoch %v)", err, l3)
+	}
+	if err := other.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("renew after a take-over: %v, want ErrLeaseLost", err)
 	}
 }

@@ -216,7 +216,7 @@ func TestConfigValidate(t *testing.T) {
 		"bucket with dot":      func(c *Config) { c.LeaseBucket = "a.b" },
 		"short lease TTL":      func(c *Config) { c.LeaseTTL = 100 * time.Millisecond },
 		"no ack wait":          func(c *Config) { c.AckWait = 0 },
-		"unlimited deliveries": func(c *Config) { c.MaxDeliver = -1 },
+		"no deliveries":        func(c *Config) { c.MaxDeliver = 0 },
 		"zero backoff":         func(c *Config) { c.Backoff = []time.Duration{time.Second, 0} },
 		"no ack pending":       func(c *Config) { c.MaxAckPending = 0 },
 		"no duplicate window":  func(c *Config) { c.DuplicateWindow = 0 },

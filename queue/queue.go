@@ -18,6 +18,8 @@ var (
 	// ErrLeaseLost means the lease is no longer ours: it expired, or another
 	// runner acquired it since. Writes fenced by its epoch must stop.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrNoLease means nobody holds the run's lease.
+	ErrNoLease = errors.New("no lease")
 	// ErrUnknownVersion means the message's v is not Version.
 	ErrUnknownVersion = errors.New("unknown message version")
 	// ErrInvalidMessage means the message cannot be read or is incomplete;
@@ -26,6 +28,9 @@ var (
 	// ErrDuplicate means the stream already holds a message with this run id
 	// and generation (within the duplicate window): nothing was published.
 	ErrDuplicate = errors.New("duplicate message")
+	// ErrNoStream means Open found no run stream: no runnerd serve or dev
+	// has set the queue up on this NATS.
+	ErrNoStream = errors.New("no run stream")
 )
 
 // flushTimeout bounds the round trip that makes a cancel subscription
@@ -39,7 +44,7 @@ type Queue struct {
 	nc       *nats.Conn
 	consumer jetstream.Consumer
 	leases   jetstream.KeyValue
-	stream   jetstream.Stream // nil for a queue from Open
+	stream   jetstream.Stream
 }
 
 // Setup creates or updates the stream, the durable consumer and the lease
@@ -96,13 +101,21 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, err
 }
 
 // Open binds to a stream, consumer and lease bucket that Setup created,
-// changing nothing. Clients (submit, cancel, status) use it so that their
-// defaults never overwrite the limits a fleet was set up with.
+// changing nothing. Clients (submit, cancel, resume) use it so that their
+// defaults never overwrite the limits a fleet was set up with, and so that
+// they need no JetStream admin rights. A missing stream is ErrNoStream.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	consumer, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("open stream %s: %w", cfg.Stream, ErrNoStream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", cfg.Stream, err)
+	}
+	consumer, err := stream.Consumer(ctx, cfg.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("open consumer %s on stream %s (is a runnerd serving?): %w", cfg.Consumer, cfg.Stream, err)
 	}
@@ -110,8 +123,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, erro
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", cfg.LeaseBucket, err)
 	}
-	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases}, nil
+	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}, nil
 }
+
+// Conn is the NATS connection the queue uses.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
 
 // Config returns the configuration the queue was set up with.
 func (q *Queue) Config() Config {

@@ -20,6 +20,12 @@ type Run struct {
 	Attempt  int            `bson:"attempt" json:"attempt"` // claims so far; 1 during the first attempt
 	Epoch    uint64         `bson:"epoch" json:"epoch"`     // fencing epoch of the last claim
 	RunnerID string         `bson:"runner_id,omitempty" json:"runner_id,omitempty"`
+	// Crashes counts the attempts whose child crashed, was OOM-killed or
+	// stopped answering, or whose runner vanished: the budget of
+	// --max-attempts. Waiting on a server or a lease never counts.
+	Crashes int `bson:"crashes" json:"crashes"`
+	// Waiting is set while the run's runner waits for a server to come back.
+	Waiting *Wait `bson:"waiting,omitempty" json:"waiting,omitempty"`
 
 	Steps runnerd.StepStates `bson:"steps,omitempty" json:"steps,omitempty"`
 	// Answers are given to human steps by Resume: step id → key → value.

@@ -25,21 +25,32 @@ import (
 // message. Its fields are filled in the order of the pickup sequence.
 type attempt struct {
 	sup   *Supervisor
-	d     *queue.Delivery
 	log   zerolog.Logger
 	runID string
+	// ctx ends at a hard stop (second SIGTERM, grace over) or when the
+	// lease is lost: in-place waits on servers end with it.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 
-	msg       *queue.Message
-	run       *store.Run // as loaded, then as claimed
-	lease     *queue.Lease
-	epoch     uint64 // 0 until claimed: writes before that are unfenced
-	attemptNo int
-	started   time.Time
-	dir       runDir
-	sockDir   string        // go-plugin's socket, outside the run dir (path length)
-	tookSpare bool          // the child was a spare: a new one may start at the end
-	childGone chan struct{} // closed when a child stopped in the background is gone
-	trace     string        // the message's W3C traceparent, if any
+	dmu sync.Mutex
+	d   *queue.Delivery // the latest delivery of the run's message (see adopt)
+
+	msg        *queue.Message
+	run        *store.Run // as loaded, then as claimed
+	lease      *queue.Lease
+	stopKeeper func() // ends keepLease and waits for it
+	epoch      uint64 // 0 until claimed: writes before that are unfenced
+	attemptNo  int
+	started    time.Time
+	retryAfter time.Duration // the delay of a nak_delay, when not the default
+	dir        runDir
+	sockDir    string        // go-plugin's socket, outside the run dir (path length)
+	tookSpare  bool          // the child was a spare: a new one may start at the end
+	childGone  chan struct{} // closed when a child stopped in the background is gone
+	trace      string        // the message's W3C traceparent, if any
+
+	childMu sync.Mutex
+	child   *proto.Child // the running child, nil before its start and after its end
 
 	// Owned by the goroutine that runs Execute.
 	state      runnerd.StepStates
@@ -47,11 +58,48 @@ type attempt struct {
 	finished   *runnerd.Event
 	eventBytes map[string]int64 // per step: log text stored as events so far
 	uploaded   map[string]bool  // steps whose log and artifacts are in S3
+	unsaved    bool             // a finished step's files could not be stored: its state must not be written
 
 	stopMu  sync.Mutex
 	stopped stopCause
 
 	laps phases // where the attempt's time went, logged at debug level
+}
+
+// delivery is the latest delivery of the run's message.
+func (a *attempt) delivery() *queue.Delivery {
+	a.dmu.Lock()
+	defer a.dmu.Unlock()
+	return a.d
+}
+
+// adopt takes over d, a redelivery of the message this attempt is running
+// (NATS redelivers after AckWait when our in-progress marks did not reach it,
+// e.g. during an outage): the run goes on, and it is d that is acked at the
+// end. A delivery of another message of the same run is not adopted.
+func (a *attempt) adopt(d *queue.Delivery) bool {
+	a.dmu.Lock()
+	defer a.dmu.Unlock()
+	if a.d.StreamSeq() != d.StreamSeq() || a.d.StreamSeq() == 0 {
+		return false
+	}
+	a.d = d
+	if err := d.InProgress(); err != nil {
+		a.log.Debug().Err(err).Msg("in progress")
+	}
+	return true
+}
+
+func (a *attempt) setChild(c *proto.Child) {
+	a.childMu.Lock()
+	a.child = c
+	a.childMu.Unlock()
+}
+
+func (a *attempt) currentChild() *proto.Child {
+	a.childMu.Lock()
+	defer a.childMu.Unlock()
+	return a.child
 }
 
 // phases records the duration of each step of an attempt's sequence.
@@ -87,6 +135,8 @@ func (p *phases) dict() *zerolog.Event {
 // bug in one run must not take the other slots down.
 func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
+	a.ctx, a.cancel = context.WithCancelCause(s.hardCtx)
+	defer a.cancel(nil)
 	a.laps.last = a.started
 	lc := s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered())
 	a.trace = d.Header().Get(traceHeader)
@@ -94,21 +144,32 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 		lc = lc.Str("trace_id", id)
 	}
 	a.log = lc.Logger()
+	// Whatever happens, the spare's place and the child are given back.
+	defer func() {
+		if a.childGone != nil {
+			<-a.childGone
+		}
+		if a.tookSpare {
+			s.spares.refill()
+		}
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			a.log.Error().Interface("panic", p).Msg("supervisor bug while handling a run: redelivering")
+			if c := a.currentChild(); c != nil {
+				c.Kill()
+			}
+			a.endKeeper()
 			s.m.deliveries.WithLabelValues(actNakDelay.String()).Inc()
-			_ = d.NakWithDelay(s.cfg.RetryDelay)
+			_ = a.delivery().NakWithDelay(s.cfg.RetryDelay)
 		}
 	}()
+	defer s.untrack(a) // a no-op unless a tracked the run itself
 	out := a.pickUpAndRun(ctx)
+	if out == outAdopted {
+		return // the running attempt owns the delivery now
+	}
 	a.conclude(ctx, out)
-	if a.childGone != nil {
-		<-a.childGone
-	}
-	if a.tookSpare {
-		s.spares.refill()
-	}
 }
 
 // pickUpAndRun is the pickup sequence of DESIGN.md: decode, load, tenant and
@@ -130,6 +191,15 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		a.log = a.log.With().Str("message_run_id", msg.RunID).Logger()
 	}
 	a.msg, a.runID = msg, msg.RunID
+	if running := s.track(a); running != nil {
+		if running.adopt(a.d) {
+			a.log.Info().Msg("redelivery of a run this runner is executing: the running attempt takes it over")
+			s.m.deliveries.WithLabelValues("adopted").Inc()
+			return outAdopted
+		}
+		s.m.waits.WithLabelValues(onLease).Inc()
+		return outLeaseHeld // another message of a run this runner is executing
+	}
 	a.laps.lap("decode")
 
 	run, err := s.st.Get(ctx, msg.RunID)
@@ -139,6 +209,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outRunNotFound
 	case err != nil:
 		s.m.storeError(opGetRun, err)
+		s.m.waits.WithLabelValues(onMongoDB).Inc()
 		a.log.Warn().Err(err).Msg("load run")
 		return outStoreUnavailable
 	}
@@ -150,19 +221,22 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	if run.Status.Terminal() || run.Status == runnerd.StatusPaused {
 		return outStale
 	}
-
-	lease, err := s.q.AcquireLease(ctx, a.runID, s.cfg.RunnerID)
-	switch {
-	case errors.Is(err, queue.ErrLeaseHeld):
-		return outLeaseHeld
-	case err != nil:
-		a.log.Warn().Err(err).Msg("acquire lease")
-		return outStoreUnavailable
+	if out, ok := a.acquireLease(ctx); !ok {
+		return out
 	}
-	a.lease = lease
 	a.laps.lap("lease")
 
-	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, lease.Epoch())
+	// The run is still running under a runner that is gone (its lease
+	// expired or was its own, from before a restart): that attempt ended
+	// without a word, and counts as a crash. Read again now that the lease
+	// is ours: it may have concluded between the load and the lease.
+	lostAttempt := false
+	if run.Status == runnerd.StatusRunning {
+		if cur, err := s.st.Get(ctx, a.runID); err == nil && cur.Status == runnerd.StatusRunning {
+			lostAttempt = true
+		}
+	}
+	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, a.lease.Epoch())
 	a.laps.lap("claim")
 	switch {
 	case errors.Is(err, store.ErrFenced):
@@ -171,10 +245,11 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outStale
 	case err != nil:
 		s.m.storeError(opClaim, err)
+		s.m.waits.WithLabelValues(onMongoDB).Inc()
 		a.log.Warn().Err(err).Msg("claim run")
 		return outStoreUnavailable
 	}
-	a.run, a.epoch, a.attemptNo = run, lease.Epoch(), run.Attempt
+	a.run, a.epoch, a.attemptNo = run, a.lease.Epoch(), run.Attempt
 	a.log = a.log.With().Int("attempt", a.attemptNo).Uint64("epoch", a.epoch).Logger()
 	s.m.runsStarted.Inc()
 	if a.trace == "" {
@@ -183,6 +258,22 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	a.state = run.Steps.Clone()
 	if a.state == nil {
 		a.state = runnerd.StepStates{}
+	}
+	if lostAttempt {
+		err := a.withStore(opClaim, func(ctx context.Context) error {
+			r, err := s.st.CountLostAttempt(ctx, a.runID, a.epoch)
+			if err == nil {
+				a.run.Crashes = r.Crashes
+			}
+			return err
+		})
+		if err != nil {
+			return classify(observation{stoppedFor: a.stopCause()})
+		}
+		a.log.Warn().Int("crashes", a.run.Crashes).Msg("the previous attempt ended with its runner: counted as a crash")
+	}
+	if a.run.Crashes >= s.cfg.MaxAttempts {
+		return outAttemptsSpent
 	}
 	if run.CancelRequested {
 		return outCancelled
@@ -196,6 +287,69 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	return a.runChild(ctx, wf, vars)
 }
 
+// acquireLease takes the run's lease. ok false: not taken, and the outcome
+// says why.
+//
+// Two cases are not a plain "held by another runner":
+//   - the lease is held under this runner's own id, but no attempt of this
+//     process runs the run: a previous process with the same id (the id is
+//     locked per machine) died holding it. It is taken over at once instead
+//     of after its TTL.
+//   - no lease is held but the run is running under another runner, and
+//     this process has been connected to NATS for less than a lease TTL: NATS
+//     may just have come back from an outage longer than the TTL, in which
+//     it dropped the leases of runs that are still executing. Their runners
+//     re-take them within a TTL of NATS coming back; until then the run is
+//     left alone (nak with delay).
+func (a *attempt) acquireLease(ctx context.Context) (outcome, bool) {
+	s := a.sup
+	ttl := s.q.Config().LeaseTTL
+	if a.run.Status == runnerd.StatusRunning && a.run.RunnerID != s.cfg.RunnerID {
+		if wait := ttl - s.conn.connectedFor(); wait > 0 {
+			a.retryAfter = wait
+			s.m.waits.WithLabelValues(onLease).Inc()
+			a.log.Info().Str("runner", a.run.RunnerID).Dur("retry_in", wait).
+				Msg("run is running elsewhere and NATS was back only now: its runner may re-take its lease")
+			return outLeaseHeld, false
+		}
+	}
+	lease, err := s.q.AcquireLease(ctx, a.runID, s.cfg.RunnerID)
+	if errors.Is(err, queue.ErrLeaseHeld) {
+		h, herr := s.q.LeaseHolder(ctx, a.runID)
+		if herr != nil || h.RunnerID != s.cfg.RunnerID {
+			s.m.waits.WithLabelValues(onLease).Inc()
+			return outLeaseHeld, false
+		}
+		lease, err = s.q.TakeOverLease(ctx, a.runID, s.cfg.RunnerID, h.Revision)
+		if err == nil {
+			a.log.Info().Msg("took over the lease a previous process of this runner id held")
+		}
+	}
+	switch {
+	case errors.Is(err, queue.ErrLeaseHeld):
+		s.m.waits.WithLabelValues(onLease).Inc()
+		return outLeaseHeld, false
+	case err != nil:
+		s.m.waits.WithLabelValues(onNATS).Inc()
+		a.log.Warn().Err(err).Msg("acquire lease")
+		return outStoreUnavailable, false
+	}
+	a.lease = lease
+	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); a.keepLease(kctx) }()
+	a.stopKeeper = func() { stop(); <-done }
+	return 0, true
+}
+
+// endKeeper stops the lease's renewal (before it is released).
+func (a *attempt) endKeeper() {
+	if a.stopKeeper != nil {
+		a.stopKeeper()
+		a.stopKeeper = nil
+	}
+}
+
 // workflow finds the run's workflow (the run document, the message, or S3
 // for a large one) and resolves its vars. On failure it returns a nil
 // workflow and the outcome.
@@ -205,11 +359,21 @@ func (a *attempt) workflow(ctx context.Context) (*workflow.Workflow, map[string]
 		wf = a.msg.Workflow
 	}
 	if wf == nil && a.msg.WorkflowRef != "" {
-		data, err := a.readBlob(ctx, a.msg.WorkflowRef)
-		if err != nil {
+		var data []byte
+		err := a.waitOn(onS3, "read the workflow", time.Minute, func(ctx context.Context) error {
+			var err error
+			data, err = a.readBlob(ctx, a.msg.WorkflowRef)
 			a.sup.m.s3Error(opGetWorkflow, err)
+			return err
+		}, func(err error) bool { return errors.Is(err, blob.ErrNotFound) })
+		if errors.Is(err, blob.ErrNotFound) {
+			a.log.Warn().Err(err).Str("key", a.msg.WorkflowRef).Msg("the run's workflow is not in S3")
+			return nil, nil, outInvalidWorkflow
+		}
+		if err != nil {
 			a.log.Warn().Err(err).Str("key", a.msg.WorkflowRef).Msg("load workflow")
-			return nil, nil, outStoreUnavailable
+			a.stopFor(stopStoreUnavailable)
+			return nil, nil, classify(observation{stoppedFor: a.stopCause()})
 		}
 		if wf, err = workflow.Parse(data, a.msg.WorkflowRef); err != nil {
 			a.log.Warn().Err(err).Msg("invalid workflow")
@@ -285,6 +449,11 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
 		return outExecutorStartFailed
 	}
+	a.setChild(child)
+	defer a.setChild(nil)
+	if a.stopCause() == stopLeaseLost { // lost while the child started
+		child.Kill()
+	}
 	a.log.Debug().Int("pid", child.Pid()).Msg("runexec started")
 	a.laps.lap("start_child")
 
@@ -357,11 +526,14 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	a.laps.lap("stop_child")
 	obs := observation{finished: a.finished, cleanEnd: cleanEnd, oomKilled: oom, stoppedFor: a.stopCause()}
 	out := classify(obs)
+	if a.unsaved {
+		out = afterFailedUpload(out)
+	}
 	s.m.childExits.WithLabelValues(string(exitTable[out].reason)).Inc()
 	if out != outLeaseLost && out != outStoreUnavailable {
-		if err := a.upload(ctx); err != nil {
+		if err := a.upload(); err != nil {
 			a.log.Warn().Err(err).Msg("upload logs and artifacts")
-			return outStoreUnavailable
+			return afterFailedUpload(out)
 		}
 		a.laps.lap("upload")
 	}
@@ -438,6 +610,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 			if err := a.uploadStep(e.Step); err != nil {
 				a.log.Warn().Err(err).Str("step", e.Step).Str("reason", string(runnerd.ReasonStoreUnavailable)).
 					Msg("upload of a finished step failed: its state is not saved")
+				a.unsaved = true
 				a.stopFor(stopStoreUnavailable)
 				return err
 			}
@@ -512,60 +685,43 @@ func (a *attempt) keepLogEvent(e *runnerd.Event) bool {
 	return true
 }
 
-// withStore runs a fenced write with a few retries: a brief MongoDB outage
-// must not fail a healthy run. A fenced write means the lease is lost.
-// op names the write in runnerd_store_errors_total.
+// withStore makes a fenced write, waiting in place while MongoDB is
+// unreachable (see waitOn): a MongoDB outage must not fail a healthy run. A
+// fenced write means the lease is lost. op names the write in
+// runnerd_store_errors_total.
 func (a *attempt) withStore(op string, write func(context.Context) error) error {
-	err := retry(a.log, "store write failed: retrying", 6, 15*time.Second, func(ctx context.Context) error {
+	err := a.waitOn(onMongoDB, op, 15*time.Second, func(ctx context.Context) error {
 		err := write(ctx)
 		a.sup.m.storeError(op, err)
 		return err
-	}, func(err error) bool { return errors.Is(err, store.ErrFenced) || a.stopCause() == stopLeaseLost })
+	}, func(err error) bool { return errors.Is(err, store.ErrFenced) })
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrFenced):
-		a.stopFor(stopLeaseLost)
+		a.loseLease("a fenced write was refused: another runner claimed the run")
 	default:
 		a.stopFor(stopStoreUnavailable)
 	}
 	return err
 }
 
-// retry calls f, each time with a fresh timeout, until it succeeds, stop says
-// its error is final or tries calls are made; it sleeps 250 ms, 500 ms, …
-// between calls, logging each retry with msg. It returns f's last error.
-func retry(log zerolog.Logger, msg string, tries int, timeout time.Duration, f func(context.Context) error, stop func(error) bool) error {
-	delay := 250 * time.Millisecond
-	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err := f(ctx)
-		cancel()
-		if err == nil || try >= tries || stop(err) {
-			return err
-		}
-		log.Warn().Err(err).Int("try", try).Msg(msg)
-		time.Sleep(delay)
-		delay *= 2
-	}
-}
-
 // upload copies to S3 what no step_finished event has uploaded yet: the
 // logs of steps this attempt interrupted.
-func (a *attempt) upload(ctx context.Context) error {
+func (a *attempt) upload() error {
 	for step := range a.state {
-		if err := a.putStepFiles(ctx, step); err != nil {
+		if err := a.uploadStep(step); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// uploadStep copies a finished step's files to S3, retrying a brief outage
-// as withStore does for MongoDB.
+// uploadStep copies a step's files to S3, waiting in place while S3 is
+// unreachable, as withStore does for MongoDB.
 func (a *attempt) uploadStep(step string) error {
-	return retry(a.log.With().Str("step", step).Logger(), "upload failed: retrying", 4, 5*time.Minute,
+	return a.waitOn(onS3, "upload step "+step, 5*time.Minute,
 		func(ctx context.Context) error { return a.putStepFiles(ctx, step) },
-		func(error) bool { return a.stopCause() != stopNone })
+		func(error) bool { return false })
 }
 
 // putStepFiles uploads the step's log of this attempt, records its key in

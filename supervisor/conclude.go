@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -18,16 +19,17 @@ import (
 // step state) first, then acts on the message, so nothing is acked before its
 // state is saved. Then it releases the lease and removes the run dir.
 func (a *attempt) conclude(ctx context.Context, out outcome) {
-	v := decide(out, a.d.LastAttempt())
+	b := budget{maxAttempts: a.sup.cfg.MaxAttempts, lastDelivery: a.delivery().LastAttempt()}
+	if a.run != nil {
+		b.crashes = a.run.Crashes
+	}
+	v := decide(out, b)
 	act := v.action
 	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {
 		if err := a.write(ctx, v); err != nil {
 			a.log.Warn().Err(err).Str("reason", string(v.reason)).Msg("could not record the outcome: redelivering")
-			act = actNakDelay
-			if errors.Is(err, store.ErrFenced) {
-				act = actNakNow
-			}
+			act = afterFailedWrite(errors.Is(err, store.ErrFenced))
 		} else {
 			written = v.status
 		}
@@ -37,7 +39,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	if act == actRepublish {
 		if err := a.republish(ctx); err != nil {
 			a.log.Warn().Err(err).Msg("republish failed: redelivering instead")
-			act = actNakNow
+			act = afterFailedRepublish
 		} else {
 			act, republished = actAck, true
 		}
@@ -58,7 +60,8 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	}
 	logEvent.Msg("run attempt done")
 
-	if a.lease != nil && out != outLeaseLost {
+	a.endKeeper()
+	if a.lease != nil && a.stopCause() != stopLeaseLost {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := a.lease.Release(rctx); err != nil {
 			a.log.Debug().Err(err).Msg("release lease")
@@ -85,8 +88,12 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 	}
 	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
 		switch {
+		case v.status.Terminal() && v.crash:
+			return st.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
 		case v.status.Terminal():
 			return st.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
+		case v.crash:
+			return st.RequeueCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
 		case v.action == actRepublish:
 			if err := st.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
 				return err
@@ -127,7 +134,7 @@ func (a *attempt) republish(ctx context.Context) error {
 	msg.PublishedAt = time.Now().UTC()
 	hdr := nats.Header{}
 	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := a.d.Header().Get(k); v != "" {
+		if v := a.delivery().Header().Get(k); v != "" {
 			hdr.Set(k, v)
 		}
 	}
@@ -139,17 +146,26 @@ func (a *attempt) republish(ctx context.Context) error {
 }
 
 func (a *attempt) act(ctx context.Context, act action, reason runnerd.Reason) error {
+	d := a.delivery()
 	switch act {
 	case actAck:
-		return a.d.Ack(ctx)
-	case actNakRetry:
-		return a.d.NakWithBackoff()
+		return d.Ack(ctx)
+	case actNakRetry: // the backoff grows with the run's crashes, not its deliveries
+		crashes := 1
+		if a.run != nil {
+			crashes = a.run.Crashes + 1
+		}
+		return d.NakWithDelay(a.sup.q.Config().RetryDelay(uint64(crashes)))
 	case actNakDelay:
-		return a.d.NakWithDelay(a.sup.cfg.RetryDelay)
+		delay := a.sup.cfg.RetryDelay
+		if a.retryAfter > 0 {
+			delay = a.retryAfter
+		}
+		return d.NakWithDelay(delay)
 	case actNakNow:
-		return a.d.Nak()
+		return d.Nak()
 	case actTerm:
-		return a.d.Term(string(reason))
+		return d.Term(string(reason))
 	}
-	return nil
+	return fmt.Errorf("no such action on a delivery: %s", act)
 }

@@ -41,28 +41,65 @@ func TestClassify(t *testing.T) {
 		{"shutdown too late: run already done", observation{finished: succeeded, cleanEnd: true, stoppedFor: stopShutdown}, outSucceeded},
 	} {
 		if got := classify(tc.obs); got != tc.want {
-			t.Errorf("%s: classify = %d, want %d", tc.name, got, tc.want)
+			t.Errorf("%s: classify = %s, want %s", tc.name, got, tc.want)
 		}
 	}
 }
 
-func TestDecideLastDelivery(t *testing.T) {
-	for o, v := range exitTable {
-		got := decide(o, true)
-		if v.retryable {
-			if got.status != runnerd.StatusFailed || got.reason != runnerd.ReasonMaxAttemptsExceeded || got.action != actTerm {
-				t.Errorf("outcome %d on the last delivery: %+v", o, got)
-			}
-			continue
+// Every outcome has a row with a valid action and a name: an outcome added
+// without one cannot ack (or do anything to) a message by accident.
+func TestEveryOutcomeHasARow(t *testing.T) {
+	for o := outcome(0); o < numOutcomes; o++ {
+		v := exitTable[o]
+		if v.action == actInvalid {
+			t.Errorf("outcome %s has no row (or no action)", o)
 		}
-		if got != v {
-			t.Errorf("outcome %d: last delivery changed a non-retryable row: %+v", o, got)
+		if outcomeNames[o] == "" {
+			t.Errorf("outcome %d has no name", int(o))
+		}
+		if v.write && v.status == "" {
+			t.Errorf("outcome %s writes no status", o)
+		}
+		if v.crash && v.action != actNakRetry {
+			t.Errorf("outcome %s counts a crash but does not redeliver with backoff", o)
+		}
+		if v.action == actNakRetry && !v.crash {
+			t.Errorf("outcome %s redelivers with crash backoff but is not a crash", o)
 		}
 	}
-	// Every row that re-queues a run must be retryable, so none loops forever.
-	for o, v := range exitTable {
-		if v.action == actNakRetry && !v.retryable {
-			t.Errorf("outcome %d naks with backoff but is not retryable", o)
+	if got := outcome(numOutcomes).String(); got != "outcome(19)" {
+		t.Errorf("String of an unknown outcome = %q", got)
+	}
+}
+
+func TestDecideBudget(t *testing.T) {
+	for o := outcome(0); o < numOutcomes; o++ {
+		v := exitTable[o]
+		// Plenty of budget, not the last delivery: the row as it is.
+		if got := decide(o, budget{crashes: 0, maxAttempts: 5}); got != v {
+			t.Errorf("%s: decide changed the row: %+v", o, got)
+		}
+		// The last attempt of the crash budget.
+		got := decide(o, budget{crashes: 4, maxAttempts: 5})
+		if v.crash && (got.status != runnerd.StatusFailed || got.reason != runnerd.ReasonMaxAttemptsExceeded || got.action != actTerm || !got.crash) {
+			t.Errorf("%s with the budget spent: %+v, want max_attempts_exceeded", o, got)
+		}
+		if !v.crash && got != v {
+			t.Errorf("%s: a non-crash row changed with the crash budget spent: %+v", o, got)
+		}
+		// The backstop: the server will not redeliver.
+		got = decide(o, budget{maxAttempts: 5, lastDelivery: true})
+		if v.action.naks() && got != attemptsSpent {
+			t.Errorf("%s on the last delivery: %+v, want max_attempts_exceeded", o, got)
+		}
+		if !v.action.naks() && got != v {
+			t.Errorf("%s: a row that does not nak changed on the last delivery: %+v", o, got)
+		}
+	}
+	// Waiting never spends the budget: no waiting row is a crash.
+	for _, o := range []outcome{outLeaseHeld, outStoreUnavailable, outExecutorStartFailed, outLeaseLost, outShutdown} {
+		if exitTable[o].crash {
+			t.Errorf("%s counts against the run's attempts", o)
 		}
 	}
 }

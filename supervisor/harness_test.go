@@ -71,7 +71,6 @@ func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	}
 	e.qcfg = queue.DefaultConfig()
 	e.qcfg.LeaseTTL = 3 * time.Second
-	e.qcfg.MaxDeliver = 3
 	e.qcfg.Backoff = []time.Duration{100 * time.Millisecond}
 	if tweak != nil {
 		tweak(&e.qcfg)
@@ -120,6 +119,7 @@ func (e *env) config(id string) Config {
 		PingTimeout:   time.Second,
 		FetchWait:     500 * time.Millisecond,
 		RetryDelay:    200 * time.Millisecond,
+		MaxAttempts:   3,
 		MemoryLimit:   256 << 20,
 		PidsLimit:     256,
 		Logger:        zerolog.New(e.logs).With().Timestamp().Logger(),

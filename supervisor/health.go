@@ -32,11 +32,13 @@ type Health struct {
 }
 
 // Defaults of the watchdog's thresholds (`runnerd serve --stall-timeout`,
-// `--nats-down-timeout`). A healthy consumer loop beats at least every fetch
+// `--nats-down-timeout`). NATS being away does not stop running runs (they
+// wait for it), so a restart for it only helps a connection that will not
+// recover: the threshold is long. A healthy consumer loop beats at least every fetch
 // wait (5 s) and a monitor every ping interval (5 s).
 const (
 	DefaultStallTimeout    = time.Minute
-	DefaultNATSDownTimeout = time.Minute
+	DefaultNATSDownTimeout = 10 * time.Minute
 )
 
 // NewHealth returns a watchdog: stallAfter is how long a loop may stay

@@ -28,8 +28,19 @@ type metrics struct {
 	uploadBytes      *prometheus.CounterVec // kind: log, artifact
 	storeErrors      *prometheus.CounterVec // op
 	s3Errors         *prometheus.CounterVec // op
+	waiting          *prometheus.GaugeVec   // on: mongodb, s3, nats, lease
+	waits            *prometheus.CounterVec // on
 	sandboxLayer     *prometheus.GaugeVec   // layer (sandbox.go)
 }
+
+// What a run waits on (label "on" of runnerd_runs_waiting and
+// runnerd_waits_total).
+const (
+	onMongoDB = "mongodb"
+	onS3      = "s3"
+	onNATS    = "nats"
+	onLease   = "lease"
+)
 
 // statusUnchanged labels an attempt that left the run document as it was
 // (lease lost, run not found, store unreachable, ...).
@@ -112,6 +123,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "runnerd_s3_errors_total",
 			Help: "S3 calls that failed, by operation.",
 		}, []string{"op"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "runnerd_runs_waiting",
+			Help: "Claimed runs whose runner is waiting, retrying in place, for a server to come back (mongodb, s3, nats).",
+		}, []string{"on"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runnerd_waits_total",
+			Help: "Times a run was delayed by an unreachable server or a held lease (on: mongodb, s3, nats, lease): an in-place wait or a delayed redelivery. None spends an attempt.",
+		}, []string{"on"}),
 		sandboxLayer: newSandboxMetric(),
 	}
 	if reg == nil {
@@ -120,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.runsStarted, m.runsFinished, m.runDuration, m.stepDuration, m.runsInFlight,
 		m.freeSlots, m.childExits, m.heartbeatFailure, m.deliveries, m.consumerPending,
-		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.sandboxLayer,
+		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.waiting, m.waits, m.sandboxLayer,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

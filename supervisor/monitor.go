@@ -2,23 +2,21 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/proto"
-	"github.com/runnerd/runnerd/queue"
 )
 
-// monitor watches one running child until ctx ends: it heartbeats the lease
-// (and the message's AckWait) every TTL/3, pings the child with a deadline,
-// and stops the child for a lost lease, silence, the run deadline, a cancel
-// flag on the run document, or shutdown.
+// monitor watches one running child until ctx ends: it pings the child with
+// a deadline, checks the run document's cancel flag every lease TTL/3, and
+// stops the child for silence, the run deadline, a cancel, or shutdown. The
+// lease is kept by keepLease, which also stops the child if it is lost.
 func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time.Time) {
 	s := a.sup
 	ttl := s.q.Config().LeaseTTL
-	heartbeat := time.NewTicker(ttl / 3)
-	defer heartbeat.Stop()
+	cancelCheck := time.NewTicker(ttl / 3)
+	defer cancelCheck.Stop()
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
 	var hardDeadline <-chan time.Time
@@ -31,10 +29,9 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 	}
 	var cancelGrace <-chan time.Time
 	draining := s.draining
-	lastRenew := time.Now()
 	// The watchdog expects a beat at every turn of this loop: the ping ticker
 	// turns it every ping interval even when nothing else happens.
-	beat := "lease heartbeat of run " + a.runID
+	beat := "monitor of run " + a.runID
 	defer s.hl.Forget(beat)
 
 	kill := func(c stopCause, reason runnerd.Reason, msg string) {
@@ -51,30 +48,8 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 		select {
 		case <-ctx.Done():
 			return
-		case <-heartbeat.C:
-			rctx, cancel := context.WithTimeout(ctx, ttl/6)
-			err := a.lease.Renew(rctx)
-			cancel()
-			if err != nil {
-				s.m.heartbeatFailure.Inc()
-			}
-			switch {
-			case err == nil:
-				lastRenew = time.Now()
-			case errors.Is(err, queue.ErrLeaseLost) || time.Since(lastRenew) > ttl-ttl/3:
-				// Stop the child before the lease can expire under it.
-				kill(stopLeaseLost, runnerd.ReasonLeaseLost, "lease lost: killing runexec")
-				return
-			default:
-				a.log.Warn().Err(err).Msg("lease heartbeat failed: retrying")
-				continue
-			}
-			if err := a.d.InProgress(); err != nil {
-				a.log.Debug().Err(err).Msg("in progress")
-			}
-			// Bounded like the renewal: with the store's own timeout (10 s),
-			// an unreachable MongoDB would hold this loop past the lease TTL
-			// and a healthy run would be killed as lease_lost.
+		case <-cancelCheck.C:
+			// Bounded: an unreachable MongoDB must not hold this loop.
 			gctx, cancel := context.WithTimeout(ctx, ttl/6)
 			run, err := s.st.Get(gctx, a.runID)
 			cancel()

@@ -40,6 +40,10 @@ type Config struct {
 	PingTimeout   time.Duration // a child that does not answer within it is killed
 	FetchWait     time.Duration // long-poll of one fetch
 	RetryDelay    time.Duration // delay of a Nak for a transient condition (store down, lease held)
+	// MaxAttempts is a run's crash budget: attempts whose child crashed, was
+	// OOM-killed or stopped answering (or whose runner vanished). The next
+	// such end fails the run max_attempts_exceeded. Waiting never counts.
+	MaxAttempts int
 
 	MemoryLimit int64  // bytes for a child and its steps (cgroup); 0: none
 	PidsLimit   int    // processes for a child and its steps (cgroup); 0: none
@@ -82,6 +86,7 @@ func DefaultConfig() Config {
 		PingTimeout:   5 * time.Second,
 		FetchWait:     5 * time.Second,
 		RetryDelay:    5 * time.Second,
+		MaxAttempts:   5,
 		MemoryLimit:   2 << 30,
 		PidsLimit:     1024,
 		NoFileLimit:   4096,
@@ -114,6 +119,9 @@ func (c *Config) fill() {
 			*p.v = *p.d
 		}
 	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
 	if c.NoFileLimit == 0 {
 		c.NoFileLimit = d.NoFileLimit
 	}
@@ -139,6 +147,7 @@ func (c Config) Validate() error {
 	check(c.RunnerID != "", "runner id: must not be empty")
 	check(queue.ValidateRunID(c.RunnerID) == nil, "runner id %q: use 1-128 letters, digits, '_' and '-'", c.RunnerID)
 	check(c.Concurrency >= 1 && c.Concurrency <= 1024, "concurrency %d: want 1 to 1024", c.Concurrency)
+	check(c.MaxAttempts >= 1, "max attempts %d: want at least 1", c.MaxAttempts)
 	check(c.RunexecPath != "", "runexec path: must not be empty")
 	if c.RunexecPath != "" {
 		fi, err := os.Stat(c.RunexecPath)
@@ -181,10 +190,16 @@ type Supervisor struct {
 	spares   *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
 	sockRoot string  // where the children's go-plugin socket dirs are made
 
-	draining chan struct{} // closed at the first SIGTERM: stop fetching, ask children to stop
-	hardStop chan struct{} // closed when the grace is over or at a second SIGTERM
-	stopOnce sync.Once
-	drainMu  sync.Once
+	draining   chan struct{}   // closed at the first SIGTERM: stop fetching, ask children to stop
+	hardStop   <-chan struct{} // closed when the grace is over or at a second SIGTERM
+	hardCtx    context.Context // ends with hardStop: in-place waits on servers end
+	hardCancel context.CancelFunc
+	drainOnce  sync.Once
+
+	conn connClock // how long NATS has been connected
+
+	activeMu sync.Mutex
+	active   map[string]*attempt // run id → the attempt of this process running it
 }
 
 // New checks the configuration and prepares a supervisor.
@@ -203,18 +218,22 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 		lock.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	hardCtx, hardCancel := context.WithCancel(context.Background())
 	s := &Supervisor{
-		idLock:   lock,
-		cfg:      cfg,
-		q:        q,
-		st:       st,
-		blobs:    blobs,
-		log:      cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
-		m:        m,
-		hl:       cfg.Health,
-		sockRoot: socketRoot(cfg.RunnerID),
-		draining: make(chan struct{}),
-		hardStop: make(chan struct{}),
+		hardCtx:    hardCtx,
+		hardCancel: hardCancel,
+		hardStop:   hardCtx.Done(),
+		active:     map[string]*attempt{},
+		idLock:     lock,
+		cfg:        cfg,
+		q:          q,
+		st:         st,
+		blobs:      blobs,
+		log:        cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
+		m:          m,
+		hl:         cfg.Health,
+		sockRoot:   socketRoot(cfg.RunnerID),
+		draining:   make(chan struct{}),
 	}
 	if err := s.setUpSandbox(); err != nil {
 		lock.Close()
@@ -237,6 +256,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// run still saves its state and acts on its message.
 	workCtx := context.WithoutCancel(ctx)
 	go s.samplePending(ctx)
+	defer s.conn.watch(s.q.Conn())()
 
 	if s.cfg.Prestart > 0 {
 		s.spares = s.startSpares(s.cfg.Prestart)
@@ -344,14 +364,35 @@ func (s *Supervisor) samplePending(ctx context.Context) {
 
 // drain tells every running attempt to stop and save its state.
 func (s *Supervisor) drain() {
-	s.drainMu.Do(func() { close(s.draining) })
+	s.drainOnce.Do(func() { close(s.draining) })
 }
 
 // StopNow skips the rest of the shutdown grace: children are killed at once
 // (their runs are still republished). The second SIGTERM calls it.
 func (s *Supervisor) StopNow() {
 	s.drain()
-	s.stopOnce.Do(func() { close(s.hardStop) })
+	s.hardCancel()
+}
+
+// track registers a as the attempt of this process running a.runID; if
+// another one already is, it returns that one and registers nothing.
+func (s *Supervisor) track(a *attempt) *attempt {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	if cur := s.active[a.runID]; cur != nil && cur != a {
+		return cur
+	}
+	s.active[a.runID] = a
+	return nil
+}
+
+// untrack removes a's registration, if it is a's.
+func (s *Supervisor) untrack(a *attempt) {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	if s.active[a.runID] == a {
+		delete(s.active, a.runID)
+	}
 }
 
 // waitSlot waits until a slot frees; false if ctx ended first.

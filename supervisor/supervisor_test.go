@@ -187,16 +187,18 @@ steps:
 }
 
 func TestLastAttemptFailsWithMaxAttemptsExceeded(t *testing.T) {
-	e := newEnv(t, func(c *queue.Config) { c.MaxDeliver = 2 })
-	e.serve(e.config("r1"))
+	e := newEnv(t, nil)
+	cfg := e.config("r1")
+	cfg.MaxAttempts = 2
+	e.serve(cfg)
 	e.submit("crash2", `
 steps:
   - id: crash
     shell: kill -ABRT $PPID; sleep 5
 `, nil)
 	run := e.waitStatus("crash2", runnerd.StatusFailed, 60*time.Second)
-	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Attempt != 2 {
-		t.Fatalf("reason %s attempt %d", run.Reason, run.Attempt)
+	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Attempt != 2 || run.Crashes != 2 {
+		t.Fatalf("reason %s attempt %d crashes %d; want max_attempts_exceeded, 2, 2", run.Reason, run.Attempt, run.Crashes)
 	}
 	e.waitQueueEmpty(10 * time.Second)
 }
@@ -273,8 +275,9 @@ func TestMemoryHogIsChildOOM(t *testing.T) {
 			t.Skip("no writable memory cgroup on this machine")
 		}
 	}
-	e := newEnv(t, func(c *queue.Config) { c.MaxDeliver = 2 })
+	e := newEnv(t, nil)
 	cfg := e.config("r1")
+	cfg.MaxAttempts = 2
 	cfg.MemoryLimit = 64 << 20
 	e.serve(cfg)
 	// tail keeps a whole line in memory: 512 MiB without a newline.

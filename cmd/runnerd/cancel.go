@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -29,16 +28,14 @@ exit 1 when it does not exist or already finished otherwise (succeeded, failed).
 	if !ok {
 		return exitUsage
 	}
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd cancel")
+	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd cancel")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "cancel: %v\n", err)
-		return exitFailed
+		return fail(env, "cancel", cfg, err)
 	}
 	defer c.Close()
 	msg, err := cancelRun(ctx, c, id)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "cancel: %v\n", err)
-		return exitFailed
+		return fail(env, "cancel", cfg, err)
 	}
 	fmt.Fprintln(env.stdout, msg)
 	return exitOK

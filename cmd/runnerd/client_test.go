@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
@@ -22,11 +23,19 @@ import (
 // testEnv is a stack the commands are pointed at, and connections the test
 // uses to look at (or play the runner on) what the commands did.
 type testEnv struct {
-	t *testing.T
-	c *conns
+	t     *testing.T
+	c     *conns
+	stack *devstack.Stack
 }
 
 func startEnv(t *testing.T) *testEnv {
+	t.Helper()
+	return startEnvWith(t, queue.DefaultConfig())
+}
+
+// startEnvWith sets the queue up with qcfg, as a runnerd serve of a fleet
+// with those settings would.
+func startEnvWith(t *testing.T, qcfg queue.Config) *testEnv {
 	t.Helper()
 	s := devstacktest.Start(t)
 	for k, v := range map[string]string{
@@ -47,12 +56,12 @@ func startEnv(t *testing.T) *testEnv {
 		S3AccessKey: s.S3AccessKey, S3SecretKey: s.S3SecretKey, S3PathStyle: true,
 		Tenant: "acme", Timeout: 10 * time.Second,
 	}
-	c, err := connect(context.Background(), cfg, queue.DefaultConfig(), "test")
+	c, err := connectServe(context.Background(), cfg, qcfg, "test")
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(c.Close) // before the stack stops
-	return &testEnv{t: t, c: c}
+	return &testEnv{t: t, c: c, stack: s}
 }
 
 type result struct {

@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/auth"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
@@ -19,7 +26,7 @@ import (
 // clientConfig is how every subcommand reaches NATS, MongoDB and S3. The
 // defaults are where `runnerd dev` listens.
 type clientConfig struct {
-	NATSURL     string
+	NATSURL     string // one URL or a comma-separated list of a cluster's servers
 	MongoURI    string
 	MongoDB     string
 	S3Endpoint  string
@@ -33,7 +40,7 @@ type clientConfig struct {
 }
 
 func (c *clientConfig) register(f *flags) {
-	f.String(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+	f.String(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL, or a comma-separated list of a cluster's servers")
 	f.String(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB URI")
 	f.String(&c.MongoDB, "mongo-db", store.DefaultDatabase, "MongoDB database")
 	f.String(&c.S3Endpoint, "s3-endpoint", "http://127.0.0.1:9000", "S3 endpoint URL (empty: AWS)")
@@ -43,16 +50,90 @@ func (c *clientConfig) register(f *flags) {
 	f.String(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	f.Bool(&c.S3PathStyle, "s3-path-style", true, "path-style S3 addressing (MinIO, devstack)")
 	f.String(&c.Tenant, "tenant", "default", "tenant id of submitted runs")
-	f.Duration(&c.Timeout, "connect-timeout", 10*time.Second, "timeout to connect to each server")
+	f.Duration(&c.Timeout, "connect-timeout", 10*time.Second, "timeout to connect to each server (a server that refuses connections is reported within 2s)")
 }
+
+// reachTimeout bounds the first TCP connection to each server a client
+// command needs, so that a server that is down is reported at once rather
+// than after the drivers' own retries.
+const reachTimeout = 2 * time.Second
+
+// A client command that cannot use a server exits with exitUnavailable
+// (EX_UNAVAILABLE of sysexits.h): distinct from the run outcomes 0-4, so a
+// script can tell "the run failed" from "runnerd could not ask".
+const exitUnavailable = 69
+
+// ErrUnavailable is wrapped by every error meaning a server could not be
+// reached or is not set up for runnerd.
+var ErrUnavailable = errors.New("server unavailable")
+
+// serverError says which server could not be used, where it was looked
+// for, and which flag and variable set that address.
+type serverError struct {
+	server string // NATS, MongoDB or S3
+	addr   string // redacted
+	what   string // "cannot reach", "no answer from", ...
+	hint   string
+	err    error
+	text   string // the whole message, when set
+}
+
+func (e *serverError) Error() string {
+	if e.text != "" {
+		return e.text
+	}
+	msg := fmt.Sprintf("%s %s at %s", e.what, e.server, e.addr)
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	if e.hint != "" {
+		msg += "\n  " + e.hint
+	}
+	return msg
+}
+
+func (e *serverError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+
+func addressHint(server, flag string) string {
+	return fmt.Sprintf("is runnerd dev (or your %s) running there? The address comes from --%s or %s.", server, flag, envName(flag))
+}
+
+// exitCode is the exit code of a command that failed with err.
+func exitCode(err error) int {
+	if errors.Is(err, ErrUnavailable) {
+		return exitUnavailable
+	}
+	return exitFailed
+}
+
+// fail prints a command's error and returns its exit code. A MongoDB that
+// stops answering after the command connected is reported like one that
+// was never reached, without the driver's topology dump.
+func fail(env *cmdEnv, cmd string, cfg clientConfig, err error) int {
+	err = classifyMongo(cfg, err)
+	fmt.Fprintf(env.stderr, "%s: %v\n", cmd, err)
+	return exitCode(err)
+}
+
+// needs says which servers a client command uses.
+type needs uint8
+
+const (
+	needMongo needs = 1 << iota
+	needNATS        // NATS, and the queue opened (never set up)
+)
 
 // conns are the open connections of one command.
 type conns struct {
+	cfg   clientConfig
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	q     *queue.Queue
 	st    *store.Store
 	blobs *blob.Store
+
+	blobOnce sync.Once
+	blobErr  error
 }
 
 func (c *conns) Close() {
@@ -66,51 +147,279 @@ func (c *conns) Close() {
 	}
 }
 
-// connect opens NATS (and sets up the queue idempotently), MongoDB and S3.
-func connect(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {
-	c := &conns{}
+// connectClient opens what a client command uses, and nothing else: it
+// never creates or changes the stream, the consumer or the lease bucket
+// (the fleet's runnerd processes own their limits). S3 is opened on first
+// use, by blob.
+func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) (*conns, error) {
+	c := &conns{cfg: cfg}
 	ok := false
 	defer func() {
 		if !ok {
 			c.Close()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-
-	var err error
-	c.nc, err = nats.Connect(cfg.NATSURL, nats.Name(name), nats.Timeout(cfg.Timeout),
-		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	// The probes first: a server that is down is reported before the
+	// drivers start their own retries.
+	if n&needMongo != 0 {
+		if err := probeMongo(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
-	if c.js, err = jetstream.New(c.nc); err != nil {
-		return nil, fmt.Errorf("JetStream: %w", err)
+	if n&needNATS != 0 {
+		if err := probeNATS(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
-	if c.q, err = queue.Setup(ctx, c.js, qcfg); err != nil {
-		return nil, fmt.Errorf("set up the queue on %s: %w", cfg.NATSURL, err)
+	if n&needMongo != 0 {
+		if err := c.openStore(ctx); err != nil {
+			return nil, err
+		}
 	}
-	if c.st, err = store.Open(ctx, store.Config{URI: cfg.MongoURI, Database: cfg.MongoDB}); err != nil {
-		return nil, fmt.Errorf("connect to MongoDB at %s: %w", redactURI(cfg.MongoURI), err)
-	}
-	access, secret := cfg.S3AccessKey, cfg.S3SecretKey
-	if access == "" && secret == "" && isLoopback(cfg.S3Endpoint) {
-		access, secret = devstack.S3AccessKey, devstack.S3SecretKey
-	}
-	c.blobs, err = blob.New(ctx, blob.Config{
-		Endpoint:     cfg.S3Endpoint,
-		Region:       cfg.S3Region,
-		Bucket:       cfg.S3Bucket,
-		AccessKey:    access,
-		SecretKey:    secret,
-		PathStyle:    cfg.S3PathStyle,
-		CreateBucket: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to S3 at %s: %w", cfg.S3Endpoint, err)
+	if n&needNATS != 0 {
+		if err := c.openNATS(ctx, name); err != nil {
+			return nil, err
+		}
+		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		var err error
+		if c.q, err = queue.Open(qctx, c.js, queue.DefaultConfig()); err != nil {
+			if errors.Is(err, queue.ErrNoStream) {
+				return nil, &serverError{text: fmt.Sprintf("no stream %s on %s: is runnerd serve or dev running?",
+					queue.DefaultConfig().Stream, redactNATSURL(cfg.NATSURL))}
+			}
+			return nil, fmt.Errorf("open the queue on %s: %w", redactNATSURL(cfg.NATSURL), err)
+		}
 	}
 	ok = true
 	return c, nil
+}
+
+// connectServe opens NATS (setting up the stream, consumer and lease bucket
+// with qcfg: runnerd serve and dev own them), MongoDB and S3.
+func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {
+	c := &conns{cfg: cfg}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	if err := c.openNATS(ctx, name); err != nil {
+		return nil, err
+	}
+	qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	var err error
+	if c.q, err = queue.Setup(qctx, c.js, qcfg); err != nil {
+		return nil, fmt.Errorf("set up the queue on %s: %w", redactNATSURL(cfg.NATSURL), err)
+	}
+	if err := c.openStore(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := c.blob(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+func (c *conns) openNATS(ctx context.Context, name string) error {
+	var err error
+	c.nc, err = nats.Connect(c.cfg.NATSURL, nats.Name(name), nats.Timeout(c.cfg.Timeout),
+		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	if err != nil {
+		se := &serverError{server: "NATS", addr: redactNATSURL(c.cfg.NATSURL), what: "cannot connect to",
+			hint: addressHint("NATS", "nats-url"), err: err}
+		if !errors.Is(err, nats.ErrNoServers) && !isNetError(err) {
+			return fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(c.cfg.NATSURL), err)
+		}
+		return se
+	}
+	if c.js, err = jetstream.New(c.nc); err != nil {
+		return fmt.Errorf("JetStream: %w", err)
+	}
+	return nil
+}
+
+func (c *conns) openStore(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	var err error
+	c.st, err = store.Open(ctx, store.Config{URI: c.cfg.MongoURI, Database: c.cfg.MongoDB})
+	if err != nil {
+		return classifyMongo(c.cfg, fmt.Errorf("connect to MongoDB at %s: %w", redactURI(c.cfg.MongoURI), err))
+	}
+	return nil
+}
+
+// blob returns the S3 store, connecting on the first call.
+func (c *conns) blob(ctx context.Context) (*blob.Store, error) {
+	c.blobOnce.Do(func() {
+		if c.blobs != nil {
+			return
+		}
+		if err := probeS3(ctx, c.cfg); err != nil {
+			c.blobErr = err
+			return
+		}
+		access, secret := c.cfg.S3AccessKey, c.cfg.S3SecretKey
+		if access == "" && secret == "" && isLoopback(c.cfg.S3Endpoint) {
+			access, secret = devstack.S3AccessKey, devstack.S3SecretKey
+		}
+		bctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+		var err error
+		c.blobs, err = blob.New(bctx, blob.Config{
+			Endpoint:     c.cfg.S3Endpoint,
+			Region:       c.cfg.S3Region,
+			Bucket:       c.cfg.S3Bucket,
+			AccessKey:    access,
+			SecretKey:    secret,
+			PathStyle:    c.cfg.S3PathStyle,
+			CreateBucket: true,
+		})
+		if err != nil {
+			c.blobErr = fmt.Errorf("connect to S3 at %s: %w", c.cfg.S3Endpoint, err)
+		}
+	})
+	return c.blobs, c.blobErr
+}
+
+// classifyMongo turns a MongoDB server selection failure (the server went
+// away, or never answered) into a serverError without the driver's
+// topology dump. Other errors pass unchanged.
+func classifyMongo(cfg clientConfig, err error) error {
+	var se *serverError
+	if err == nil || errors.As(err, &se) {
+		return err
+	}
+	var sel topology.ServerSelectionError
+	if !errors.As(err, &sel) {
+		return err
+	}
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	cause := sel.Wrapped
+	if cause == nil {
+		for _, s := range sel.Desc.Servers {
+			if s.LastError != nil {
+				cause = s.LastError
+				break
+			}
+		}
+	}
+	what := "no answer from"
+	if cause == nil {
+		cause = errors.New("no server answered in time")
+	}
+	return &serverError{server: "MongoDB", addr: redactURI(cfg.MongoURI), what: what,
+		hint: addressHint("MongoDB", "mongo-uri"), err: cause}
+}
+
+// probeMongo checks that one of the URI's hosts accepts a TCP connection.
+// An SRV URI is left to the driver: its hosts come from DNS.
+func probeMongo(ctx context.Context, cfg clientConfig) error {
+	cs, err := connstring.Parse(cfg.MongoURI)
+	if err != nil {
+		return fmt.Errorf("--mongo-uri %s: %w", redactURI(cfg.MongoURI), err)
+	}
+	if cs.Scheme == connstring.SchemeMongoDBSRV {
+		return nil
+	}
+	var hosts []string
+	for _, h := range cs.Hosts {
+		hosts = append(hosts, withPort(h, "27017"))
+	}
+	return probeTCP(ctx, hosts, reachTimeout, "MongoDB", redactURI(cfg.MongoURI), "mongo-uri")
+}
+
+func probeNATS(ctx context.Context, cfg clientConfig) error {
+	var hosts []string
+	for _, s := range splitNATSURLs(cfg.NATSURL) {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			// nats.go also takes host:port without a scheme.
+			if u, err = url.Parse("nats://" + s); err != nil || u.Host == "" {
+				return fmt.Errorf("--nats-url %q: want nats://host:port, or a comma-separated list of them", redactNATSURL(s))
+			}
+		}
+		hosts = append(hosts, withPort(u.Host, "4222"))
+	}
+	if len(hosts) == 0 {
+		return errors.New("--nats-url is empty: want nats://host:port, or a comma-separated list of them")
+	}
+	return probeTCP(ctx, hosts, reachTimeout, "NATS", redactNATSURL(cfg.NATSURL), "nats-url")
+}
+
+func probeS3(ctx context.Context, cfg clientConfig) error {
+	if cfg.S3Endpoint == "" {
+		return nil // AWS: the SDK resolves the endpoint
+	}
+	u, err := url.Parse(cfg.S3Endpoint)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--s3-endpoint %q: want http(s)://host:port", cfg.S3Endpoint)
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return probeTCP(ctx, []string{withPort(u.Host, port)}, reachTimeout, "S3", cfg.S3Endpoint, "s3-endpoint")
+}
+
+// probeTCP returns nil as soon as one of hosts accepts a TCP connection, and
+// a serverError when none does within timeout.
+func probeTCP(ctx context.Context, hosts []string, timeout time.Duration, server, addr, flag string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	errs := make(chan error, len(hosts))
+	for _, h := range hosts {
+		go func() {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", h)
+			if err == nil {
+				conn.Close()
+			}
+			errs <- err
+		}()
+	}
+	var last error
+	for range hosts {
+		if last = <-errs; last == nil {
+			return nil
+		}
+	}
+	if errors.Is(last, context.DeadlineExceeded) {
+		last = fmt.Errorf("no TCP connection within %s", timeout)
+	} else if errno := syscall.Errno(0); errors.As(last, &errno) {
+		last = errno // "connection refused", without the dial noise
+	}
+	return &serverError{server: server, addr: addr, what: "cannot reach", hint: addressHint(server, flag), err: last}
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+func withPort(hostport, port string) string {
+	if _, _, err := net.SplitHostPort(hostport); err == nil {
+		return hostport
+	}
+	return net.JoinHostPort(strings.Trim(hostport, "[]"), port)
+}
+
+// splitNATSURLs splits a comma-separated server list as nats.Connect does.
+func splitNATSURLs(list string) []string {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func isLoopback(endpoint string) bool {
@@ -122,7 +431,7 @@ func isLoopback(endpoint string) bool {
 	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }
 
-// redactURI hides a password in a MongoDB URI for error messages.
+// redactURI hides a password in a URI for messages and logs.
 func redactURI(uri string) string {
 	u, err := url.Parse(uri)
 	if err != nil || u.User == nil {
@@ -132,4 +441,22 @@ func redactURI(uri string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// redactNATSURL hides the passwords (or tokens) of a NATS server list.
+func redactNATSURL(list string) string {
+	parts := splitNATSURLs(list)
+	for i, s := range parts {
+		u, err := url.Parse(s)
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx") // a token
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }

@@ -38,7 +38,9 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 		Dir: data, Host: host, NATSPort: natsPort, MongoPort: mongoPort, S3Port: s3Port,
 	})
 	if err != nil {
-		log.Error().Err(err).Msg("start the embedded servers")
+		// One plain line: a data dir in use names its holder's pid, a port
+		// in use names its server; nothing was written to the data then.
+		fmt.Fprintf(env.stderr, "dev: %v\n", err)
 		return exitFailed
 	}
 	defer stack.Close()

@@ -400,11 +400,16 @@ func connectVars(t *testing.T, vars map[string]string) *conns {
 		S3AccessKey: vars["RUNNERD_S3_ACCESS_KEY"], S3SecretKey: vars["RUNNERD_S3_SECRET_KEY"], S3PathStyle: true,
 		Tenant: "default", Timeout: 10 * time.Second,
 	}
-	c, err := connect(context.Background(), cfg, queue.DefaultConfig(), "e2e-test")
+	// As a client: the test must not set the queue up again with its own
+	// defaults.
+	c, err := connectClient(context.Background(), cfg, needMongo|needNATS, "e2e-test")
 	if err != nil {
 		t.Fatalf("connect to %v: %v", vars, err)
 	}
 	t.Cleanup(c.Close)
+	if _, err := c.blob(context.Background()); err != nil {
+		t.Fatalf("connect to S3 of %v: %v", vars, err)
+	}
 	return c
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -62,10 +61,9 @@ Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
 		fmt.Fprintf(env.stderr, "list: --limit %d: want 1 or more\n", limit)
 		return exitUsage
 	}
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd list")
+	c, err := connectClient(ctx, cfg, needMongo, "runnerd list")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "list: %v\n", err)
-		return exitFailed
+		return fail(env, "list", cfg, err)
 	}
 	defer c.Close()
 	opts := store.ListOptions{Status: runnerd.Status(status), Limit: limit}
@@ -74,8 +72,7 @@ Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
 	}
 	runs, err := c.st.List(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "list: %v\n", err)
-		return exitFailed
+		return fail(env, "list", cfg, err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(env.stdout)

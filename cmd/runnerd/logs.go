@@ -9,7 +9,6 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
-	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -38,16 +37,14 @@ its step.`, env.stderr)
 	if !ok {
 		return exitUsage
 	}
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd logs")
+	c, err := connectClient(ctx, cfg, needMongo, "runnerd logs")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "logs: %v\n", err)
-		return exitFailed
+		return fail(env, "logs", cfg, err)
 	}
 	defer c.Close()
 	r, err := getRun(ctx, c.st, id)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "logs: %v\n", err)
-		return exitFailed
+		return fail(env, "logs", cfg, err)
 	}
 	steps := stepOrder(r)
 	if step != "" {
@@ -60,7 +57,12 @@ its step.`, env.stderr)
 	if followFlag || r.Status == runnerd.StatusRunning {
 		return followLogs(ctx, env, c.st, id, step)
 	}
-	return printStoredLogs(ctx, env, c.blobs, r, steps, step == "")
+	// S3 only now: a followed run's output comes from its events.
+	blobs, err := c.blob(ctx)
+	if err != nil {
+		return fail(env, "logs", cfg, err)
+	}
+	return printStoredLogs(ctx, env, blobs, r, steps, step == "")
 }
 
 // printStoredLogs copies each step's log from S3, with a header per step

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -255,6 +257,11 @@ func waitRun(ctx context.Context, env *cmdEnv, st *store.Store, id string, seq i
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(env.stderr, "stopped following run %s; it goes on (runnerd status %s)\n", id, id)
 		return exitFailed
+	}
+	var sel topology.ServerSelectionError
+	if errors.As(err, &sel) {
+		fmt.Fprintf(env.stderr, "follow run %s: lost MongoDB: %v; the run goes on (runnerd status %s)\n", id, sel.Wrapped, id)
+		return exitUnavailable
 	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "follow run %s: %v\n", id, err)

@@ -46,17 +46,15 @@ safely. With --wait, follows the run and exits like submit --wait:
 		fmt.Fprintln(env.stderr, "resume: want at least one --answer step.key=value")
 		return exitUsage
 	}
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd resume")
+	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd resume")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitFailed
+		return fail(env, "resume", cfg, err)
 	}
 	defer c.Close()
 
 	r, err := getRun(ctx, c.st, id)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitFailed
+		return fail(env, "resume", cfg, err)
 	}
 	if err := checkAnswers(r, answers); err != nil {
 		fmt.Fprintf(env.stderr, "resume: %v\n", err)
@@ -65,12 +63,10 @@ safely. With --wait, follows the run and exits like submit --wait:
 	from := r.EventSeq // --wait shows what happens from here on
 	r, err = resumeOrReuse(ctx, env, c.st, r, answers)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitFailed
+		return fail(env, "resume", cfg, err)
 	}
 	if _, err := publishRun(ctx, c, r, &queue.Resume{Answers: r.Answers}); err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\nrun %s was resumed but is not queued yet: repeat the command to queue it\n", err, id)
-		return exitFailed
+		return fail(env, "resume", cfg, fmt.Errorf("%w\nrun %s was resumed but is not queued yet: repeat the command to queue it", err, id))
 	}
 	fmt.Fprintf(env.stdout, "run %s resumed\n", id)
 	if !wait {

@@ -53,7 +53,9 @@ func (c *serveConfig) register(f *flags) {
 	f.String(&s.RunDirRoot, "run-dir", s.RunDirRoot, "root of the run dirs")
 	f.String(&s.RunexecPath, "runexec", defaultRunexec(), "path of the runexec binary")
 	f.Duration(&q.LeaseTTL, "lease-ttl", q.LeaseTTL, "run lease TTL; heartbeats every TTL/3")
-	f.Int(&q.MaxDeliver, "max-deliver", q.MaxDeliver, "deliveries of a run message before it fails with max_attempts_exceeded")
+	f.Int(&s.MaxAttempts, "max-attempts", s.MaxAttempts, "attempts of a run whose child crashed, was OOM-killed or stopped answering before it fails with max_attempts_exceeded (waiting on a server or a lease never counts)")
+	f.Int(&q.MaxDeliver, "max-deliver", q.MaxDeliver, "far backstop: deliveries of a run message before it fails with max_attempts_exceeded, waits included (-1: no limit)")
+	f.Int(&q.Replicas, "replicas", q.Replicas, "replicas of the stream, the consumer and the lease bucket (3 on a production NATS cluster)")
 	f.Duration(&q.AckWait, "ack-wait", q.AckWait, "JetStream AckWait, kept alive while a run executes")
 	f.Duration(&s.ShutdownGrace, "grace", s.ShutdownGrace, "on SIGTERM, how long runs get to save and stop (keep below terminationGracePeriodSeconds)")
 	f.Duration(&s.KillGrace, "kill-grace", s.KillGrace, "a step's SIGTERM → SIGKILL grace")
@@ -217,7 +219,7 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 	}
 	defer stopOps()
 
-	c, err := connect(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
+	c, err := connectServe(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		return exitFailed

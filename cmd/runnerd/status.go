@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -35,16 +34,14 @@ status "pending". Exit 1 if there is no such run.`, env.stderr)
 	if !ok {
 		return exitUsage
 	}
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd status")
+	c, err := connectClient(ctx, cfg, needMongo, "runnerd status")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "status: %v\n", err)
-		return exitFailed
+		return fail(env, "status", cfg, err)
 	}
 	defer c.Close()
 	r, err := getRun(ctx, c.st, id)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "status: %v\n", err)
-		return exitFailed
+		return fail(env, "status", cfg, err)
 	}
 	withPendingSteps(r)
 	if asJSON {

@@ -93,21 +93,18 @@ With --wait, follows the run to its end and exits like runexec run:
 		return exitUsage
 	}
 
-	c, err := connect(ctx, cfg, queue.DefaultConfig(), "runnerd submit")
+	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd submit")
 	if err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\n", err)
-		return exitFailed
+		return fail(env, "submit", cfg, err)
 	}
 	defer c.Close()
 
 	run, err = createOrReuse(ctx, env, c.st, run)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\n", err)
-		return exitFailed
+		return fail(env, "submit", cfg, err)
 	}
 	if _, err := publishRun(ctx, c, run, nil); err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\nrun %s was created but is not queued yet: repeat the command with --id %s to queue it\n", err, run.ID, run.ID)
-		return exitFailed
+		return fail(env, "submit", cfg, fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the command with --id %s to queue it", err, run.ID, run.ID))
 	}
 	fmt.Fprintln(env.stdout, run.ID)
 	fmt.Fprintf(env.stderr, "run %s queued (workflow %q, %d steps, tenant %s)\n", run.ID, run.Workflow.Name, len(run.Workflow.Steps), run.TenantID)
@@ -215,9 +212,13 @@ func publishRun(ctx context.Context, c *conns, r *store.Run, resume *queue.Resum
 	}
 	if len(data) > inlineWorkflowMax {
 		key := queue.WorkflowRef(data)
+		blobs, err := c.blob(ctx)
+		if err != nil {
+			return false, fmt.Errorf("the workflow of run %s (%d bytes) goes to S3: %w", r.ID, len(data), err)
+		}
 		// Content-addressed: an object already there holds these bytes.
-		if _, err := c.blobs.Head(ctx, key); errors.Is(err, blob.ErrNotFound) {
-			if _, err := c.blobs.Put(ctx, key, bytes.NewReader(data)); err != nil {
+		if _, err := blobs.Head(ctx, key); errors.Is(err, blob.ErrNotFound) {
+			if _, err := blobs.Put(ctx, key, bytes.NewReader(data)); err != nil {
 				return false, fmt.Errorf("upload the workflow of run %s (%d bytes) to %s: %w", r.ID, len(data), key, err)
 			}
 		} else if err != nil {

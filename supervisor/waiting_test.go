@@ -1,0 +1,99 @@
+package supervisor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/queue"
+)
+
+// A lease held elsewhere delays a run as long as it is held, and never
+// spends one of its attempts: with a crash budget of one attempt, the run
+// is naked many times and still runs, at attempt 1, once the lease is free.
+func TestHeldLeaseNeverSpendsAnAttempt(t *testing.T) {
+	e := newEnv(t, func(c *queue.Config) { c.LeaseTTL = 30 * time.Second })
+	ctx := context.Background()
+	e.submit("held1", `steps: [{id: a, shell: "echo ok"}]`, nil)
+	other, err := e.q.AcquireLease(ctx, "held1", "someone-else")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config("r1")
+	cfg.MaxAttempts = 1
+	r := e.serve(cfg)
+	waits := func() float64 { return testutil.ToFloat64(r.sup.m.waits.WithLabelValues(onLease)) }
+	deadline := time.Now().Add(30 * time.Second)
+	for waits() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the held lease delayed the run %v times, want 5\nlogs:\n%s", waits(), e.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if run, _ := e.st.Get(ctx, "held1"); run.Status != runnerd.StatusQueued || run.Attempt != 0 {
+		t.Fatalf("while the lease is held: %s attempt %d, want queued, 0", run.Status, run.Attempt)
+	}
+	if err := other.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	run := e.waitStatus("held1", runnerd.StatusSucceeded, 30*time.Second)
+	if run.Attempt != 1 || run.Crashes != 0 {
+		t.Fatalf("attempt %d crashes %d, want 1, 0", run.Attempt, run.Crashes)
+	}
+	e.waitQueueEmpty(10 * time.Second)
+}
+
+// NATS redelivers a message whose AckWait passed without an in-progress
+// mark (here: the lease heartbeat, which sends them, is slower than
+// AckWait, as when an outage swallowed them). The runner executing the run
+// recognises the redelivery, keeps running, and acks the message at the
+// end: one attempt, no crash, nothing left in the stream.
+func TestRedeliveryWhileRunningIsAdopted(t *testing.T) {
+	e := newEnv(t, func(c *queue.Config) {
+		c.LeaseTTL = 9 * time.Second // in-progress marks every 3 s
+		c.AckWait = time.Second
+	})
+	r := e.serve(e.config("r1"))
+	e.submit("adopt1", `steps: [{id: a, shell: "sleep 4.3107"}]`, nil)
+	run := e.waitStatus("adopt1", runnerd.StatusSucceeded, 60*time.Second)
+	if run.Attempt != 1 || run.Crashes != 0 {
+		t.Fatalf("attempt %d crashes %d, want 1, 0\nlogs:\n%s", run.Attempt, run.Crashes, e.logs.String())
+	}
+	if n := testutil.ToFloat64(r.sup.m.deliveries.WithLabelValues("adopted")); n < 1 {
+		t.Fatalf("no redelivery was adopted\nlogs:\n%s", e.logs.String())
+	}
+	e.waitQueueEmpty(10 * time.Second)
+}
+
+// A runner that restarts under the same id finds the leases its previous
+// process held: it takes them over at once instead of waiting for their
+// TTL, and the interrupted attempt counts as a crash.
+func TestOwnLeaseOfAPreviousProcessIsTakenOver(t *testing.T) {
+	e := newEnv(t, func(c *queue.Config) { c.LeaseTTL = time.Minute })
+	ctx := context.Background()
+	cfg := e.config("r1")
+	e.submit("own1", `steps: [{id: a, shell: "echo ok"}]`, nil)
+	// The previous process: leased and claimed the run, then died.
+	lease, err := e.q.AcquireLease(ctx, "own1", cfg.RunnerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Claim(ctx, "own1", cfg.RunnerID, lease.Epoch()); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := e.q.Fetch(ctx, 1, 5*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	if err := ds[0].Nak(); err != nil { // as if its AckWait had passed
+		t.Fatal(err)
+	}
+	e.serve(cfg)
+	run := e.waitStatus("own1", runnerd.StatusSucceeded, 20*time.Second) // far less than the TTL
+	if run.Attempt != 2 || run.Crashes != 1 || run.Epoch <= lease.Epoch() {
+		t.Fatalf("attempt %d crashes %d epoch %d (old %d); want 2, 1, newer", run.Attempt, run.Crashes, run.Epoch, lease.Epoch())
+	}
+}
