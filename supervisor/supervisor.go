@@ -430,8 +430,14 @@ func (s *Supervisor) prepareHost() error {
 	}
 	contain.SweepCgroups(s.cgroupParentName())
 	becomeSubreaper(s.log)
-	if err := contain.ProtectEnviron(); err != nil {
-		s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
+	// A non-dumpable process's /proc files belong to root, so an
+	// unprivileged runnerd could no longer write its children's uid_map:
+	// there the user and PID namespaces, which keep steps from seeing
+	// runnerd at all, take the place of the non-dumpable flag.
+	if !s.sandbox.UserNS || os.Geteuid() == 0 {
+		if err := contain.ProtectEnviron(); err != nil {
+			s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
+		}
 	}
 	return nil
 }

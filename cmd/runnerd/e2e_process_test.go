@@ -55,11 +55,17 @@ type proc struct {
 // SIGKILLed (its group) at the end of the test if it is still running.
 func startProc(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcAs(t, name, env, nil, bin, args...)
+}
+
+// startProcAs is startProc as another user (cred nil: the test's own).
+func startProcAs(t *testing.T, name string, env []string, cred *syscall.Credential, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	// A descendant that kept the output pipes open must not hang Wait: it
 	// is found by the process scan instead.
 	p.cmd.WaitDelay = 10 * time.Second
