@@ -3,6 +3,12 @@
 // SQLite) and an S3 server on a folder. `runnerd dev` serves on it and every
 // test in the project gets real servers from it, so no code path has a
 // hand-written imitation of NATS, MongoDB or S3.
+//
+// Every server requires credentials, generated for the data dir at its
+// first start and kept in Dir/credentials.json (0600): NATS a user and
+// password, MongoDB a SCRAM user (see mongoAuth), S3 a Signature V4 with
+// the stack's key pair (see sigV4). A process that can connect to the
+// ports but not read the data dir gains nothing.
 package devstack
 
 import (
@@ -12,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,11 +39,8 @@ const (
 	DefaultHost   = "127.0.0.1"
 	DefaultBucket = "runnerd"
 
-	// gofakes3 checks neither region nor credentials; these exist so that
-	// clients configured from a Stack look like clients of a real S3.
-	S3Region    = "us-east-1"
-	S3AccessKey = "runnerd"
-	S3SecretKey = "runnerd-dev-secret"
+	// S3Region is the region clients sign for; any region is accepted.
+	S3Region = "us-east-1"
 )
 
 // ErrNoDir is returned by Start when Config.Dir is empty: the servers keep
@@ -63,14 +67,18 @@ type Config struct {
 }
 
 // Stack is a set of running servers and what a client needs to reach them.
+// NATSURL and MongoURI carry the credentials, so that passing them to
+// nats.Connect or the MongoDB driver is enough; Credentials has them apart.
 type Stack struct {
-	NATSURL     string // nats://host:port
-	MongoURI    string // mongodb://host:port/
+	NATSURL     string // nats://user:password@host:port
+	MongoURI    string // mongodb://user:password@host:port/
 	S3Endpoint  string // http://host:port (path-style addressing)
 	S3Bucket    string
 	S3Region    string
 	S3AccessKey string
 	S3SecretKey string
+
+	creds Credentials
 
 	cfg Config
 	log zerolog.Logger
@@ -81,6 +89,8 @@ type Stack struct {
 
 	ferretStop context.CancelFunc
 	ferretDone chan struct{}
+	mongoLn    net.Listener // the authenticating front's, bound by Start
+	mongoAuth  *mongoAuth
 
 	s3srv *http.Server
 	s3ln  net.Listener
@@ -109,13 +119,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		cfg.Bucket = DefaultBucket
 	}
 	s := &Stack{
-		cfg:         cfg,
-		log:         cfg.Logger.With().Str("component", "devstack").Logger(),
-		natsPort:    cfg.NATSPort,
-		S3Bucket:    cfg.Bucket,
-		S3Region:    S3Region,
-		S3AccessKey: S3AccessKey,
-		S3SecretKey: S3SecretKey,
+		cfg:      cfg,
+		log:      cfg.Logger.With().Str("component", "devstack").Logger(),
+		natsPort: cfg.NATSPort,
+		S3Bucket: cfg.Bucket,
+		S3Region: S3Region,
 	}
 	if s.natsPort == 0 {
 		s.natsPort = server.RANDOM_PORT
@@ -132,17 +140,18 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			_ = s.Close()
 		}
 	}()
+	if s.creds, err = loadOrCreateSecrets(cfg.Dir); err != nil {
+		return nil, err
+	}
 	// Every port before any server starts. NATS binds its own listener, so
-	// its port is only probed; the S3 listener is kept.
+	// its port is only probed; the MongoDB and S3 listeners are kept.
 	if cfg.NATSPort != 0 {
 		if err := probePort("NATS", s.hostPort(cfg.NATSPort)); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.MongoPort != 0 {
-		if err := probePort("MongoDB", s.hostPort(cfg.MongoPort)); err != nil {
-			return nil, err
-		}
+	if s.mongoLn, err = listen("MongoDB", s.hostPort(cfg.MongoPort)); err != nil {
+		return nil, err
 	}
 	if s.s3ln, err = listen("S3", s.hostPort(cfg.S3Port)); err != nil {
 		return nil, err
@@ -156,8 +165,31 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.startS3(); err != nil {
 		return nil, err
 	}
+	s.creds.DataDir = cfg.Dir
+	s.creds.NATSURL = s.natsURL(false)
+	s.creds.MongoURI = "mongodb://" + s.mongoLn.Addr().String() + "/"
+	s.creds.S3Endpoint, s.creds.S3Bucket, s.creds.S3Region = s.S3Endpoint, s.S3Bucket, s.S3Region
+	s.MongoURI = "mongodb://" + url.UserPassword(s.creds.MongoUser, s.creds.MongoPassword).String() + "@" + s.mongoLn.Addr().String() + "/"
+	s.S3AccessKey, s.S3SecretKey = s.creds.S3AccessKey, s.creds.S3SecretKey
+	if err := WriteCredentials(filepath.Join(cfg.Dir, CredentialsFile), s.creds); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
 	ok = true
 	return s, nil
+}
+
+// Credentials returns the stack's addresses (without credentials in them)
+// and its secrets: what Dir/credentials.json holds.
+func (s *Stack) Credentials() Credentials { return s.creds }
+
+// natsURL is the client URL of the NATS server, with the user and password
+// when withAuth.
+func (s *Stack) natsURL(withAuth bool) string {
+	u := url.URL{Scheme: "nats", Host: s.hostPort(s.natsPort)}
+	if withAuth {
+		u.User = url.UserPassword(s.creds.NATSUser, s.creds.NATSPassword)
+	}
+	return u.String()
 }
 
 func (s *Stack) hostPort(port int) string {
@@ -185,6 +217,8 @@ func (s *Stack) StartNATS() error {
 		// Without it the server also listens on an HTTP monitoring port.
 		HTTPPort:               0,
 		DisableJetStreamBanner: true,
+		Username:               s.creds.NATSUser,
+		Password:               s.creds.NATSPassword,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -211,10 +245,10 @@ func (s *Stack) StartNATS() error {
 		}
 	}
 	s.nats = ns
-	s.NATSURL = ns.ClientURL()
 	if s.natsPort == server.RANDOM_PORT {
 		s.natsPort = ns.Addr().(*net.TCPAddr).Port
 	}
+	s.NATSURL = s.natsURL(true)
 	return nil
 }
 
@@ -249,10 +283,17 @@ func (s *Stack) startFerret() error {
 		s.cfg.Logger.With().Str("component", "ferretdb").Logger(),
 		&slog.HandlerOptions{Level: slog.LevelError},
 	))
+	inner, err := newInnerTLS(filepath.Join(s.cfg.Dir, "mongo-tls"))
+	if err != nil {
+		return fmt.Errorf("devstack: ferretdb TLS: %w", err)
+	}
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener: ferretdb.ListenerConfig{TCP: net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.MongoPort))},
-		Logger:   logger,
-		Handler:  "sqlite",
+		// Only the authenticating front can connect: see mongoAuth.
+		Listener: ferretdb.ListenerConfig{
+			TLS: "127.0.0.1:0", TLSCertFile: inner.certFile, TLSKeyFile: inner.keyFile, TLSCAFile: inner.caFile,
+		},
+		Logger:  logger,
+		Handler: "sqlite",
 		// WAL with synchronous=NORMAL: a commit is safe from a crash of any
 		// process (the chaos suites kill them all); only a power loss can
 		// take back the last commits. FULL (the default) fsyncs the WAL on
@@ -270,7 +311,16 @@ func (s *Stack) startFerret() error {
 		_ = f.Run(ctx) // returns nil once ctx is cancelled
 	}()
 	// New has already bound the listener, so the address is known now.
-	s.MongoURI = f.MongoDBURI()
+	u, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		return fmt.Errorf("devstack: ferretdb URI: %w", err)
+	}
+	s.mongoAuth, err = newMongoAuth(s.mongoLn, u.Host, inner.client, s.creds.MongoUser, s.creds.MongoPassword,
+		s.cfg.Logger.With().Str("component", "mongo-auth").Logger())
+	if err != nil {
+		return err
+	}
+	go s.mongoAuth.serve()
 	return nil
 }
 
@@ -293,7 +343,10 @@ func (s *Stack) startS3() error {
 		gofakes3.WithTimeSkewLimit(0),
 	)
 	ln := s.s3ln // bound by Start
-	srv := &http.Server{Handler: fake.Server(), ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{
+		Handler:           newSigV4(s.creds.S3AccessKey, s.creds.S3SecretKey, fake.Server()),
+		ReadHeaderTimeout: 30 * time.Second,
+	}
 	s.s3srv = srv
 	go func() { _ = srv.Serve(ln) }()
 	s.S3Endpoint = "http://" + ln.Addr().String()
@@ -319,6 +372,13 @@ func (s *Stack) Close() error {
 		cancel()
 		s.s3srv = nil
 	}
+	if s.mongoAuth != nil {
+		s.mongoAuth.close() // closes mongoLn too
+		s.mongoAuth = nil
+	} else if s.mongoLn != nil {
+		_ = s.mongoLn.Close() // bound, never served
+	}
+	s.mongoLn = nil
 	if s.ferretStop != nil {
 		s.ferretStop()
 		<-s.ferretDone

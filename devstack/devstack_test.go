@@ -60,16 +60,18 @@ func TestStackServesAllThree(t *testing.T) {
 		t.Fatalf("find: %v", err)
 	}
 
-	// S3: the bucket exists (gofakes3 does not check signatures, so a bare
-	// GET lists it).
+	// S3: the bucket exists; an unsigned request is refused.
 	resp, err := http.Get(s.S3Endpoint + "/" + s.S3Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ListBucketResult") {
-		t.Fatalf("list bucket: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "AccessDenied") {
+		t.Fatalf("unsigned list bucket: %d %s", resp.StatusCode, body)
+	}
+	if fi, err := os.Stat(filepath.Join(s.Dir(), "s3", "buckets", s.S3Bucket)); err != nil || !fi.IsDir() {
+		t.Fatalf("bucket dir: %v", err)
 	}
 }
 

@@ -37,6 +37,11 @@ type clientConfig struct {
 	S3PathStyle bool
 	Tenant      string
 	Timeout     time.Duration
+
+	NATSUser, NATSPassword string // user and password for every server of the list
+	NATSCreds              string // a .creds file (JWT and nkey seed)
+	NATSNkey               string // a file holding an nkey seed
+	Credentials            string // a runnerd dev stack's credentials file (see useDevCredentials)
 }
 
 func (c *clientConfig) register(f *flags) {
@@ -46,11 +51,16 @@ func (c *clientConfig) register(f *flags) {
 	f.String(&c.S3Endpoint, "s3-endpoint", "http://127.0.0.1:9000", "S3 endpoint URL (empty: AWS)")
 	f.String(&c.S3Bucket, "s3-bucket", devstack.DefaultBucket, "S3 bucket for logs and artifacts")
 	f.String(&c.S3Region, "s3-region", "us-east-1", "S3 region")
-	f.String(&c.S3AccessKey, "s3-access-key", "", "S3 access key (empty: the AWS default chain; a loopback endpoint gets the dev keys)")
+	f.String(&c.S3AccessKey, "s3-access-key", "", "S3 access key (empty: the AWS default chain, or the --credentials file's for its endpoint)")
 	f.String(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	f.Bool(&c.S3PathStyle, "s3-path-style", true, "path-style S3 addressing (MinIO, devstack)")
 	f.String(&c.Tenant, "tenant", "default", "tenant id of submitted runs")
 	f.Duration(&c.Timeout, "connect-timeout", 10*time.Second, "timeout to connect to each server (a server that refuses connections is reported within 2s)")
+	f.String(&c.NATSUser, "nats-user", "", "NATS user (with --nats-password)")
+	f.String(&c.NATSPassword, "nats-password", "", "NATS password")
+	f.String(&c.NATSCreds, "nats-creds", "", "NATS credentials file (JWT and nkey seed, as nsc writes it)")
+	f.String(&c.NATSNkey, "nats-nkey", "", "file holding a NATS nkey seed (SU...)")
+	f.String(&c.Credentials, "credentials", defaultCredentialsPath(), "credentials file of a runnerd dev stack: its secrets are used for the servers it names that are given none")
 }
 
 // reachTimeout bounds the first TCP connection to each server a client
@@ -98,19 +108,34 @@ func addressHint(server, flag string) string {
 	return fmt.Sprintf("is runnerd dev (or your %s) running there? The address comes from --%s or %s.", server, flag, envName(flag))
 }
 
+// errBadSetting is wrapped by errors of a connection setting found only
+// when it is used (a missing file): they exit like usage errors.
+var errBadSetting = errors.New("bad setting")
+
+type settingError struct{ err error }
+
+func (e *settingError) Error() string   { return e.err.Error() }
+func (e *settingError) Unwrap() []error { return []error{errBadSetting, e.err} }
+
 // exitCode is the exit code of a command that failed with err.
 func exitCode(err error) int {
-	if errors.Is(err, ErrUnavailable) {
+	switch {
+	case errors.Is(err, errBadSetting):
+		return exitUsage
+	case errors.Is(err, ErrUnavailable):
 		return exitUnavailable
+	case errors.Is(err, ErrRefused):
+		return exitNoPerm
 	}
 	return exitFailed
 }
 
 // fail prints a command's error and returns its exit code. A MongoDB that
 // stops answering after the command connected is reported like one that
-// was never reached, without the driver's topology dump.
+// was never reached, without the driver's topology dump; refused
+// credentials name the server and how to set them.
 func fail(env *cmdEnv, cmd string, cfg clientConfig, err error) int {
-	err = classifyMongo(cfg, err)
+	err = classifyRefused(cfg, classifyMongo(cfg, err))
 	fmt.Fprintf(env.stderr, "%s: %v\n", cmd, err)
 	return exitCode(err)
 }
@@ -132,8 +157,9 @@ type conns struct {
 	st    *store.Store
 	blobs *blob.Store
 
-	blobOnce sync.Once
-	blobErr  error
+	blobOnce     sync.Once
+	blobErr      error
+	createBucket bool // serve creates the bucket; clients never do
 }
 
 func (c *conns) Close() {
@@ -152,6 +178,9 @@ func (c *conns) Close() {
 // (the fleet's runnerd processes own their limits). S3 is opened on first
 // use, by blob.
 func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) (*conns, error) {
+	if err := cfg.useDevCredentials(); err != nil {
+		return nil, &settingError{err}
+	}
 	c := &conns{cfg: cfg}
 	ok := false
 	defer func() {
@@ -198,6 +227,9 @@ func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) 
 // connectServe opens NATS (setting up the stream, consumer and lease bucket
 // with qcfg: runnerd serve and dev own them), MongoDB and S3.
 func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {
+	if err := cfg.useDevCredentials(); err != nil {
+		return nil, &settingError{err}
+	}
 	c := &conns{cfg: cfg}
 	ok := false
 	defer func() {
@@ -217,18 +249,25 @@ func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name
 	if err := c.openStore(ctx); err != nil {
 		return nil, err
 	}
+	c.createBucket = true
 	if _, err := c.blob(ctx); err != nil {
-		return nil, err
+		return nil, classifyRefused(cfg, err)
 	}
 	ok = true
 	return c, nil
 }
 
 func (c *conns) openNATS(ctx context.Context, name string) error {
-	var err error
-	c.nc, err = nats.Connect(c.cfg.NATSURL, nats.Name(name), nats.Timeout(c.cfg.Timeout),
-		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	opts, err := c.cfg.natsOptions()
 	if err != nil {
+		return &settingError{err}
+	}
+	opts = append(opts, nats.Name(name), nats.Timeout(c.cfg.Timeout), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	c.nc, err = nats.Connect(c.cfg.NATSURL, opts...)
+	if err != nil {
+		if err := classifyRefused(c.cfg, err); errors.Is(err, ErrRefused) {
+			return err
+		}
 		se := &serverError{server: "NATS", addr: redactNATSURL(c.cfg.NATSURL), what: "cannot connect to",
 			hint: addressHint("NATS", "nats-url"), err: err}
 		if !errors.Is(err, nats.ErrNoServers) && !isNetError(err) {
@@ -248,7 +287,7 @@ func (c *conns) openStore(ctx context.Context) error {
 	var err error
 	c.st, err = store.Open(ctx, store.Config{URI: c.cfg.MongoURI, Database: c.cfg.MongoDB})
 	if err != nil {
-		return classifyMongo(c.cfg, fmt.Errorf("connect to MongoDB at %s: %w", redactURI(c.cfg.MongoURI), err))
+		return classifyRefused(c.cfg, classifyMongo(c.cfg, fmt.Errorf("connect to MongoDB at %s: %w", redactURI(c.cfg.MongoURI), err)))
 	}
 	return nil
 }
@@ -263,10 +302,6 @@ func (c *conns) blob(ctx context.Context) (*blob.Store, error) {
 			c.blobErr = err
 			return
 		}
-		access, secret := c.cfg.S3AccessKey, c.cfg.S3SecretKey
-		if access == "" && secret == "" && isLoopback(c.cfg.S3Endpoint) {
-			access, secret = devstack.S3AccessKey, devstack.S3SecretKey
-		}
 		bctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 		defer cancel()
 		var err error
@@ -274,10 +309,10 @@ func (c *conns) blob(ctx context.Context) (*blob.Store, error) {
 			Endpoint:     c.cfg.S3Endpoint,
 			Region:       c.cfg.S3Region,
 			Bucket:       c.cfg.S3Bucket,
-			AccessKey:    access,
-			SecretKey:    secret,
+			AccessKey:    c.cfg.S3AccessKey,
+			SecretKey:    c.cfg.S3SecretKey,
 			PathStyle:    c.cfg.S3PathStyle,
-			CreateBucket: true,
+			CreateBucket: c.createBucket,
 		})
 		if err != nil {
 			c.blobErr = fmt.Errorf("connect to S3 at %s: %w", c.cfg.S3Endpoint, err)
@@ -420,15 +455,6 @@ func splitNATSURLs(list string) []string {
 		}
 	}
 	return out
-}
-
-func isLoopback(endpoint string) bool {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return false
-	}
-	h := u.Hostname()
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }
 
 // redactURI hides a password in a URI for messages and logs.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/runnerd/runnerd/devstack"
@@ -12,7 +13,7 @@ import (
 func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	var (
 		cfg                         serveConfig
-		data, host                  string
+		data, host, credsFile       string
 		natsPort, mongoPort, s3Port int
 	)
 	f := newFlags("dev", "usage: runnerd dev [flags]\n\nStarts an embedded NATS (JetStream), a MongoDB-wire server (FerretDB on SQLite) and an S3 server,\nall keeping their data under --data, then serves runs from them. Other `runnerd serve`\nprocesses can join with the printed URLs.", env.stderr)
@@ -21,6 +22,7 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	f.Int(&natsPort, "nats-port", 4222, "NATS port (0: any free port)")
 	f.Int(&mongoPort, "mongo-port", 27017, "MongoDB-wire port (0: any free port)")
 	f.Int(&s3Port, "s3-port", 9000, "S3 port (0: any free port)")
+	f.String(&credsFile, "credentials", defaultCredentialsPath(), "where the client commands find the servers' credentials: written there when given, or when dev listens on the default addresses (always also in DATA/credentials.json)")
 	cfg.register(f)
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
@@ -54,16 +56,29 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 		S3AccessKey: stack.S3AccessKey, S3SecretKey: stack.S3SecretKey, S3PathStyle: true,
 		Tenant: "default", Timeout: 10 * time.Second,
 	}
+	own := filepath.Join(stack.Dir(), devstack.CredentialsFile)
+	where := "RUNNERD_CREDENTIALS=" + own + " (export it for the client commands)"
+	if f.Given("credentials") || (host == devstack.DefaultHost && natsPort == 4222 && mongoPort == 27017 && s3Port == 9000) {
+		if err := devstack.WriteCredentials(credsFile, stack.Credentials()); err != nil {
+			fmt.Fprintf(env.stderr, "dev: %v\n", err)
+			return exitFailed
+		}
+		where = credsFile + ", where the client commands read them"
+	}
 	fmt.Fprintf(env.stderr, `runnerd dev: embedded servers ready (data in %s)
   RUNNERD_NATS_URL=%s
   RUNNERD_MONGO_URI=%s
   RUNNERD_S3_ENDPOINT=%s  RUNNERD_S3_BUCKET=%s
   RUNNERD_S3_ACCESS_KEY=%s RUNNERD_S3_SECRET_KEY=%s
 
+Every server requires these credentials (made for this data dir, kept in %s);
+they are also in %s.
+A run's steps cannot read either file.
+
 Submit a run from another terminal:
   bin/runnerd submit examples/hello.yaml --wait
 
-`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey)
+`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey, own, where)
 	return serve(ctx, env, cfg)
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/runnerd/runnerd/devstack"
 )
 
 // startDev starts `runnerd dev` as a process on data, on free ports unless
@@ -71,4 +73,51 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 		})
 	}
 	first.stop(30 * time.Second)
+}
+
+// TestProcessDevCredentials: runnerd dev's servers require the credentials
+// it made for its data dir; it prints them and writes them (0600) where
+// --credentials says; a client given only the addresses and that file runs
+// a workflow, one without the file is refused.
+func TestProcessDevCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts runnerd dev processes")
+	}
+	bin, _ := binaries(t)
+	data := filepath.Join(t.TempDir(), "data")
+	credsFile := filepath.Join(t.TempDir(), "config", "runnerd", "dev-credentials.json")
+	dev := startDev(t, "dev-creds", data, "--credentials", credsFile)
+	dev.waitLog(`"message":"serving"`, 60*time.Second)
+
+	creds, err := devstack.ReadCredentials(credsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{credsFile, filepath.Join(data, devstack.CredentialsFile)} {
+		fi, err := os.Stat(f)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v, want 0600", f, err, fi.Mode().Perm())
+		}
+	}
+	banner := dev.stderr.String()
+	for _, secret := range []string{creds.NATSPassword, creds.MongoPassword, creds.S3AccessKey, creds.S3SecretKey} {
+		if secret == "" || !strings.Contains(banner, secret) {
+			t.Errorf("the banner does not show a secret of %s:\n%s", credsFile, banner)
+		}
+	}
+	plain := map[string]string{
+		"RUNNERD_NATS_URL": creds.NATSURL, "RUNNERD_MONGO_URI": creds.MongoURI,
+		"RUNNERD_S3_ENDPOINT": creds.S3Endpoint, "XDG_CONFIG_HOME": t.TempDir(),
+	}
+	c := &cli{t: t, bin: bin, env: baseEnv(plain)}
+	if r := c.mustRun(exitNoPerm, "list"); !strings.Contains(r.stderr, "MongoDB at "+creds.MongoURI+" refused the credentials") {
+		t.Errorf("list without credentials: %s", r.stderr)
+	}
+	plain["RUNNERD_CREDENTIALS"] = credsFile
+	c = &cli{t: t, bin: bin, env: baseEnv(plain)}
+	runID, _ := c.submit(exitOK, example(t, "hello.yaml"), "--wait")
+	if logs := c.mustRun(exitOK, "logs", runID).stdout; !strings.Contains(logs, "hello, world") {
+		t.Errorf("logs: %q", logs)
+	}
+	dev.stop(30 * time.Second)
 }

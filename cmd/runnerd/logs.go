@@ -62,12 +62,12 @@ its step.`, env.stderr)
 	if err != nil {
 		return fail(env, "logs", cfg, err)
 	}
-	return printStoredLogs(ctx, env, blobs, r, steps, step == "")
+	return printStoredLogs(ctx, env, cfg, blobs, r, steps, step == "")
 }
 
 // printStoredLogs copies each step's log from S3, with a header per step
 // when several may be printed.
-func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *store.Run, steps []string, headers bool) int {
+func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *blob.Store, r *store.Run, steps []string, headers bool) int {
 	code, printed := exitOK, 0
 	out := &lastByteWriter{w: env.stdout, last: '\n'}
 	for _, id := range steps {
@@ -82,6 +82,15 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *sto
 			}
 			continue
 		}
+		rc, err := openLog(ctx, blobs, st.LogKey)
+		if c := exitCode(classifyRefused(cfg, err)); err != nil && c != exitFailed {
+			return fail(env, "logs", cfg, err) // S3 refuses us: every step alike
+		}
+		if err != nil {
+			fmt.Fprintf(env.stderr, "logs: step %s: %v\n", id, err)
+			code = exitFailed
+			continue
+		}
 		if headers {
 			if out.last != '\n' { // a log cut mid-line must not swallow the header
 				fmt.Fprintln(out)
@@ -91,8 +100,10 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *sto
 			}
 			fmt.Fprintf(out, "==> %s (%s) <==\n", id, st.Status)
 		}
-		if err := copyBlob(ctx, out, blobs, st.LogKey); err != nil {
-			fmt.Fprintf(env.stderr, "logs: step %s: %v\n", id, err)
+		_, err = io.Copy(out, rc)
+		rc.Close()
+		if err != nil {
+			fmt.Fprintf(env.stderr, "logs: step %s: read log %s: %v\n", id, st.LogKey, err)
 			code = exitFailed
 			continue
 		}
@@ -104,19 +115,15 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, blobs *blob.Store, r *sto
 	return code
 }
 
-func copyBlob(ctx context.Context, w io.Writer, blobs *blob.Store, key string) error {
+func openLog(ctx context.Context, blobs *blob.Store, key string) (io.ReadCloser, error) {
 	rc, err := blobs.Get(ctx, key)
 	if errors.Is(err, blob.ErrNotFound) {
-		return fmt.Errorf("log %s is missing from S3", key)
+		return nil, fmt.Errorf("log %s is missing from S3", key)
 	}
 	if err != nil {
-		return fmt.Errorf("read log %s: %w", key, err)
+		return nil, fmt.Errorf("read log %s: %w", key, err)
 	}
-	defer rc.Close()
-	if _, err := io.Copy(w, rc); err != nil {
-		return fmt.Errorf("read log %s: %w", key, err)
-	}
-	return nil
+	return rc, nil
 }
 
 // lastByteWriter remembers the last byte written through it.
