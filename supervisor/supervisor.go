@@ -158,13 +158,13 @@ func (c Config) Validate() error {
 type Supervisor struct {
 	idLock    *os.File // held from New until Close
 	closeOnce sync.Once
-	cfg    Config
-	q      *queue.Queue
-	st     *store.Store
-	blobs  *blob.Store
-	log    zerolog.Logger
-	m      *metrics
-	hl     *Health
+	cfg       Config
+	q         *queue.Queue
+	st        *store.Store
+	blobs     *blob.Store
+	log       zerolog.Logger
+	m         *metrics
+	hl        *Health
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
