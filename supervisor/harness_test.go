@@ -139,6 +139,7 @@ func (e *env) serve(cfg Config) *running {
 		cancel()
 		sup.StopNow()
 		<-r.done
+		_ = sup.Close()
 	})
 	return r
 }
