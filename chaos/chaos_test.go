@@ -383,6 +383,15 @@ func TestChaos(t *testing.T) {
 	for _, d := range sx.details {
 		t.Log(d)
 	}
+	// A saved success is never run again: a re-run long after its "done"
+	// (no kill in the window before the state save) or a second stored
+	// success (events and step state are one write) means it was.
+	if sx.rerunAfterDoneFar > 0 {
+		t.Errorf("%d succeeded steps ran again with no kill in the window before their state was saved", sx.rerunAfterDoneFar)
+	}
+	if storedTwice > 0 {
+		t.Errorf("%d succeeded steps ran again after their success was stored", storedTwice)
+	}
 }
 
 type sideStats struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,27 +18,39 @@ import (
 	"github.com/runnerd/runnerd/store"
 )
 
-// TestDependencyFaults takes one server away while runs execute: NATS is
-// stopped and restarted (stackd, its own process), MongoDB and S3 become
-// unreachable for 20 s (the proxy in front of them closes every connection
-// and refuses new ones). Runs must complete or be retried with delay;
-// nothing is acked before its state is saved (checked all along: every run
-// whose message left the stream is terminal in the store); nothing is lost.
+// TestDependencyFaults takes servers away while runs execute, for as long as
+// issue-sized outages last: the whole stack (NATS, MongoDB-wire and S3 in
+// one process) SIGKILLed and started again 8 s later on the same data and
+// ports; S3 unreachable for 100 s; MongoDB unreachable for 5 minutes; NATS
+// stopped for 2 minutes (stackd restarts it in place). MongoDB and S3 are
+// made unreachable by the proxy in front of them (it closes every connection
+// and refuses new ones). Waiting on infrastructure must never fail a healthy
+// run or spend one of its attempts: every run ends succeeded at attempt 1
+// with no crash counted; nothing is acked before its state is saved
+// (checked all along: every run whose message left the stream is terminal
+// in the store); nothing is lost; no step whose success was stored runs
+// again. CHAOS_OUTAGE_SCALE (e.g. 0.2) shortens the outages for a quick look.
 func TestDependencyFaults(t *testing.T) {
+	scale := 1.0
+	if v, err := strconv.ParseFloat(os.Getenv("CHAOS_OUTAGE_SCALE"), 64); err == nil && v > 0 {
+		scale = v
+	}
+	outage := func(d time.Duration) time.Duration { return time.Duration(float64(d) * scale) }
 	faults := []struct {
 		name   string
 		outage time.Duration
 		cut    func(*stack)
 		back   func(*stack)
 	}{
-		{"NATS stopped", 10 * time.Second, (*stack).stopNATS, (*stack).startNATS},
-		{"MongoDB unreachable", 20 * time.Second, func(s *stack) { s.mongoP.cut() }, func(s *stack) { s.mongoP.restore() }},
-		{"S3 unreachable", 20 * time.Second, func(s *stack) { s.s3P.cut() }, func(s *stack) { s.s3P.restore() }},
+		{"Stack SIGKILLed", 8 * time.Second, (*stack).killStack, (*stack).startStackd},
+		{"S3 unreachable", outage(100 * time.Second), func(s *stack) { s.s3P.cut() }, func(s *stack) { s.s3P.restore() }},
+		{"MongoDB unreachable", outage(5 * time.Minute), func(s *stack) { s.mongoP.cut() }, func(s *stack) { s.mongoP.restore() }},
+		{"NATS stopped", outage(2 * time.Minute), (*stack).stopNATS, (*stack).startNATS},
 	}
 	for _, f := range faults {
 		t.Run(strings.Fields(f.name)[0], func(t *testing.T) {
 			const nRuns = 6
-			s := newStack(t, chaosQueue(5, 6*time.Second, 10*time.Second))
+			s := newStack(t, chaosQueue(-1, 6*time.Second, 10*time.Second))
 			r := s.newRunner("dep1", "--concurrency", "2")
 			r.start()
 			side := filepath.Join(s.dir, "side")
@@ -60,6 +73,7 @@ func TestDependencyFaults(t *testing.T) {
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			samples, violations := 0, 0
+			waitingSeen := map[string]int{} // runs seen with a wait note, by server
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -75,8 +89,14 @@ func TestDependencyFaults(t *testing.T) {
 					}
 					terminal := 0
 					for _, id := range ids {
-						if run := s.get(id); run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
+						run := s.get(id)
+						if run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
 							terminal++
+						}
+						if run != nil && run.Waiting != nil {
+							mu.Lock()
+							waitingSeen[run.Waiting.On]++
+							mu.Unlock()
 						}
 					}
 					mu.Lock()
@@ -97,7 +117,8 @@ func TestDependencyFaults(t *testing.T) {
 			restored := time.Now()
 
 			statuses := map[string]int{}
-			attempts, notTerminal := 0, 0
+			attempts, crashes, notTerminal := 0, 0, 0
+			var notFirst []string
 			for _, id := range ids {
 				run := s.waitRun(id, 5*time.Minute, func(r *store.Run) bool { return r.Status.Terminal() })
 				if run == nil {
@@ -109,6 +130,10 @@ func TestDependencyFaults(t *testing.T) {
 				}
 				statuses[string(run.Status)+"/"+string(run.Reason)]++
 				attempts += run.Attempt
+				crashes += run.Crashes
+				if run.Attempt != 1 || run.Crashes != 0 {
+					notFirst = append(notFirst, fmt.Sprintf("%s: attempt %d, crashes %d", id, run.Attempt, run.Crashes))
+				}
 			}
 			allDone := time.Now()
 			empty := s.waitQueueEmpty(30 * time.Second)
@@ -144,7 +169,10 @@ func TestDependencyFaults(t *testing.T) {
 				case "run attempt done":
 					events["attempt done: "+str(m, "reason")+"→"+str(m, "action")]++
 				case "store write failed: retrying", "lease heartbeat failed: retrying", "fetch runs",
-					"upload logs and artifacts", "upload failed: retrying", "upload of a finished step failed: its state is not saved", "could not record the outcome: redelivering", "load run", "act on message":
+					"upload logs and artifacts", "waiting for a server: retrying", "server back: going on", "upload of a finished step failed: its state is not saved",
+					"could not record the outcome: redelivering", "load run", "act on message", "lease renewed again",
+					"redelivery of a run this runner is executing: the running attempt takes it over",
+					"run is running elsewhere and NATS was back only now: its runner may re-take its lease":
 					events[msg]++
 				}
 			}
@@ -153,6 +181,7 @@ func TestDependencyFaults(t *testing.T) {
 				{"fault", fmt.Sprintf("at +%s for %s", faultAt.Sub(start).Round(100*time.Millisecond), f.outage)},
 				{"final status/reason", countBy(statuses)},
 				{"claims (attempts) over all runs", itoa(attempts)},
+				{"crashes counted over all runs", itoa(crashes)},
 				{"all terminal at", fmt.Sprintf("+%s (%s after the server came back)", allDone.Sub(start).Round(100*time.Millisecond), allDone.Sub(restored).Round(100*time.Millisecond))},
 				{"runs lost", itoa(notTerminal)},
 				{"stream empty at the end", fmt.Sprintf("%v", empty)},
@@ -162,6 +191,7 @@ func TestDependencyFaults(t *testing.T) {
 				{"succeeded steps re-run after their success was stored", itoa(storedTwice)},
 				{"artifacts in S3 (step c's out.txt)", fmt.Sprintf("%d / %d", artifacts, nRuns)},
 				{"step logs in S3 (log_key set and present)", fmt.Sprintf("%d / %d", logsOK, steps)},
+				{"runs seen waiting (wait note in the run document, samples by server)", countBy(waitingSeen)},
 				{"runnerd log", countBy(events)},
 				{"runnerd alive", fmt.Sprintf("%v", r.alive())},
 			})
@@ -175,6 +205,15 @@ func TestDependencyFaults(t *testing.T) {
 			}
 			if storedTwice > 0 {
 				t.Errorf("%d succeeded steps ran again after their success was stored", storedTwice)
+			}
+			if sx.rerunAfterDone > 0 {
+				t.Errorf("%d steps ran again after they had finished: %v", sx.rerunAfterDone, sx.details)
+			}
+			if f.name == "S3 unreachable" && waitingSeen["s3"] == 0 {
+				t.Errorf("no run said it was waiting for S3 (status shows the wait note)")
+			}
+			if len(notFirst) > 0 {
+				t.Errorf("waiting on a server spent attempts: %v", notFirst)
 			}
 			if statuses["succeeded/completed"] != nRuns {
 				t.Errorf("not every run succeeded: %v", statuses)

@@ -36,7 +36,7 @@ import (
 	"github.com/runnerd/runnerd/workflow"
 )
 
-var runnerdBin, runexecBin, stackdBin string
+var runnerdBin, runexecBin, stackdBin, natsServerBin string
 
 // TestMain uses the binaries `make build` left in $RUNNERD_BIN, or builds
 // them; stackd (the servers in their own process) is always built.
@@ -60,6 +60,8 @@ func TestMain(m *testing.M) {
 	}
 	stackdBin = filepath.Join(tmp, "stackd")
 	build("ferretdb_no_postgresql chaos", stackdBin, "github.com/runnerd/runnerd/chaos/internal/stackd")
+	natsServerBin = filepath.Join(tmp, "nats-server") // the cluster suite's nodes
+	build("", natsServerBin, "github.com/nats-io/nats-server/v2")
 	code := m.Run()
 	os.RemoveAll(tmp)
 	os.Exit(code)
@@ -78,7 +80,7 @@ const (
 type stack struct {
 	t      *testing.T
 	dir    string
-	cmd    *exec.Cmd
+	cmd    *exec.Cmd   // stackd; replaced by startStackd
 	lines  chan string // stackd's stdout after the URLs
 	urls   map[string]string
 	mongoP *proxy
@@ -93,43 +95,80 @@ type stack struct {
 
 	mu      sync.Mutex
 	runners []*runner
+	cmdDone chan struct{} // closed when stackd exited
 }
 
-func newStack(t *testing.T, qcfg queue.Config) *stack {
+// startStackd starts the servers' process: on free ports the first time,
+// on the same ports (and the same data) after killStack.
+func (s *stack) startStackd() {
+	t := s.t
 	t.Helper()
-	s := &stack{t: t, dir: t.TempDir(), qcfg: qcfg, lines: make(chan string, 16)}
-	s.cmd = exec.Command(stackdBin, "--dir", filepath.Join(s.dir, "data"))
-	s.cmd.Stderr = os.Stderr
-	out, err := s.cmd.StdoutPipe()
+	args := []string{"--dir", filepath.Join(s.dir, "data")}
+	if s.urls != nil {
+		port := func(u string) string {
+			_, p, _ := net.SplitHostPort(strings.TrimSuffix(u[strings.Index(u, "://")+3:], "/"))
+			return p
+		}
+		args = append(args, "--nats-port", port(s.urls["nats"]), "--mongo-port", port(s.urls["mongo"]), "--s3-port", port(s.urls["s3"]))
+	}
+	cmd := exec.Command(stackdBin, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = s.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := make(chan struct{})
+	lines := make(chan string, 16)
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() {
 		t.Fatalf("stackd printed nothing")
 	}
-	if err := json.Unmarshal(sc.Bytes(), &s.urls); err != nil {
+	var urls map[string]string
+	if err := json.Unmarshal(sc.Bytes(), &urls); err != nil {
 		t.Fatalf("stackd: %v: %s", err, sc.Text())
 	}
 	go func() {
 		for sc.Scan() {
-			s.lines <- sc.Text()
+			lines <- sc.Text()
 		}
+		_ = cmd.Wait()
+		close(done)
 	}()
+	s.mu.Lock()
+	s.cmd, s.cmdDone, s.lines, s.urls = cmd, done, lines, urls
+	s.mu.Unlock()
+}
+
+// killStack SIGKILLs the servers' process (NATS, MongoDB-wire and S3 at
+// once) and waits for it; startStackd brings them back.
+func (s *stack) killStack() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.cmdDone
+	s.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+func newStack(t *testing.T, qcfg queue.Config) *stack {
+	t.Helper()
+	s := &stack{t: t, dir: t.TempDir(), qcfg: qcfg}
+	s.startStackd()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		cmd, done := s.cmd, s.cmdDone
+		s.mu.Unlock()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	var err error
 	s.mongoP = newProxy(t, strings.TrimSuffix(strings.TrimPrefix(s.urls["mongo"], "mongodb://"), "/"))
 	s.s3P = newProxy(t, strings.TrimPrefix(s.urls["s3"], "http://"))
 
@@ -172,7 +211,10 @@ func (s *stack) startNATS() { s.natsSignal(syscall.SIGUSR2, "nats started") }
 
 func (s *stack) natsSignal(sig syscall.Signal, want string) {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil {
 		s.t.Fatal(err)
 	}
 	select {

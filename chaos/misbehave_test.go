@@ -38,8 +38,8 @@ func neighbor(rid, side string) string {
 }
 
 func TestMisbehavingWorkflows(t *testing.T) {
-	s := newStack(t, chaosQueue(2, 6*time.Second, 10*time.Second))
-	r := s.newRunner("mis1", "--concurrency", "2", "--memory-limit", "256MiB", "--pids-limit", "256")
+	s := newStack(t, chaosQueue(-1, 6*time.Second, 10*time.Second))
+	r := s.newRunner("mis1", "--concurrency", "2", "--max-attempts", "2", "--memory-limit", "256MiB", "--pids-limit", "256")
 	r.start()
 	ctx := context.Background()
 
@@ -88,7 +88,7 @@ func TestMisbehavingWorkflows(t *testing.T) {
 				if oom == 0 {
 					t.Errorf("%s: no child_oom attempt in the log", rid)
 				}
-				return fmt.Sprintf("%d attempts ended child_oom (max-deliver 2)", oom)
+				return fmt.Sprintf("%d attempts ended child_oom (max-attempts 2)", oom)
 			},
 		},
 		{

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/runnerd/runnerd/devstack/devstacktest"
 )
 
 // acquireWhenExpired retries until the previous holder's lease expired.
@@ -202,5 +207,49 @@ func TestRenewRetakesAnExpiredLease(t *testing.T) {
 	}
 	if err := other.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("renew after a take-over: %v, want ErrLeaseLost", err)
+	}
+}
+
+// A lease whose holder is gone expires within its TTL after NATS restarts,
+// even when NATS was away for longer than the TTL (the server drops expired
+// keys when it recovers the bucket): the next runner gets it at once.
+func TestLeaseOfAGoneHolderExpiresAfterARestart(t *testing.T) {
+	stack := devstacktest.Start(t)
+	nc, err := nats.Connect(stack.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.LeaseTTL = 2 * time.Second
+	q, err := Setup(ctxT(t), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.AcquireLease(ctxT(t), "gone-1", "dead-runner"); err != nil {
+		t.Fatal(err)
+	}
+	stack.StopNATS()
+	time.Sleep(cfg.LeaseTTL + 500*time.Millisecond)
+	if err := stack.StartNATS(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	for {
+		_, err := q.AcquireLease(ctxT(t), "gone-1", "next-runner")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLeaseHeld) && !errors.Is(err, nats.ErrConnectionClosed) && time.Since(back) > 10*time.Second {
+			t.Fatalf("acquire after the restart: %v", err)
+		}
+		if time.Since(back) > cfg.LeaseTTL+5*time.Second {
+			t.Fatalf("the gone holder's lease was still held %s after NATS came back: %v", time.Since(back), err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -84,9 +84,7 @@ func (a *attempt) adopt(d *queue.Delivery) bool {
 		return false
 	}
 	a.d = d
-	if err := d.InProgress(); err != nil {
-		a.log.Debug().Err(err).Msg("in progress")
-	}
+	_ = d.InProgress() // best effort: the keeper marks it again within TTL/3
 	return true
 }
 
@@ -251,6 +249,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	}
 	a.run, a.epoch, a.attemptNo = run, a.lease.Epoch(), run.Attempt
 	a.log = a.log.With().Int("attempt", a.attemptNo).Uint64("epoch", a.epoch).Logger()
+	a.startKeeper(ctx)
 	s.m.runsStarted.Inc()
 	if a.trace == "" {
 		a.trace = run.TraceParent // a message published without the header
@@ -335,11 +334,17 @@ func (a *attempt) acquireLease(ctx context.Context) (outcome, bool) {
 		return outStoreUnavailable, false
 	}
 	a.lease = lease
+	return 0, true
+}
+
+// startKeeper starts keepLease, once the run is claimed (a few
+// milliseconds after the lease was taken, far less than TTL/3): from then on
+// the attempt's epoch and logger do not change.
+func (a *attempt) startKeeper(ctx context.Context) {
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); a.keepLease(kctx) }()
 	a.stopKeeper = func() { stop(); <-done }
-	return 0, true
 }
 
 // endKeeper stops the lease's renewal (before it is released).

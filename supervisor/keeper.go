@@ -7,6 +7,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
 )
 
 // keepLease holds the run's lease from its acquisition to the end of the
@@ -24,8 +25,14 @@ func (a *attempt) keepLease(ctx context.Context) {
 	beat := "lease heartbeat of run " + a.runID
 	defer s.hl.Forget(beat)
 	failingSince := time.Time{}
+	noted := false
 	timer := time.NewTimer(ttl / 3)
 	defer timer.Stop()
+	defer func() {
+		if !failingSince.IsZero() {
+			s.m.waiting.WithLabelValues(onNATS).Dec()
+		}
+	}()
 	for {
 		s.hl.Beat(beat)
 		select {
@@ -44,6 +51,10 @@ func (a *attempt) keepLease(ctx context.Context) {
 			if !failingSince.IsZero() {
 				a.log.Info().Dur("after", time.Since(failingSince).Round(time.Millisecond)).Msg("lease renewed again")
 				failingSince = time.Time{}
+				s.m.waiting.WithLabelValues(onNATS).Dec()
+				if noted {
+					noted = a.noteWait(nil) != nil
+				}
 			}
 			if err := a.delivery().InProgress(); err != nil {
 				a.log.Debug().Err(err).Msg("in progress")
@@ -59,7 +70,11 @@ func (a *attempt) keepLease(ctx context.Context) {
 		if failingSince.IsZero() {
 			failingSince = time.Now()
 			s.m.waits.WithLabelValues(onNATS).Inc()
+			s.m.waiting.WithLabelValues(onNATS).Inc()
 			a.log.Warn().Err(err).Msg("lease heartbeat failed: retrying; the run goes on")
+		}
+		if !noted && a.epoch != 0 && time.Since(failingSince) >= waitNoteAfter {
+			noted = a.noteWait(&store.Wait{On: onNATS, Since: failingSince.UTC(), Error: err.Error()}) == nil
 		}
 		if time.Since(failingSince) > ttl && a.claimedElsewhere(ctx) {
 			a.loseLease("the run was claimed by another runner while NATS was unreachable: stopping it")

@@ -117,6 +117,12 @@ func printRun(w io.Writer, r *store.Run) {
 	fmt.Fprintf(tw, "tenant:\t%s\n", r.TenantID)
 	fmt.Fprintf(tw, "status:\t%s\n", status)
 	fmt.Fprintf(tw, "attempt:\t%d\n", r.Attempt)
+	if r.Crashes > 0 {
+		fmt.Fprintf(tw, "crashes:\t%d (counted against --max-attempts)\n", r.Crashes)
+	}
+	if w := r.Waiting; w != nil && !r.Status.Terminal() {
+		fmt.Fprintf(tw, "waiting:\tfor %s since %s: %s\n", w.On, fmtTime(w.Since), w.Error)
+	}
 	if r.RunnerID != "" {
 		fmt.Fprintf(tw, "runner:\t%s\n", r.RunnerID)
 	}

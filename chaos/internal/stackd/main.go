@@ -4,6 +4,8 @@
 // SQLite, S3) in a process of their own, for the chaos suites: they must
 // outlive the runnerd processes the suites kill, and NATS must be restartable
 // alone. It prints one JSON line with the URLs on stdout, then:
+// it can be started again on the same ports (--nats-port, --mongo-port,
+// --s3-port), as after a SIGKILL of the whole stack.
 // SIGUSR1 stops NATS, SIGUSR2 starts it again (same port, same data), each
 // answered by a line on stdout; SIGTERM or SIGINT stops everything.
 package main
@@ -22,8 +24,11 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "data directory")
+	natsPort := flag.Int("nats-port", 0, "NATS port (0: a free one)")
+	mongoPort := flag.Int("mongo-port", 0, "MongoDB-wire port (0: a free one)")
+	s3Port := flag.Int("s3-port", 0, "S3 port (0: a free one)")
 	flag.Parse()
-	s, err := devstack.Start(context.Background(), devstack.Config{Dir: *dir})
+	s, err := devstack.Start(context.Background(), devstack.Config{Dir: *dir, NATSPort: *natsPort, MongoPort: *mongoPort, S3Port: *s3Port})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)
 		os.Exit(1)
