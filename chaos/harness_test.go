@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,11 +68,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Distinctive credentials: the environment suite checks none reaches a log.
+// tenant of the suites' runs; mongoMarker is a distinctive option value of
+// runnerd's MongoDB URI that the environment suite checks never reaches a
+// workflow (as it does the stack's credentials).
 const (
-	s3AccessKey = "chaosAccessKey7Q2W"
-	s3SecretKey = "chaosSecretKey9X4Z-do-not-leak"
 	tenant      = "t"
+	mongoMarker = "chaosMongoMarker5R8T"
 )
 
 // stack is one suite's world: the servers in their own process, TCP proxies
@@ -105,10 +107,7 @@ func (s *stack) startStackd() {
 	t.Helper()
 	args := []string{"--dir", filepath.Join(s.dir, "data")}
 	if s.urls != nil {
-		port := func(u string) string {
-			_, p, _ := net.SplitHostPort(strings.TrimSuffix(u[strings.Index(u, "://")+3:], "/"))
-			return p
-		}
+		port := func(raw string) string { u, _ := url.Parse(raw); return u.Port() }
 		args = append(args, "--nats-port", port(s.urls["nats"]), "--mongo-port", port(s.urls["mongo"]), "--s3-port", port(s.urls["s3"]))
 	}
 	cmd := exec.Command(stackdBin, args...)
@@ -169,7 +168,11 @@ func newStack(t *testing.T, qcfg queue.Config) *stack {
 		}
 	})
 	var err error
-	s.mongoP = newProxy(t, strings.TrimSuffix(strings.TrimPrefix(s.urls["mongo"], "mongodb://"), "/"))
+	mongoURL, err := url.Parse(s.urls["mongo"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mongoP = newProxy(t, mongoURL.Host)
 	s.s3P = newProxy(t, strings.TrimPrefix(s.urls["s3"], "http://"))
 
 	ctx := context.Background()
@@ -275,15 +278,17 @@ func (s *stack) env() []string {
 		"RUNNERD_MONGO_URI="+s.mongoURI(),
 		"RUNNERD_S3_ENDPOINT=http://"+s.s3P.addr(),
 		"RUNNERD_S3_BUCKET="+s.urls["bucket"],
-		"RUNNERD_S3_ACCESS_KEY="+s3AccessKey,
-		"RUNNERD_S3_SECRET_KEY="+s3SecretKey,
+		"RUNNERD_S3_ACCESS_KEY="+s.urls["access_key"],
+		"RUNNERD_S3_SECRET_KEY="+s.urls["secret_key"],
 	)
 }
 
 // mongoURI is the URI runnerd gets, through the proxy, with a distinctive
 // option value that must never reach a workflow.
 func (s *stack) mongoURI() string {
-	return "mongodb://" + s.mongoP.addr() + "/?appName=chaosMongoMarker5R8T"
+	u, _ := url.Parse(s.urls["mongo"]) // with the stack's credentials
+	u.Host, u.Path, u.RawQuery = s.mongoP.addr(), "/", "appName="+mongoMarker
+	return u.String()
 }
 
 func (r *runner) start() {

@@ -5,6 +5,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,8 +187,15 @@ func TestMisbehavingWorkflows(t *testing.T) {
 				for _, e := range evs {
 					logs += e.Text
 				}
-				secrets := []string{s3SecretKey, s3AccessKey, "chaosMongoMarker5R8T", s.mongoP.addr(), s.s3P.addr(),
+				secrets := []string{s.urls["secret_key"], s.urls["access_key"], mongoMarker, s.mongoP.addr(), s.s3P.addr(),
 					strings.TrimPrefix(s.urls["nats"], "nats://"), "RUNNERD_S3", "RUNNERD_MONGO", "RUNNERD_NATS"}
+				for _, raw := range []string{s.urls["nats"], s.urls["mongo"]} {
+					if u, err := url.Parse(raw); err == nil && u.User != nil {
+						if pw, ok := u.User.Password(); ok {
+							secrets = append(secrets, pw)
+						}
+					}
+				}
 				var leaked []string
 				for _, sec := range secrets {
 					if strings.Contains(logs, sec) {

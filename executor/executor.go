@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -66,6 +67,10 @@ type Options struct {
 	// sets it so a step's flood of output is not streamed for nothing.
 	LogEventLimit int64
 	KillGrace     time.Duration // SIGTERM -> KillGrace -> SIGKILL; default DefaultKillGrace
+
+	// StartProcess, if set, starts each step's process (default:
+	// exec.Cmd.Start), e.g. from a thread in another network namespace.
+	StartProcess func(*exec.Cmd) error
 
 	// Sink receives every event, serially, from the goroutine that called Run.
 	Sink func(runnerd.Event)

@@ -55,7 +55,7 @@ func (j *stepJob) attempt(ctx context.Context, n int, c command, lg *stepLog) at
 	if err != nil {
 		return startErr(err)
 	}
-	p, err := startProcess(j.reaper, j.step.ID, path, c.argv, env, j.opts.Workdir)
+	p, err := startProcess(j.reaper, j.opts.StartProcess, j.step.ID, path, c.argv, env, j.opts.Workdir)
 	if err != nil {
 		return startErr(err)
 	}
@@ -102,7 +102,7 @@ type process struct {
 // startProcess starts argv in its own process group with /dev/null as stdin
 // and fresh pipes for stdout and stderr, never the executor's own fds: a
 // grandchild holding our stdout would otherwise block whoever reads it.
-func startProcess(rp *contain.Reaper, step, path string, argv, env []string, dir string) (*process, error) {
+func startProcess(rp *contain.Reaper, start func(*exec.Cmd) error, step, path string, argv, env []string, dir string) (*process, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -129,7 +129,7 @@ func startProcess(rp *contain.Reaper, step, path string, argv, env []string, dir
 		// Its own group; if the executor dies, the main process dies with it.
 		SysProcAttr: contain.ProcessAttr(),
 	}
-	err = rp.Start(step, cmd, nil)
+	err = rp.Start(step, cmd, start)
 	// The child has its copies; ours must go or the readers never see EOF.
 	outW.Close()
 	errW.Close()

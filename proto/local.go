@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,10 @@ type Local struct {
 	// Ready, if set, is waited for before the run's steps start (runexec
 	// closes it once its spare threads exist).
 	Ready <-chan struct{}
+	// Prepare, if set, is called once before the run's steps start (runexec
+	// applies its sandbox there); it returns how steps are started (nil:
+	// exec.Cmd.Start). An error fails the Execute.
+	Prepare func(req *Request) (start func(*exec.Cmd) error, err error)
 
 	mu        sync.Mutex
 	cancel    context.CancelCauseFunc
@@ -50,6 +55,13 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 		case <-ctx.Done():
 		}
 	}
+	var start func(*exec.Cmd) error
+	if l.Prepare != nil {
+		var err error
+		if start, err = l.Prepare(req); err != nil {
+			return fmt.Errorf("run %s: %w", req.RunID, err)
+		}
+	}
 	events := make(chan runnerd.Event, 4*maxBatch)
 	sent := make(chan error, 1)
 	go func() { sent <- forward(events, emit, cancel) }()
@@ -67,6 +79,8 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 		LogLimit:  req.LogLimit,
 		KillGrace: req.KillGrace,
 		Sink:      func(e runnerd.Event) { events <- e },
+
+		StartProcess: start,
 
 		LogEventLimit: req.LogEventLimit,
 	})

@@ -53,16 +53,18 @@ func (s *Supervisor) childEnv(home, tmp string) []string {
 		"TMPDIR=" + tmp,
 		"LANG=C.UTF-8",
 	}
-	return append(env, contain.Limits{NoFile: s.cfg.NoFileLimit, FileSize: s.cfg.FileSizeMax}.Env()...)
+	env = append(env, contain.Limits{NoFile: s.cfg.NoFileLimit, FileSize: s.cfg.FileSizeMax, CPUTime: s.cfg.CPUTimeMax}.Env()...)
+	return append(env, s.sandbox.Env()...)
 }
 
 // childCmd is the runexec command: its own process group (every kill is a
-// group kill), killed if runnerd dies, stdin from /dev/null.
+// group kill), killed if runnerd dies, stdin from /dev/null, in the
+// namespaces of the sandbox.
 func (s *Supervisor) childCmd(dir, home, tmp string) *exec.Cmd {
 	cmd := exec.Command(s.cfg.RunexecPath)
 	cmd.Env = s.childEnv(home, tmp)
 	cmd.Dir = dir
-	cmd.SysProcAttr = contain.ProcessAttr()
+	cmd.SysProcAttr = s.sandbox.Attr()
 	return cmd
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/testbin"
@@ -53,11 +54,12 @@ type env struct {
 	blobs *blob.Store
 	logs  *syncBuffer
 	side  string // a directory outside every run dir, for steps' side effects
+	runs  string // the run dir root
 }
 
 func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	t.Helper()
-	e := &env{t: t, stack: devstacktest.Start(t), logs: &syncBuffer{}, side: t.TempDir()}
+	e := &env{t: t, stack: devstacktest.Start(t), logs: &syncBuffer{}, side: t.TempDir(), runs: t.TempDir()}
 	ctx := context.Background()
 	var err error
 	if e.nc, err = nats.Connect(e.stack.NATSURL); err != nil {
@@ -109,7 +111,7 @@ func (e *env) config(id string) Config {
 	return Config{
 		RunnerID:      uniqueID(id),
 		Concurrency:   2,
-		RunDirRoot:    filepath.Join(e.side, "runs"),
+		RunDirRoot:    e.runs,
 		RunexecPath:   runexecPath,
 		ShutdownGrace: 10 * time.Second,
 		KillGrace:     time.Second,
@@ -121,6 +123,8 @@ func (e *env) config(id string) Config {
 		MemoryLimit:   256 << 20,
 		PidsLimit:     256,
 		Logger:        zerolog.New(e.logs).With().Timestamp().Logger(),
+		// Steps record side effects outside their run dir.
+		Sandbox: contain.Options{RW: []string{e.side}},
 	}
 }
 

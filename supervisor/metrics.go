@@ -30,6 +30,7 @@ type metrics struct {
 	s3Errors         *prometheus.CounterVec // op
 	waiting          *prometheus.GaugeVec   // on: mongodb, s3, nats, lease
 	waits            *prometheus.CounterVec // on
+	sandboxLayer     *prometheus.GaugeVec   // layer (sandbox.go)
 }
 
 // What a run waits on (label "on" of runnerd_runs_waiting and
@@ -130,6 +131,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "runnerd_waits_total",
 			Help: "Times a run was delayed by an unreachable server or a held lease (on: mongodb, s3, nats, lease): an in-place wait or a delayed redelivery. None spends an attempt.",
 		}, []string{"on"}),
+		sandboxLayer: newSandboxMetric(),
 	}
 	if reg == nil {
 		return m, nil
@@ -137,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.runsStarted, m.runsFinished, m.runDuration, m.stepDuration, m.runsInFlight,
 		m.freeSlots, m.childExits, m.heartbeatFailure, m.deliveries, m.consumerPending,
-		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.waiting, m.waits,
+		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.waiting, m.waits, m.sandboxLayer,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -48,10 +48,14 @@ type Config struct {
 	MemoryLimit int64  // bytes for a child and its steps (cgroup); 0: none
 	PidsLimit   int    // processes for a child and its steps (cgroup); 0: none
 	NoFileLimit uint64 // RLIMIT_NOFILE of the child and its steps
-	FileSizeMax uint64 // RLIMIT_FSIZE in bytes; 0: unlimited
+	FileSizeMax uint64 // RLIMIT_FSIZE in bytes of the child and its steps; 0: unlimited
+	CPUTimeMax  uint64 // RLIMIT_CPU in seconds of each process of a run; 0: unlimited
 	LogLimit    int64  // bytes of log kept per step (in S3); 0: executor default
 	EventLogMax int64  // bytes of a step's log also stored as events (for `logs --follow`)
 	AutoMTLS    bool   // go-plugin mutual TLS between runnerd and runexec
+	// Sandbox is what each run is confined to (contain.Probe finds what
+	// this machine allows); the zero Mode is auto.
+	Sandbox contain.Options
 	// Prestart keeps this many runexec children started ahead of runs (each
 	// still serves one run), so a run does not wait for a child's start.
 	Prestart int
@@ -64,6 +68,11 @@ type Config struct {
 	// SampleInterval is how often the consumer's backlog is sampled.
 	SampleInterval time.Duration
 }
+
+// DefaultFileSizeMax is the default RLIMIT_FSIZE of a run's processes: no
+// single file larger, a bound on a runaway write that still fits any sane
+// build output.
+const DefaultFileSizeMax = 10 << 30
 
 // DefaultConfig returns the defaults documented in `runnerd serve --help`.
 func DefaultConfig() Config {
@@ -81,6 +90,7 @@ func DefaultConfig() Config {
 		MemoryLimit:   2 << 30,
 		PidsLimit:     1024,
 		NoFileLimit:   4096,
+		FileSizeMax:   DefaultFileSizeMax,
 		EventLogMax:   1 << 20,
 		Logger:        zerolog.Nop(),
 
@@ -118,6 +128,9 @@ func (c *Config) fill() {
 	if c.EventLogMax == 0 {
 		c.EventLogMax = d.EventLogMax
 	}
+	if c.Sandbox.Mode == "" {
+		c.Sandbox.Mode = contain.ModeAuto
+	}
 	if c.Health == nil {
 		c.Health = NewHealth(DefaultStallTimeout, DefaultNATSDownTimeout)
 	}
@@ -151,6 +164,9 @@ func (c Config) Validate() error {
 	check(c.PingTimeout > 0 && c.PingInterval > 0, "ping interval and timeout: want more than 0")
 	check(c.MemoryLimit >= 0, "memory limit %d: want 0 (none) or more", c.MemoryLimit)
 	check(c.Prestart >= 0 && c.Prestart <= 1024, "prestart %d: want 0 (none) to 1024", c.Prestart)
+	if err := c.Sandbox.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,6 +183,9 @@ type Supervisor struct {
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
+
+	sandbox *contain.Sandbox // what every child is started in (setUpSandbox)
+	layers  []contain.Layer  // the sandbox's, the cgroup's and the rlimits', as logged at start
 
 	spares   *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
 	sockRoot string  // where the children's go-plugin socket dirs are made
@@ -200,7 +219,7 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	hardCtx, hardCancel := context.WithCancel(context.Background())
-	return &Supervisor{
+	s := &Supervisor{
 		hardCtx:    hardCtx,
 		hardCancel: hardCancel,
 		hardStop:   hardCtx.Done(),
@@ -215,7 +234,12 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 		hl:         cfg.Health,
 		sockRoot:   socketRoot(cfg.RunnerID),
 		draining:   make(chan struct{}),
-	}, nil
+	}
+	if err := s.setUpSandbox(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Run serves until ctx is cancelled (the first SIGTERM), then drains: no new
@@ -244,6 +268,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	defer unsubscribe()
 
+	s.logSandbox()
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
 	s.m.freeSlots.Set(float64(s.cfg.Concurrency))
 	s.hl.SetNotReady("")
@@ -405,8 +430,14 @@ func (s *Supervisor) prepareHost() error {
 	}
 	contain.SweepCgroups(s.cgroupParentName())
 	becomeSubreaper(s.log)
-	if err := contain.ProtectEnviron(); err != nil {
-		s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
+	// A non-dumpable process's /proc files belong to root, so an
+	// unprivileged runnerd could no longer write its children's uid_map:
+	// there the user and PID namespaces, which keep steps from seeing
+	// runnerd at all, take the place of the non-dumpable flag.
+	if !s.sandbox.UserNS || os.Geteuid() == 0 {
+		if err := contain.ProtectEnviron(); err != nil {
+			s.log.Warn().Err(err).Msg("cannot make runnerd non-dumpable: steps of its uid can read its environment")
+		}
 	}
 	return nil
 }

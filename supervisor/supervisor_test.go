@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,7 +162,8 @@ func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
 	e := newEnv(t, nil)
 	e.serve(e.config("r1"))
 	first, marker := e.sideFile("first.count"), e.sideFile("crashed")
-	// The step SIGKILLs its runexec (its parent) on the first attempt only.
+	// The step crashes its runexec (its parent; as the init of the run's PID
+	// namespace it gets no SIGKILL from a step) on the first attempt only.
 	e.submit("crash1", fmt.Sprintf(`
 steps:
   - id: first
@@ -168,7 +171,7 @@ steps:
   - id: crash
     needs: [first]
     shell: |
-      if [ ! -e %[2]s ]; then touch %[2]s; kill -9 $PPID; sleep 5; fi
+      if [ ! -e %[2]s ]; then touch %[2]s; kill -ABRT $PPID; sleep 5; fi
       echo survived
 `, first, marker), nil)
 	run := e.waitStatus("crash1", runnerd.StatusSucceeded, 60*time.Second)
@@ -191,7 +194,7 @@ func TestLastAttemptFailsWithMaxAttemptsExceeded(t *testing.T) {
 	e.submit("crash2", `
 steps:
   - id: crash
-    shell: kill -9 $PPID; sleep 5
+    shell: kill -ABRT $PPID; sleep 5
 `, nil)
 	run := e.waitStatus("crash2", runnerd.StatusFailed, 60*time.Second)
 	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Attempt != 2 || run.Crashes != 2 {
@@ -244,9 +247,18 @@ func TestStoppedChildIsKilledAsUnresponsive(t *testing.T) {
 steps:
   - id: freeze
     shell: |
-      if [ ! -e %[1]s ]; then touch %[1]s; kill -STOP $PPID; sleep 1000.4444; fi
+      if [ ! -e %[1]s ]; then touch %[1]s; sleep 1000.4444; fi
       echo thawed
 `, marker), nil)
+	// A step cannot stop the init of its PID namespace: the test does, from
+	// outside, once the step runs.
+	e.waitRun("stop1", 30*time.Second, "running its step", func(*store.Run) bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	})
+	for _, pid := range children.list() {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	}
 	run := e.waitStatus("stop1", runnerd.StatusSucceeded, 60*time.Second)
 	if run.Attempt != 2 {
 		t.Fatalf("attempt %d, want 2", run.Attempt)

@@ -246,7 +246,7 @@ func (d *decoder) fail(step int, label, field string, line int, format string, a
 }
 
 var (
-	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "steps"}
+	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "steps"}
 	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "backoff", "if", "artifacts", "prompt"}
 )
 
@@ -274,6 +274,8 @@ func (d *decoder) workflow(root *yaml.Node) (*Workflow, *positions) {
 			w.MaxParallel = d.int(e.val, -1, "", "max_parallel")
 		case "timeout":
 			w.Timeout = d.duration(e.val, -1, "", "timeout")
+		case "network":
+			w.Network = d.str(e.val, -1, "", "network")
 		case "steps":
 			w.Steps, pos.steps = d.steps(e.val)
 		default:

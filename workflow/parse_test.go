@@ -202,6 +202,7 @@ func TestParseErrors(t *testing.T) {
 				`wf.yaml:6: step "a": retries: want an integer, got a list`,
 				`wf.yaml:7: step "a": env.A: want a string, got a list`,
 			}},
+		{"network", "network: lan\nsteps: [{id: a, run: [x]}]\n", []string{`wf.yaml:1: network: want "host" or "none", got "lan"`}},
 		// ids
 		{"missing id", "steps:\n  - run: [x]\n", []string{"wf.yaml:2: step #1: id: missing; every step needs an id"}},
 		{"duplicate id", "steps:\n  - id: a\n    run: [x]\n  - id: a\n    run: [y]\n",

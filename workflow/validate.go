@@ -52,6 +52,9 @@ func (v *validator) run() {
 		v.add(-1, "max_parallel", "must not be negative, got %d", w.MaxParallel)
 	}
 	v.positive(-1, "timeout", w.Timeout)
+	if w.Network != "" && w.Network != NetworkHost && w.Network != NetworkNone {
+		v.add(-1, "network", "want %q or %q, got %q", NetworkHost, NetworkNone, w.Network)
+	}
 	for _, k := range sortedKeys(w.Vars) {
 		if k == "" {
 			v.addAt(-1, "vars", v.varLine(k), "a var needs a name")

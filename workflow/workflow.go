@@ -33,7 +33,10 @@ type Workflow struct {
 	Vars        map[string]string `json:"vars,omitempty" yaml:"vars,omitempty" bson:"vars,omitempty"` // defaults; a run's vars override
 	MaxParallel int               `json:"max_parallel,omitempty" yaml:"max_parallel,omitempty" bson:"max_parallel,omitempty"`
 	Timeout     Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty" bson:"timeout,omitempty"`
-	Steps       []Step            `json:"steps" yaml:"steps" bson:"steps"`
+	// Network is what the run's steps reach: NetworkHost, NetworkNone, or
+	// "" for the runner's default (runnerd serve --step-network).
+	Network string `json:"network,omitempty" yaml:"network,omitempty" bson:"network,omitempty"`
+	Steps   []Step `json:"steps" yaml:"steps" bson:"steps"`
 }
 
 // Step is one node of the DAG.
@@ -51,6 +54,12 @@ type Step struct {
 	Artifacts []string          `json:"artifacts,omitempty" yaml:"artifacts,omitempty" bson:"artifacts,omitempty"`
 	Prompt    string            `json:"prompt,omitempty" yaml:"prompt,omitempty" bson:"prompt,omitempty"` // human steps, templated
 }
+
+// The values of Workflow.Network.
+const (
+	NetworkHost = "host" // the host's network, loopback included
+	NetworkNone = "none" // no network: a loopback of the run's own only
+)
 
 // DefaultBackoff is the first retry delay of a step that sets none.
 const DefaultBackoff = time.Second

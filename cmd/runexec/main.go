@@ -57,6 +57,9 @@ Exit codes:
 `
 
 func main() {
+	if contain.IsProbe(os.Getenv) {
+		os.Exit(contain.RunProbe()) // runnerd finding out what sandbox this machine allows
+	}
 	// Orphans that escape a step's process group are reparented here, so
 	// the executor can find and kill them.
 	if err := contain.BecomeSubreaper(); err != nil {

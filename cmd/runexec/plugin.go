@@ -2,7 +2,10 @@ package main
 
 import (
 	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -27,11 +30,24 @@ func servePlugin() int {
 	if err != nil {
 		logger.Warn("rlimits not all applied", "error", err)
 	}
+	sb, err := contain.FromEnv(os.Getenv)
+	if err == nil {
+		err = sb.Enter()
+	}
+	if err != nil {
+		logger.Error("sandbox not set up", "error", err)
+		return 1
+	}
+	if sb.PIDNS {
+		// As the init of the run's PID namespace, runexec gets from its
+		// steps only the signals it handles: none of these.
+		signal.Ignore(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+	}
 	// The spare threads are made while go-plugin does its handshake; a run
 	// waits for them before its steps start.
 	ready := make(chan struct{})
 	go func() { reserveThreads(reservedThreads); close(ready) }()
-	proto.Serve(&proto.Local{Env: stepEnv(os.Environ()), Ready: ready}, logger)
+	proto.Serve(&proto.Local{Env: stepEnv(os.Environ()), Ready: ready, Prepare: sandboxRun(sb)}, logger)
 	return 0
 }
 
@@ -41,11 +57,29 @@ func stepEnv(environ []string) []string {
 	out := make([]string, 0, len(environ))
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "PLUGIN_") || contain.IsLimitVar(name) ||
+		if strings.HasPrefix(name, "PLUGIN_") || contain.IsLimitVar(name) || contain.IsSandboxVar(name) ||
 			name == proto.Handshake.MagicCookieKey {
 			continue
 		}
 		out = append(out, kv)
 	}
 	return out
+}
+
+// sandboxRun confines runexec and the steps it will start to the run of
+// req, once, before its first step: a runexec serves one run.
+func sandboxRun(sb *contain.Sandbox) func(req *proto.Request) (func(*exec.Cmd) error, error) {
+	return func(req *proto.Request) (func(*exec.Cmd) error, error) {
+		network := sb.Network
+		if req.Workflow != nil && req.Workflow.Network != "" {
+			network = contain.Network(req.Workflow.Network)
+		}
+		getenv := func(name string) string {
+			if v, ok := req.Env[name]; ok {
+				return v
+			}
+			return os.Getenv(name)
+		}
+		return sb.Restrict(contain.RunPaths{Workdir: req.Workdir, LogDir: req.LogDir, Home: getenv("HOME"), Tmp: getenv("TMPDIR")}, network)
+	}
 }

@@ -55,11 +55,17 @@ type proc struct {
 // SIGKILLed (its group) at the end of the test if it is still running.
 func startProc(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcAs(t, name, env, nil, bin, args...)
+}
+
+// startProcAs is startProc as another user (cred nil: the test's own).
+func startProcAs(t *testing.T, name string, env []string, cred *syscall.Credential, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	// A descendant that kept the output pipes open must not hang Wait: it
 	// is found by the process scan instead.
 	p.cmd.WaitDelay = 10 * time.Second
@@ -440,7 +446,8 @@ func TestProcessEndToEnd(t *testing.T) {
 	dev := startProc(t, "runnerd dev", baseEnv(nil), bin, "dev",
 		"--data", filepath.Join(root, "data"), "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--log-format", "json", "--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"),
-		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s")
+		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s",
+		"--sandbox-rw", side)
 	dev.waitLog(`"message":"serving"`, 60*time.Second)
 	vars := devVars(dev.stderr.String())
 	for _, k := range []string{"RUNNERD_NATS_URL", "RUNNERD_MONGO_URI", "RUNNERD_S3_ENDPOINT", "RUNNERD_S3_BUCKET", "RUNNERD_S3_ACCESS_KEY", "RUNNERD_S3_SECRET_KEY"} {
@@ -583,8 +590,9 @@ func TestProcessEndToEnd(t *testing.T) {
 	t.Run("crash on the first attempt", func(t *testing.T) {
 		c := &cli{t: t, bin: bin, env: c.env}
 		first, marker := filepath.Join(side, "first.count"), filepath.Join(side, "crashed")
-		// The step SIGKILLs its runexec (its parent) on the first attempt
-		// only, after a pause: what runexec had not streamed yet when it
+		// The step crashes its runexec (its parent, the init of the run's PID
+		// namespace: SIGABRT, since it gets no SIGKILL from a step) on the
+		// first attempt only, after a pause: what runexec had not streamed yet when it
 		// died (first's success, crash's start) would rightly not count,
 		// and first would run again.
 		file := writeFile(t, "crash.yaml", fmt.Sprintf(`name: crash
@@ -594,7 +602,7 @@ steps:
   - id: crash
     needs: [first]
     shell: |
-      if [ ! -e %[2]s ]; then touch %[2]s; sleep 2; kill -9 $PPID; sleep %[3]s; fi
+      if [ ! -e %[2]s ]; then touch %[2]s; sleep 2; kill -ABRT $PPID; sleep %[3]s; fi
       echo survived
 `, first, marker, crashMarker))
 		id, _ := c.submit(exitOK, file, "--wait")
@@ -692,17 +700,17 @@ func TestProcessServeSIGTERMMidRun(t *testing.T) {
 		"RUNNERD_S3_REGION", "RUNNERD_S3_ACCESS_KEY", "RUNNERD_S3_SECRET_KEY", "RUNNERD_TENANT"} {
 		vars[k] = os.Getenv(k)
 	}
-	root := t.TempDir()
+	root, side := t.TempDir(), t.TempDir() // side: outside every run dir
 	c := &cli{t: t, bin: bin, env: baseEnv(vars)}
 	serve := func(id string) *proc {
 		p := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve",
 			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id, "--metrics-addr", "127.0.0.1:0",
-			"--log-format", "json", "--grace", "30s", "--kill-grace", "2s")
+			"--log-format", "json", "--grace", "30s", "--kill-grace", "2s", "--sandbox-rw", side)
 		p.waitLog(`"message":"serving"`, 60*time.Second)
 		return p
 	}
 
-	first, marker := filepath.Join(root, "first.count"), filepath.Join(root, "slept")
+	first, marker := filepath.Join(side, "first.count"), filepath.Join(side, "slept")
 	sleepMarker := uniq("1000.61")
 	file := writeFile(t, "twostep.yaml", fmt.Sprintf(`name: twostep
 steps:

@@ -84,6 +84,13 @@ func (f *flags) List(p *[]string, name, usage string) {
 	f.listKey[name] = true
 }
 
+// Paths is a repeatable flag of paths whose variable holds a
+// colon-separated list (like PATH).
+func (f *flags) Paths(p *[]string, name, usage string) {
+	f.fs.Var((*pathList)(p), name, usage)
+	f.envs[name] = envName(name)
+}
+
 // Parse parses args, then fills the flags not given from their variables.
 // Every bad value is reported, each on a line naming the flag or variable.
 func (f *flags) Parse(args []string) error {
@@ -206,6 +213,19 @@ type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+type pathList []string
+
+func (l *pathList) String() string { return strings.Join(*l, ":") }
+func (*pathList) kind() string     { return "path" }
+func (l *pathList) Set(v string) error {
+	for _, p := range strings.Split(v, ":") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
 
 type byteSize int64
 

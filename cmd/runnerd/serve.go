@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/supervisor"
 )
@@ -28,6 +29,13 @@ type serveConfig struct {
 	queue     queue.Config
 	logFormat string
 	logLevel  string
+
+	// Sandbox and limits, copied into sup by finish.
+	sandboxMode   string
+	stepNetwork   string
+	fileSizeLimit int64
+	cpuTimeLimit  time.Duration
+	openFiles     int
 
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
 	stallTimeout    time.Duration // a loop silent this long makes /healthz fail
@@ -57,6 +65,13 @@ func (c *serveConfig) register(f *flags) {
 	f.Int(&s.PidsLimit, "pids-limit", s.PidsLimit, "processes of one run (cgroup, where writable; 0: none)")
 	f.Bytes(&s.LogLimit, "log-limit", 64<<20, "bytes of log kept per step")
 	f.Bool(&s.AutoMTLS, "auto-mtls", s.AutoMTLS, "mutual TLS between runnerd and runexec (costs ~30 ms per run)")
+	f.String(&c.sandboxMode, "sandbox", string(contain.ModeAuto), "per-run sandbox: auto (every layer this machine allows, missing ones logged), required (refuse to start without all of them), off (debugging)")
+	f.Paths(&s.Sandbox.RO, "sandbox-ro", "a path steps may read and execute, beside the system paths (repeatable; the variable is colon-separated)")
+	f.Paths(&s.Sandbox.RW, "sandbox-rw", "a path steps may read and write, beside their run dir (repeatable; the variable is colon-separated)")
+	f.String(&c.stepNetwork, "step-network", string(contain.NetworkHost), "the steps' network when a workflow sets no `network:`: host or none (no host port, loopback included)")
+	f.Bytes(&c.fileSizeLimit, "file-size-limit", supervisor.DefaultFileSizeMax, "largest file a step may write (RLIMIT_FSIZE; 0: unlimited)")
+	f.Duration(&c.cpuTimeLimit, "cpu-time-limit", 0, "CPU time of each process of a run, whole seconds (RLIMIT_CPU; 0: unlimited)")
+	f.Int(&c.openFiles, "open-files-limit", int(s.NoFileLimit), "open files of each process of a run (RLIMIT_NOFILE)")
 	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes ~10 ms off every run's start; 0: none)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -80,6 +95,19 @@ func (c *serveConfig) validate() []string {
 	if c.logFormat != "json" && c.logFormat != "console" {
 		add(fmt.Errorf("--log-format %q: want json or console", c.logFormat))
 	}
+	if _, err := contain.ParseMode(c.sandboxMode); err != nil {
+		add(fmt.Errorf("--sandbox: %w", err))
+	}
+	if _, err := contain.ParseNetwork(c.stepNetwork); err != nil {
+		add(fmt.Errorf("--step-network: %w", err))
+	}
+	if c.openFiles < 16 {
+		add(fmt.Errorf("--open-files-limit %d: want at least 16", c.openFiles))
+	}
+	if c.cpuTimeLimit != 0 && c.cpuTimeLimit < time.Second {
+		add(fmt.Errorf("--cpu-time-limit %s: want 0 (unlimited) or at least 1s", c.cpuTimeLimit))
+	}
+	c.finish()
 	add(c.queue.Validate())
 	add(c.sup.Validate())
 	if c.metricsAddr != "" {
@@ -98,6 +126,18 @@ func (c *serveConfig) validate() []string {
 		add(fmt.Errorf("--nats-down-timeout %s: want more than 0", c.natsDownTimeout))
 	}
 	return lines
+}
+
+// finish copies the sandbox and limit settings into the supervisor's
+// configuration.
+func (c *serveConfig) finish() {
+	c.sup.Sandbox.Mode = contain.Mode(c.sandboxMode)
+	c.sup.Sandbox.Network = contain.Network(c.stepNetwork)
+	c.sup.FileSizeMax = uint64(max(c.fileSizeLimit, 0))
+	c.sup.CPUTimeMax = uint64(c.cpuTimeLimit / time.Second)
+	if c.openFiles > 0 {
+		c.sup.NoFileLimit = uint64(c.openFiles)
+	}
 }
 
 // reportInvalid prints each invalid setting on its own line; false if any.
