@@ -116,6 +116,7 @@ func (e *env) serve(concurrency int, tweak func(*supervisor.Config)) {
 		cancel()
 		sup.StopNow()
 		<-done
+		_ = sup.Close()
 	})
 }
 

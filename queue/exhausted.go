@@ -58,7 +58,7 @@ func (q *Queue) SubscribeExhausted(fn func(streamSeq uint64)) (unsubscribe func(
 		if json.Unmarshal(m.Data, &adv) != nil || adv.StreamSeq == 0 {
 			return
 		}
-		go fn(adv.StreamSeq)
+		fn(adv.StreamSeq) // fn returns at once: it hands the work to its owner
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to max-deliveries advisories: %w", err)

@@ -50,7 +50,8 @@ type attempt struct {
 	trace      string        // the message's W3C traceparent, if any
 
 	childMu sync.Mutex
-	child   *proto.Child // the running child, nil before its start and after its end
+	child   *proto.Child   // the running child, nil before its start and after its end
+	rpcs    sync.WaitGroup // Cancel RPCs in flight to the child (askToStop)
 
 	// Owned by the goroutine that runs Execute.
 	state      runnerd.StepStates
@@ -503,6 +504,8 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	unsubscribe()
 	stopMonitors()
 	<-monitorDone
+	a.setChild(nil) // no Cancel RPC starts from now on
+	a.rpcs.Wait()   // and one sent to a child that is ending ends with it
 	if ps := child.ProcessState(); ps != nil && !cleanEnd {
 		a.log.Warn().Str("exit", ps.String()).Msg("runexec exited without finishing")
 	}
@@ -583,13 +586,24 @@ func (a *attempt) cancelByUser(child *proto.Child) {
 		return
 	}
 	a.log.Info().Str("reason", string(runnerd.ReasonCancelled)).Msg("cancel requested")
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.askToStop(child, "cancelled by user")
+}
+
+// askToStop sends the child a Cancel RPC without waiting for it: the
+// caller's loop goes on. runChild awaits it before the child is gone.
+func (a *attempt) askToStop(child *proto.Child, reason string) {
+	a.childMu.Lock()
+	defer a.childMu.Unlock()
+	if a.child != child { // the child is gone: nothing to ask
+		return
+	}
+	a.rpcs.Go(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 		defer cancel()
-		if err := child.Cancel(ctx, "cancelled by user"); err != nil {
+		if err := child.Cancel(ctx, reason); err != nil {
 			a.log.Debug().Err(err).Msg("cancel RPC")
 		}
-	}()
+	})
 }
 
 // persist stores one batch of the child's events, folds them into the step

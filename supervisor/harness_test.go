@@ -141,6 +141,7 @@ func (e *env) serve(cfg Config) *running {
 		cancel()
 		sup.StopNow()
 		<-r.done
+		_ = sup.Close()
 	})
 	return r
 }

@@ -19,7 +19,7 @@ func TestStartRemovesWhatACrashedRunnerLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	sockRoot := probe.sockRoot
-	probe.idLock.Close()
+	_ = probe.Close()
 	staleRun := filepath.Join(cfg.RunDirRoot, cfg.RunnerID, "stale-run", "work")
 	staleSock := filepath.Join(sockRoot, "stale")
 	for _, d := range []string{staleRun, staleSock} {

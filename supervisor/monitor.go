@@ -77,11 +77,7 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			if a.stopFor(stopShutdown) {
 				a.log.Info().Str("reason", string(runnerd.ReasonRunnerShutdown)).Msg("shutdown: asking runexec to save and stop")
 			}
-			go func() {
-				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = child.Cancel(cctx, string(runnerd.ReasonRunnerShutdown))
-			}()
+			a.askToStop(child, string(runnerd.ReasonRunnerShutdown))
 		case <-s.hardStop:
 			kill(stopShutdown, runnerd.ReasonRunnerShutdown, "shutdown grace over: killing runexec")
 			return

@@ -54,6 +54,7 @@ func (e *env) serveOps(cfg Config, stall time.Duration, hook func()) *ops {
 		cancel()
 		sup.StopNow()
 		<-r.done
+		_ = sup.Close()
 		srv.Close()
 	})
 	return &ops{running: r, srv: srv}

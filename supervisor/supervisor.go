@@ -172,14 +172,15 @@ func (c Config) Validate() error {
 
 // Supervisor consumes run messages and executes each run in a runexec child.
 type Supervisor struct {
-	idLock *os.File // held from New until Run returns
-	cfg    Config
-	q      *queue.Queue
-	st     *store.Store
-	blobs  *blob.Store
-	log    zerolog.Logger
-	m      *metrics
-	hl     *Health
+	idLock    *os.File // held from New until Close
+	closeOnce sync.Once
+	cfg       Config
+	q         *queue.Queue
+	st        *store.Store
+	blobs     *blob.Store
+	log       zerolog.Logger
+	m         *metrics
+	hl        *Health
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
@@ -251,17 +252,26 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	slots := make(chan struct{}, s.cfg.Concurrency)
-	var wg sync.WaitGroup
+	freed := make(chan struct{}, 1) // a slot was given back
+	var wg sync.WaitGroup           // the attempts
+	// Background work Run owns and awaits: the backlog sampler and the
+	// settling of exhausted messages, which end with ctx.
+	var bg sync.WaitGroup
+	defer bg.Wait()
 	// Work that runs to the end of an attempt, even after ctx: a draining
 	// run still saves its state and acts on its message.
 	workCtx := context.WithoutCancel(ctx)
-	go s.samplePending(ctx)
+	bg.Go(func() { s.samplePending(ctx) })
 	defer s.conn.watch(s.q.Conn())()
 
 	if s.cfg.Prestart > 0 {
 		s.spares = s.startSpares(s.cfg.Prestart)
 	}
-	unsubscribe, err := s.q.SubscribeExhausted(func(seq uint64) { s.settleExhausted(ctx, seq) })
+	unsubscribe, err := s.q.SubscribeExhausted(func(seq uint64) {
+		if ctx.Err() == nil {
+			bg.Go(func() { s.settleExhausted(ctx, seq) })
+		}
+	})
 	if err != nil {
 		s.log.Warn().Err(err).Msg("no max-deliveries advisories: a run whose runner dies during its last delivery stays running")
 		unsubscribe = func() {}
@@ -279,7 +289,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		free := s.cfg.Concurrency - len(slots)
 		if free == 0 {
-			if !s.waitSlot(ctx, slots) {
+			if !s.waitSlot(ctx, slots, freed) {
 				break
 			}
 			continue
@@ -299,7 +309,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots; s.slotTaken(-1) }()
+				defer func() {
+					<-slots
+					s.slotTaken(-1)
+					select {
+					case freed <- struct{}{}:
+					default: // a wake-up is already pending
+					}
+				}()
 				s.process(workCtx, d)
 			}()
 		}
@@ -324,8 +341,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	_ = os.Remove(s.sockRoot) // empty once every child is gone
 	s.log.Info().Msg("stopped")
 	s.hl.SetNotReady("stopped")
-	s.idLock.Close() // the runner id is free for the next process
 	return nil
+}
+
+// Close frees the runner id New locked on this machine, for the next
+// process. Call it once Run has returned (or instead of Run).
+func (s *Supervisor) Close() error {
+	var err error
+	s.closeOnce.Do(func() { err = s.idLock.Close() })
+	return err
 }
 
 // RunnerID is the runner id this supervisor holds on this machine.
@@ -395,15 +419,17 @@ func (s *Supervisor) untrack(a *attempt) {
 	}
 }
 
-// waitSlot waits until a slot frees; false if ctx ended first.
-func (s *Supervisor) waitSlot(ctx context.Context, slots chan struct{}) bool {
-	t := time.NewTicker(20 * time.Millisecond)
+// waitSlot waits until a slot frees; false if ctx ended first. It beats
+// the watchdog while it waits: a loop waiting for slots is not stuck.
+func (s *Supervisor) waitSlot(ctx context.Context, slots, freed chan struct{}) bool {
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for len(slots) == cap(slots) {
 		s.hl.Beat(loopName)
 		select {
 		case <-ctx.Done():
 			return false
+		case <-freed:
 		case <-t.C:
 		}
 	}

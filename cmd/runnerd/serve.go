@@ -232,6 +232,7 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 		fmt.Fprintf(env.stderr, "serve: %v\n", err)
 		return exitUsage
 	}
+	defer sup.Close()
 	go func() {
 		<-env.signals
 		log.Warn().Msg("second signal: skipping the shutdown grace")
