@@ -175,13 +175,17 @@ func (j *stepJob) succeed(st *runnerd.StepState, outputFile string, lg *stepLog)
 // every attempt runs the same thing.
 func (j *stepJob) expand() (command, error) {
 	var c command
+	var tplVars []string // the shell script's template values, after env: so they win
 	s := j.step
 	if s.Shell != "" {
-		script, err := workflow.Expand(s.Shell, j.scope)
+		// Templates reach the script as environment variables it
+		// references, never as text of the script (no injection).
+		script, vars, err := workflow.ExpandShell(s.Shell, j.scope)
 		if err != nil {
 			return c, fmt.Errorf("shell: %w", err)
 		}
 		c.argv = []string{"/bin/sh", "-e", "-c", script}
+		tplVars = vars
 	} else {
 		for i, a := range s.Run {
 			ea, err := workflow.Expand(a, j.scope)
@@ -206,6 +210,7 @@ func (j *stepJob) expand() (command, error) {
 		}
 		c.env = append(c.env, k+"="+v)
 	}
+	c.env = append(c.env, tplVars...)
 	return c, nil
 }
 

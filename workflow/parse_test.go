@@ -78,7 +78,7 @@ var fullWorkflow = &Workflow{
 			Timeout: Duration(1500 * time.Millisecond), Retries: 3, Backoff: Duration(2 * time.Second),
 			Artifacts: []string{"out/*.tar.gz", "report.txt"}, If: "vars.a == '1'"},
 		{ID: "ask-me", Kind: KindHuman, Needs: []string{"build"}, Prompt: "ok ${{ steps.build.outputs.v }}?", Timeout: Duration(time.Hour)},
-		{ID: "_last", Needs: []string{"ask-me", "build"}, Shell: "echo '${{ steps[\"ask-me\"].answers.ok }}'\necho done\n",
+		{ID: "_last", Needs: []string{"ask-me", "build"}, Shell: "echo ${{ steps[\"ask-me\"].answers.ok }}\necho done\n",
 			If: "${{ steps['ask-me'].status == 'succeeded' }}"},
 	},
 }

@@ -351,6 +351,10 @@ func (v *validator) templates(i int) {
 		check(fmt.Sprintf("run[%d]", k), v.itemLine(i, "run", k), a)
 	}
 	check("shell", v.fieldLine(i, "shell"), s.Shell)
+	if err := checkShell(s.Shell); err != nil {
+		// Lines of the script count from the script's first line.
+		v.addAt(i, "shell", v.fieldLine(i, "shell"), "script %v", err)
+	}
 	for _, k := range sortedKeys(s.Env) {
 		check("env."+k, v.envLine(i, k), s.Env[k])
 	}
