@@ -6,13 +6,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // collectArtifacts resolves declared paths and globs inside workdir and
 // returns the files they name, relative to workdir, sorted. A directory
 // stands for the files under it. Every file is checked after resolving
 // symlinks: one that lands outside workdir is refused, since whoever
-// uploads artifacts would otherwise read any file the runner can.
+// uploads artifacts would otherwise read any file the runner can; so is a
+// file that is a symlink itself, not a regular file, or has more than one
+// link. runnerd checks again when it opens the file for the upload.
 func collectArtifacts(workdir string, patterns []string) ([]string, error) {
 	if len(patterns) == 0 {
 		return nil, nil
@@ -70,6 +73,18 @@ func (c *collector) add(pattern, path string) error {
 		return fmt.Errorf("artifact %q: %s: %w", pattern, rel, err)
 	}
 	if !fi.IsDir() {
+		// What runnerd uploads: a regular file of one link, named by its
+		// own path (a hard link to a file outside the workdir is inside it
+		// by path; a symlink could be pointed elsewhere before the upload).
+		if lfi, err := os.Lstat(path); err == nil && lfi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("artifact %q: %s is a symbolic link: refused (declare the file it points to)", pattern, rel)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("artifact %q: %s is not a regular file (%s): refused", pattern, rel, fi.Mode().Type())
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink != 1 {
+			return fmt.Errorf("artifact %q: %s has %d hard links: refused", pattern, rel, st.Nlink)
+		}
 		if !c.seen[rel] {
 			c.seen[rel] = true
 			c.out = append(c.out, rel)

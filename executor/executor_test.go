@@ -537,8 +537,12 @@ func TestArtifacts(t *testing.T) {
 		want                   []string
 		msg                    string
 	}{
-		{"glob and dir", "mkdir -p out/sub; echo a > out/a.txt; echo b > out/b.txt; echo c > out/sub/c.log; ln -s a.txt out/link.txt",
-			`["out/*.txt", "out/sub"]`, true, []string{"out/a.txt", "out/b.txt", "out/link.txt", "out/sub/c.log"}, ""},
+		{"glob and dir", "mkdir -p out/sub real; echo a > out/a.txt; echo b > out/b.txt; echo c > out/sub/c.log; echo d > real/d.log; ln -s ../real out/linked",
+			`["out/*.txt", "out/sub", "out/linked"]`, true, []string{"out/a.txt", "out/b.txt", "out/linked/d.log", "out/sub/c.log"}, ""},
+		{"symlink in", "echo a > a.txt; ln -s a.txt link.txt", `["link.txt"]`, false, nil, "link.txt is a symbolic link: refused"},
+		{"hard link in", "echo a > a.txt; ln a.txt b.txt", `["b.txt"]`, false, nil, "b.txt has 2 hard links: refused"},
+		{"hard link out", "ln " + outside + "/secret shadow.txt", `["shadow.txt"]`, false, nil, "shadow.txt has 2 hard links: refused"},
+		{"fifo", "mkfifo pipe", `["pipe"]`, false, nil, "pipe is not a regular file"},
 		{"symlink out", "ln -s " + outside + "/secret leak", `["leak"]`, false, nil, `"leak"`},
 		{"symlinked dir out", "ln -s " + outside + " dir", `["dir"]`, false, nil, "outside the workdir"},
 		{"symlink in a dir", "mkdir d; echo x > d/ok; ln -s " + outside + "/secret d/leak", `["d"]`, false, nil, "d/leak"},

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -613,6 +612,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	defer func(t time.Time) { a.laps.inner += time.Since(t) }(time.Now())
 	stored := make([]runnerd.Event, 0, len(events))
 	saveState := false
+	var refused error // a succeeded step's file refused (files.go)
 	for _, e := range events {
 		a.state.Apply(e)
 		switch e.Type {
@@ -626,7 +626,11 @@ func (a *attempt) persist(events []runnerd.Event) error {
 			// A finished step's files go to S3 before its state is saved:
 			// once saved as succeeded it never runs again, so its log and
 			// artifacts must not depend on this attempt ending well.
-			if err := a.uploadStep(e.Step); err != nil {
+			if err := a.uploadStep(e.Step); errors.Is(err, errFileRefused) {
+				a.refuseStep(&e, err) // the step fails; the stream is stopped after this write
+				refused, saveState = err, true
+				break
+			} else if err != nil {
 				a.log.Warn().Err(err).Str("step", e.Step).Str("reason", string(runnerd.ReasonStoreUnavailable)).
 					Msg("upload of a finished step failed: its state is not saved")
 				a.unsaved = true
@@ -654,7 +658,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	if saveState {
 		steps = a.state
 	}
-	return a.withStore(opPersistEvents, func(ctx context.Context) error {
+	err := a.withStore(opPersistEvents, func(ctx context.Context) error {
 		// One fenced write: the events' seqs and the step state together.
 		if _, err := a.sup.st.Record(ctx, a.runID, a.epoch, stored, steps); err != nil {
 			return err
@@ -666,6 +670,10 @@ func (a *attempt) persist(events []runnerd.Event) error {
 		a.sup.m.eventBytes.Add(float64(n))
 		return nil
 	})
+	if err == nil && refused != nil {
+		err = refused // stops the stream: no step after the refused one runs
+	}
+	return err
 }
 
 // stepFinished logs a step's end and observes its duration.
@@ -740,7 +748,7 @@ func (a *attempt) upload() error {
 func (a *attempt) uploadStep(step string) error {
 	return a.waitOn(onS3, "upload step "+step, 5*time.Minute,
 		func(ctx context.Context) error { return a.putStepFiles(ctx, step) },
-		func(error) bool { return false })
+		func(err error) bool { return errors.Is(err, errFileRefused) })
 }
 
 // putStepFiles uploads the step's log of this attempt, records its key in
@@ -752,65 +760,50 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 		return nil
 	}
 	bl := a.sup.blobs
-	logPath := filepath.Join(a.dir.logs(), step+".log")
-	if _, err := os.Stat(logPath); err == nil {
+	// Artifacts are opened first (files.go: regular, one link, inside the
+	// workdir): a refusal is noted in the log before the log is uploaded.
+	var arts []*os.File
+	var refused error
+	if !st.StartedAt.Before(a.started) { // an earlier attempt uploaded its own
+		var err error
+		if arts, err = openArtifacts(a.dir.work(), st.Artifacts); errors.Is(err, errFileRefused) {
+			refused = err
+			noteInLog(a.dir.logs(), step+".log", fmt.Sprintf("[runnerd: %v: not uploaded; the step fails]", err))
+		} else if err != nil {
+			return fmt.Errorf("artifacts of step %s: %w", step, err)
+		}
+		defer closeAll(arts)
+	}
+	if f, err := openInside(a.dir.logs(), step+".log"); err == nil {
 		key := blob.StepLogKey(a.runID, a.attemptNo, step)
-		n, err := putFile(ctx, bl, key, logPath)
+		n, err := bl.Put(ctx, key, io.Reader(f))
+		f.Close()
 		a.sup.m.s3Error(opPutLog, err)
 		if err != nil {
 			return fmt.Errorf("log of step %s: %w", step, err)
 		}
 		a.sup.m.uploadBytes.WithLabelValues("log").Add(float64(n))
 		st.LogKey = key
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("log of step %w", err)
 	}
-	if !st.StartedAt.Before(a.started) { // an earlier attempt uploaded its own
-		for _, rel := range st.Artifacts {
-			path, err := insideDir(a.dir.work(), rel)
-			if err != nil {
-				a.log.Warn().Err(err).Str("step", step).Msg("artifact refused")
-				continue
-			}
-			n, err := putFile(ctx, bl, blob.ArtifactKey(a.runID, step, rel), path)
-			a.sup.m.s3Error(opPutArtifact, err)
-			if err != nil {
-				return fmt.Errorf("artifact %s of step %s: %w", rel, step, err)
-			}
-			a.sup.m.uploadBytes.WithLabelValues("artifact").Add(float64(n))
+	if refused != nil {
+		return refused
+	}
+	for i, f := range arts {
+		rel := st.Artifacts[i]
+		n, err := bl.Put(ctx, blob.ArtifactKey(a.runID, step, rel), io.Reader(f))
+		a.sup.m.s3Error(opPutArtifact, err)
+		if err != nil {
+			return fmt.Errorf("artifact %s of step %s: %w", rel, step, err)
 		}
+		a.sup.m.uploadBytes.WithLabelValues("artifact").Add(float64(n))
 	}
 	if a.uploaded == nil {
 		a.uploaded = map[string]bool{}
 	}
 	a.uploaded[step] = true
 	return nil
-}
-
-// putFile uploads the file at path and returns its size.
-func putFile(ctx context.Context, bl *blob.Store, key, path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return bl.Put(ctx, key, io.Reader(f))
-}
-
-// insideDir resolves rel inside dir and refuses anything that leaves it,
-// symlinks included: the step that made the file is dead by now, but the
-// check is cheap and runnerd holds the S3 credentials.
-func insideDir(dir, rel string) (string, error) {
-	root, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return "", err
-	}
-	p, err := filepath.EvalSymlinks(filepath.Join(dir, rel))
-	if err != nil {
-		return "", err
-	}
-	if p != root && !strings.HasPrefix(p, root+string(filepath.Separator)) {
-		return "", fmt.Errorf("artifact %q resolves outside the workdir", rel)
-	}
-	return p, nil
 }
 
 // traceHeader is the W3C Trace Context header `runnerd submit` sets.

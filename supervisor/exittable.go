@@ -196,6 +196,7 @@ const (
 	stopDeadline
 	stopCancel           // user cancel; the child is asked, and killed if it does not stop
 	stopStoreUnavailable // a write or upload could not be made before the attempt had to end
+	stopFileRefused      // a succeeded step's artifact or log could not be uploaded safely: that step failed
 )
 
 // observation is what the supervisor saw of one attempt. The exit is
@@ -217,6 +218,10 @@ func classify(o observation) outcome {
 		return outLeaseLost
 	case stopStoreUnavailable:
 		return outStoreUnavailable
+	case stopFileRefused:
+		// The step is saved failed (reason artifact): the run fails like
+		// for any failed step, whatever the child reported after it.
+		return outStepFailed
 	}
 	finished := runnerd.Status("")
 	if o.finished != nil && o.cleanEnd {

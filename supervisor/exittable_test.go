@@ -36,6 +36,7 @@ func TestClassify(t *testing.T) {
 		{"unresponsive", observation{stoppedFor: stopUnresponsive}, outChildUnresponsive},
 		{"lease lost beats everything", observation{finished: succeeded, cleanEnd: true, stoppedFor: stopLeaseLost}, outLeaseLost},
 		{"store down", observation{stoppedFor: stopStoreUnavailable}, outStoreUnavailable},
+		{"a succeeded step's file refused", observation{finished: succeeded, cleanEnd: true, stoppedFor: stopFileRefused}, outStepFailed},
 		{"shutdown, child saved and stopped", observation{finished: cancelled, cleanEnd: true, stoppedFor: stopShutdown}, outShutdown},
 		{"shutdown, child killed", observation{stoppedFor: stopShutdown}, outShutdown},
 		{"shutdown too late: run already done", observation{finished: succeeded, cleanEnd: true, stoppedFor: stopShutdown}, outSucceeded},

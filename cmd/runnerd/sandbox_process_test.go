@@ -207,6 +207,19 @@ steps:
 				t.Errorf("network none: connect to the host's NATS port %s: %q, want Connection refused", port, got["nats"])
 			}
 
+			// The issue's artifact leak: the link is refused by Landlock (or by
+			// protected_hardlinks); had it been made, runexec and runnerd would
+			// refuse a file of two links.
+			leak, _ := w.c.submit(exitFailed, writeFile(t, "leak.yaml", `name: leak
+steps:
+  - id: leak
+    shell: ln /etc/shadow shadow.txt || true
+    artifacts: [shadow.txt]
+`), "--wait")
+			if st := w.c.status(leak).Steps["leak"]; st == nil || st.Status != runnerd.StepFailed || st.Reason != runnerd.StepReasonArtifact {
+				t.Errorf("a hard link to /etc/shadow declared as an artifact: step %+v, want failed (artifact)", st)
+			}
+
 			// In the same sandbox, what workflows do still works.
 			for _, ex := range []string{"hello.yaml", "fanout.yaml", "outputs.yaml", "retries.yaml"} {
 				w.c.submit(exitOK, example(t, ex), "--wait")
