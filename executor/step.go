@@ -79,6 +79,10 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 	if backoff <= 0 {
 		backoff = workflow.DefaultBackoff
 	}
+	capBackoff := maxBackoff
+	if r := j.step.RetryRules; r != nil && r.MaxBackoff > 0 {
+		capBackoff = r.MaxBackoff.D()
+	}
 	var note string
 	for try := 0; try <= j.step.Retries; try++ {
 		if try > 0 {
@@ -86,7 +90,7 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			if !sleepCtx(ctx, backoff) {
 				return j.interrupted(ctx, st)
 			}
-			backoff = min(backoff*2, maxBackoff)
+			backoff = min(backoff*2, capBackoff)
 		}
 		st.Attempts++
 		j.event(runnerd.Event{Type: runnerd.EventStepStarted, Attempt: st.Attempts, Message: note})
@@ -104,14 +108,35 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			return res.msg
 		}
 		st.Status = runnerd.StepFailed
+		retry, why := j.step.RetryDecision(workflow.Failure{
+			ExitCode: res.exitCode, Signal: res.signal, TimedOut: res.reason == runnerd.StepReasonTimeout,
+		})
+		switch {
+		case try == j.step.Retries && j.step.Retries > 0:
+			retry, why = false, fmt.Sprintf("no retries left (%d)", j.step.Retries)
+		case try == j.step.Retries:
+			retry, why = false, "the step has no retries"
+		}
+		decision := runnerd.AttemptNotRetried
+		if retry {
+			decision = runnerd.AttemptRetried
+		}
+		failed := runnerd.Event{Type: runnerd.EventAttemptFailed, Attempt: st.Attempts, ExitCode: res.exitCode,
+			Signal: res.signal, Reason: string(res.reason), Status: decision, Message: why, Time: time.Now()}
+		st.AddTry(failed)
+		j.event(failed)
 		note = fmt.Sprintf("attempt %d failed: %s", st.Attempts, res.msg)
-		lg.marker(fmt.Sprintf("[runexec: %s]", note))
-		if try == j.step.Retries {
+		if !retry {
+			lg.marker(fmt.Sprintf("[runexec: %s; not retried: %s]", note, why))
 			if try > 0 {
-				return fmt.Sprintf("%s (after %d attempts)", res.msg, try+1)
+				return fmt.Sprintf("%s (after %d attempts; not retried: %s)", res.msg, try+1, why)
+			}
+			if j.step.Retries > 0 {
+				return fmt.Sprintf("%s (not retried: %s)", res.msg, why)
 			}
 			return res.msg
 		}
+		lg.marker(fmt.Sprintf("[runexec: %s; retried: %s]", note, why))
 	}
 	return note
 }

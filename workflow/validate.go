@@ -205,6 +205,9 @@ func (v *validator) step(i int) {
 	if s.Retries < 0 || s.Retries > MaxRetries {
 		v.add(i, "retries", "must be between 0 and %d, got %d", MaxRetries, s.Retries)
 	}
+	for _, p := range retryProblems(s) {
+		v.add(i, "retries", "%s", p)
+	}
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)
 	}
