@@ -29,7 +29,8 @@ const usage = `runexec executes one workflow run.
 
 Usage:
   runexec run FILE [--var k=v]... [--workdir DIR] [--logdir DIR] [--state FILE]
-                   [--answer step.key=v]... [--json]
+                   [--answer step.key=v]... [--json] [--sandbox MODE]
+                   [--sandbox-ro PATH]... [--sandbox-rw PATH]... [--step-network N]
   runexec validate FILE
   runexec --help
 
@@ -46,6 +47,13 @@ run       runs the workflow on this machine and prints one line per step.
                              paused or interrupted run
           --answer s.k=v     answer k of human step s (repeatable)
           --json             print one JSON event per line on stdout
+          --sandbox MODE     auto (default: every layer this machine allows,
+                             as runnerd serve), required or off; in the
+                             sandbox steps get HOME DIR.home, TMPDIR DIR.tmp
+          --sandbox-ro PATH  a path steps may read and execute (repeatable)
+          --sandbox-rw PATH  a path steps may read and write (repeatable)
+          --step-network N   host (default) or none, when the workflow
+                             sets no network:
 validate  checks a workflow file and prints every problem.
 
 Exit codes:
@@ -64,6 +72,9 @@ func main() {
 	// the executor can find and kill them.
 	if err := contain.BecomeSubreaper(); err != nil {
 		fmt.Fprintf(os.Stderr, "runexec: warning: cannot become child subreaper: %v\n", err)
+	}
+	if os.Getenv(envLocalRun) == "1" {
+		os.Exit(serveLocalRun()) // the sandboxed child of `runexec run`
 	}
 	if proto.IsChild(os.Getenv) {
 		// Started by runnerd: serve the Executor over go-plugin, not the CLI.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/executor"
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -37,6 +38,10 @@ type runArgs struct {
 	logdir  string
 	state   string
 	json    bool
+
+	sandbox              contain.Mode
+	sandboxRO, sandboxRW listFlag
+	network              contain.Network
 }
 
 // stateFile is what --state keeps: the step states, and the run id and
@@ -136,7 +141,23 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			}
 		}
 	}
-	res, err := executor.Run(ctx, opts)
+	sb, err := sandboxFor(ra, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "runexec: %v\n", err)
+		return ExitUsage
+	}
+	var res executor.Result
+	if sb != nil {
+		home, tmp, derr := sandboxDirs(ra.workdir)
+		if derr != nil {
+			fmt.Fprintf(stderr, "runexec: %v\n", derr)
+			return ExitUsage
+		}
+		opts.Env = withHomeTmp(opts.Env, home, tmp)
+		res, err = runSandboxed(ctx, sb, opts, home, tmp)
+	} else {
+		res, err = executor.Run(ctx, opts)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "runexec: %v\n", err)
 		return ExitUsage
@@ -157,6 +178,10 @@ func parseRunArgs(args []string, stderr io.Writer) (*runArgs, int) {
 	fs.StringVar(&ra.logdir, "logdir", "", "directory for step logs")
 	fs.StringVar(&ra.state, "state", "", "step state file to read and keep up to date")
 	fs.BoolVar(&ra.json, "json", false, "print events as JSON lines")
+	fs.StringVar((*string)(&ra.sandbox), "sandbox", string(contain.ModeAuto), "sandbox of the run: auto, required or off")
+	fs.Var(&ra.sandboxRO, "sandbox-ro", "a path steps may read and execute beside the system paths (repeatable)")
+	fs.Var(&ra.sandboxRW, "sandbox-rw", "a path steps may read and write beside the run's dirs (repeatable)")
+	fs.StringVar((*string)(&ra.network), "step-network", string(contain.NetworkHost), "the steps' network when the workflow sets none: host or none")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil, ExitSucceeded
