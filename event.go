@@ -12,8 +12,18 @@ const (
 	EventOutput       EventType = "output"
 	EventArtifact     EventType = "artifact"
 	EventStepFinished EventType = "step_finished"
-	EventPaused       EventType = "paused"
-	EventRunFinished  EventType = "run_finished"
+	// EventAttemptFailed records one failed attempt of a step: its exit,
+	// and whether (Status: AttemptRetried or AttemptNotRetried) and why
+	// (Message) it is retried.
+	EventAttemptFailed EventType = "attempt_failed"
+	EventPaused        EventType = "paused"
+	EventRunFinished   EventType = "run_finished"
+)
+
+// The Status of an attempt_failed event.
+const (
+	AttemptRetried    = "retried"
+	AttemptNotRetried = "not_retried"
 )
 
 // Event is one entry of a run's event stream. It is flat on purpose: the same

@@ -97,19 +97,36 @@ const (
 // StepState is what is saved of one step so an interrupted or paused run
 // continues without running again what already succeeded.
 type StepState struct {
-	Status     StepStatus        `json:"status" bson:"status"`
-	Reason     StepReason        `json:"reason,omitempty" bson:"reason,omitempty"`
-	Attempts   int               `json:"attempts,omitempty" bson:"attempts,omitempty"`
-	ExitCode   int               `json:"exit_code" bson:"exit_code"`
-	Signal     string            `json:"signal,omitempty" bson:"signal,omitempty"`
-	Outputs    map[string]string `json:"outputs,omitempty" bson:"outputs,omitempty"`
-	Answers    map[string]string `json:"answers,omitempty" bson:"answers,omitempty"`
-	Prompt     string            `json:"prompt,omitempty" bson:"prompt,omitempty"`
-	Artifacts  []string          `json:"artifacts,omitempty" bson:"artifacts,omitempty"`
-	LogKey     string            `json:"log_key,omitempty" bson:"log_key,omitempty"`
-	StartedAt  time.Time         `json:"started_at,omitzero" bson:"started_at,omitempty"`
-	FinishedAt time.Time         `json:"finished_at,omitzero" bson:"finished_at,omitempty"`
+	Status    StepStatus        `json:"status" bson:"status"`
+	Reason    StepReason        `json:"reason,omitempty" bson:"reason,omitempty"`
+	Attempts  int               `json:"attempts,omitempty" bson:"attempts,omitempty"`
+	ExitCode  int               `json:"exit_code" bson:"exit_code"`
+	Signal    string            `json:"signal,omitempty" bson:"signal,omitempty"`
+	Outputs   map[string]string `json:"outputs,omitempty" bson:"outputs,omitempty"`
+	Answers   map[string]string `json:"answers,omitempty" bson:"answers,omitempty"`
+	Prompt    string            `json:"prompt,omitempty" bson:"prompt,omitempty"`
+	Artifacts []string          `json:"artifacts,omitempty" bson:"artifacts,omitempty"`
+	LogKey    string            `json:"log_key,omitempty" bson:"log_key,omitempty"`
+	// Tries records each failed attempt: its exit, and whether and why it
+	// was retried (the step's retry rules).
+	Tries      []Try     `json:"tries,omitempty" bson:"tries,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero" bson:"started_at,omitempty"`
+	FinishedAt time.Time `json:"finished_at,omitzero" bson:"finished_at,omitempty"`
 }
+
+// Try is one failed attempt of a step.
+type Try struct {
+	Attempt  int        `json:"attempt" bson:"attempt"`
+	ExitCode int        `json:"exit_code" bson:"exit_code"`
+	Signal   string     `json:"signal,omitempty" bson:"signal,omitempty"`
+	Reason   StepReason `json:"reason,omitempty" bson:"reason,omitempty"`
+	Retried  bool       `json:"retried" bson:"retried"`
+	Why      string     `json:"why,omitempty" bson:"why,omitempty"`
+	At       time.Time  `json:"at,omitzero" bson:"at,omitempty"`
+}
+
+// maxTries bounds the failed attempts a step's state keeps.
+const maxTries = 100
 
 // StepStates maps step ids to their saved state.
 type StepStates map[string]*StepState
@@ -125,6 +142,7 @@ func (s StepStates) Clone() StepStates {
 		c.Outputs = cloneMap(st.Outputs)
 		c.Answers = cloneMap(st.Answers)
 		c.Artifacts = append([]string(nil), st.Artifacts...)
+		c.Tries = append([]Try(nil), st.Tries...)
 		out[id] = &c
 	}
 	return out

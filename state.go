@@ -32,6 +32,8 @@ func (s StepStates) Apply(e Event) {
 		st.Outputs[e.Key] = e.Value
 	case EventArtifact:
 		st.Artifacts = append(st.Artifacts, e.Path)
+	case EventAttemptFailed:
+		st.AddTry(e)
 	case EventPaused:
 		st.Status = StepWaiting
 		st.Prompt = e.Prompt
@@ -44,5 +46,14 @@ func (s StepStates) Apply(e Event) {
 			st.Attempts = e.Attempt
 		}
 		st.FinishedAt = e.Time
+	}
+}
+
+// AddTry records the failed attempt an attempt_failed event reports (the
+// executor calls it on its own state, Apply on a folded one).
+func (st *StepState) AddTry(e Event) {
+	if len(st.Tries) < maxTries {
+		st.Tries = append(st.Tries, Try{Attempt: e.Attempt, ExitCode: e.ExitCode, Signal: e.Signal,
+			Reason: StepReason(e.Reason), Retried: e.Status == AttemptRetried, Why: e.Message, At: e.Time})
 	}
 }

@@ -744,7 +744,7 @@ steps:
 		}
 		if got.Status != want.Status || got.Reason != want.Reason || got.Attempts != want.Attempts ||
 			got.ExitCode != want.ExitCode || fmt.Sprint(got.Outputs) != fmt.Sprint(want.Outputs) ||
-			!slices.Equal(got.Artifacts, want.Artifacts) {
+			!slices.Equal(got.Artifacts, want.Artifacts) || len(got.Tries) != len(want.Tries) {
 			t.Errorf("step %s: folded %+v, result %+v", id, got, want)
 		}
 	}

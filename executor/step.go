@@ -79,6 +79,10 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 	if backoff <= 0 {
 		backoff = workflow.DefaultBackoff
 	}
+	capBackoff := maxBackoff
+	if r := j.step.RetryRules; r != nil && r.MaxBackoff > 0 {
+		capBackoff = r.MaxBackoff.D()
+	}
 	var note string
 	for try := 0; try <= j.step.Retries; try++ {
 		if try > 0 {
@@ -86,7 +90,7 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			if !sleepCtx(ctx, backoff) {
 				return j.interrupted(ctx, st)
 			}
-			backoff = min(backoff*2, maxBackoff)
+			backoff = min(backoff*2, capBackoff)
 		}
 		st.Attempts++
 		j.event(runnerd.Event{Type: runnerd.EventStepStarted, Attempt: st.Attempts, Message: note})
@@ -104,14 +108,35 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			return res.msg
 		}
 		st.Status = runnerd.StepFailed
+		retry, why := j.step.RetryDecision(workflow.Failure{
+			ExitCode: res.exitCode, Signal: res.signal, TimedOut: res.reason == runnerd.StepReasonTimeout,
+		})
+		switch {
+		case try == j.step.Retries && j.step.Retries > 0:
+			retry, why = false, fmt.Sprintf("no retries left (%d)", j.step.Retries)
+		case try == j.step.Retries:
+			retry, why = false, "the step has no retries"
+		}
+		decision := runnerd.AttemptNotRetried
+		if retry {
+			decision = runnerd.AttemptRetried
+		}
+		failed := runnerd.Event{Type: runnerd.EventAttemptFailed, Attempt: st.Attempts, ExitCode: res.exitCode,
+			Signal: res.signal, Reason: string(res.reason), Status: decision, Message: why, Time: time.Now()}
+		st.AddTry(failed)
+		j.event(failed)
 		note = fmt.Sprintf("attempt %d failed: %s", st.Attempts, res.msg)
-		lg.marker(fmt.Sprintf("[runexec: %s]", note))
-		if try == j.step.Retries {
+		if !retry {
+			lg.marker(fmt.Sprintf("[runexec: %s; not retried: %s]", note, why))
 			if try > 0 {
-				return fmt.Sprintf("%s (after %d attempts)", res.msg, try+1)
+				return fmt.Sprintf("%s (after %d attempts; not retried: %s)", res.msg, try+1, why)
+			}
+			if j.step.Retries > 0 {
+				return fmt.Sprintf("%s (not retried: %s)", res.msg, why)
 			}
 			return res.msg
 		}
+		lg.marker(fmt.Sprintf("[runexec: %s; retried: %s]", note, why))
 	}
 	return note
 }
@@ -175,13 +200,17 @@ func (j *stepJob) succeed(st *runnerd.StepState, outputFile string, lg *stepLog)
 // every attempt runs the same thing.
 func (j *stepJob) expand() (command, error) {
 	var c command
+	var tplVars []string // the shell script's template values, after env: so they win
 	s := j.step
 	if s.Shell != "" {
-		script, err := workflow.Expand(s.Shell, j.scope)
+		// Templates reach the script as environment variables it
+		// references, never as text of the script (no injection).
+		script, vars, err := workflow.ExpandShell(s.Shell, j.scope)
 		if err != nil {
 			return c, fmt.Errorf("shell: %w", err)
 		}
 		c.argv = []string{"/bin/sh", "-e", "-c", script}
+		tplVars = vars
 	} else {
 		for i, a := range s.Run {
 			ea, err := workflow.Expand(a, j.scope)
@@ -206,6 +235,7 @@ func (j *stepJob) expand() (command, error) {
 		}
 		c.env = append(c.env, k+"="+v)
 	}
+	c.env = append(c.env, tplVars...)
 	return c, nil
 }
 

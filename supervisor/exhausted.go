@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
@@ -66,20 +68,20 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 
 	// The dead runner's lease expires within a TTL; a live holder means a
 	// runner still works on the run (its message was redelivered after all).
-	var lease *queue.Lease
-	for lease == nil {
-		lease, err = s.q.AcquireLease(ctx, runID, s.cfg.RunnerID)
-		switch {
-		case errors.Is(err, queue.ErrLeaseHeld):
-			sleep(ctx, ttl/2)
-			if ctx.Err() != nil {
-				log.Warn().Msg("exhausted message: the run's lease stayed held; left in the stream")
-				return
-			}
-		case err != nil:
-			log.Warn().Err(err).Msg("exhausted message: lease failed; it stays in the stream")
-			return
+	lease, err := backoff.Retry(ctx, func() (*queue.Lease, error) {
+		l, err := s.q.AcquireLease(ctx, runID, s.cfg.RunnerID)
+		if err != nil && !errors.Is(err, queue.ErrLeaseHeld) {
+			return nil, backoff.Permanent(err)
 		}
+		return l, err
+	}, backoff.WithBackOff(backoff.NewConstantBackOff(ttl/2)), backoff.WithMaxElapsedTime(0))
+	switch {
+	case errors.Is(err, queue.ErrLeaseHeld) || ctx.Err() != nil:
+		log.Warn().Msg("exhausted message: the run's lease stayed held; left in the stream")
+		return
+	case err != nil:
+		log.Warn().Err(err).Msg("exhausted message: lease failed; it stays in the stream")
+		return
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	claimed, err := s.st.Claim(ctx, runID, s.cfg.RunnerID, lease.Epoch())

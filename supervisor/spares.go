@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/contain"
@@ -57,7 +58,8 @@ func (s *Supervisor) startSpares(n int) *spares {
 // fill starts a spare for every token, one at a time, until close.
 func (p *spares) fill() {
 	defer close(p.done)
-	backoff := time.Second
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = time.Second, time.Minute
 	for {
 		select {
 		case <-p.stop:
@@ -71,12 +73,11 @@ func (p *spares) fill() {
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(backoff):
+			case <-time.After(b.NextBackOff()):
 			}
-			backoff = min(2*backoff, time.Minute)
 			continue
 		}
-		backoff = time.Second
+		b.Reset()
 		p.ready <- sp // never blocks: a spare exists only for a token taken
 	}
 }

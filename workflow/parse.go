@@ -247,7 +247,7 @@ func (d *decoder) fail(step int, label, field string, line int, format string, a
 
 var (
 	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "steps"}
-	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "backoff", "if", "artifacts", "prompt"}
+	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt"}
 )
 
 func (d *decoder) workflow(root *yaml.Node) (*Workflow, *positions) {
@@ -344,7 +344,9 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 		case "timeout":
 			s.Timeout = d.duration(e.val, i, label, "timeout")
 		case "retries":
-			s.Retries = d.int(e.val, i, label, "retries")
+			d.retries(e.val, i, label, s)
+		case "retry_rules":
+			d.retryRulesField(e.val, i, label, s)
 		case "backoff":
 			s.Backoff = d.duration(e.val, i, label, "backoff")
 		case "if":

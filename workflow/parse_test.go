@@ -76,9 +76,11 @@ var fullWorkflow = &Workflow{
 	Steps: []Step{
 		{ID: "build", Run: []string{"make", "${{ vars.a }}", ""}, Env: map[string]string{"X": "${{ vars['b-c'] }}"},
 			Timeout: Duration(1500 * time.Millisecond), Retries: 3, Backoff: Duration(2 * time.Second),
+			RetryRules: &RetryRules{MaxBackoff: Duration(time.Minute), OnExitCodes: []int{75, 76}, ExceptExitCodes: []int{2},
+				OnSignals: []string{"SIGKILL"}, OnTimeout: new(false)},
 			Artifacts: []string{"out/*.tar.gz", "report.txt"}, If: "vars.a == '1'"},
 		{ID: "ask-me", Kind: KindHuman, Needs: []string{"build"}, Prompt: "ok ${{ steps.build.outputs.v }}?", Timeout: Duration(time.Hour)},
-		{ID: "_last", Needs: []string{"ask-me", "build"}, Shell: "echo '${{ steps[\"ask-me\"].answers.ok }}'\necho done\n",
+		{ID: "_last", Needs: []string{"ask-me", "build"}, Shell: "echo ${{ steps[\"ask-me\"].answers.ok }}\necho done\n",
 			If: "${{ steps['ask-me'].status == 'succeeded' }}"},
 	},
 }

@@ -205,6 +205,9 @@ func (v *validator) step(i int) {
 	if s.Retries < 0 || s.Retries > MaxRetries {
 		v.add(i, "retries", "must be between 0 and %d, got %d", MaxRetries, s.Retries)
 	}
+	for _, p := range retryProblems(s) {
+		v.add(i, "retries", "%s", p)
+	}
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)
 	}
@@ -351,6 +354,10 @@ func (v *validator) templates(i int) {
 		check(fmt.Sprintf("run[%d]", k), v.itemLine(i, "run", k), a)
 	}
 	check("shell", v.fieldLine(i, "shell"), s.Shell)
+	if err := checkShell(s.Shell); err != nil {
+		// Lines of the script count from the script's first line.
+		v.addAt(i, "shell", v.fieldLine(i, "shell"), "script %v", err)
+	}
 	for _, k := range sortedKeys(s.Env) {
 		check("env."+k, v.envLine(i, k), s.Env[k])
 	}

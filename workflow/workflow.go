@@ -41,18 +41,20 @@ type Workflow struct {
 
 // Step is one node of the DAG.
 type Step struct {
-	ID        string            `json:"id" yaml:"id" bson:"id"`
-	Kind      StepKind          `json:"kind,omitempty" yaml:"kind,omitempty" bson:"kind,omitempty"`
-	Run       []string          `json:"run,omitempty" yaml:"run,omitempty" bson:"run,omitempty"`       // argv, templated per element
-	Shell     string            `json:"shell,omitempty" yaml:"shell,omitempty" bson:"shell,omitempty"` // script for /bin/sh -e, templated
-	Needs     []string          `json:"needs,omitempty" yaml:"needs,omitempty" bson:"needs,omitempty"`
-	Env       map[string]string `json:"env,omitempty" yaml:"env,omitempty" bson:"env,omitempty"` // values templated
-	Timeout   Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty" bson:"timeout,omitempty"`
-	Retries   int               `json:"retries,omitempty" yaml:"retries,omitempty" bson:"retries,omitempty"`
-	Backoff   Duration          `json:"backoff,omitempty" yaml:"backoff,omitempty" bson:"backoff,omitempty"` // first retry delay, doubled each retry
-	If        string            `json:"if,omitempty" yaml:"if,omitempty" bson:"if,omitempty"`
-	Artifacts []string          `json:"artifacts,omitempty" yaml:"artifacts,omitempty" bson:"artifacts,omitempty"`
-	Prompt    string            `json:"prompt,omitempty" yaml:"prompt,omitempty" bson:"prompt,omitempty"` // human steps, templated
+	ID      string            `json:"id" yaml:"id" bson:"id"`
+	Kind    StepKind          `json:"kind,omitempty" yaml:"kind,omitempty" bson:"kind,omitempty"`
+	Run     []string          `json:"run,omitempty" yaml:"run,omitempty" bson:"run,omitempty"`       // argv, templated per element
+	Shell   string            `json:"shell,omitempty" yaml:"shell,omitempty" bson:"shell,omitempty"` // script for /bin/sh -e, templated
+	Needs   []string          `json:"needs,omitempty" yaml:"needs,omitempty" bson:"needs,omitempty"`
+	Env     map[string]string `json:"env,omitempty" yaml:"env,omitempty" bson:"env,omitempty"` // values templated
+	Timeout Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty" bson:"timeout,omitempty"`
+	Retries int               `json:"retries,omitempty" yaml:"retries,omitempty" bson:"retries,omitempty"`
+	Backoff Duration          `json:"backoff,omitempty" yaml:"backoff,omitempty" bson:"backoff,omitempty"` // first retry delay, doubled each retry
+	// RetryRules (the long form of retries:) say which failures are retried.
+	RetryRules *RetryRules `json:"retry_rules,omitempty" yaml:"retry_rules,omitempty" bson:"retry_rules,omitempty"`
+	If         string      `json:"if,omitempty" yaml:"if,omitempty" bson:"if,omitempty"`
+	Artifacts  []string    `json:"artifacts,omitempty" yaml:"artifacts,omitempty" bson:"artifacts,omitempty"`
+	Prompt     string      `json:"prompt,omitempty" yaml:"prompt,omitempty" bson:"prompt,omitempty"` // human steps, templated
 }
 
 // The values of Workflow.Network.

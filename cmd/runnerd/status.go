@@ -150,6 +150,24 @@ func printRun(w io.Writer, r *store.Run) {
 			dashInt(st.Attempts), exitText(st), stepDuration(st), stepDetail(st))
 	}
 	_ = tw.Flush()
+	for _, id := range stepOrder(r) {
+		st := r.Steps[id]
+		if st == nil || len(st.Tries) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nfailed attempts of %s:\n", id)
+		for _, t := range st.Tries {
+			exit := fmt.Sprintf("exit %d", t.ExitCode)
+			if t.Signal != "" {
+				exit = t.Signal
+			}
+			verdict := "not retried"
+			if t.Retried {
+				verdict = "retried"
+			}
+			fmt.Fprintf(w, "  attempt %d: %s (%s), %s: %s\n", t.Attempt, exit, t.Reason, verdict, t.Why)
+		}
+	}
 }
 
 func exitText(st *runnerd.StepState) string {
