@@ -149,7 +149,7 @@ func TestChaos(t *testing.T) {
 		maxDeliver = n // low: runners die on last deliveries (max-deliveries advisories)
 	}
 	s := newStack(t, chaosQueue(maxDeliver, 6*time.Second, 10*time.Second))
-	side := filepath.Join(s.dir, "side")
+	side := filepath.Join(s.stepsDir(), "side")
 	if err := os.MkdirAll(side, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,7 @@ func TestNATSCluster(t *testing.T) {
 		r.start()
 		runners = append(runners, r)
 	}
-	side := filepath.Join(s.dir, "side")
+	side := filepath.Join(s.stepsDir(), "side")
 	_ = os.MkdirAll(side, 0o755)
 	var ids []string
 	for i := range nRuns {

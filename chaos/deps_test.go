@@ -53,7 +53,7 @@ func TestDependencyFaults(t *testing.T) {
 			s := newStack(t, chaosQueue(-1, 6*time.Second, 10*time.Second))
 			r := s.newRunner("dep1", "--concurrency", "2")
 			r.start()
-			side := filepath.Join(s.dir, "side")
+			side := filepath.Join(s.stepsDir(), "side")
 			_ = os.MkdirAll(side, 0o755)
 			var ids []string
 			start := time.Now()

@@ -28,7 +28,7 @@ func TestFencing(t *testing.T) {
 	a := s.newRunner("fenceA", "--concurrency", "1")
 	b := s.newRunner("fenceB", "--concurrency", "1")
 	a.start()
-	side := filepath.Join(s.dir, "fence.side")
+	side := filepath.Join(s.stepsDir(), "fence.side")
 	s.submit("fence1", fmt.Sprintf(`steps:
   - id: first
     shell: echo "first $(pwd)" >> %[1]s

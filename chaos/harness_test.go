@@ -244,6 +244,16 @@ type runner struct {
 	starts int
 }
 
+// stepsDir is where steps may write outside their run dirs (side files,
+// markers): the runners give it with --sandbox-rw.
+func (s *stack) stepsDir() string {
+	d := filepath.Join(s.dir, "rw")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	return d
+}
+
 // newRunner prepares a runnerd serve; extra flags override the suite's.
 func (s *stack) newRunner(id string, extra ...string) *runner {
 	q := s.qcfg
@@ -253,6 +263,9 @@ func (s *stack) newRunner(id string, extra ...string) *runner {
 		"--max-deliver", strconv.Itoa(q.MaxDeliver),
 		"--ping-interval", "1s", "--ping-timeout", "2s", "--kill-grace", "2s", "--grace", "10s",
 		"--metrics-addr", "127.0.0.1:0", // several runners on one host
+		// Steps record side effects in one directory outside every run dir
+		// (stepsDir); the sandbox keeps them out of everything else.
+		"--sandbox-rw", s.stepsDir(),
 	}
 	r := &runner{s: s, id: id, args: append(args, extra...), logPath: filepath.Join(s.dir, id+".log")}
 	s.mu.Lock()

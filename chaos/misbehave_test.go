@@ -134,10 +134,10 @@ func TestMisbehavingWorkflows(t *testing.T) {
 			status: runnerd.StatusSucceeded, reasons: []runnerd.Reason{runnerd.ReasonCompleted}, marker: "1000.5513",
 		},
 		{
-			name: "double fork + setsid, then runexec SIGKILLed (first attempt)",
+			name: "double fork + setsid, then runexec crashed (SIGABRT, first attempt)",
 			yaml: func(rid, dir string) string {
 				m := filepath.Join(dir, rid+".crashed")
-				return "steps:\n" + yamlStep("escape", nil, fmt.Sprintf("setsid sh -c 'sleep 1000.5514 & sleep 1000.5514' </dev/null >/dev/null 2>&1 &\n      sleep 0.5\n      if [ ! -e %[1]s ]; then touch %[1]s; kill -9 $PPID; sleep 5; fi", m))
+				return "steps:\n" + yamlStep("escape", nil, fmt.Sprintf("setsid sh -c 'sleep 1000.5514 & sleep 1000.5514' </dev/null >/dev/null 2>&1 &\n      sleep 0.5\n      if [ ! -e %[1]s ]; then touch %[1]s; kill -ABRT $PPID; sleep 5; fi", m))
 			},
 			status: runnerd.StatusSucceeded, reasons: []runnerd.Reason{runnerd.ReasonCompleted}, marker: "1000.5514",
 			check: func(t *testing.T, s *stack, r *runner, rid string, run *store.Run) string {
@@ -149,10 +149,14 @@ func TestMisbehavingWorkflows(t *testing.T) {
 			yaml: func(rid, dir string) string {
 				return "steps:\n" + yamlStep("out", nil, "echo escaped > ../../../../outside-"+rid+".txt")
 			},
-			status: runnerd.StatusSucceeded, reasons: []runnerd.Reason{runnerd.ReasonCompleted},
+			// Landlock: the run dir root is neither readable nor writable.
+			status: runnerd.StatusFailed, reasons: []runnerd.Reason{runnerd.ReasonStepFailed},
 			check: func(t *testing.T, s *stack, r *runner, rid string, run *store.Run) string {
 				_, err := os.Stat(filepath.Join(s.dir, "outside-"+rid+".txt"))
-				return fmt.Sprintf("file written outside the workdir: %v — not prevented: runnerd has no filesystem sandbox", err == nil)
+				if err == nil {
+					t.Errorf("%s: the step wrote outside its workdir", rid)
+				}
+				return fmt.Sprintf("file written outside the workdir: %v (the sandbox refuses it: EACCES)", err == nil)
 			},
 		},
 		{
@@ -207,7 +211,10 @@ func TestMisbehavingWorkflows(t *testing.T) {
 				}
 				probe := stepLog(rid, "probe", 1)
 				readable := strings.Contains(probe, "\n1\n")
-				return fmt.Sprintf("credentials in its logs (S3 + events): %d; but /proc/<runnerd>/environ readable by the step (same uid): %v", len(leaked), readable)
+				if readable {
+					t.Errorf("%s: the step read runnerd's environment", rid)
+				}
+				return fmt.Sprintf("credentials in its logs (S3 + events): %d; /proc/<runnerd>/environ readable by the step: %v (not in its PID namespace)", len(leaked), readable)
 			},
 		},
 	}
@@ -220,8 +227,8 @@ func TestMisbehavingWorkflows(t *testing.T) {
 	rows = append(rows, [2]string{"cgroup per run (probe)", fmt.Sprintf("%v", haveCgroup)})
 	for i, c := range cases {
 		rid, nid := fmt.Sprintf("bad%d", i), fmt.Sprintf("good%d", i)
-		side := filepath.Join(s.dir, nid+".side")
-		s.submit(rid, c.yaml(rid, s.dir))
+		side := filepath.Join(s.stepsDir(), nid+".side")
+		s.submit(rid, c.yaml(rid, s.stepsDir()))
 		s.submit(nid, neighbor(nid, side))
 		var rss int64
 		stop := make(chan struct{})

@@ -27,7 +27,8 @@ type manifest struct {
 		// Deployment
 		Template struct {
 			Spec struct {
-				TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+				TerminationGracePeriodSeconds int   `yaml:"terminationGracePeriodSeconds"`
+				AutomountServiceAccountToken  *bool `yaml:"automountServiceAccountToken"`
 				Containers                    []struct {
 					Name    string
 					Args    []string
@@ -152,6 +153,10 @@ func TestManifestsAgreeWithServeFlags(t *testing.T) {
 	}
 	if len(c.Args) == 0 || c.Args[0] != "serve" {
 		t.Errorf("container args %v, want serve", c.Args)
+	}
+	// No service-account token in the pod for a step to read.
+	if a := dep.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("Deployment: want automountServiceAccountToken: false")
 	}
 
 	// Every value the ConfigMap sets parses as serve would parse it.
