@@ -12,6 +12,8 @@ TEST_TIMEOUT ?= 9m
 # path (the conditional update of MongoDB; `make test` runs on FerretDB,
 # whose default is the revision path).
 E2E_RUN  ?= ^Test(Succeeded|StepFailed|Paused|Cancel|RunDeadline|ChildCrash|LastAttempt|RunnerDead|StolenLease|Rejected|Shutdown|RetriedEvent)
+# staticcheck from PATH, else where `go install` puts it.
+STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
 
 .PHONY: all build dev test test-postgres lint proto bench image chaos clean
 
@@ -40,7 +42,11 @@ test-postgres: build
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet -tags '$(TAGS)' ./...
-	@if command -v staticcheck >/dev/null; then staticcheck -tags '$(TAGS)' ./...; else echo "staticcheck not installed; skipped"; fi
+	$(GO) vet -tags '$(TAGS) chaos' ./chaos/...
+	@if [ -x "$(STATICCHECK)" ]; then \
+		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS)' ./... && \
+		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/...; \
+	else echo "staticcheck not installed; skipped (.ci/run installs it)"; fi
 
 proto:
 	scripts/gen-proto.sh
