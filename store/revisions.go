@@ -183,10 +183,11 @@ func (s *Store) putDoc(ctx context.Context, id string, doc bson.M) error {
 	return err
 }
 
-// applyUpdate applies a MongoDB update ($set, $unset, $inc) to doc and
-// returns the top-level fields it set and removed. $set takes top-level
-// fields and dotted paths into subdocuments; $unset and $inc top-level
-// fields.
+// applyUpdate applies a MongoDB update ($set, $unset, $inc, $push) to doc
+// and returns the top-level fields it set and removed. $set takes top-level
+// fields and dotted paths into subdocuments; $unset, $inc and $push (of one
+// value) top-level fields. Anything else is refused: the store's writes use
+// no more.
 func applyUpdate(doc bson.M, update bson.D) (bson.M, []string, error) {
 	set := bson.M{}
 	var unset []string
@@ -216,6 +217,15 @@ func applyUpdate(doc bson.M, update bson.D) (bson.M, []string, error) {
 				unset = append(unset, k)
 				delete(set, k)
 				continue
+			case op.Key == "$push" && !dotted:
+				arr, isArr := doc[k].(bson.A)
+				if doc[k] != nil && !isArr {
+					return nil, nil, fmt.Errorf("$push %s: the field is not an array", k)
+				}
+				if m, ok := v.(bson.M); ok && hasOperator(m) {
+					return nil, nil, fmt.Errorf("$push %s: modifiers are not supported on the revision path", k)
+				}
+				doc[k] = append(append(bson.A{}, arr...), v)
 			case op.Key == "$inc" && !dotted:
 				n, ok := asNumber(v)
 				if !ok {
@@ -230,6 +240,15 @@ func applyUpdate(doc bson.M, update bson.D) (bson.M, []string, error) {
 		}
 	}
 	return set, unset, nil
+}
+
+func hasOperator(m bson.M) bool {
+	for k := range m {
+		if strings.HasPrefix(k, "$") {
+			return true
+		}
+	}
+	return false
 }
 
 // setPath sets a dotted path inside m, making the subdocuments it lacks.

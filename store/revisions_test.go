@@ -67,3 +67,49 @@ func TestRevisionReadersFollowPastALaggingRunDocument(t *testing.T) {
 		t.Fatalf("list succeeded: %v %v", runIDs(listed), err)
 	}
 }
+
+// The revision path applies each update operator the store uses as MongoDB
+// does (the conditional path leaves it to the server); the same
+// expectations hold on both.
+func TestUpdateOperatorsOnBothPaths(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	mustCreate(t, s, "ops")
+	if _, err := s.Claim(ctx, "ops", "r", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, "ops", 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, runnerd.StepStates{"fetch": {Status: runnerd.StepFailed}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Retry(ctx, "ops", false) // $set, $unset, $inc, $push
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, "ops", "r", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetStatus(ctx, "ops", 2, runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Retry(ctx, "ops", true); err != nil {
+		t.Fatal(err)
+	}
+	r := mustGet(t, s, "ops")
+	if first.Generation != 1 || r.Generation != 2 || r.Status != runnerd.StatusQueued || r.Reason != "" || !r.FinishedAt.IsZero() || r.Steps != nil {
+		t.Fatalf("after two retries: generation %d/%d status %s reason %q finished %v steps %v", first.Generation, r.Generation, r.Status, r.Reason, r.FinishedAt, r.Steps)
+	}
+	if len(r.History) != 2 || r.History[0].Status != runnerd.StatusFailed || r.History[1].Status != runnerd.StatusCancelled || !r.History[1].FromScratch {
+		t.Fatalf("history %+v", r.History)
+	}
+	if _, err := s.Resume(ctx, "ops", nil); !errors.Is(err, ErrIllegalTransition) {
+		t.Fatalf("resume of a queued run: %v", err)
+	}
+	if _, err := applyUpdateRefuses(); err == nil {
+		t.Fatal("an operator the revision path does not know was accepted")
+	}
+}
+
+func applyUpdateRefuses() (bson.M, error) {
+	set, _, err := applyUpdate(bson.M{}, bson.D{{Key: "$addToSet", Value: bson.D{{Key: "x", Value: 1}}}})
+	return set, err
+}
