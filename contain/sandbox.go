@@ -269,7 +269,7 @@ func Probe(runexecPath string, opts Options) (*Sandbox, error) {
 			continue
 		}
 		sb.PIDNS, sb.UserNS, sb.NetNS = true, c.UserNS, res.NetNS
-		if res.NetNS == false {
+		if !res.NetNS {
 			sb.why[LayerNetwork] = "no network namespace: " + res.NetNSError
 		}
 		if res.LandlockError != "" {

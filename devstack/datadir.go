@@ -48,8 +48,9 @@ func lockDataDir(dir string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("devstack: lock %s: %w", path, err)
 	}
+	// The pid is a hint for the message of the next instance: best effort.
 	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
 }

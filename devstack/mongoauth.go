@@ -98,10 +98,18 @@ func newMongoAuth(ln net.Listener, upstream string, tlsConf *tls.Config, user, p
 		}
 	}
 	a := &mongoAuth{ln: ln, upstream: upstream, tlsConf: tlsConf, log: log, conns: map[net.Conn]struct{}{}}
-	if a.scram256, err = scram.SHA256.NewServer(lookup(c256.GetStoredCredentials(kf))); err != nil {
+	creds256, err := c256.GetStoredCredentialsWithError(kf)
+	if err != nil {
 		return nil, fmt.Errorf("devstack: mongo auth: %w", err)
 	}
-	if a.scram1, err = scram.SHA1.NewServer(lookup(c1.GetStoredCredentials(kf))); err != nil {
+	creds1, err := c1.GetStoredCredentialsWithError(kf)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: mongo auth: %w", err)
+	}
+	if a.scram256, err = scram.SHA256.NewServer(lookup(creds256)); err != nil {
+		return nil, fmt.Errorf("devstack: mongo auth: %w", err)
+	}
+	if a.scram1, err = scram.SHA1.NewServer(lookup(creds1)); err != nil {
 		return nil, fmt.Errorf("devstack: mongo auth: %w", err)
 	}
 	return a, nil

@@ -16,7 +16,7 @@ import (
 // only says so with a max-deliveries advisory. These helpers let a runner
 // act on that advisory: read the message, settle its run, delete it.
 
-// ErrMessageGone: the stream no longer holds the message (another runner
+// ErrMessageGone means the stream no longer holds the message (another runner
 // settled it first).
 var ErrMessageGone = errors.New("queue: message no longer in the stream")
 

@@ -24,6 +24,8 @@ type Run struct {
 	// stopped answering, or whose runner vanished: the budget of
 	// --max-attempts. Waiting on a server or a lease never counts.
 	Crashes int `bson:"crashes" json:"crashes"`
+	// History keeps how earlier rounds ended, one entry per `runnerd retry`.
+	History []PastRun `bson:"history,omitempty" json:"history,omitempty"`
 	// Waiting is set while the run's runner waits for a server to come back.
 	Waiting *Wait `bson:"waiting,omitempty" json:"waiting,omitempty"`
 

@@ -60,11 +60,9 @@ func sandboxFor(ra *runArgs, stderr io.Writer) (*contain.Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	var on, off []string
+	var off []string
 	for _, l := range sb.Layers() {
-		if l.On {
-			on = append(on, l.Name)
-		} else if l.Name != contain.LayerUserNS {
+		if !l.On && l.Name != contain.LayerUserNS {
 			off = append(off, l.Name+" ("+l.Detail+")")
 		}
 	}

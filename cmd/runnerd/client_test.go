@@ -26,6 +26,7 @@ type testEnv struct {
 	t     *testing.T
 	c     *conns
 	stack *devstack.Stack
+	side  string // a directory the steps of startServe's runner may write (--sandbox-rw)
 }
 
 func startEnv(t *testing.T) *testEnv {

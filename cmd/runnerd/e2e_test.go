@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,7 @@ func (e *testEnv) startServe() {
 	t := e.t
 	t.Helper()
 	bin := runexec(t)
+	e.side = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
 	done := make(chan int, 1)
@@ -59,7 +61,7 @@ func (e *testEnv) startServe() {
 		done <- runServe(ctx, env, []string{
 			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", fmt.Sprintf("cmd-test-%d", os.Getpid()),
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
-			"--metrics-addr", "127.0.0.1:0",
+			"--metrics-addr", "127.0.0.1:0", "--sandbox-rw", e.side,
 		})
 	}()
 	t.Cleanup(func() { // before the stack stops
@@ -105,6 +107,45 @@ func TestEndToEndWithServe(t *testing.T) {
 			if !strings.Contains(r.stderr, want) {
 				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
 			}
+		}
+	})
+
+	t.Run("retry re-runs only what failed", func(t *testing.T) {
+		side := e.side
+		flag := filepath.Join(side, "fixed")
+		file := writeFile(t, "flaky.yaml", fmt.Sprintf(`name: flaky
+steps:
+  - id: first
+    shell: echo once >> %[1]s/first.count
+  - id: second
+    needs: [first]
+    shell: test -e %[2]s
+`, side, flag))
+		e.mustRun(exitFailed, "submit", file, "--id", "e2e-retry", "--wait")
+		if r := e.run("retry", "e2e-approval-none"); r.code == exitOK {
+			t.Errorf("retry of a missing run exited 0")
+		}
+		if err := os.WriteFile(flag, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.mustRun(exitOK, "retry", "e2e-retry", "--wait")
+		if got, _ := os.ReadFile(filepath.Join(side, "first.count")); string(got) != "once\n" {
+			t.Errorf("the succeeded step ran again: %q", got)
+		}
+		r := e.mustRun(exitUsage, "retry", "e2e-retry")
+		if !strings.Contains(r.stderr, "only a failed or cancelled run can be retried") {
+			t.Errorf("retry of a succeeded run: %s", r.stderr)
+		}
+		r = e.mustRun(exitOK, "status", "e2e-retry", "--json")
+		var doc struct {
+			Status  string
+			History []struct{ Status, Reason string }
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.Status != "succeeded" || len(doc.History) != 1 || doc.History[0].Status != "failed" || doc.History[0].Reason != "step_failed" {
+			t.Errorf("status after the retry = %+v", doc)
 		}
 	})
 

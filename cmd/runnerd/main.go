@@ -55,6 +55,7 @@ var commands = []command{
 	{"cancel", "cancel a run", runCancel},
 	{"logs", "print a run's step logs", runLogs},
 	{"resume", "answer a paused run's human steps and queue it again", runResume},
+	{"retry", "queue a failed or cancelled run again; succeeded steps are not run again", runRetry},
 	{"version", "print the version", runVersion},
 }
 
