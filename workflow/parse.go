@@ -22,6 +22,10 @@ import (
 // Both formats go through a yaml.Node tree so that unknown fields, type
 // errors and validation problems all carry the line they come from.
 func Parse(data []byte, name string) (*Workflow, error) {
+	if len(data) > MaxWorkflowBytes {
+		return nil, Errors{&Error{File: name, Line: 1, Field: "workflow",
+			Msg: fmt.Sprintf("%d bytes: the limit is %d (%d MiB); keep large data in files the steps fetch", len(data), MaxWorkflowBytes, MaxWorkflowBytes>>20)}}
+	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 BOM some editors write
 	var (
 		root *yaml.Node

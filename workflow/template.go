@@ -128,6 +128,16 @@ func (w *Workflow) ResolveVars(overrides map[string]string) (map[string]string, 
 	if len(unknown) > 0 {
 		return nil, fmt.Errorf("resolve vars: %w %s (declared: %s)", ErrUnknownVar, strings.Join(unknown, ", "), declared(w.Vars))
 	}
+	total := 0
+	for _, k := range sortedKeys(out) {
+		if n := len(out[k]); n > MaxVarBytes {
+			return nil, fmt.Errorf("resolve vars: var %q is %d bytes: the limit is %d (%d KiB): %w", k, n, MaxVarBytes, MaxVarBytes>>10, ErrVarTooLarge)
+		}
+		total += len(k) + len(out[k])
+	}
+	if total > MaxVarsBytes {
+		return nil, fmt.Errorf("resolve vars: %d bytes in all: the limit is %d (%d MiB): %w", total, MaxVarsBytes, MaxVarsBytes>>20, ErrVarTooLarge)
+	}
 	return out, nil
 }
 
