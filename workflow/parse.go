@@ -251,7 +251,7 @@ func (d *decoder) fail(step int, label, field string, line int, format string, a
 
 var (
 	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "steps"}
-	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt"}
+	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt", "secrets"}
 )
 
 func (d *decoder) workflow(root *yaml.Node) (*Workflow, *positions) {
@@ -349,6 +349,8 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 			s.Timeout = d.duration(e.val, i, label, "timeout")
 		case "retries":
 			d.retries(e.val, i, label, s)
+		case "secrets":
+			s.Secrets = d.secrets(e.val, i, label)
 		case "retry_rules":
 			d.retryRulesField(e.val, i, label, s)
 		case "backoff":

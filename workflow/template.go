@@ -358,6 +358,9 @@ func references(src string) ([]reference, []string, error) {
 		if id.Value == "steps" && !used[id] {
 			problems = append(problems, "`steps` must be followed by a step id, as in steps.build.outputs.version")
 		}
+		if id.Value == "secrets" {
+			problems = append(problems, "secrets never reach templates: declare it on the step (secrets: [NAME]) and read $NAME, or the file it names")
+		}
 	}
 	return refs, problems, nil
 }

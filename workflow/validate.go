@@ -220,6 +220,9 @@ func (v *validator) step(i int) {
 	for _, p := range retryProblems(s) {
 		v.add(i, "retries", "%s", p)
 	}
+	for _, p := range secretProblems(s) {
+		v.add(i, "secrets", "%s", p)
+	}
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)
 	}
