@@ -63,8 +63,9 @@ func (p RunPaths) dirs() []string {
 }
 
 // Restrict confines this process and everything it starts afterwards to
-// the run: Landlock on the paths, signals and abstract sockets, and for
-// network none a network namespace (else Landlock's TCP rules). It returns
+// the run: Landlock on the paths, signals and abstract sockets, for network
+// none a network namespace (else Landlock's TCP rules), and as real root no
+// capability for the steps. It returns
 // how steps must be started (nil: exec.Cmd.Start). Call it once, before the
 // first step, from the process that will start the steps.
 func (sb *Sandbox) Restrict(paths RunPaths, network Network) (func(*exec.Cmd) error, error) {
@@ -79,21 +80,24 @@ func (sb *Sandbox) Restrict(paths RunPaths, network Network) (func(*exec.Cmd) er
 			return nil, err
 		}
 	}
-	var start func(*exec.Cmd) error
-	denyTCP := false
+	denyTCP, netns := false, false
 	if network == NetworkNone {
 		switch {
 		case sb.NetNS:
-			sp, err := newNetSpawner()
-			if err != nil {
-				return nil, fmt.Errorf("sandbox: network none: %w", err)
-			}
-			start = sp.start
+			netns = true
 		case sb.Landlock >= 4:
 			denyTCP = true
 		default:
 			return nil, errors.New("sandbox: network none: no network namespace and no Landlock network rules (ABI 4) on this machine")
 		}
+	}
+	var start func(*exec.Cmd) error
+	if dropCaps := sb.dropsCaps(); netns || dropCaps {
+		sp, err := newSpawner(netns, dropCaps)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		start = sp.start
 	}
 	if sb.Landlock > 0 {
 		if err := sb.restrictLandlock(paths, denyTCP); err != nil {
@@ -114,3 +118,8 @@ func hide(dir string) error {
 	}
 	return nil
 }
+
+// dropsCaps reports whether steps must be started without capabilities:
+// runexec is real root (no user namespace to make its capabilities
+// harmless to the host).
+func (sb *Sandbox) dropsCaps() bool { return sb.On() && !sb.UserNS && os.Geteuid() == 0 }

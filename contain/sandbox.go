@@ -181,6 +181,7 @@ type Layer struct {
 const (
 	LayerPIDNS    = "pid_namespace"
 	LayerUserNS   = "user_namespace"
+	LayerCaps     = "no_capabilities"
 	LayerLandlock = "landlock_fs"
 	LayerScope    = "landlock_scope"
 	LayerNetwork  = "network_none"
@@ -201,15 +202,24 @@ func (sb *Sandbox) Layers() []Layer {
 	ls := []Layer{
 		{LayerPIDNS, sb.PIDNS, "runexec is the init of the run's PID namespace, private /proc"},
 		{LayerUserNS, sb.UserNS, "steps are root of a user namespace, without host capabilities"},
+		{LayerCaps, sb.UserNS || sb.dropsCaps() || (sb.On() && os.Geteuid() != 0), ""},
 		{LayerLandlock, sb.Landlock >= 1, abi + ": read-write only the run dir and --sandbox-rw, read and execute the system paths and --sandbox-ro"},
 		{LayerScope, sb.Landlock >= 6, abi + ": no signal to, nor abstract Unix socket of, a process outside the run"},
 		{LayerNetwork, sb.NetNS || sb.Landlock >= 4, ""},
 	}
 	switch {
+	case sb.UserNS:
+		ls[2].Detail = "steps' capabilities hold only in their user namespace"
+	case sb.dropsCaps():
+		ls[2].Detail = "runnerd is root: steps start with an empty capability bounding set"
+	case os.Geteuid() != 0:
+		ls[2].Detail = "runnerd is not root: steps have no capability"
+	}
+	switch {
 	case sb.NetNS:
-		ls[4].Detail = "network none: a network namespace per run with its own loopback (TCP and UDP)"
+		ls[5].Detail = "network none: a network namespace per run with its own loopback (TCP and UDP)"
 	case sb.Landlock >= 4:
-		ls[4].Detail = "network none: Landlock denies TCP connect and bind (not UDP)"
+		ls[5].Detail = "network none: Landlock denies TCP connect and bind (not UDP)"
 	}
 	for i := range ls {
 		if !ls[i].On {
@@ -227,7 +237,7 @@ func (sb *Sandbox) Layers() []Layer {
 func Probe(runexecPath string, opts Options) (*Sandbox, error) {
 	sb := &Sandbox{RO: opts.RO, RW: opts.RW, Network: opts.Network, why: map[string]string{}}
 	if opts.Mode == ModeOff {
-		for _, l := range []string{LayerPIDNS, LayerUserNS, LayerLandlock, LayerScope, LayerNetwork} {
+		for _, l := range []string{LayerPIDNS, LayerUserNS, LayerCaps, LayerLandlock, LayerScope, LayerNetwork} {
 			sb.why[l] = "--sandbox=off"
 		}
 		return sb, nil
@@ -242,9 +252,13 @@ func Probe(runexecPath string, opts Options) (*Sandbox, error) {
 			sb.why[LayerScope] = fmt.Sprintf("Landlock ABI %d: signal scoping needs 6", abi)
 		}
 	}
+	// As root, no user namespace: the steps get no capability instead (see
+	// Restrict), and runexec is started with vfork; a user namespace makes
+	// Go fork the whole runnerd (the parent writes the child's uid_map while
+	// the child waits), which costs milliseconds per MiB of runnerd's heap.
 	candidates := []Sandbox{{PIDNS: true, UserNS: true}}
 	if os.Geteuid() == 0 {
-		candidates = append(candidates, Sandbox{PIDNS: true})
+		candidates = []Sandbox{{PIDNS: true}, {PIDNS: true, UserNS: true}}
 	}
 	var fails []string
 	for _, c := range candidates {
@@ -277,6 +291,9 @@ func Probe(runexecPath string, opts Options) (*Sandbox, error) {
 				sb.Landlock = 0
 			}
 		}
+	}
+	if !sb.UserNS && sb.PIDNS && os.Geteuid() == 0 {
+		sb.why[LayerUserNS] = "runnerd is root: not used (steps start without capabilities instead, and runexec starts without a fork of all of runnerd)"
 	}
 	if !sb.UserNS && sb.why[LayerUserNS] == "" {
 		sb.why[LayerUserNS] = strings.Join(fails, "; ")
@@ -377,7 +394,7 @@ func RunProbe() int {
 		res.Error = err.Error()
 	} else {
 		if sb.PIDNS {
-			if _, err := newNetSpawner(); err != nil {
+			if _, err := newSpawner(true, sb.dropsCaps()); err != nil {
 				res.NetNSError = err.Error()
 			} else {
 				res.NetNS = true

@@ -105,6 +105,6 @@ func b2f(b bool) float64 {
 func newSandboxMetric() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "runnerd_sandbox_layer",
-		Help: "1 if the sandbox layer (pid_namespace, user_namespace, landlock_fs, landlock_scope, network_none, cgroup, rlimits) holds every run of this process, else 0.",
+		Help: "1 if the sandbox layer (pid_namespace, user_namespace, no_capabilities, landlock_fs, landlock_scope, network_none, cgroup, rlimits) holds every run of this process, else 0.",
 	}, []string{"layer"})
 }

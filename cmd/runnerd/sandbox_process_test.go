@@ -106,7 +106,7 @@ func TestProcessSandboxAttacks(t *testing.T) {
 		t.Run(u.name, func(t *testing.T) {
 			w := startSandboxWorld(t, u.cred)
 			layers := w.dev.stderr.String()
-			for _, l := range []string{"pid_namespace", "landlock_fs", "landlock_scope", "network_none"} {
+			for _, l := range []string{"pid_namespace", "no_capabilities", "landlock_fs", "landlock_scope", "network_none"} {
 				if !strings.Contains(layers, `"`+l+`":"on:`) {
 					t.Fatalf("layer %s is not on:\n%s", l, tail(layers, 20))
 				}
@@ -139,6 +139,9 @@ steps:
 				"try hardlink ln /etc/shadow shadow.txt",
 				"try ps sh -c 'ls /proc | grep -c \"^[0-9]\"'",
 				"try mine sh -c 'echo ok > mine.txt && cat mine.txt'",
+				// A host capability (CAP_SYS_ADMIN over the host's UTS namespace);
+				// the same name, so that a failure of the sandbox changes nothing.
+				"try caps hostname \"$(cat /proc/sys/kernel/hostname)\"",
 			}, "\n      ")
 			attack, _ := w.c.submit(exitOK, writeFile(t, "attack.yaml", fmt.Sprintf(`name: attack
 steps:
@@ -172,6 +175,10 @@ steps:
 			// unprivileged user the kernel's protected_hardlinks refuses first.
 			if h := got["hardlink"]; !strings.Contains(h, "Invalid cross-device link") && !strings.Contains(h, "Operation not permitted") {
 				t.Errorf("hard link to /etc/shadow: %q", h)
+			}
+			// hostname(1) words EPERM as "you must be root".
+			if c := got["caps"]; !strings.Contains(c, "Operation not permitted") && !strings.Contains(c, "you must be root") {
+				t.Errorf("sethostname with a host capability: %q, want EPERM", c)
 			}
 			if n, err := strconv.Atoi(strings.TrimSpace(got["ps"])); err != nil || n > 10 {
 				t.Errorf("the step sees %q processes in /proc; want the run's own few (runexec, the shells, ls, grep)", got["ps"])
