@@ -49,6 +49,10 @@ const (
 	ReasonMaxAttemptsExceeded Reason = "max_attempts_exceeded"
 	ReasonStoreUnavailable    Reason = "store_unavailable"
 	ReasonExecutorStartFailed Reason = "executor_start_failed"
+	// ReasonSecretMissing: a secret the workflow's steps declare is not
+	// configured for the run's tenant (--secrets-dir, RUNNERD_SECRET_<NAME>).
+	// Added in the second wave: the run fails at pickup, before any step.
+	ReasonSecretMissing Reason = "secret_missing"
 )
 
 // Reasons lists every stop reason, in the order of DESIGN.md.
@@ -57,7 +61,7 @@ var Reasons = []Reason{
 	ReasonChildCrashed, ReasonChildOOM, ReasonChildUnresponsive, ReasonLeaseLost,
 	ReasonRunnerShutdown, ReasonInvalidMessage, ReasonInvalidWorkflow, ReasonRunNotFound,
 	ReasonTenantMismatch, ReasonMaxAttemptsExceeded, ReasonStoreUnavailable,
-	ReasonExecutorStartFailed,
+	ReasonExecutorStartFailed, ReasonSecretMissing,
 }
 
 // StepStatus is the status of one step of a run.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/runnerd/runnerd"
@@ -38,6 +39,7 @@ var (
 	ErrInvalidWorkflow = errors.New("executor: invalid workflow")
 	ErrNoWorkdir       = errors.New("executor: workdir is not a directory")
 	ErrNoLogDir        = errors.New("executor: log dir unusable")
+	ErrMissingSecret   = errors.New("executor: a secret the workflow declares was not given")
 )
 
 // Options says what to run and where.
@@ -58,6 +60,9 @@ type Options struct {
 	State   runnerd.StepStates           // saved state; nil = a fresh run
 	Answers map[string]map[string]string // step id -> answers for human steps
 	Env     []string                     // base environment of every step
+	// Secrets are the run's secrets by name; each step gets those it
+	// declares (env or file) and every value is masked in all output.
+	Secrets map[string]string
 
 	Deadline time.Time // run deadline (zero = none); the earlier of this and the workflow's timeout applies
 	LogLimit int64     // per-step log cap in bytes; default DefaultLogLimit
@@ -117,6 +122,15 @@ func (o *Options) prepare() error {
 	}
 	if err := o.Workflow.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidWorkflow, err)
+	}
+	var missing []string
+	for _, name := range o.Workflow.SecretNames() {
+		if _, ok := o.Secrets[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrMissingSecret, strings.Join(missing, ", "))
 	}
 	if o.Vars == nil {
 		vars, err := o.Workflow.ResolveVars(nil)

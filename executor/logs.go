@@ -40,6 +40,8 @@ type stepLog struct {
 	eventsDone bool
 	stopFlush  chan struct{}
 	flushDone  chan struct{}
+	// secrets are masked in both streams before anything is written.
+	secrets []string
 }
 
 func logPath(logDir, step string) string { return filepath.Join(logDir, step+".log") }
@@ -100,13 +102,19 @@ func (l *stepLog) pump(stdout, stderr *os.File) <-chan struct{} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			m := newMasker(l.secrets)
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := f.Read(buf)
 				if n > 0 {
-					l.write(i, buf[:n])
+					if p := m.push(buf[:n]); len(p) > 0 {
+						l.write(i, p)
+					}
 				}
 				if err != nil {
+					if p := m.flush(); len(p) > 0 {
+						l.write(i, p)
+					}
 					return
 				}
 			}

@@ -66,9 +66,16 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 	if err != nil {
 		return fail(runnerd.StepReasonTemplate, err.Error())
 	}
+	secretEnv, cleanup, err := j.provideSecrets()
+	if err != nil {
+		return fail(runnerd.StepReasonStartError, err.Error())
+	}
+	defer cleanup()
+	cmd.env = append(cmd.env, secretEnv...)
 	lg, err := openStepLog(j.opts.LogDir, j.step.ID, j.opts.LogLimit, j.event)
 	if lg != nil {
 		lg.eventLimit = j.opts.LogEventLimit
+		lg.secrets = j.secretValues()
 	}
 	if err != nil {
 		return fail(runnerd.StepReasonStartError, err.Error())
@@ -171,8 +178,9 @@ func (j *stepJob) succeed(st *runnerd.StepState, outputFile string, lg *stepLog)
 		if st.Outputs == nil {
 			st.Outputs = make(map[string]string)
 		}
-		st.Outputs[kv[0]] = kv[1]
-		j.event(runnerd.Event{Type: runnerd.EventOutput, Attempt: st.Attempts, Key: kv[0], Value: kv[1]})
+		v := maskString(kv[1], j.secretValues())
+		st.Outputs[kv[0]] = v
+		j.event(runnerd.Event{Type: runnerd.EventOutput, Attempt: st.Attempts, Key: kv[0], Value: v})
 	}
 	patterns := make([]string, 0, len(j.step.Artifacts))
 	for _, p := range j.step.Artifacts {

@@ -32,6 +32,7 @@ func requestToPB(r *Request) (*pb.ExecuteRequest, error) {
 		KillGraceMs:   r.KillGrace.Milliseconds(),
 		LogEventLimit: r.LogEventLimit,
 		Env:           r.Env,
+		Secrets:       r.Secrets,
 	}
 	if !r.Deadline.IsZero() {
 		out.DeadlineUnixMs = r.Deadline.UnixMilli()
@@ -61,6 +62,7 @@ func requestFromPB(p *pb.ExecuteRequest) (*Request, error) {
 
 		LogEventLimit: p.GetLogEventLimit(),
 		Env:           p.GetEnv(),
+		Secrets:       p.GetSecrets(),
 	}
 	if len(p.GetStateJson()) > 0 {
 		if err := json.Unmarshal(p.GetStateJson(), &r.State); err != nil {

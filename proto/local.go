@@ -75,6 +75,7 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 		State:     req.State,
 		Answers:   req.Answers,
 		Env:       withEnv(l.Env, req.Env),
+		Secrets:   req.Secrets,
 		Deadline:  req.Deadline,
 		LogLimit:  req.LogLimit,
 		KillGrace: req.KillGrace,

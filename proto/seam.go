@@ -53,6 +53,8 @@ type Request struct {
 	// Env is set for every step over the child's environment (the run's
 	// HOME and TMPDIR when the child was started before the run).
 	Env map[string]string
+	// Secrets are the run's secrets by name (see executor.Options.Secrets).
+	Secrets map[string]string
 }
 
 // Executor executes one run and streams its events, in batches, to emit.

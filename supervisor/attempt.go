@@ -56,9 +56,10 @@ type attempt struct {
 	state      runnerd.StepStates
 	answers    map[string]map[string]string
 	finished   *runnerd.Event
-	eventBytes map[string]int64 // per step: log text stored as events so far
-	uploaded   map[string]bool  // steps whose log and artifacts are in S3
-	unsaved    bool             // a finished step's files could not be stored: its state must not be written
+	eventBytes map[string]int64  // per step: log text stored as events so far
+	uploaded   map[string]bool   // steps whose log and artifacts are in S3
+	unsaved    bool              // a finished step's files could not be stored: its state must not be written
+	secrets    map[string]string // the run's secrets, for the child only
 
 	stopMu  sync.Mutex
 	stopped stopCause
@@ -403,6 +404,13 @@ func (a *attempt) workflow(ctx context.Context) (*workflow.Workflow, map[string]
 		return nil, nil, outInvalidWorkflow
 	}
 	a.answers = mergeAnswers(a.run.Answers, a.msg.Resume)
+	secrets, missing := a.sup.resolveSecrets(a.run.TenantID, wf.SecretNames())
+	if len(missing) > 0 {
+		a.log.Warn().Strs("secrets", missing).Str("reason", string(runnerd.ReasonSecretMissing)).
+			Msg("secrets the workflow declares are not configured for its tenant")
+		return nil, nil, outSecretMissing
+	}
+	a.secrets = secrets
 	return wf, resolved, 0
 }
 
@@ -488,7 +496,8 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		LogEventLimit: s.cfg.EventLogMax + 64<<10,
 		KillGrace:     s.cfg.KillGrace,
 		// A spare child was started with a HOME and TMPDIR of its own.
-		Env: map[string]string{"HOME": dir.home(), "TMPDIR": dir.tmp()},
+		Env:     map[string]string{"HOME": dir.home(), "TMPDIR": dir.tmp()},
+		Secrets: a.secrets,
 	}, a.persist)
 	a.laps.lap("execute")
 	cleanEnd := err == nil

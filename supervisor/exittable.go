@@ -24,6 +24,7 @@ const (
 	outShutdown                           // runnerd shutting down
 	outInvalidMessage                     // undecodable, unknown v, invalid
 	outInvalidWorkflow                    // the run's workflow does not validate
+	outSecretMissing                      // a secret the workflow declares is not configured
 	outRunNotFound                        // no run document
 	outTenantMismatch                     // run belongs to another tenant
 	outStale                              // a delivery for a finished or paused run
@@ -51,6 +52,7 @@ var outcomeNames = [numOutcomes]string{
 	outShutdown:            "runner_shutdown",
 	outInvalidMessage:      "invalid_message",
 	outInvalidWorkflow:     "invalid_workflow",
+	outSecretMissing:       "secret_missing",
 	outRunNotFound:         "run_not_found",
 	outTenantMismatch:      "tenant_mismatch",
 	outStale:               "stale",
@@ -120,6 +122,7 @@ var exitTable = [numOutcomes]verdict{
 	outShutdown:            {write: true, status: runnerd.StatusQueued, reason: runnerd.ReasonRunnerShutdown, action: actRepublish},
 	outInvalidMessage:      {write: true, status: runnerd.StatusFailed, reason: runnerd.ReasonInvalidMessage, action: actTerm},
 	outInvalidWorkflow:     {write: true, status: runnerd.StatusFailed, reason: runnerd.ReasonInvalidWorkflow, action: actTerm},
+	outSecretMissing:       {write: true, status: runnerd.StatusFailed, reason: runnerd.ReasonSecretMissing, action: actTerm},
 	outRunNotFound:         {reason: runnerd.ReasonRunNotFound, action: actTerm},
 	outTenantMismatch:      {reason: runnerd.ReasonTenantMismatch, action: actTerm},
 	outStale:               {action: actAck},

@@ -33,6 +33,9 @@ type Config struct {
 	Concurrency      int    // run slots: runs executed at once by this process
 	RunDirRoot       string // run dirs live in <root>/<runner id>/<run id>
 	RunexecPath      string // the runexec binary
+	// SecretsDir holds the tenants' secrets as <dir>/<tenant>/<NAME> ("":
+	// only RUNNERD_SECRET_<NAME> of runnerd's environment).
+	SecretsDir string
 
 	ShutdownGrace time.Duration // first SIGTERM: how long children get to save and stop
 	KillGrace     time.Duration // a step's SIGTERM → SIGKILL grace inside the child

@@ -16,6 +16,10 @@ var ErrInvalid = errors.New("invalid workflow")
 // not declare: a typo in a run's vars must not be silently ignored.
 var ErrUnknownVar = errors.New("unknown var")
 
+// ErrVarTooLarge means a var's value, or all vars together, pass the limits
+// (MaxVarBytes, MaxVarsBytes).
+var ErrVarTooLarge = errors.New("vars too large")
+
 // Error is one problem found in a workflow. Line is 0 when unknown (a
 // workflow decoded from a queue message rather than parsed from a file).
 type Error struct {

@@ -22,6 +22,10 @@ import (
 // Both formats go through a yaml.Node tree so that unknown fields, type
 // errors and validation problems all carry the line they come from.
 func Parse(data []byte, name string) (*Workflow, error) {
+	if len(data) > MaxWorkflowBytes {
+		return nil, Errors{&Error{File: name, Line: 1, Field: "workflow",
+			Msg: fmt.Sprintf("%d bytes: the limit is %d (%d MiB); keep large data in files the steps fetch", len(data), MaxWorkflowBytes, MaxWorkflowBytes>>20)}}
+	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 BOM some editors write
 	var (
 		root *yaml.Node
@@ -247,7 +251,7 @@ func (d *decoder) fail(step int, label, field string, line int, format string, a
 
 var (
 	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "steps"}
-	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt"}
+	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt", "secrets"}
 )
 
 func (d *decoder) workflow(root *yaml.Node) (*Workflow, *positions) {
@@ -345,6 +349,8 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 			s.Timeout = d.duration(e.val, i, label, "timeout")
 		case "retries":
 			d.retries(e.val, i, label, s)
+		case "secrets":
+			s.Secrets = d.secrets(e.val, i, label)
 		case "retry_rules":
 			d.retryRulesField(e.val, i, label, s)
 		case "backoff":

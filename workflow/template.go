@@ -128,6 +128,16 @@ func (w *Workflow) ResolveVars(overrides map[string]string) (map[string]string, 
 	if len(unknown) > 0 {
 		return nil, fmt.Errorf("resolve vars: %w %s (declared: %s)", ErrUnknownVar, strings.Join(unknown, ", "), declared(w.Vars))
 	}
+	total := 0
+	for _, k := range sortedKeys(out) {
+		if n := len(out[k]); n > MaxVarBytes {
+			return nil, fmt.Errorf("resolve vars: var %q is %d bytes: the limit is %d (%d KiB): %w", k, n, MaxVarBytes, MaxVarBytes>>10, ErrVarTooLarge)
+		}
+		total += len(k) + len(out[k])
+	}
+	if total > MaxVarsBytes {
+		return nil, fmt.Errorf("resolve vars: %d bytes in all: the limit is %d (%d MiB): %w", total, MaxVarsBytes, MaxVarsBytes>>20, ErrVarTooLarge)
+	}
 	return out, nil
 }
 
@@ -347,6 +357,9 @@ func references(src string) ([]reference, []string, error) {
 	for _, id := range c.idents {
 		if id.Value == "steps" && !used[id] {
 			problems = append(problems, "`steps` must be followed by a step id, as in steps.build.outputs.version")
+		}
+		if id.Value == "secrets" {
+			problems = append(problems, "secrets never reach templates: declare it on the step (secrets: [NAME]) and read $NAME, or the file it names")
 		}
 	}
 	return refs, problems, nil

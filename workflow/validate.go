@@ -17,6 +17,18 @@ var validID = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
 // quadratic in the worst case, and a DAG this size is a generated mistake.
 const MaxSteps = 1000
 
+// MaxWorkflowBytes bounds a workflow's source. With its run's vars and step
+// state it must fit one MongoDB document (16 MiB); a workflow above 256 KiB
+// travels by reference in S3 rather than in its message.
+const MaxWorkflowBytes = 4 << 20
+
+// MaxVarBytes bounds one var's value, MaxVarsBytes all of a run's vars (they
+// travel in the message and live in the run document).
+const (
+	MaxVarBytes  = 256 << 10
+	MaxVarsBytes = 1 << 20
+)
+
 // MaxRetries bounds a step's retries; more is a typo, not a policy.
 const MaxRetries = 100
 
@@ -207,6 +219,9 @@ func (v *validator) step(i int) {
 	}
 	for _, p := range retryProblems(s) {
 		v.add(i, "retries", "%s", p)
+	}
+	for _, p := range secretProblems(s) {
+		v.add(i, "secrets", "%s", p)
 	}
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)

@@ -55,6 +55,8 @@ type Step struct {
 	If         string      `json:"if,omitempty" yaml:"if,omitempty" bson:"if,omitempty"`
 	Artifacts  []string    `json:"artifacts,omitempty" yaml:"artifacts,omitempty" bson:"artifacts,omitempty"`
 	Prompt     string      `json:"prompt,omitempty" yaml:"prompt,omitempty" bson:"prompt,omitempty"` // human steps, templated
+	// Secrets the step needs, by name: given to this step only.
+	Secrets []SecretRef `json:"secrets,omitempty" yaml:"secrets,omitempty" bson:"secrets,omitempty"`
 }
 
 // The values of Workflow.Network.

@@ -29,7 +29,8 @@ const usage = `runexec executes one workflow run.
 
 Usage:
   runexec run FILE [--var k=v]... [--workdir DIR] [--logdir DIR] [--state FILE]
-                   [--answer step.key=v]... [--json] [--sandbox MODE]
+                   [--answer step.key=v]... [--secret NAME=VALUE]... [--secrets-dir DIR]
+                   [--json] [--sandbox MODE]
                    [--sandbox-ro PATH]... [--sandbox-rw PATH]... [--step-network N]
   runexec validate FILE
   runexec --help
@@ -46,6 +47,9 @@ run       runs the workflow on this machine and prints one line per step.
                              the same command plus --answer continues a
                              paused or interrupted run
           --answer s.k=v     answer k of human step s (repeatable)
+          --secret N=V       a secret steps declare (secrets: [N]); masked as
+                             *** in all output (repeatable)
+          --secrets-dir DIR  secrets as files DIR/NAME
           --json             print one JSON event per line on stdout
           --sandbox MODE     auto (default: every layer this machine allows,
                              as runnerd serve), required or off; in the

@@ -31,13 +31,15 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type runArgs struct {
-	file    string
-	vars    map[string]string
-	answers map[string]map[string]string
-	workdir string
-	logdir  string
-	state   string
-	json    bool
+	file       string
+	secrets    map[string]string
+	secretsDir string
+	vars       map[string]string
+	answers    map[string]map[string]string
+	workdir    string
+	logdir     string
+	state      string
+	json       bool
 
 	sandbox              contain.Mode
 	sandboxRO, sandboxRW listFlag
@@ -120,6 +122,17 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	fmt.Fprintf(info, "runexec: run %s of %s: workdir %s, logs %s\n", saved.RunID, ra.file, ra.workdir, ra.logdir)
 
+	secrets := secretsFor(w, ra)
+	var missing []string
+	for _, name := range w.SecretNames() {
+		if _, ok := secrets[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "runexec: secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)\n", strings.Join(missing, ", "))
+		return ExitUsage
+	}
 	opts := executor.Options{
 		RunID:    saved.RunID,
 		Workflow: w,
@@ -128,6 +141,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		LogDir:   ra.logdir,
 		State:    saved.Steps,
 		Answers:  ra.answers,
+		Secrets:  secrets,
 		Env:      os.Environ(),
 		Sink:     func(e runnerd.Event) { p.event(e, ra.logdir) },
 	}
@@ -175,8 +189,10 @@ func parseRunArgs(args []string, stderr io.Writer) (*runArgs, int) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	var vars, answers listFlag
-	ra := &runArgs{vars: map[string]string{}, answers: map[string]map[string]string{}}
+	var vars, answers, secrets listFlag
+	ra := &runArgs{vars: map[string]string{}, answers: map[string]map[string]string{}, secrets: map[string]string{}}
+	fs.Var(&secrets, "secret", "a secret the workflow's steps declare: NAME=VALUE (repeatable)")
+	fs.StringVar(&ra.secretsDir, "secrets-dir", "", "a directory of secrets, one file per name (DIR/NAME)")
 	fs.Var(&vars, "var", "override a var: k=v (repeatable)")
 	fs.Var(&answers, "answer", "answer a human step: step.key=v (repeatable)")
 	fs.StringVar(&ra.workdir, "workdir", "", "working directory of the steps")
@@ -206,6 +222,14 @@ func parseRunArgs(args []string, stderr io.Writer) (*runArgs, int) {
 			return nil, ExitUsage
 		}
 		ra.vars[k] = v
+	}
+	for _, kv := range secrets {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			fmt.Fprintf(stderr, "runexec run: --secret %q: want NAME=VALUE\n", strings.SplitN(kv, "=", 2)[0]+"=…")
+			return nil, ExitUsage
+		}
+		ra.secrets[k] = v
 	}
 	for _, a := range answers {
 		sk, v, ok := strings.Cut(a, "=")
@@ -368,4 +392,24 @@ func tail(path string, n int) []string {
 		}
 	}
 	return lines
+}
+
+// secretsFor gathers the secrets the workflow declares from --secret and
+// --secrets-dir (DIR/NAME); --secret wins. A declared secret found in
+// neither is reported by the executor, naming it.
+func secretsFor(w *workflow.Workflow, ra *runArgs) map[string]string {
+	out := map[string]string{}
+	for _, name := range w.SecretNames() {
+		if v, ok := ra.secrets[name]; ok {
+			out[name] = v
+			continue
+		}
+		if ra.secretsDir == "" {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(ra.secretsDir, name)); err == nil {
+			out[name] = strings.TrimSuffix(string(data), "\n")
+		}
+	}
+	return out
 }

@@ -37,6 +37,7 @@ type localRun struct {
 	State    runnerd.StepStates           `json:"state"`
 	Answers  map[string]map[string]string `json:"answers"`
 	Env      []string                     `json:"env"`
+	Secrets  map[string]string            `json:"secrets,omitempty"` // on stdin only, never in the environment
 }
 
 // localLimits are the rlimits of a local run: runnerd serve's defaults.
@@ -88,7 +89,7 @@ func runSandboxed(ctx context.Context, sb *contain.Sandbox, opts executor.Option
 		return executor.Result{}, fmt.Errorf("%w: %w", executor.ErrNoLogDir, err)
 	}
 	in, err := json.Marshal(localRun{RunID: opts.RunID, Workflow: opts.Workflow, Vars: opts.Vars, Workdir: opts.Workdir,
-		LogDir: opts.LogDir, Home: home, Tmp: tmp, State: opts.State, Answers: opts.Answers, Env: opts.Env})
+		LogDir: opts.LogDir, Home: home, Tmp: tmp, State: opts.State, Answers: opts.Answers, Env: opts.Env, Secrets: opts.Secrets})
 	if err != nil {
 		return executor.Result{}, err
 	}
@@ -188,7 +189,7 @@ func serveLocalRun() int {
 	enc := json.NewEncoder(os.Stdout)
 	_, err = executor.Run(ctx, executor.Options{
 		RunID: lr.RunID, Workflow: lr.Workflow, Vars: lr.Vars, Workdir: lr.Workdir, LogDir: lr.LogDir,
-		State: lr.State, Answers: lr.Answers, Env: lr.Env,
+		State: lr.State, Answers: lr.Answers, Env: lr.Env, Secrets: lr.Secrets,
 		Sink:         func(e runnerd.Event) { _ = enc.Encode(e) },
 		StartProcess: start,
 	})

@@ -52,6 +52,7 @@ func (c *serveConfig) register(f *flags) {
 	f.Int(&s.Concurrency, "concurrency", s.Concurrency, "runs executed at once by this process")
 	f.String(&s.RunDirRoot, "run-dir", s.RunDirRoot, "root of the run dirs")
 	f.String(&s.RunexecPath, "runexec", defaultRunexec(), "path of the runexec binary")
+	f.String(&s.SecretsDir, "secrets-dir", "", "tenants' secrets as <dir>/<tenant>/<NAME> (a mounted Kubernetes Secret per tenant); RUNNERD_SECRET_<NAME> also works for one tenant")
 	f.Duration(&q.LeaseTTL, "lease-ttl", q.LeaseTTL, "run lease TTL; heartbeats every TTL/3")
 	f.Int(&s.MaxAttempts, "max-attempts", s.MaxAttempts, "attempts of a run whose child crashed, was OOM-killed or stopped answering before it fails with max_attempts_exceeded (waiting on a server or a lease never counts)")
 	f.Int(&q.MaxDeliver, "max-deliver", q.MaxDeliver, "far backstop: deliveries of a run message before it fails with max_attempts_exceeded, waits included (-1: no limit)")

@@ -49,7 +49,10 @@ type ExecuteRequest struct {
 	LogEventLimit int64 `protobuf:"varint,11,opt,name=log_event_limit,json=logEventLimit,proto3" json:"log_event_limit,omitempty"`
 	// Variables set for every step over the child's own environment: the
 	// run's HOME and TMPDIR, for a child started before its run was known.
-	Env           map[string]string `protobuf:"bytes,12,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Env map[string]string `protobuf:"bytes,12,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The run's secrets by name: each step gets those it declares, and every
+	// value is masked in all output. Never logged.
+	Secrets       map[string]string `protobuf:"bytes,13,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +167,13 @@ func (x *ExecuteRequest) GetLogEventLimit() int64 {
 func (x *ExecuteRequest) GetEnv() map[string]string {
 	if x != nil {
 		return x.Env
+	}
+	return nil
+}
+
+func (x *ExecuteRequest) GetSecrets() map[string]string {
+	if x != nil {
+		return x.Secrets
 	}
 	return nil
 }
@@ -505,7 +515,7 @@ var File_proto_runexec_v1_runexec_proto protoreflect.FileDescriptor
 
 const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xc7\x05\n" +
+	"\x1eproto/runexec/v1/runexec.proto\x12\x12runnerd.runexec.v1\"\xce\x06\n" +
 	"\x0eExecuteRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12#\n" +
 	"\rworkflow_json\x18\x02 \x01(\fR\fworkflowJson\x12@\n" +
@@ -520,7 +530,8 @@ const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\rkill_grace_ms\x18\n" +
 	" \x01(\x03R\vkillGraceMs\x12&\n" +
 	"\x0flog_event_limit\x18\v \x01(\x03R\rlogEventLimit\x12=\n" +
-	"\x03env\x18\f \x03(\v2+.runnerd.runexec.v1.ExecuteRequest.EnvEntryR\x03env\x1a7\n" +
+	"\x03env\x18\f \x03(\v2+.runnerd.runexec.v1.ExecuteRequest.EnvEntryR\x03env\x12I\n" +
+	"\asecrets\x18\r \x03(\v2/.runnerd.runexec.v1.ExecuteRequest.SecretsEntryR\asecrets\x1a7\n" +
 	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aW\n" +
@@ -528,6 +539,9 @@ const file_proto_runexec_v1_runexec_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
 	"\x05value\x18\x02 \x01(\v2\x1b.runnerd.runexec.v1.AnswersR\x05value:\x028\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
 	"\aAnswers\x12?\n" +
@@ -576,7 +590,7 @@ func file_proto_runexec_v1_runexec_proto_rawDescGZIP() []byte {
 	return file_proto_runexec_v1_runexec_proto_rawDescData
 }
 
-var file_proto_runexec_v1_runexec_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_proto_runexec_v1_runexec_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_proto_runexec_v1_runexec_proto_goTypes = []any{
 	(*ExecuteRequest)(nil), // 0: runnerd.runexec.v1.ExecuteRequest
 	(*Answers)(nil),        // 1: runnerd.runexec.v1.Answers
@@ -587,24 +601,26 @@ var file_proto_runexec_v1_runexec_proto_goTypes = []any{
 	nil,                    // 6: runnerd.runexec.v1.ExecuteRequest.VarsEntry
 	nil,                    // 7: runnerd.runexec.v1.ExecuteRequest.AnswersEntry
 	nil,                    // 8: runnerd.runexec.v1.ExecuteRequest.EnvEntry
-	nil,                    // 9: runnerd.runexec.v1.Answers.ValuesEntry
+	nil,                    // 9: runnerd.runexec.v1.ExecuteRequest.SecretsEntry
+	nil,                    // 10: runnerd.runexec.v1.Answers.ValuesEntry
 }
 var file_proto_runexec_v1_runexec_proto_depIdxs = []int32{
-	6, // 0: runnerd.runexec.v1.ExecuteRequest.vars:type_name -> runnerd.runexec.v1.ExecuteRequest.VarsEntry
-	7, // 1: runnerd.runexec.v1.ExecuteRequest.answers:type_name -> runnerd.runexec.v1.ExecuteRequest.AnswersEntry
-	8, // 2: runnerd.runexec.v1.ExecuteRequest.env:type_name -> runnerd.runexec.v1.ExecuteRequest.EnvEntry
-	9, // 3: runnerd.runexec.v1.Answers.values:type_name -> runnerd.runexec.v1.Answers.ValuesEntry
-	2, // 4: runnerd.runexec.v1.EventBatch.events:type_name -> runnerd.runexec.v1.Event
-	1, // 5: runnerd.runexec.v1.ExecuteRequest.AnswersEntry.value:type_name -> runnerd.runexec.v1.Answers
-	0, // 6: runnerd.runexec.v1.Executor.Execute:input_type -> runnerd.runexec.v1.ExecuteRequest
-	4, // 7: runnerd.runexec.v1.Executor.Cancel:input_type -> runnerd.runexec.v1.CancelRequest
-	3, // 8: runnerd.runexec.v1.Executor.Execute:output_type -> runnerd.runexec.v1.EventBatch
-	5, // 9: runnerd.runexec.v1.Executor.Cancel:output_type -> runnerd.runexec.v1.CancelResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6,  // 0: runnerd.runexec.v1.ExecuteRequest.vars:type_name -> runnerd.runexec.v1.ExecuteRequest.VarsEntry
+	7,  // 1: runnerd.runexec.v1.ExecuteRequest.answers:type_name -> runnerd.runexec.v1.ExecuteRequest.AnswersEntry
+	8,  // 2: runnerd.runexec.v1.ExecuteRequest.env:type_name -> runnerd.runexec.v1.ExecuteRequest.EnvEntry
+	9,  // 3: runnerd.runexec.v1.ExecuteRequest.secrets:type_name -> runnerd.runexec.v1.ExecuteRequest.SecretsEntry
+	10, // 4: runnerd.runexec.v1.Answers.values:type_name -> runnerd.runexec.v1.Answers.ValuesEntry
+	2,  // 5: runnerd.runexec.v1.EventBatch.events:type_name -> runnerd.runexec.v1.Event
+	1,  // 6: runnerd.runexec.v1.ExecuteRequest.AnswersEntry.value:type_name -> runnerd.runexec.v1.Answers
+	0,  // 7: runnerd.runexec.v1.Executor.Execute:input_type -> runnerd.runexec.v1.ExecuteRequest
+	4,  // 8: runnerd.runexec.v1.Executor.Cancel:input_type -> runnerd.runexec.v1.CancelRequest
+	3,  // 9: runnerd.runexec.v1.Executor.Execute:output_type -> runnerd.runexec.v1.EventBatch
+	5,  // 10: runnerd.runexec.v1.Executor.Cancel:output_type -> runnerd.runexec.v1.CancelResponse
+	9,  // [9:11] is the sub-list for method output_type
+	7,  // [7:9] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_proto_runexec_v1_runexec_proto_init() }
@@ -618,7 +634,7 @@ func file_proto_runexec_v1_runexec_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_runexec_v1_runexec_proto_rawDesc), len(file_proto_runexec_v1_runexec_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,59 @@
+package workflow
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestSecretsForms(t *testing.T) {
+	w, err := Parse([]byte(`
+steps:
+  - id: a
+    shell: "true"
+    secrets: [TOKEN, OTHER]
+  - id: b
+    shell: "true"
+    secrets: {TOKEN: {file: token}, KEY: }
+`), "s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Steps[0].Secrets; !reflect.DeepEqual(got, []SecretRef{{Name: "TOKEN"}, {Name: "OTHER"}}) {
+		t.Errorf("list form: %+v", got)
+	}
+	if got := w.Steps[1].Secrets; !reflect.DeepEqual(got, []SecretRef{{Name: "TOKEN", File: "token"}, {Name: "KEY"}}) {
+		t.Errorf("mapping form: %+v", got)
+	}
+	if got := w.SecretNames(); !reflect.DeepEqual(got, []string{"KEY", "OTHER", "TOKEN"}) {
+		t.Errorf("names: %v", got)
+	}
+	js, _ := json.Marshal(w)
+	back, err := Parse(js, "wire.json")
+	if err != nil || !reflect.DeepEqual(back, w) {
+		t.Errorf("JSON round trip: %v\n%s", err, js)
+	}
+}
+
+func TestSecretsRefused(t *testing.T) {
+	_, err := Parse([]byte(`
+steps:
+  - id: a
+    shell: echo ${{ secrets.TOKEN }}
+    secrets: [TOKEN, TOKEN, "bad-name"]
+  - id: b
+    run: ["true"]
+    secrets: {K: {file: ../x}}
+`), "s.yaml")
+	for _, want := range []string{
+		"secrets never reach templates",
+		`secret "TOKEN" declared twice`,
+		`secret "bad-name": want an environment variable name`,
+		`secret "K": file "../x" must be a plain file name`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
