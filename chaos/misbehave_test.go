@@ -179,6 +179,8 @@ func TestMisbehavingWorkflows(t *testing.T) {
 			},
 		},
 		{
+			// runexec's environment is refused to a step without capabilities
+			// (runexec has them: EACCES).
 			name: "prints its environment (and runexec's)",
 			yaml: func(rid, dir string) string {
 				return "steps:\n" + yamlStep("env", nil, "env; echo ---; tr '\\0' '\\n' < /proc/$PPID/environ || echo 'runexec environ: refused'; echo ---; tr '\\0' ' ' < /proc/$PPID/cmdline || true") +

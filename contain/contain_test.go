@@ -193,3 +193,15 @@ func TestCgroupKillsEverythingInIt(t *testing.T) {
 		t.Fatalf("%d processes left after Kill", n)
 	}
 }
+
+// PATH entries a step could not execute from under Landlock are dropped.
+func TestFilterPath(t *testing.T) {
+	sb := &Sandbox{Landlock: 7, RO: []string{"/srv/tools"}}
+	got := sb.FilterPath("/root/.pyenv/shims:/usr/local/bin:/srv/tools/bin:/home/me/bin:/usr/bin:/bin")
+	if want := "/usr/local/bin:/srv/tools/bin:/usr/bin:/bin"; got != want {
+		t.Fatalf("FilterPath = %q, want %q", got, want)
+	}
+	if got := (&Sandbox{}).FilterPath("/root/bin"); got != "/root/bin" {
+		t.Fatalf("without Landlock: %q", got)
+	}
+}

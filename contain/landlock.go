@@ -76,3 +76,28 @@ func symlinkTargets(dirs []string) []string {
 func local(rel string) bool {
 	return rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
+
+// FilterPath keeps the entries of a PATH value that steps can execute from
+// under this sandbox's Landlock rules (the system paths and --sandbox-ro and
+// --sandbox-rw paths); runnerd's own PATH may name directories (a user's
+// home) a step would find a command in and then be refused (EACCES).
+// Without Landlock it returns path unchanged.
+func (sb *Sandbox) FilterPath(path string) string {
+	if sb == nil || sb.Landlock == 0 {
+		return path
+	}
+	allowed := append(append(append([]string{}, SystemPaths...), sb.RO...), sb.RW...)
+	var keep []string
+	for _, dir := range filepath.SplitList(path) {
+		for _, a := range allowed {
+			if rel, err := filepath.Rel(a, dir); err == nil && local(rel) {
+				keep = append(keep, dir)
+				break
+			}
+		}
+	}
+	if len(keep) == 0 {
+		return "/usr/local/bin:/usr/bin:/bin"
+	}
+	return strings.Join(keep, string(filepath.ListSeparator))
+}

@@ -48,7 +48,7 @@ func (s *Supervisor) childEnv(home, tmp string) []string {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
 	env := []string{
-		"PATH=" + path,
+		"PATH=" + s.sandbox.FilterPath(path),
 		"HOME=" + home,
 		"TMPDIR=" + tmp,
 		"LANG=C.UTF-8",

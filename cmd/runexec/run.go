@@ -168,6 +168,11 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return ExitUsage
 		}
 		opts.Env = withHomeTmp(opts.Env, home, tmp)
+		for i, kv := range opts.Env {
+			if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+				opts.Env[i] = "PATH=" + sb.FilterPath(p)
+			}
+		}
 		res, err = runSandboxed(ctx, sb, opts, home, tmp)
 	} else {
 		res, err = executor.Run(ctx, opts)

@@ -104,7 +104,7 @@ func TestProcessSandboxAttacks(t *testing.T) {
 	}
 	for _, u := range sandboxUsers(t) {
 		t.Run(u.name, func(t *testing.T) {
-			w := startSandboxWorld(t, u.cred)
+			w := startSandboxWorld(t, u.cred, "--file-size-limit", "1MiB", "--cpu-time-limit", "1h")
 			layers := w.dev.stderr.String()
 			for _, l := range []string{"pid_namespace", "no_capabilities", "landlock_fs", "landlock_scope", "network_none"} {
 				if !strings.Contains(layers, `"`+l+`":"on:`) {
@@ -139,6 +139,7 @@ steps:
 				"try hardlink ln /etc/shadow shadow.txt",
 				"try ps sh -c 'ls /proc | grep -c \"^[0-9]\"'",
 				"try mine sh -c 'echo ok > mine.txt && cat mine.txt'",
+				"try fsize sh -c 'head -c 2097152 /dev/zero > big; echo \"exit $?\"; wc -c < big'",
 				// A host capability (CAP_SYS_ADMIN over the host's UTS namespace);
 				// the same name, so that a failure of the sandbox changes nothing.
 				"try caps hostname \"$(cat /proc/sys/kernel/hostname)\"",
@@ -175,6 +176,11 @@ steps:
 			// unprivileged user the kernel's protected_hardlinks refuses first.
 			if h := got["hardlink"]; !strings.Contains(h, "Invalid cross-device link") && !strings.Contains(h, "Operation not permitted") {
 				t.Errorf("hard link to /etc/shadow: %q", h)
+			}
+			// Past --file-size-limit the write fails and the writer gets
+			// SIGXFSZ (exit 128+25): the file stops at the limit.
+			if f := got["fsize"]; !strings.Contains(f, "exit 153") || !strings.Contains(f, "1048576") {
+				t.Errorf("a 2 MiB write under a 1 MiB file size limit: %q", f)
 			}
 			// hostname(1) words EPERM as "you must be root".
 			if c := got["caps"]; !strings.Contains(c, "Operation not permitted") && !strings.Contains(c, "you must be root") {
@@ -240,24 +246,32 @@ steps:
       echo "== usr"; ls /usr/bin/env
       echo "== ssl"; ls /etc/ssl/certs | wc -l
       echo "== git"; git init -q repo && git -C repo -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git -C repo log --format=%s
-      echo "== python"; if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'print("py", 1 + 1)'; else echo py 2; fi
-      echo "== go"; if [ -x /usr/local/go/bin/go ]; then /usr/local/go/bin/go env GOROOT; else echo /usr/local/go; fi
+      echo "== python"; if command -v python3 >/dev/null; then python3 -c 'print("py", 1 + 1)'; else echo py 2; fi
+      echo "== go"; if command -v go >/dev/null; then go env GOROOT; else echo /usr/local/go; fi
       echo "== tmp"; mktemp -d >/dev/null && echo ok
       echo "== shm"; echo shm > /dev/shm/x && cat /dev/shm/x
       echo "== fsize"; ulimit -f
+      echo "== cpu"; ulimit -t
 `), "--wait")
 			got = sections(w.c.mustRun(exitOK, "logs", tools, "--step", "tools").stdout)
 			for name, want := range map[string]string{"workdir": "hi", "usr": "/usr/bin/env", "git": "x", "python": "py 2",
-				"go": "/usr/local/go", "tmp": "ok", "shm": "shm"} {
+				"tmp": "ok", "shm": "shm"} {
 				if strings.TrimSpace(got[name]) != want {
 					t.Errorf("%s in the sandbox: %q, want %q", name, got[name], want)
 				}
 			}
+			if g := strings.TrimSpace(got["go"]); !strings.HasPrefix(g, "/") || strings.Contains(g, "\n") {
+				t.Errorf("go env GOROOT in the sandbox: %q", g)
+			}
 			if n, _ := strconv.Atoi(strings.TrimSpace(got["ssl"])); n == 0 {
 				t.Errorf("no certificate readable in /etc/ssl/certs: %q", got["ssl"])
 			}
-			if f := strings.TrimSpace(got["fsize"]); f == "unlimited" || f == "" {
-				t.Errorf("ulimit -f in a step: %q, want the file size limit", f)
+			// dash counts -f in 512-byte blocks, bash in 1024-byte ones.
+			if f := strings.TrimSpace(got["fsize"]); f != "2048" && f != "1024" {
+				t.Errorf("ulimit -f in a step: %q, want the 1 MiB file size limit", f)
+			}
+			if c := strings.TrimSpace(got["cpu"]); c != "3600" {
+				t.Errorf("ulimit -t in a step: %q, want the 1 h CPU time limit", c)
 			}
 		})
 	}
