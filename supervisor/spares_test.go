@@ -71,7 +71,9 @@ steps:
 			t.Fatalf("run %s: HOME %s TMPDIR %s PWD %s, want the dirs of %s", id, f[1], f[2], f[3], root)
 		}
 		if other, ok := parents[f[0]]; ok {
-			t.Fatalf("runs %s and %s ran in the same runexec (pid:namespace:start time %s)", other, id, f[0])
+			// A PID namespace's inode is reused once it is gone: the
+			// runexec's start time tells two of them apart.
+			t.Fatalf("runs %s and %s ran in the same runexec (pid:namespace:start %s)", other, id, f[0])
 		}
 		parents[f[0]] = id
 	}
