@@ -96,6 +96,7 @@ const (
 	StepReasonStartError StepReason = "start_error" // the process could not be started
 	StepReasonArtifact   StepReason = "artifact"    // an artifact was missing or left the workdir
 	StepReasonTemplate   StepReason = "template"    // a template or `if` failed to evaluate
+	StepReasonOutputs    StepReason = "outputs"     // the step's outputs passed the size limits
 )
 
 // StepState is what is saved of one step so an interrupted or paused run

@@ -108,3 +108,23 @@ func noneRan(t *testing.T, dir string) {
 		t.Fatal("a value ran as code")
 	}
 }
+
+// Outputs past the limits fail their step with a message naming the limit,
+// rather than a document the store refuses later.
+func TestOutputLimits(t *testing.T) {
+	h := newHarness(t)
+	res := h.runSrc(`
+steps:
+  - id: big
+    shell: printf 'v=%070000d\n' 0 >> "$RUNEXEC_OUTPUT"
+`)
+	wantStatus(t, res, runnerd.StatusFailed, runnerd.ReasonStepFailed)
+	st := res.Steps["big"]
+	if st.Reason != runnerd.StepReasonOutputs || st.Outputs != nil {
+		t.Fatalf("step: %+v", st)
+	}
+	fin := h.eventsOf(runnerd.EventStepFinished, "big")
+	if len(fin) != 1 || !strings.Contains(fin[0].Message, "the limit is 65536 (64 KiB)") {
+		t.Fatalf("step_finished: %+v", fin)
+	}
+}

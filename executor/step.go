@@ -173,6 +173,18 @@ func (j *stepJob) succeed(st *runnerd.StepState, outputFile string, lg *stepLog)
 	for _, line := range bad {
 		lg.marker(fmt.Sprintf("[runexec: ignored output line without '=': %q]", line))
 	}
+	total := 0
+	for _, kv := range outputs {
+		total += len(kv[0]) + len(kv[1])
+		if len(kv[1]) > workflow.MaxOutputBytes {
+			st.Status, st.Reason = runnerd.StepFailed, runnerd.StepReasonOutputs
+			return fmt.Sprintf("output %q is %d bytes: the limit is %d (%d KiB); put large results in an artifact", kv[0], len(kv[1]), workflow.MaxOutputBytes, workflow.MaxOutputBytes>>10)
+		}
+	}
+	if total > workflow.MaxOutputsBytes {
+		st.Status, st.Reason = runnerd.StepFailed, runnerd.StepReasonOutputs
+		return fmt.Sprintf("outputs are %d bytes in all: the limit is %d (%d MiB); put large results in an artifact", total, workflow.MaxOutputsBytes, workflow.MaxOutputsBytes>>20)
+	}
 	st.Outputs = nil
 	for _, kv := range outputs {
 		if st.Outputs == nil {

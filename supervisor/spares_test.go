@@ -52,7 +52,7 @@ func TestSpareChildrenServeOneRunEach(t *testing.T) {
 		e.submit(id, fmt.Sprintf(`
 steps:
   - id: where
-    shell: echo "$PPID:$(readlink /proc/self/ns/pid) $HOME $TMPDIR $PWD" > %s
+    shell: echo "$PPID:$(readlink /proc/self/ns/pid):$(cut -d' ' -f22 /proc/$PPID/stat) $HOME $TMPDIR $PWD" > %s
 `, e.sideFile(id)), nil)
 		e.waitStatus(id, runnerd.StatusSucceeded, 30*time.Second)
 	}
@@ -71,7 +71,9 @@ steps:
 			t.Fatalf("run %s: HOME %s TMPDIR %s PWD %s, want the dirs of %s", id, f[1], f[2], f[3], root)
 		}
 		if other, ok := parents[f[0]]; ok {
-			t.Fatalf("runs %s and %s ran in the same runexec (pid:namespace %s)", other, id, f[0])
+			// A PID namespace's inode is reused once it is gone: the
+			// runexec's start time tells two of them apart.
+			t.Fatalf("runs %s and %s ran in the same runexec (pid:namespace:start %s)", other, id, f[0])
 		}
 		parents[f[0]] = id
 	}

@@ -39,3 +39,10 @@ func TestSizeLimits(t *testing.T) {
 		t.Errorf("two vars at the limit: %v", err)
 	}
 }
+
+func TestNestingLimit(t *testing.T) {
+	deep := "vars: {a: x}\nsteps:\n  - id: s\n    run: [\"true\"]\n    env: " + strings.Repeat("[", 80) + strings.Repeat("]", 80) + "\n"
+	if _, err := Parse([]byte(deep), "deep.yaml"); err == nil || !strings.Contains(err.Error(), "nested deeper than 64 levels") {
+		t.Fatalf("deep YAML: %v", err)
+	}
+}

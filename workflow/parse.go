@@ -35,6 +35,11 @@ func Parse(data []byte, name string) (*Workflow, error) {
 		root, err = jsonTree(data)
 	} else {
 		root, err = yamlTree(data)
+		if err == nil {
+			if line := tooDeep(root, 0); line > 0 {
+				err = &Error{Line: line, Msg: fmt.Sprintf("nested deeper than %d levels (a workflow needs about 4)", maxJSONDepth)}
+			}
+		}
 	}
 	if err != nil {
 		err.File = name
@@ -615,4 +620,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// tooDeep returns the line of the first node nested deeper than
+// maxJSONDepth, or 0: the same bound as for JSON, for YAML.
+func tooDeep(n *yaml.Node, depth int) int {
+	if depth > maxJSONDepth {
+		return n.Line
+	}
+	for _, c := range n.Content {
+		if line := tooDeep(c, depth+1); line > 0 {
+			return line
+		}
+	}
+	return 0
 }

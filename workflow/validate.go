@@ -29,6 +29,15 @@ const (
 	MaxVarsBytes = 1 << 20
 )
 
+// MaxOutputBytes bounds one output value of a step, MaxOutputsBytes all of
+// a step's outputs, and MaxAnswerBytes one answer to a human step: they
+// live in the run document and feed templates.
+const (
+	MaxOutputBytes  = 64 << 10
+	MaxOutputsBytes = 1 << 20
+	MaxAnswerBytes  = 64 << 10
+)
+
 // MaxRetries bounds a step's retries; more is a typo, not a policy.
 const MaxRetries = 100
 

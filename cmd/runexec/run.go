@@ -238,6 +238,10 @@ func parseRunArgs(args []string, stderr io.Writer) (*runArgs, int) {
 			fmt.Fprintf(stderr, "runexec run: --answer %q: want step.key=value\n", a)
 			return nil, ExitUsage
 		}
+		if len(v) > workflow.MaxAnswerBytes {
+			fmt.Fprintf(stderr, "runexec run: --answer %s.%s: %d bytes: the limit is %d (%d KiB)\n", step, key, len(v), workflow.MaxAnswerBytes, workflow.MaxAnswerBytes>>10)
+			return nil, ExitUsage
+		}
 		if ra.answers[step] == nil {
 			ra.answers[step] = map[string]string{}
 		}

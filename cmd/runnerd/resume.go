@@ -10,6 +10,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
 )
 
 func runResume(ctx context.Context, env *cmdEnv, args []string) int {
@@ -84,9 +85,12 @@ func checkAnswers(r *store.Run, answers map[string]map[string]string) error {
 			bad = append(bad, fmt.Sprintf("%q is not a human step of run %s", step, r.ID))
 			continue
 		}
-		for k := range kv {
+		for k, v := range kv {
 			if strings.ContainsAny(k, ".$") {
 				bad = append(bad, fmt.Sprintf("answer key %q of step %q: no '.' or '$'", k, step))
+			}
+			if len(v) > workflow.MaxAnswerBytes {
+				bad = append(bad, fmt.Sprintf("answer %s.%s is %d bytes: the limit is %d (%d KiB)", step, k, len(v), workflow.MaxAnswerBytes, workflow.MaxAnswerBytes>>10))
 			}
 		}
 	}
