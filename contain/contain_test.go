@@ -205,3 +205,23 @@ func TestFilterPath(t *testing.T) {
 		t.Fatalf("without Landlock: %q", got)
 	}
 }
+
+// --sandbox=required names every missing layer; the user namespace is a
+// means to the others, not required by itself.
+func TestRequiredNamesMissingLayers(t *testing.T) {
+	full := &Sandbox{PIDNS: true, UserNS: true, NetNS: true, Landlock: 7}
+	if err := full.required(); err != nil {
+		t.Fatalf("every layer on: %v", err)
+	}
+	old := &Sandbox{PIDNS: true, UserNS: true, Landlock: 3, why: map[string]string{LayerScope: "Landlock ABI 3: signal scoping needs 6"}}
+	err := old.required()
+	if !errors.Is(err, ErrSandboxMissing) || !strings.Contains(err.Error(), "landlock_scope (Landlock ABI 3") || strings.Contains(err.Error(), LayerUserNS) {
+		t.Fatalf("ABI 3, no network namespace: %v", err)
+	}
+	if !strings.Contains(err.Error(), LayerNetwork) {
+		t.Fatalf("network none is missing too: %v", err)
+	}
+	if _, err := Probe("/nonexistent/runexec", Options{Mode: ModeOff}); err != nil {
+		t.Fatalf("off probes nothing: %v", err)
+	}
+}
