@@ -78,6 +78,14 @@ type current struct {
 // behind its revisions is rewritten (best effort; the next reader would
 // follow them again).
 func (s *Store) resolve(ctx context.Context, id string) (*current, error) {
+	return s.read(ctx, id, true)
+}
+
+// read reads run id, as of its latest revision when latest is set, else as
+// of the revision its document holds (which a writer may use for a write
+// its guard allows: the insert of the next revision fails if the document
+// was behind).
+func (s *Store) read(ctx context.Context, id string, latest bool) (*current, error) {
 	raw, err := s.runs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Raw()
 	if err != nil {
 		if errors.Is(err, mongo.ErrNoDocuments) {
@@ -89,9 +97,11 @@ func (s *Store) resolve(ctx context.Context, id string) (*current, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode run %s: %w", id, err)
 	}
-	behind, err := s.follow(ctx, id, doc)
-	if err != nil {
-		return nil, err
+	behind := false
+	if latest {
+		if behind, err = s.follow(ctx, id, doc); err != nil {
+			return nil, err
+		}
 	}
 	c := &current{doc: doc, rev: asInt64(doc[revisionField])}
 	c.incarnation, _ = doc[incarnationField].(string)
@@ -144,13 +154,22 @@ func (s *Store) writeRevision(ctx context.Context, id string, check func(*Run) (
 	mu := s.writes.lock(id) // spares this process's writes of one run a lost race against each other
 	mu.Lock()
 	defer mu.Unlock()
+	// The first try reads the run document alone: if it is behind its
+	// revisions, the insert of the next one fails and the run is read
+	// again as of its latest. A refusal is always checked against the
+	// latest.
+	latest := false
 	for range maxRevisionTries {
-		cur, err := s.resolve(ctx, id)
+		cur, err := s.read(ctx, id, latest)
 		if err != nil {
 			return nil, err
 		}
 		done, err := check(cur.run)
 		if err != nil || done != nil {
+			if !latest {
+				latest = true
+				continue
+			}
 			return done, err
 		}
 		set, unset, err := applyUpdate(cur.doc, update)
@@ -164,6 +183,7 @@ func (s *Store) writeRevision(ctx context.Context, id string, check func(*Run) (
 		}
 		_, err = s.revisions.InsertOne(ctx, revision{ID: revisionID(id, cur.incarnation, rev), RunID: id, Set: setRaw, Unset: unset})
 		if mongo.IsDuplicateKeyError(err) {
+			latest = true
 			continue // another write took this revision: check again against it
 		}
 		if err != nil {
