@@ -63,6 +63,9 @@ type Options struct {
 	// Secrets are the run's secrets by name; each step gets those it
 	// declares (env or file) and every value is masked in all output.
 	Secrets map[string]string
+	// maskValues are the secret values masked in all output, longest
+	// first (set by prepare).
+	maskValues []string
 
 	Deadline time.Time // run deadline (zero = none); the earlier of this and the workflow's timeout applies
 	LogLimit int64     // per-step log cap in bytes; default DefaultLogLimit
@@ -123,15 +126,10 @@ func (o *Options) prepare() error {
 	if err := o.Workflow.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidWorkflow, err)
 	}
-	var missing []string
-	for _, name := range o.Workflow.SecretNames() {
-		if _, ok := o.Secrets[name]; !ok {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
+	if missing := o.Workflow.MissingSecrets(o.Secrets); len(missing) > 0 {
 		return fmt.Errorf("%w: %s", ErrMissingSecret, strings.Join(missing, ", "))
 	}
+	o.maskValues = maskValues(o.Secrets)
 	if o.Vars == nil {
 		vars, err := o.Workflow.ResolveVars(nil)
 		if err != nil {

@@ -24,15 +24,26 @@ type masker struct {
 	held    []byte
 }
 
+// maskValues returns the values of secrets that are masked, longest first
+// so that the longest match wins.
+func maskValues(secrets map[string]string) []string {
+	var out []string
+	for _, v := range secrets {
+		if len(v) >= minMasked {
+			out = append(out, v)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// newMasker masks values (as maskValues returns them) in one stream.
 func newMasker(values []string) *masker {
 	m := &masker{}
 	for _, v := range values {
-		if len(v) >= minMasked {
-			m.secrets = append(m.secrets, []byte(v))
-			m.first[v[0]] = true
-		}
+		m.secrets = append(m.secrets, []byte(v))
+		m.first[v[0]] = true
 	}
-	slices.SortFunc(m.secrets, func(a, b []byte) int { return len(b) - len(a) })
 	return m
 }
 
@@ -93,18 +104,11 @@ scan:
 	return b.Bytes(), nil
 }
 
-// maskString masks a whole value (an output).
+// maskString masks a whole value (an output); values as maskValues
+// returns them.
 func maskString(v string, values []string) string {
-	for _, s := range sortedByLength(values) {
-		if len(s) >= minMasked {
-			v = strings.ReplaceAll(v, s, maskText)
-		}
+	for _, s := range values {
+		v = strings.ReplaceAll(v, s, maskText)
 	}
 	return v
-}
-
-func sortedByLength(values []string) []string {
-	out := slices.Clone(values)
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out
 }

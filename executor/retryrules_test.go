@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -40,7 +41,7 @@ func TestRetryRules(t *testing.T) {
 			cases := strings.Split(tc.script, ", ")
 			var sw strings.Builder
 			for i, c := range cases {
-				sw.WriteString("        " + itoa(i+1) + ") " + c + " ;;\n")
+				sw.WriteString("        " + strconv.Itoa(i+1) + ") " + c + " ;;\n")
 			}
 			res := h.runSrc(`
 steps:
@@ -70,4 +71,3 @@ steps:
 	}
 }
 
-func itoa(n int) string { return string(rune('0' + n)) }

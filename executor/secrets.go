@@ -4,21 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 )
-
-// secretValues are the values of all the run's secrets: each is masked in
-// every step's output, declared or not (a step can read another's file
-// while it exists, and output may quote anything).
-func (j *stepJob) secretValues() []string {
-	vals := make([]string, 0, len(j.opts.Secrets))
-	for _, v := range j.opts.Secrets {
-		vals = append(vals, v)
-	}
-	slices.Sort(vals)
-	return vals
-}
 
 // provideSecrets gives the step the secrets it declares: environment
 // entries, and files in a directory of its own (RUNEXEC_SECRETS) under the

@@ -75,7 +75,7 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 	lg, err := openStepLog(j.opts.LogDir, j.step.ID, j.opts.LogLimit, j.event)
 	if lg != nil {
 		lg.eventLimit = j.opts.LogEventLimit
-		lg.secrets = j.secretValues()
+		lg.secrets = j.opts.maskValues
 	}
 	if err != nil {
 		return fail(runnerd.StepReasonStartError, err.Error())
@@ -190,7 +190,7 @@ func (j *stepJob) succeed(st *runnerd.StepState, outputFile string, lg *stepLog)
 		if st.Outputs == nil {
 			st.Outputs = make(map[string]string)
 		}
-		v := maskString(kv[1], j.secretValues())
+		v := maskString(kv[1], j.opts.maskValues)
 		st.Outputs[kv[0]] = v
 		j.event(runnerd.Event{Type: runnerd.EventOutput, Attempt: st.Attempts, Key: kv[0], Value: v})
 	}

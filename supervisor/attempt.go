@@ -734,7 +734,7 @@ func (a *attempt) withStore(op string, write func(context.Context) error) error 
 		err := write(ctx)
 		a.sup.m.storeError(op, err)
 		return err
-	}, func(err error) bool { return errors.Is(err, store.ErrFenced) })
+	}, func(err error) bool { return errors.Is(err, store.ErrFenced) || errors.Is(err, store.ErrSeqConflict) })
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrFenced):

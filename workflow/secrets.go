@@ -39,6 +39,18 @@ func (w *Workflow) SecretNames() []string {
 	return out
 }
 
+// MissingSecrets lists the secrets the workflow's steps declare that have
+// no value in have.
+func (w *Workflow) MissingSecrets(have map[string]string) []string {
+	var out []string
+	for _, name := range w.SecretNames() {
+		if _, ok := have[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // secrets decodes `secrets:`: a list of names, a list of {name, file}, or a
 // mapping of names to {file}.
 func (d *decoder) secrets(n *yaml.Node, i int, label string) []SecretRef {

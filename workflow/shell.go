@@ -163,39 +163,39 @@ func rewriteShell(script string, use func(n int, src string) error) (string, err
 			case '`':
 				pop()
 			}
-		case ctxDouble:
+		case ctxDouble, ctxCommand:
+			// What both contexts share: escapes, and the command
+			// substitutions that open a command context of their own.
 			switch {
 			case c == '\\' && i+1 < len(script):
-				b.WriteByte(c)
-				i++
-				c = script[i]
-			case c == '"':
-				pop()
+				b.WriteString(script[i : i+2])
+				if script[i+1] == '\n' {
+					line++
+				}
+				i += 2
+				continue
 			case c == '`':
 				stack = append(stack, frame{ctx: ctxBacktick})
+				b.WriteByte(c)
+				i++
+				continue
 			case c == '$' && i+1 < len(script) && script[i+1] == '(':
 				b.WriteString("$(")
 				i += 2
 				stack = append(stack, frame{ctx: ctxCommand, subst: true})
 				continue
 			}
-		case ctxCommand:
+			if f.ctx == ctxDouble {
+				if c == '"' {
+					pop()
+				}
+				break
+			}
 			switch {
-			case c == '\\' && i+1 < len(script):
-				b.WriteByte(c)
-				i++
-				c = script[i]
 			case c == '\'':
 				stack = append(stack, frame{ctx: ctxSingle})
 			case c == '"':
 				stack = append(stack, frame{ctx: ctxDouble})
-			case c == '`':
-				stack = append(stack, frame{ctx: ctxBacktick})
-			case c == '$' && i+1 < len(script) && script[i+1] == '(':
-				b.WriteString("$(")
-				i += 2
-				stack = append(stack, frame{ctx: ctxCommand, subst: true})
-				continue
 			case c == '(':
 				f.depth++
 			case c == ')':

@@ -79,6 +79,11 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return ExitUsage
 		}
 	}
+	secrets := secretsFor(w, ra)
+	if missing := w.MissingSecrets(secrets); len(missing) > 0 {
+		fmt.Fprintf(stderr, "runexec: secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)\n", strings.Join(missing, ", "))
+		return ExitUsage
+	}
 	saved, err := loadState(ra.state)
 	if err != nil {
 		fmt.Fprintf(stderr, "runexec: %v\n", err)
@@ -122,17 +127,6 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	fmt.Fprintf(info, "runexec: run %s of %s: workdir %s, logs %s\n", saved.RunID, ra.file, ra.workdir, ra.logdir)
 
-	secrets := secretsFor(w, ra)
-	var missing []string
-	for _, name := range w.SecretNames() {
-		if _, ok := secrets[name]; !ok {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		fmt.Fprintf(stderr, "runexec: secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)\n", strings.Join(missing, ", "))
-		return ExitUsage
-	}
 	opts := executor.Options{
 		RunID:    saved.RunID,
 		Workflow: w,
