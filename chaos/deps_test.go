@@ -206,6 +206,9 @@ func TestDependencyFaults(t *testing.T) {
 			if storedTwice > 0 {
 				t.Errorf("%d succeeded steps ran again after their success was stored", storedTwice)
 			}
+			if sx.rerunInterrupted > 0 {
+				t.Errorf("%d interrupted steps ran again: an outage stopped a healthy step", sx.rerunInterrupted)
+			}
 			if sx.rerunAfterDone > 0 {
 				t.Errorf("%d steps ran again after they had finished: %v", sx.rerunAfterDone, sx.details)
 			}
