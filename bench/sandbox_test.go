@@ -1,13 +1,9 @@
 package bench
 
 import (
-	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/supervisor"
@@ -48,24 +44,5 @@ func BenchmarkSandboxStart(b *testing.B) {
 // serveMode starts a supervisor of concurrency 1 with the given sandbox
 // mode under its own runner id; stop drains it.
 func (e *env) serveMode(id string, mode contain.Mode) (stop func()) {
-	e.b.Helper()
-	cfg := supervisor.DefaultConfig()
-	cfg.RunnerID = id
-	cfg.Concurrency = 1
-	cfg.RunDirRoot = filepath.Join(e.dir, "runs")
-	cfg.RunexecPath = runexecBin(e.b)
-	cfg.Sandbox.Mode = mode
-	cfg.Logger = zerolog.New(e.logs).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	sup, err := supervisor.New(cfg, e.q, e.st, e.blobs)
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = sup.Run(ctx); close(done) }()
-	return func() {
-		cancel()
-		<-done
-		_ = sup.Close()
-	}
+	return e.serveAs(id, func(c *supervisor.Config) { c.Sandbox.Mode = mode })
 }
