@@ -14,16 +14,6 @@ import (
 	"github.com/runnerd/runnerd"
 )
 
-// DefaultListLimit bounds List when the caller gives no limit.
-const DefaultListLimit = 100
-
-// ListOptions filters List. Zero values mean "any".
-type ListOptions struct {
-	Status   runnerd.Status
-	TenantID string
-	Limit    int // DefaultListLimit when zero
-}
-
 // Create stores a new run in status queued. It fills in the fields the store
 // owns (status, reason, epoch, attempt, generation, event seq, timestamps) on
 // r itself. A run with the same id gives ErrExists.
@@ -43,6 +33,13 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	if s.revision {
+		// The entry first: a run is never stored unlisted. An entry whose
+		// Create fails after it is skipped by List.
+		if err := s.indexRun(ctx, r); err != nil {
+			return fmt.Errorf("create run %s: %w", r.ID, err)
+		}
+	}
 	if _, err := s.runs.InsertOne(ctx, doc); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return fmt.Errorf("create run %s: %w", r.ID, ErrExists)
@@ -93,60 +90,6 @@ func (s *Store) get(ctx context.Context, id string) (*Run, error) {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// List returns runs, newest first.
-func (s *Store) List(ctx context.Context, o ListOptions) ([]*Run, error) {
-	filter := bson.D{}
-	if o.Status != "" {
-		filter = append(filter, bson.E{Key: "status", Value: o.Status})
-	}
-	if o.TenantID != "" {
-		filter = append(filter, bson.E{Key: "tenant_id", Value: o.TenantID})
-	}
-	if o.Limit <= 0 {
-		o.Limit = DefaultListLimit
-	}
-	opts := options.Find().
-		SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}).
-		SetLimit(int64(o.Limit))
-
-	ctx, cancel := s.callCtx(ctx)
-	defer cancel()
-	cur, err := s.runs.Find(ctx, filter, opts)
-	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	var out []*Run
-	if !s.revision {
-		if err := cur.All(ctx, &out); err != nil {
-			return nil, fmt.Errorf("list runs: %w", err)
-		}
-		return out, nil
-	}
-	// Each document is brought up to its latest revision, which may no
-	// longer match the filter.
-	for cur.Next(ctx) {
-		doc, err := decodeM(cur.Current)
-		if err != nil {
-			return nil, fmt.Errorf("list runs: %w", err)
-		}
-		id, _ := doc["_id"].(string)
-		if _, err := s.follow(ctx, id, doc); err != nil {
-			return nil, fmt.Errorf("list runs: %w", err)
-		}
-		r, err := decodeRun(doc)
-		if err != nil {
-			return nil, fmt.Errorf("list runs: run %s: %w", id, err)
-		}
-		if (o.Status == "" || r.Status == o.Status) && (o.TenantID == "" || r.TenantID == o.TenantID) {
-			out = append(out, r)
-		}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	return out, nil
 }
 
 // RequestCancel sets cancel_requested on a run that has not finished and

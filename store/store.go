@@ -135,6 +135,7 @@ type Store struct {
 	runs      *mongo.Collection
 	events    *mongo.Collection
 	revisions *mongo.Collection
+	index     *mongo.Collection // the run index of List on the revision path (list.go)
 	timeout   time.Duration
 	appends   stripedLocks
 	writes    stripedLocks // writes of one run in this process, on the revision path
@@ -174,6 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		runs:      db.Collection(runsCollection),
 		events:    db.Collection(eventsCollection),
 		revisions: db.Collection(revisionsCollection),
+		index:     db.Collection(indexCollection),
 		timeout:   cfg.Timeout,
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
@@ -185,6 +187,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.revision = s.isFerretDB(ctx)
 	case WritePathRevision:
 		s.revision = true
+	}
+	if s.revision {
+		if err := s.backfillIndex(ctx); err != nil {
+			_ = client.Disconnect(context.Background())
+			return nil, fmt.Errorf("open store: index the runs: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -277,6 +285,9 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		// Also creates the collection, so that runnerd dev indexes its _id
 		// lookups at start (see devstack.IndexIDLookups).
 		{s.revisions, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},
+		// Also creates the collection, for the same reason (List on FerretDB
+		// looks its entries up by _id).
+		{s.index, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},
 	}
 	for _, w := range want {
 		name := w.name
