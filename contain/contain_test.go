@@ -154,7 +154,7 @@ func TestCgroupKillsEverythingInIt(t *testing.T) {
 		t.Skipf("no writable cgroup: %v", err)
 	}
 	defer cg.Discard()
-	defer os.Remove(filepath.Dir(cg.dirs[0]))
+	defer os.Remove(filepath.Dir(cg.dirs()[0]))
 	pidFile := filepath.Join(t.TempDir(), "escaped.pid")
 	cmd := exec.Command("/bin/sh", "-c", "read x")
 	stdin, err := cmd.StdinPipe()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -450,7 +451,7 @@ func (g guard) check(cur *Run) error {
 	if g.landed != nil && g.landed(cur) {
 		return errLanded
 	}
-	if g.from != nil && !contains(g.from, cur.Status) {
+	if g.from != nil && !slices.Contains(g.from, cur.Status) {
 		if cur.Status.Terminal() {
 			return fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
 		}
@@ -483,13 +484,4 @@ func (s *Store) update(ctx context.Context, filter, update bson.D, want bool) (*
 		return nil, err
 	}
 	return &r, nil
-}
-
-func contains(list []runnerd.Status, s runnerd.Status) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

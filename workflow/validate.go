@@ -2,8 +2,10 @@ package workflow
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -76,7 +78,7 @@ func (v *validator) run() {
 	if w.Network != "" && w.Network != NetworkHost && w.Network != NetworkNone {
 		v.add(-1, "network", "want %q or %q, got %q", NetworkHost, NetworkNone, w.Network)
 	}
-	for _, k := range sortedKeys(w.Vars) {
+	for _, k := range slices.Sorted(maps.Keys(w.Vars)) {
 		if k == "" {
 			v.addAt(-1, "vars", v.varLine(k), "a var needs a name")
 		}
@@ -235,7 +237,7 @@ func (v *validator) step(i int) {
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			v.addAt(i, "env", v.envLine(i, k), "%q is not a valid variable name (no '=' or NUL, not empty)", k)
 		}
@@ -382,7 +384,7 @@ func (v *validator) templates(i int) {
 		// Lines of the script count from the script's first line.
 		v.addAt(i, "shell", v.fieldLine(i, "shell"), "script %v", err)
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		check("env."+k, v.envLine(i, k), s.Env[k])
 	}
 	check("prompt", v.fieldLine(i, "prompt"), s.Prompt)
