@@ -30,6 +30,10 @@ func (s Status) Terminal() bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
 }
 
+// Settled reports whether a run in this status stays as it is until someone
+// acts on it: terminal, or paused for answers. A follower stops there.
+func (s Status) Settled() bool { return s.Terminal() || s == StatusPaused }
+
 // Reason says why a run stopped.
 //
 // Reasons are an API: users build retry rules and dashboards on them, so they
@@ -82,8 +86,8 @@ const (
 	StepCancelled StepStatus = "cancelled"
 )
 
-// Done reports whether the step will not run again in this run.
-func (s StepStatus) Done() bool {
+// Terminal reports whether the step will not run again in this run.
+func (s StepStatus) Terminal() bool {
 	return s == StepSucceeded || s == StepFailed || s == StepSkipped
 }
 

@@ -105,7 +105,7 @@ func (s *Supervisor) startChild(a *attempt) (*child.Process, *contain.Cgroup, er
 // waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
 // go-plugin does its handshake. The child does not fork before Execute is
 // called, so its steps are all born inside the cgroup.
-func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, hl hclog.Logger, log zerolog.Logger) (*child.Process, error) {
+func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, pluginLog hclog.Logger, log zerolog.Logger) (*child.Process, error) {
 	var joined chan error
 	started := func(int) {}
 	if cg != nil {
@@ -116,7 +116,7 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, h
 		Cmd:       cmd,
 		SocketDir: sockDir,
 		AutoMTLS:  s.cfg.AutoMTLS,
-		Logger:    hl,
+		Logger:    pluginLog,
 		Started:   started,
 	})
 	if err != nil {

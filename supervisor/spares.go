@@ -95,8 +95,8 @@ func (p *spares) start() (*spare, error) {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
 	log := s.log.With().Str("source", "runexec").Logger()
-	hl, setLog := newSwitchableHCLogger(log)
-	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
+	pluginLog, setLog := newSwitchableHCLogger(log)
+	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, pluginLog, s.log)
 	if err != nil {
 		cg.Discard()
 		_ = os.RemoveAll(dir)

@@ -13,6 +13,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/contain"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -112,7 +113,7 @@ steps:
 	if run.Steps["deploy"].Status != runnerd.StepSucceeded {
 		t.Fatalf("deploy: %+v", run.Steps["deploy"])
 	}
-	if n := countLines(t, side); n != 1 {
+	if n := testutil.CountLines(t, side); n != 1 {
 		t.Fatalf("build ran %d times, want 1", n)
 	}
 }
@@ -139,7 +140,7 @@ steps:
 		t.Fatalf("reason %s", run.Reason)
 	}
 	e.waitQueueEmpty(10 * time.Second)
-	noProcessWith(t, "1000.4242")
+	testutil.NoProcess(t, 5*time.Second, "1000.4242")
 }
 
 func TestRunDeadlineFailsWithTimeout(t *testing.T) {
@@ -155,7 +156,7 @@ steps:
 	if run.Reason != runnerd.ReasonTimeout {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	noProcessWith(t, "1000.4343")
+	testutil.NoProcess(t, 5*time.Second, "1000.4343")
 }
 
 func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
@@ -178,7 +179,7 @@ steps:
 	if run.Attempt != 2 {
 		t.Fatalf("attempt %d, want 2", run.Attempt)
 	}
-	if n := countLines(t, first); n != 1 {
+	if n := testutil.CountLines(t, first); n != 1 {
 		t.Fatalf("step first ran %d times, want 1", n)
 	}
 	if !strings.Contains(e.logs.String(), `"reason":"child_crashed"`) {
@@ -266,7 +267,7 @@ steps:
 	if !strings.Contains(e.logs.String(), `"reason":"child_unresponsive"`) {
 		t.Fatalf("no child_unresponsive in logs:\n%s", e.logs.String())
 	}
-	noProcessWith(t, "1000.4444")
+	testutil.NoProcess(t, 5*time.Second, "1000.4444")
 }
 
 func TestMemoryHogIsChildOOM(t *testing.T) {
@@ -337,7 +338,7 @@ steps:
 		t.Fatal(err)
 	}
 
-	noProcessWith(t, "1000.4545")
+	testutil.NoProcess(t, 5*time.Second, "1000.4545")
 	e.waitRun("steal1", 10*time.Second, "given up by r1", func(*store.Run) bool {
 		return strings.Contains(e.logs.String(), `"reason":"lease_lost"`)
 	})
@@ -412,7 +413,7 @@ steps:
 	if run.Reason != runnerd.ReasonRunnerShutdown {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	noProcessWith(t, "1000.4646")
+	testutil.NoProcess(t, 5*time.Second, "1000.4646")
 
 	// The next runner takes the republished message and runs the long step
 	// again, but not the first one; then the test cancels the run.
@@ -420,7 +421,7 @@ steps:
 	e.waitRun("shut1", 30*time.Second, "re-running its long step", func(r *store.Run) bool {
 		return r.Attempt == 2 && r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
 	})
-	if n := countLines(t, first); n != 1 {
+	if n := testutil.CountLines(t, first); n != 1 {
 		t.Fatalf("step first ran %d times, want 1", n)
 	}
 	if _, err := e.st.RequestCancel(context.Background(), "shut1"); err != nil {

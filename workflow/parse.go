@@ -315,7 +315,7 @@ func (d *decoder) steps(n *yaml.Node) ([]Step, []*stepPos) {
 
 func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	p := &stepPos{line: n.Line, fields: map[string]int{}, items: map[string][]int{}, env: map[string]int{}}
-	label := stepLabel("", i)
+	label := stepName("", i)
 	if n.Kind != yaml.MappingNode {
 		d.fail(i, label, "", n.Line, "want a mapping with an `id`, got %s", describe(n))
 		d.failed[fieldKey{i, "id"}] = true
@@ -324,7 +324,7 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	// The id names the step in every other message, so find it first.
 	for k := 0; k+1 < len(n.Content); k += 2 {
 		if kn, vn := deref(n.Content[k]), deref(n.Content[k+1]); kn.Value == "id" && vn.Kind == yaml.ScalarNode {
-			label = stepLabel(vn.Value, i)
+			label = stepName(vn.Value, i)
 			break
 		}
 	}
@@ -332,7 +332,7 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	for _, e := range entries {
 		if e.key == "id" {
 			s.ID = d.str(e.val, i, label, "id")
-			label = stepLabel(s.ID, i)
+			label = stepName(s.ID, i)
 		}
 	}
 	for _, e := range entries {
@@ -372,8 +372,8 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	return p
 }
 
-// stepLabel names a step in messages: its id when usable, else its position.
-func stepLabel(id string, i int) string {
+// stepName names a step in messages: its id when usable, else its position.
+func stepName(id string, i int) string {
 	if validID.MatchString(id) {
 		return id
 	}

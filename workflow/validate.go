@@ -117,7 +117,7 @@ func (v *validator) addAt(i int, field string, line int, format string, args ...
 	}
 	e := &Error{File: v.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
 	if i >= 0 {
-		e.Step = stepLabel(v.w.Steps[i].ID, i)
+		e.Step = stepName(v.w.Steps[i].ID, i)
 	}
 	v.errs = append(v.errs, e)
 }

@@ -88,10 +88,6 @@ func oneArg(cmd, what string, pos []string, stderr io.Writer) (string, bool) {
 	return pos[0], true
 }
 
-// settled reports whether a follower can stop: the run will not move until
-// someone acts (paused) or ever again (terminal).
-func settled(s runnerd.Status) bool { return s.Terminal() || s == runnerd.StatusPaused }
-
 // statusExit maps a settled run to the exit codes shared with `runexec run`.
 func statusExit(s runnerd.Status) int {
 	switch s {
@@ -139,7 +135,7 @@ func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(
 		if err != nil {
 			return nil, err
 		}
-		if settled(r.Status) {
+		if r.Status.Settled() {
 			// Events appended between the drain and the read of the status.
 			if err := drain(); err != nil {
 				return nil, err
