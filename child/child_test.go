@@ -13,6 +13,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -134,11 +135,7 @@ func TestStoppedChildPingFailsAndKillReturns(t *testing.T) {
 	}
 	// kill(2) returns before the child's threads have stopped: one of them
 	// could still answer a ping. Wait until every thread is stopped.
-	for deadline := time.Now().Add(5 * time.Second); !allThreadsStopped(c.Pid()); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("child not stopped 5 s after SIGSTOP")
-		}
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return allThreadsStopped(c.Pid()) }, "child not stopped after SIGSTOP")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := c.Ping(ctx); err == nil {

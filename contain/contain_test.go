@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // A child inherits the limits, soft and hard, and cannot raise them; a
@@ -129,17 +131,14 @@ func TestReaperSweepsOrphansOfEndedTasks(t *testing.T) {
 
 func readPid(t *testing.T, path string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var pid int
+	testutil.Eventually(t, 10*time.Second, func() bool {
 		b, err := os.ReadFile(path)
-		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
-			return pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pid in %s", path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		var perr error
+		pid, perr = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && perr == nil
+	}, "no pid in %s", path)
+	return pid
 }
 
 // A cgroup holds its processes, counts nothing without an OOM and kills what

@@ -165,9 +165,12 @@ var seq atomic.Int64
 // other test processes run at the same time.
 func UniqueID(prefix string) string { return fmt.Sprintf("%s-%d", prefix, os.Getpid()) }
 
-// Marker is a number unique to this call in this test process, shaped as a
-// sleep duration ("1000.<pid><seq>"): a step that runs `sleep <marker>` can
-// be found in /proc by it, and sleeps long enough to be found.
-func Marker() string {
-	return fmt.Sprintf("1000.%d%03d", os.Getpid(), seq.Add(1))
+// Marker is SleepMarker(1000): a step that sleeps it outlives any test.
+func Marker() string { return SleepMarker(1000) }
+
+// SleepMarker is a number unique to this call in this test process, shaped
+// as a sleep duration of a little over seconds ("<seconds>.<pid><seq>"): a
+// step that runs `sleep <marker>` can be found in /proc by it.
+func SleepMarker(seconds int) string {
+	return fmt.Sprintf("%d.%d%03d", seconds, os.Getpid(), seq.Add(1))
 }
