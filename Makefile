@@ -43,6 +43,9 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) vet -tags '$(TAGS) chaos' ./chaos/...
+	@# The production build (Dockerfile) links none of the embedded servers.
+	$(GO) vet -tags 'nodev' ./cmd/runnerd
+	@! $(GO) list -tags 'nodev' -deps ./cmd/runnerd | grep -E 'runnerd/devstack|FerretDB|nats-server|gofakes3|sqlite' || { echo "the nodev build links an embedded server"; exit 1; }
 	@if [ -x "$(STATICCHECK)" ]; then \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS)' ./... && \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/...; \
