@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -127,27 +128,22 @@ func (rp *Reaper) killOrphans() []int {
 
 // reap collects the exit status of killed orphans so they do not stay
 // zombies, waiting at most limit (a process in uninterruptible sleep may
-// take its time; its zombie is collected by a later sweep).
+// take its time; its zombie is collected by a later sweep). It polls with
+// WNOHANG rather than blocking in wait4, so nothing is left waiting on a
+// process after it returns.
 func reap(pids []int, limit time.Duration) {
-	var wg sync.WaitGroup
-	for _, pid := range pids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	deadline := time.Now().Add(limit)
+	left := slices.Clone(pids)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		left = slices.DeleteFunc(left, func(pid int) bool {
 			var ws syscall.WaitStatus
-			for {
-				_, err := syscall.Wait4(pid, &ws, 0, nil)
-				if err != syscall.EINTR {
-					return
-				}
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(limit):
+			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			return got == pid || (err != nil && err != syscall.EINTR) // reaped, or not ours to reap
+		})
+		if len(left) == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pause)
 	}
 }
 

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
@@ -822,21 +823,13 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 // traceHeader is the W3C Trace Context header `runnerd submit` sets.
 const traceHeader = "traceparent"
 
-// traceID is the trace id of a W3C traceparent (version-traceid-parentid-flags),
-// or "" if tp is not one.
+// traceID is the trace id of a W3C traceparent, or "" if tp is not a valid
+// one (OpenTelemetry's TraceContext propagator parses it).
 func traceID(tp string) string {
-	parts := strings.Split(tp, "-")
-	if len(parts) < 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{traceHeader: tp})
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
 		return ""
 	}
-	id := parts[1]
-	for _, c := range id {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return ""
-		}
-	}
-	if id == strings.Repeat("0", 32) {
-		return ""
-	}
-	return id
+	return sc.TraceID().String()
 }

@@ -309,9 +309,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		for _, d := range deliveries {
 			slots <- struct{}{}
 			s.slotTaken(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() {
 					<-slots
 					s.slotTaken(-1)
@@ -321,7 +319,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 					}
 				}()
 				s.process(workCtx, d)
-			}()
+			})
 		}
 	}
 	// The loop ends on purpose: no longer watched, no longer ready.
