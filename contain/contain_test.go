@@ -224,3 +224,31 @@ func TestRequiredNamesMissingLayers(t *testing.T) {
 		t.Fatalf("off probes nothing: %v", err)
 	}
 }
+
+// The process's orphan sweep runs while one of its users has not stopped,
+// and has ended when the last one's stop returns.
+func TestReapOrphansEndsWithItsLastUser(t *testing.T) {
+	own := func(int) bool { return true } // reap nothing of the test's
+	stop1, err := ReapOrphans(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2, err := ReapOrphans(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := orphanReaper.done
+	stop1()
+	stop1() // a second call changes nothing
+	select {
+	case <-done:
+		t.Fatal("the sweep ended while a user still runs")
+	default:
+	}
+	stop2()
+	select {
+	case <-done:
+	default:
+		t.Fatal("the sweep still runs after its last user stopped")
+	}
+}

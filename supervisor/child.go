@@ -174,10 +174,13 @@ func (p *pidSet) has(pid int) bool {
 	return p.m[pid]
 }
 
-// becomeSubreaper makes orphaned descendants (a step that escaped a dead
-// child) reparent to runnerd instead of init, and reaps them as they exit.
-func becomeSubreaper(log zerolog.Logger) {
-	if err := contain.ReapOrphans(children.has); err != nil {
-		log.Warn().Err(err).Msg("cannot become child subreaper")
+// reapOrphans makes orphaned descendants (a step that escaped a dead child)
+// reparent to runnerd instead of init, and reaps them as they exit, until
+// the returned stop is called.
+func (s *Supervisor) reapOrphans() (stop func()) {
+	stop, err := contain.ReapOrphans(children.has)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot become child subreaper")
 	}
+	return stop
 }

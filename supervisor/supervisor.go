@@ -254,6 +254,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := s.prepareHost(); err != nil {
 		return err
 	}
+	defer s.reapOrphans()() // deferred first: it ends after every attempt
 	slots := make(chan struct{}, s.cfg.Concurrency)
 	freed := make(chan struct{}, 1) // a slot was given back
 	var wg sync.WaitGroup           // the attempts
@@ -456,7 +457,6 @@ func (s *Supervisor) prepareHost() error {
 		return fmt.Errorf("socket dir root: %w", err)
 	}
 	contain.SweepCgroups(s.cgroupParentName())
-	becomeSubreaper(s.log)
 	// A non-dumpable process's /proc files belong to root, so an
 	// unprivileged runnerd could no longer write its children's uid_map:
 	// there the user and PID namespaces, which keep steps from seeing

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -306,7 +307,7 @@ func artifactProblem(a string) string {
 	case path.IsAbs(a) || strings.HasPrefix(a, `\`):
 		return fmt.Sprintf("%q is absolute; artifact paths are relative to the workdir", a)
 	}
-	if c := path.Clean(a); c == ".." || strings.HasPrefix(c, "../") {
+	if !filepath.IsLocal(a) {
 		return fmt.Sprintf("%q leaves the workdir", a)
 	}
 	if _, err := path.Match(a, ""); err != nil {
