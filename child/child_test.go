@@ -17,22 +17,13 @@ import (
 	"github.com/runnerd/runnerd/workflow"
 )
 
-var runexecPath string
-
 func TestMain(m *testing.M) {
-	var err error
-	if runexecPath, err = testbin.Path("runexec"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
+	testbin.Main(m, "runexec")
 }
 
 func startChild(t *testing.T, mtls bool) *Process {
 	t.Helper()
-	cmd := exec.Command(runexecPath)
+	cmd := exec.Command(testbin.MustPath(t, "runexec"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + t.TempDir()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	c, err := Start(Config{Cmd: cmd, SocketDir: shortDir(t), AutoMTLS: mtls})

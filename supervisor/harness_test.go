@@ -2,8 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,18 +23,9 @@ import (
 	"github.com/runnerd/runnerd/workflow"
 )
 
-var runexecPath string
-
 // TestMain uses the runexec that `make test` built, or builds one.
 func TestMain(m *testing.M) {
-	var err error
-	if runexecPath, err = testbin.Path("runexec"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
+	testbin.Main(m, "runexec")
 }
 
 // env is one test's world: real servers, a queue, the stores and
@@ -107,7 +96,7 @@ func (e *env) config(id string) Config {
 		RunnerID:      testutil.UniqueID(id),
 		Concurrency:   2,
 		RunDirRoot:    e.runs,
-		RunexecPath:   runexecPath,
+		RunexecPath:   testbin.MustPath(e.t, "runexec"),
 		ShutdownGrace: 10 * time.Second,
 		KillGrace:     time.Second,
 		PingInterval:  300 * time.Millisecond,

@@ -19,11 +19,7 @@ import (
 // The client commands against a real `serve` (supervisor and runexec
 // children) on the same embedded servers.
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // runexec returns the runexec `make test` built (RUNNERD_BIN), or builds one
 // once for the whole test binary.
