@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/contain"
@@ -161,7 +163,7 @@ steps:
 
 func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	first, marker := e.sideFile("first.count"), e.sideFile("crashed")
 	// The step crashes its runexec (its parent; as the init of the run's PID
 	// namespace it gets no SIGKILL from a step) on the first attempt only.
@@ -182,8 +184,8 @@ steps:
 	if n := testutil.CountLines(t, first); n != 1 {
 		t.Fatalf("step first ran %d times, want 1", n)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_crashed"`) {
-		t.Fatalf("no child_crashed in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildCrashed))); run.Crashes != 1 || n != 1 {
+		t.Fatalf("crashes %d in the run, %v child_crashed exits counted: want 1, 1\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
 }
 
@@ -242,7 +244,7 @@ func TestRunnerDeadOnLastDeliveryIsSettledByAnother(t *testing.T) {
 
 func TestStoppedChildIsKilledAsUnresponsive(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	marker := e.sideFile("stopped")
 	e.submit("stop1", fmt.Sprintf(`
 steps:
@@ -264,8 +266,8 @@ steps:
 	if run.Attempt != 2 {
 		t.Fatalf("attempt %d, want 2", run.Attempt)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_unresponsive"`) {
-		t.Fatalf("no child_unresponsive in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildUnresponsive))); run.Crashes != 1 || n != 1 {
+		t.Fatalf("crashes %d in the run, %v child_unresponsive exits counted: want 1, 1\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
 	testutil.NoProcess(t, 5*time.Second, "1000.4444")
 }
@@ -280,7 +282,7 @@ func TestMemoryHogIsChildOOM(t *testing.T) {
 	cfg := e.config("r1")
 	cfg.MaxAttempts = 2
 	cfg.MemoryLimit = 64 << 20
-	e.serve(cfg)
+	r := e.serve(cfg)
 	// tail keeps a whole line in memory: 512 MiB without a newline.
 	e.submit("oom1", `
 steps:
@@ -291,14 +293,14 @@ steps:
 	if run.Reason != runnerd.ReasonMaxAttemptsExceeded {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_oom"`) {
-		t.Fatalf("no child_oom in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildOOM))); run.Crashes != 2 || n != 2 {
+		t.Fatalf("crashes %d in the run, %v child_oom exits counted: want 2, 2\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
 }
 
 func TestStolenLeaseKillsTheChildAndWritesNothing(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	e.submit("steal1", `
 steps:
   - id: long
@@ -339,9 +341,9 @@ steps:
 	}
 
 	testutil.NoProcess(t, 5*time.Second, "1000.4545")
-	e.waitRun("steal1", 10*time.Second, "given up by r1", func(*store.Run) bool {
-		return strings.Contains(e.logs.String(), `"reason":"lease_lost"`)
-	})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonLeaseLost))) == 1
+	}, "r1 never gave the run up for lease_lost\nlogs:\n%s", e.logs.String)
 	after, err := e.st.Get(ctx, "steal1")
 	if err != nil {
 		t.Fatal(err)
