@@ -32,7 +32,7 @@ func (a Auth) Validate() error {
 	return nil
 }
 
-// ErrOpenAddress: a non-loopback address without credentials.
+// ErrOpenAddress is a non-loopback address without credentials.
 var ErrOpenAddress = errors.New("refusing to serve the UI without credentials on a non-loopback address")
 
 // CheckAddr refuses to serve on an address other hosts can reach (a

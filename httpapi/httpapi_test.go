@@ -139,7 +139,7 @@ func (e *env) pause(id string) {
 	)
 	steps["build"].LogKey = blob.StepLogKey(id, 1, "build")
 	for key, body := range map[string]string{
-		blob.StepLogKey(id, 1, "build"):                   "[runexec: attempt 1]\nbuilt\n",
+		blob.StepLogKey(id, 1, "build"):                 "[runexec: attempt 1]\nbuilt\n",
 		blob.ArtifactKey(id, "build", "out/report.txt"): "the report\n",
 	} {
 		if _, err := e.blobs.Put(ctx, key, strings.NewReader(body)); err != nil {
