@@ -79,7 +79,8 @@ type Options struct {
 	// Tenant of submitted runs when a Submission names none.
 	Tenant string
 	// PollInterval: how often Wait and Watch read the store when no notice
-	// came (DefaultPollInterval when zero).
+	// came (DefaultPollInterval when zero). Without a Queue there are no
+	// notices, and they read every 250 ms.
 	PollInterval time.Duration
 	// InlineWorkflowMax: the largest workflow (as JSON) carried in the run's
 	// message; a larger one goes to S3 (DefaultInlineWorkflowMax when zero).

@@ -16,6 +16,18 @@ import (
 // the next one, so a watcher that fell behind catches up without waiting.
 const eventPage = 500
 
+// noNoticePoll is how often Wait and Watch read the store on a client with
+// no NATS connection (Options.Queue unset): there is no notice to hear.
+const noNoticePoll = 250 * time.Millisecond
+
+// interval is how long Wait and Watch wait for a notice before they read.
+func (c *Client) interval() time.Duration {
+	if c.nc == nil {
+		return noNoticePoll
+	}
+	return c.poll
+}
+
 // minGap is the least time between two reads of a run's events while its
 // progress notices keep coming: a run logging fast costs the store a few
 // reads a second, not one per batch.
@@ -38,7 +50,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*Run, error) {
 		return nil, err
 	}
 	defer stop()
-	tick := time.NewTimer(c.poll)
+	tick := time.NewTimer(c.interval())
 	defer tick.Stop()
 	for {
 		r, err := c.Get(ctx, id)
@@ -54,7 +66,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*Run, error) {
 		case <-notices:
 		case <-tick.C:
 		}
-		tick.Reset(c.poll)
+		tick.Reset(c.interval())
 	}
 }
 
@@ -111,7 +123,7 @@ func (c *Client) Watch(ctx context.Context, id string, afterSeq int64, fn func(E
 	if r, err := settledRun(); r != nil || err != nil {
 		return r, err
 	}
-	tick := time.NewTimer(c.poll)
+	tick := time.NewTimer(c.interval())
 	defer tick.Stop()
 	var known int64 // the highest seq a progress notice announced
 	for {
@@ -137,7 +149,7 @@ func (c *Client) Watch(ctx context.Context, id string, afterSeq int64, fn func(E
 			if r, err := settledRun(); r != nil || err != nil {
 				return r, err
 			}
-			tick.Reset(c.poll)
+			tick.Reset(c.interval())
 		}
 		// Never read more often than a read takes, nor than minGap: notices
 		// that come meanwhile wait in the channel and are read together.

@@ -239,6 +239,20 @@ func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) 
 	return c, nil
 }
 
+// tryNATS opens NATS and the queue on a command connected without them,
+// for the notices a follower listens to; on any failure it leaves them
+// unset and the follower polls the store instead.
+func (c *conns) tryNATS(ctx context.Context, name string) {
+	if c.q != nil || probeNATS(ctx, c.cfg) != nil || c.openNATS(ctx, name) != nil {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	if q, err := queue.Open(qctx, c.js, queue.DefaultConfig()); err == nil {
+		c.q = q
+	}
+}
+
 // connectServe opens NATS (setting up the stream, consumer and lease bucket
 // with qcfg: runnerd serve and dev own them), MongoDB and S3.
 func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {

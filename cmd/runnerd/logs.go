@@ -60,6 +60,10 @@ its step.`, env.stderr)
 		steps = []string{step}
 	}
 	if followFlag || r.Status == runnerd.StatusRunning {
+		c.tryNATS(ctx, "runnerd logs")
+		if cl, err = c.client(); err != nil {
+			return fail(env, "logs", cfg, err)
+		}
 		return followLogs(ctx, env, cl, id, step)
 	}
 	// S3 only now: a followed run's output comes from its events.
