@@ -677,6 +677,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 			return err
 		}
 		a.run.EventSeq = batch.Last()
+		_ = a.sup.q.PublishProgress(a.runID, batch.Last()) // a hint for followers: the store holds the events
 		n := 0
 		for _, e := range stored {
 			n += eventPayload(e)
