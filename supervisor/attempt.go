@@ -530,7 +530,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	oom := false
 	if cleanEnd && a.finished != nil && a.finished.Status == string(runnerd.StatusSucceeded) && a.stopCause() == stopNone {
 		// The outcome is known and nothing of the child can change it: its
-		// exit (2–4 ms of reaping a Go process, the cgroup's removal)
+		// exit (reaping a Go process, the cgroup's removal: milliseconds)
 		// overlaps the writing of the outcome; the attempt waits for it
 		// before it frees its slot. runexec killed the steps' escaped
 		// processes when each step ended.

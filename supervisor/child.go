@@ -102,8 +102,8 @@ func (s *Supervisor) startChild(a *attempt) (*child.Process, *contain.Cgroup, er
 }
 
 // launch starts runexec and connects to it. Moving a process into a cgroup
-// waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
-// go-plugin does its handshake. The child does not fork before Execute is
+// waits for an RCU grace period (milliseconds on cgroup v1 (docs/benchmarks.md, "Figures behind the code")):
+// it runs while go-plugin does its handshake. The child does not fork before Execute is
 // called, so its steps are all born inside the cgroup.
 func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, pluginLog hclog.Logger, log zerolog.Logger) (*child.Process, error) {
 	var joined chan error
