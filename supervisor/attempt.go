@@ -172,8 +172,9 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a.conclude(ctx, out)
 }
 
-// pickUpAndRun is the pickup sequence (docs/architecture.md, "How a run flows"): decode, load, tenant and
-// terminal checks, lease, claim, then the child.
+// pickUpAndRun is the pickup sequence (docs/architecture.md, "How a run
+// flows"): decode, load, tenant and terminal checks, lease, claim, then the
+// child.
 func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	s := a.sup
 	msg, err := a.d.Decode()
