@@ -3,7 +3,7 @@
 // runnerd is the only writer. Every write made on behalf of a claimed run is
 // conditional on the run's fencing epoch (the lease revision at claim), so a
 // runner that lost its lease changes nothing and gets ErrFenced. Status
-// changes follow the transitions of DESIGN.md; an illegal one is refused with
+// changes follow the documented transitions (CanTransition); an illegal one is refused with
 // ErrIllegalTransition and nothing is applied.
 //
 // The same code runs against MongoDB and against FerretDB (on SQLite, the
@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
@@ -127,6 +128,10 @@ type Config struct {
 	// ReadConcern of every read: "majority", "linearizable" or "local".
 	// Empty: the URI's readConcernLevel if set, else DefaultReadConcern.
 	ReadConcern string
+
+	// Monitor, when set, sees every command the driver sends (tests count
+	// the reads a caller makes with it).
+	Monitor *event.CommandMonitor
 }
 
 // Store is a connection to the run store. It is safe for concurrent use.
@@ -164,6 +169,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	opts := options.Client().ApplyURI(cfg.URI).SetServerSelectionTimeout(cfg.Timeout)
 	if err := setConcerns(opts, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Monitor != nil {
+		opts.SetMonitor(cfg.Monitor)
 	}
 	client, err := mongo.Connect(opts)
 	if err != nil {

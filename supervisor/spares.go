@@ -9,14 +9,14 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // spares keeps runexec children started ahead of runs (Config.Prestart), so
 // that a run does not wait for a child's start: exec of runexec, its Go
-// runtime, go-plugin's handshake and the move into a cgroup, ~10 ms of the
-// run's path. A spare serves one run, like any child, and is never reused:
+// runtime, go-plugin's handshake and the move into a cgroup, the largest
+// part of a short run's path (docs/benchmarks.md, "Figures behind the code"). A spare serves one run, like any child, and is never reused:
 // the isolation is the same, only the start moved off the run's path.
 //
 // A spare is started with its own directory as working directory, HOME and
@@ -34,7 +34,7 @@ type spares struct {
 
 // spare is one started child waiting for a run.
 type spare struct {
-	child  *proto.Child
+	proc   *child.Process
 	cg     *contain.Cgroup // nil without a writable cgroup hierarchy
 	dir    string          // its socket, working directory, HOME and TMPDIR
 	setLog func(zerolog.Logger)
@@ -95,14 +95,14 @@ func (p *spares) start() (*spare, error) {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
 	log := s.log.With().Str("source", "runexec").Logger()
-	hl, setLog := newSwitchableHCLogger(log)
-	child, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
+	pluginLog, setLog := newSwitchableHCLogger(log)
+	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, pluginLog, s.log)
 	if err != nil {
 		cg.Discard()
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	return &spare{child: child, cg: cg, dir: dir, setLog: setLog}, nil
+	return &spare{proc: proc, cg: cg, dir: dir, setLog: setLog}, nil
 }
 
 // take returns a live spare, or nil when none is ready (or p is nil): the
@@ -116,8 +116,8 @@ func (p *spares) take() *spare {
 		select {
 		case sp := <-p.ready:
 			select {
-			case <-sp.child.Exited(): // died while waiting (killed from outside)
-				p.s.log.Warn().Int("pid", sp.child.Pid()).Msg("a spare runexec had exited: discarded")
+			case <-sp.proc.Exited(): // died while waiting (killed from outside)
+				p.s.log.Warn().Int("pid", sp.proc.Pid()).Msg("a spare runexec had exited: discarded")
 				sp.discard()
 				p.refill()
 				continue
@@ -158,8 +158,8 @@ func (p *spares) close() {
 }
 
 func (sp *spare) discard() {
-	sp.child.Close()
-	children.remove(sp.child.Pid())
+	sp.proc.Close()
+	children.remove(sp.proc.Pid())
 	sp.cg.Discard()
 	_ = os.RemoveAll(sp.dir)
 }

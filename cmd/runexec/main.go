@@ -12,8 +12,8 @@ import (
 	"syscall"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // Exit codes of `runexec run`, shared with `runnerd submit --wait`.
@@ -80,7 +80,7 @@ func main() {
 	if os.Getenv(envLocalRun) == "1" {
 		os.Exit(serveLocalRun()) // the sandboxed child of `runexec run`
 	}
-	if proto.IsChild(os.Getenv) {
+	if child.IsChild(os.Getenv) {
 		// Started by runnerd: serve the Executor over go-plugin, not the CLI.
 		os.Exit(servePlugin())
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
-	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/client"
 )
 
 func runCancel(ctx context.Context, env *cmdEnv, args []string) int {
@@ -33,65 +31,30 @@ exit 1 when it does not exist or already finished otherwise (succeeded, failed).
 		return fail(env, "cancel", cfg, err)
 	}
 	defer c.Close()
-	msg, err := cancelRun(ctx, c, id)
+	cl, err := c.client()
 	if err != nil {
 		return fail(env, "cancel", cfg, err)
 	}
-	fmt.Fprintln(env.stdout, msg)
+	outcome, err := cl.Cancel(ctx, id)
+	if errors.Is(err, client.ErrNotFound) {
+		err = fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
+	}
+	if err != nil {
+		return fail(env, "cancel", cfg, err)
+	}
+	fmt.Fprintln(env.stdout, cancelMessage(id, outcome))
 	return exitOK
 }
 
-// cancelTimeout bounds the round trip that hands the cancel to the server.
-const cancelTimeout = 10 * time.Second
-
-// errFinished means the run finished some other way than cancelled before
-// the cancel came.
-var errFinished = errors.New("already finished")
-
-// cancelRun cancels run id and says what will happen to it.
-//
-// The flag comes first: it is what makes a cancel land when no runner is
-// listening (a queued run, a runner restarting), since the supervisor
-// checks it at pickup and while running. The cancel subject then stops a
-// running run now. A paused run has no message in flight to be picked up,
-// so it is cancelled here.
-func cancelRun(ctx context.Context, c *conns, id string) (string, error) {
-	r, err := c.st.RequestCancel(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return "", fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
-	case errors.Is(err, store.ErrTerminal):
-		cur, gerr := c.st.Get(ctx, id)
-		if gerr != nil {
-			return "", gerr
-		}
-		if cur.Status == runnerd.StatusCancelled {
-			return fmt.Sprintf("run %s was already cancelled", id), nil
-		}
-		return "", fmt.Errorf("run %s %w: %s (%s)", id, errFinished, cur.Status, cur.Reason)
-	case err != nil:
-		return "", err
+// cancelMessage says what will happen to the cancelled run.
+func cancelMessage(id string, o client.CancelOutcome) string {
+	switch o {
+	case client.CancelledAlready:
+		return fmt.Sprintf("run %s was already cancelled", id)
+	case client.CancelledNow:
+		return fmt.Sprintf("run %s cancelled (it was paused)", id)
+	case client.CancelRunning:
+		return fmt.Sprintf("run %s: cancel requested; its runner stops it now", id)
 	}
-
-	if r.Status == runnerd.StatusPaused {
-		err := c.st.SetStatusUnfenced(ctx, id, runnerd.StatusCancelled, runnerd.ReasonCancelled)
-		if err == nil {
-			return fmt.Sprintf("run %s cancelled (it was paused)", id), nil
-		}
-		// Resumed in the meantime: it is queued now, with the flag set,
-		// and the paths below apply.
-		if !errors.Is(err, store.ErrIllegalTransition) {
-			return "", err
-		}
-	}
-	// A flush waits for the server only under a deadline.
-	pctx, cancel := context.WithTimeout(ctx, cancelTimeout)
-	defer cancel()
-	if err := c.q.PublishCancel(pctx, id); err != nil {
-		return "", fmt.Errorf("run %s has cancel requested, but telling its runner failed (it will see the flag): %w", id, err)
-	}
-	if r.Status == runnerd.StatusRunning {
-		return fmt.Sprintf("run %s: cancel requested; its runner stops it now", id), nil
-	}
-	return fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id), nil
+	return fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id)
 }

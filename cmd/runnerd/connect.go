@@ -18,7 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/runnerd/runnerd/blob"
-	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -53,7 +53,7 @@ func (c *clientConfig) register(f *flags) {
 	f.String(&c.MongoWC, "mongo-write-concern", "", "write concern of every write: majority or a member count, journaled (empty: the URI's w, else majority)")
 	f.String(&c.MongoRC, "mongo-read-concern", "", "read concern: majority, linearizable or local (empty: the URI's readConcernLevel, else majority)")
 	f.String(&c.S3Endpoint, "s3-endpoint", "http://127.0.0.1:9000", "S3 endpoint URL (empty: AWS)")
-	f.String(&c.S3Bucket, "s3-bucket", devstack.DefaultBucket, "S3 bucket for logs and artifacts")
+	f.String(&c.S3Bucket, "s3-bucket", blob.DefaultBucket, "S3 bucket for logs and artifacts")
 	f.String(&c.S3Region, "s3-region", "us-east-1", "S3 region")
 	f.String(&c.S3AccessKey, "s3-access-key", "", "S3 access key (empty: the AWS default chain, or the --credentials file's for its endpoint)")
 	f.String(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
@@ -126,7 +126,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errBadSetting):
 		return exitUsage
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, client.ErrUnreachable):
 		return exitUnavailable
 	case errors.Is(err, ErrRefused):
 		return exitNoPerm
@@ -175,6 +175,16 @@ func (c *conns) Close() {
 	if c.nc != nil {
 		c.nc.Close()
 	}
+}
+
+// client returns the Go client on these connections (the queue only when
+// the command opened NATS; S3 on first use).
+func (c *conns) client() (*client.Client, error) {
+	o := client.Options{Store: c.st, Tenant: c.cfg.Tenant, InlineWorkflowMax: inlineWorkflowMax, Blob: c.blob}
+	if c.q != nil {
+		o.Queue = c.q
+	}
+	return client.New(o)
 }
 
 // connectClient opens what a client command uses, and nothing else: it
@@ -226,6 +236,20 @@ func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) 
 	}
 	ok = true
 	return c, nil
+}
+
+// tryNATS opens NATS and the queue on a command connected without them,
+// for the notices a follower listens to; on any failure it leaves them
+// unset and the follower polls the store instead.
+func (c *conns) tryNATS(ctx context.Context, name string) {
+	if c.q != nil || probeNATS(ctx, c.cfg) != nil || c.openNATS(ctx, name) != nil {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	if q, err := queue.Open(qctx, c.js, queue.DefaultConfig()); err == nil {
+		c.q = q
+	}
 }
 
 // connectServe opens NATS (setting up the stream, consumer and lease bucket

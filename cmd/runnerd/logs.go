@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -42,20 +44,28 @@ its step.`, env.stderr)
 		return fail(env, "logs", cfg, err)
 	}
 	defer c.Close()
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
+	if err != nil {
+		return fail(env, "logs", cfg, err)
+	}
+	r, err := getRun(ctx, cl, id)
 	if err != nil {
 		return fail(env, "logs", cfg, err)
 	}
 	steps := stepOrder(r)
 	if step != "" {
-		if !contains(steps, step) {
+		if !slices.Contains(steps, step) {
 			fmt.Fprintf(env.stderr, "logs: run %s has no step %q (steps: %s)\n", id, step, dash(strings.Join(steps, ", ")))
 			return exitUsage
 		}
 		steps = []string{step}
 	}
 	if followFlag || r.Status == runnerd.StatusRunning {
-		return followLogs(ctx, env, c.st, id, step)
+		c.tryNATS(ctx, "runnerd logs")
+		if cl, err = c.client(); err != nil {
+			return fail(env, "logs", cfg, err)
+		}
+		return followLogs(ctx, env, cl, id, step)
 	}
 	// S3 only now: a followed run's output comes from its events.
 	blobs, err := c.blob(ctx)
@@ -82,7 +92,7 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 			}
 			continue
 		}
-		rc, err := openLog(ctx, blobs, st.LogKey)
+		rc, err := client.OpenLog(ctx, blobs, st.LogKey)
 		if c := exitCode(classifyRefused(cfg, err)); err != nil && c != exitFailed {
 			return fail(env, "logs", cfg, err) // S3 refuses us: every step alike
 		}
@@ -115,17 +125,6 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 	return code
 }
 
-func openLog(ctx context.Context, blobs *blob.Store, key string) (io.ReadCloser, error) {
-	rc, err := blobs.Get(ctx, key)
-	if errors.Is(err, blob.ErrNotFound) {
-		return nil, fmt.Errorf("log %s is missing from S3", key)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read log %s: %w", key, err)
-	}
-	return rc, nil
-}
-
 // lastByteWriter remembers the last byte written through it.
 type lastByteWriter struct {
 	w    io.Writer
@@ -142,11 +141,11 @@ func (l *lastByteWriter) Write(p []byte) (int, error) {
 
 // followLogs prints the run's log events until it settles. only, when set,
 // keeps one step's output, unprefixed.
-func followLogs(ctx context.Context, env *cmdEnv, st *store.Store, id, only string) int {
+func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string) int {
 	lp := &logPrinter{w: env.stdout, prefix: only == "", partial: map[string]string{}}
-	_, err := follow(ctx, st, id, 0, func(e store.StoredEvent) {
+	_, err := cl.Watch(ctx, id, 0, func(e store.StoredEvent) error {
 		if only != "" && e.Step != only {
-			return
+			return nil
 		}
 		switch e.Type {
 		case runnerd.EventLog:
@@ -154,6 +153,7 @@ func followLogs(ctx context.Context, env *cmdEnv, st *store.Store, id, only stri
 		case runnerd.EventStepFinished:
 			lp.flush(e.Step)
 		}
+		return nil
 	})
 	lp.flushAll()
 	if errors.Is(err, context.Canceled) {
@@ -213,13 +213,4 @@ func (p *logPrinter) flushAll() {
 		p.flush(s)
 	}
 	p.order = nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -7,33 +7,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
-	"github.com/runnerd/runnerd/workflow"
 )
 
 // What the client subcommands share: flags after positional arguments,
 // following a run's events in the store, and printing its progress.
-
-// A follower polls the store for new events (FerretDB has no change
-// stream): every 10 ms at first and after anything new, slowing down to
-// 250 ms while nothing moves, so a short run is seen finished at once and a
-// long one costs the store four reads a second; never more often than a
-// poll takes.
-const (
-	pollFirst = 10 * time.Millisecond
-	pollMax   = 250 * time.Millisecond
-)
-
-// eventPage bounds one Events call; a full page is followed at once by the
-// next one, so a follower that fell behind catches up without sleeping.
-const eventPage = 500
 
 // tailLines is how much of a failed step's log --wait prints.
 const tailLines = 20
@@ -88,10 +73,6 @@ func oneArg(cmd, what string, pos []string, stderr io.Writer) (string, bool) {
 	return pos[0], true
 }
 
-// settled reports whether a follower can stop: the run will not move until
-// someone acts (paused) or ever again (terminal).
-func settled(s runnerd.Status) bool { return s.Terminal() || s == runnerd.StatusPaused }
-
 // statusExit maps a settled run to the exit codes shared with `runexec run`.
 func statusExit(s runnerd.Status) int {
 	switch s {
@@ -103,57 +84,6 @@ func statusExit(s runnerd.Status) int {
 		return exitCancelled
 	default:
 		return exitFailed
-	}
-}
-
-// follow calls fn for each event of run id after seq, in order, until the
-// run is settled, and returns the settled run. The run document, not the
-// event stream, says when to stop: a child that crashed sends no
-// run_finished, and its run goes back to the queue and continues.
-func follow(ctx context.Context, st *store.Store, id string, seq int64, fn func(store.StoredEvent)) (*store.Run, error) {
-	drain := func() error {
-		for {
-			events, err := st.Events(ctx, id, seq, eventPage)
-			if err != nil {
-				return err
-			}
-			for _, e := range events {
-				fn(e)
-				seq = e.Seq
-			}
-			if len(events) < eventPage {
-				return nil
-			}
-		}
-	}
-	wait := pollFirst
-	for {
-		before, polled := seq, time.Now()
-		if err := drain(); err != nil {
-			return nil, err
-		}
-		if seq != before {
-			wait = pollFirst
-		}
-		r, err := st.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if settled(r.Status) {
-			// Events appended between the drain and the read of the status.
-			if err := drain(); err != nil {
-				return nil, err
-			}
-			return r, nil
-		}
-		// Never poll more often than a poll takes: on FerretDB an events
-		// query scans the collection, and a follower must not hog it.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(max(wait, time.Since(polled))):
-		}
-		wait = min(wait*3/2, pollMax)
 	}
 }
 
@@ -245,7 +175,7 @@ func stepLabel(status string) string {
 // waitRun follows a run from seq until it settles and returns the exit code
 // of its status. Under asJSON each event is a JSON line on stdout;
 // otherwise progress lines go to stderr.
-func waitRun(ctx context.Context, env *cmdEnv, st *store.Store, id string, seq int64, asJSON bool) int {
+func waitRun(ctx context.Context, env *cmdEnv, cl *client.Client, id string, seq int64, asJSON bool) int {
 	p := newProgress(env.stderr)
 	fn := p.event
 	if asJSON {
@@ -253,7 +183,7 @@ func waitRun(ctx context.Context, env *cmdEnv, st *store.Store, id string, seq i
 		enc.SetEscapeHTML(false)
 		fn = func(e store.StoredEvent) { _ = enc.Encode(e) }
 	}
-	r, err := follow(ctx, st, id, seq, fn)
+	r, err := cl.Watch(ctx, id, seq, func(e store.StoredEvent) error { fn(e); return nil })
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(env.stderr, "stopped following run %s; it goes on (runnerd status %s)\n", id, id)
 		return exitFailed
@@ -301,33 +231,5 @@ func (t *lineTail) lines() []string {
 	return out
 }
 
-// stepOrder lists the run's steps in workflow order, then any step with
-// saved state the workflow does not name (sorted), so every listing of a
-// run reads top to bottom like its file.
-func stepOrder(r *store.Run) []string {
-	var ids []string
-	seen := map[string]bool{}
-	if r.Workflow != nil {
-		for _, s := range r.Workflow.Steps {
-			ids = append(ids, s.ID)
-			seen[s.ID] = true
-		}
-	}
-	var extra []string
-	for id := range r.Steps {
-		if !seen[id] {
-			extra = append(extra, id)
-		}
-	}
-	sort.Strings(extra)
-	return append(ids, extra...)
-}
-
-// humanStep reports whether the run's workflow has a human step id.
-func humanStep(w *workflow.Workflow, id string) bool {
-	if w == nil {
-		return false
-	}
-	s := w.Step(id)
-	return s != nil && s.Kind == workflow.KindHuman
-}
+// stepOrder lists the run's steps in workflow order (client.StepOrder).
+func stepOrder(r *store.Run) []string { return client.StepOrder(r) }

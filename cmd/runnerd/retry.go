@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/client"
 )
 
 func runRetry(ctx context.Context, env *cmdEnv, args []string) int {
@@ -42,49 +41,29 @@ follows the run and exits like submit --wait: 0 succeeded, 1 failed,
 	}
 	defer c.Close()
 
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
+	if err != nil {
+		return fail(env, "retry", cfg, err)
+	}
+	r, err := getRun(ctx, cl, id)
 	if err != nil {
 		return fail(env, "retry", cfg, err)
 	}
 	from := r.EventSeq // --wait shows what happens from here on
-	r, err = retryOrReuse(ctx, env, c.st, r, fromScratch)
+	queued, err := cl.Retry(ctx, id, client.RetryOptions{FromScratch: fromScratch})
+	if errors.Is(err, client.ErrConflict) {
+		fmt.Fprintf(env.stderr, "retry: %v\n", err)
+		return exitUsage
+	}
 	if err != nil {
-		if errors.Is(err, store.ErrIllegalTransition) {
-			fmt.Fprintf(env.stderr, "retry: %v\n", err)
-			return exitUsage
-		}
 		return fail(env, "retry", cfg, err)
 	}
-	if _, err := publishRun(ctx, c, r, nil); err != nil {
-		return fail(env, "retry", cfg, fmt.Errorf("%w\nrun %s was retried but is not queued yet: repeat the command to queue it", err, id))
+	if queued.Again {
+		fmt.Fprintf(env.stderr, "run %s was retried already and is queued: queueing it again (a duplicate message is dropped)\n", id)
 	}
 	fmt.Fprintf(env.stdout, "run %s queued again\n", id)
 	if !wait {
 		return exitOK
 	}
-	return waitRun(ctx, env, c.st, id, from, asJSON)
-}
-
-// retryOrReuse retries a failed or cancelled run. A queued run whose last
-// round ended and that no runner has claimed since was retried by an
-// earlier command whose publish may have failed: it is returned as it is,
-// to be published again under its generation (the stream drops the
-// duplicate).
-func retryOrReuse(ctx context.Context, env *cmdEnv, st *store.Store, r *store.Run, fromScratch bool) (*store.Run, error) {
-	if r.Status == runnerd.StatusQueued && len(r.History) > 0 && r.History[len(r.History)-1].Attempt == r.Attempt {
-		fmt.Fprintf(env.stderr, "run %s was retried already and is queued: queueing it again (a duplicate message is dropped)\n", r.ID)
-		return r, nil
-	}
-	retried, err := st.Retry(ctx, r.ID, fromScratch)
-	if err == nil {
-		return retried, nil
-	}
-	if errors.Is(err, store.ErrIllegalTransition) {
-		what := string(r.Status)
-		if r.Reason != "" {
-			what += " (" + string(r.Reason) + ")"
-		}
-		return nil, fmt.Errorf("run %s is %s: only a failed or cancelled run can be retried: %w", r.ID, what, store.ErrIllegalTransition)
-	}
-	return nil, err
+	return waitRun(ctx, env, cl, id, from, asJSON)
 }

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -39,7 +42,11 @@ status "pending". Exit 1 if there is no such run.`, env.stderr)
 		return fail(env, "status", cfg, err)
 	}
 	defer c.Close()
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
+	if err != nil {
+		return fail(env, "status", cfg, err)
+	}
+	r, err := getRun(ctx, cl, id)
 	if err != nil {
 		return fail(env, "status", cfg, err)
 	}
@@ -56,9 +63,9 @@ status "pending". Exit 1 if there is no such run.`, env.stderr)
 }
 
 // getRun loads a run, saying plainly when there is none.
-func getRun(ctx context.Context, st *store.Store, id string) (*store.Run, error) {
-	r, err := st.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, error) {
+	r, err := cl.Get(ctx, id)
+	if errors.Is(err, client.ErrNotFound) {
 		return nil, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
 	}
 	return r, err
@@ -194,7 +201,7 @@ func stepDetail(st *runnerd.StepState) string {
 	}
 	if len(st.Answers) > 0 {
 		var kv []string
-		for _, k := range sortedKeys(st.Answers) {
+		for _, k := range slices.Sorted(maps.Keys(st.Answers)) {
 			kv = append(kv, k+"="+st.Answers[k])
 		}
 		return "answers: " + strings.Join(kv, " ")

@@ -1,22 +1,23 @@
-package proto
+package child
 
 import (
 	"context"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testbin"
 )
 
 // BenchmarkSpawnBare is the floor: fork/exec/wait of the runexec binary
 // (it prints its usage and exits).
 func BenchmarkSpawnBare(b *testing.B) {
 	for b.Loop() {
-		cmd := exec.Command(runexecPath, "--help")
+		cmd := exec.Command(testbin.MustPath(b, "runexec"), "--help")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		_ = cmd.Run()
 	}
@@ -35,10 +36,10 @@ func benchSpawn(b *testing.B, mtls bool) {
 	var lat []time.Duration
 	for b.Loop() {
 		start := time.Now()
-		cmd := exec.Command(runexecPath)
+		cmd := exec.Command(testbin.MustPath(b, "runexec"))
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
+		c, err := Start(Config{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -60,10 +61,10 @@ func BenchmarkExecutePrestarted(b *testing.B) {
 	var lat []time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		cmd := exec.Command(runexecPath)
+		cmd := exec.Command(testbin.MustPath(b, "runexec"))
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock})
+		c, err := Start(Config{Cmd: cmd, SocketDir: sock})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,23 +81,6 @@ func BenchmarkExecutePrestarted(b *testing.B) {
 	reportPercentiles(b, lat)
 }
 
-// BenchmarkExecuteInProcess runs the same one-step workflow through the
-// executor in this process: the difference to BenchmarkSpawnPlugin is what
-// isolation costs.
-func BenchmarkExecuteInProcess(b *testing.B) {
-	req := benchRequest(b)
-	local := &Local{Env: []string{"PATH=" + os.Getenv("PATH")}}
-	var lat []time.Duration
-	for b.Loop() {
-		start := time.Now()
-		if err := local.Execute(context.Background(), req, func([]runnerd.Event) error { return nil }); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	reportPercentiles(b, lat)
-}
-
 func benchRequest(b *testing.B) *Request {
 	b.Helper()
 	return request(b, "steps: [{id: a, run: [\"true\"]}]")
@@ -106,7 +90,7 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
