@@ -25,7 +25,8 @@ package store
 // A status that few runs have can mean walking many entries; one call
 // walks for at most ListOptions.Budget and then returns what it found with
 // a cursor to go on from, so a page may be short and a call never outlasts
-// the budget by more than one chunk of lookups.
+// the budget by more than one chunk of lookups (at least one chunk is
+// walked, so paging always progresses).
 
 import (
 	"context"
@@ -46,13 +47,15 @@ import (
 // Bounds of List.
 const (
 	DefaultListLimit = 100
-	MaxListLimit     = 1000
+	MaxListLimit     = 5000
 	// DefaultListBudget is how long one List call walks the run index on
-	// FerretDB before it returns a short page with a cursor.
-	DefaultListBudget = 150 * time.Millisecond
+	// FerretDB before it returns a short page with a cursor: well within a
+	// client's timeout. A caller that must answer fast (runnerd list) sets
+	// a smaller one.
+	DefaultListBudget = 2 * time.Second
 )
 
-// ErrBadCursor: ListOptions.Cursor is not a cursor List returned.
+// ErrBadCursor is returned for a ListOptions.Cursor that is not one List returned.
 var ErrBadCursor = errors.New("bad list cursor")
 
 // ListOptions filters and pages List. Zero values mean "any".
