@@ -10,7 +10,7 @@ package store
 // collection (about 160 µs per run document: 8 s at 50k runs). So on the
 // revision path (FerretDB) the store keeps the creation order itself, in
 // the small documents of run_index: entry n (_id "e:<n>", n = 1, 2, …
-// dense) names the n-th run created, with its tenant and creation time.
+// dense) names the n-th run created, with its tenant and incarnation.
 // Create claims the next n by inserting its entry (the unique _id makes
 // the claim atomic; a lost race tries n+1) and leaves a hint of the newest
 // n in the document "head" (a stale hint only costs lookups: readers and
@@ -19,8 +19,10 @@ package store
 // the driver then reads that answer as the reply to its next command. List walks the entries downwards from the
 // newest, by _id lookups only, reading each run (as of its latest
 // revision) to apply the status filter. An entry whose run is missing, or
-// whose run was created at another time (a Create that failed after its
-// entry, a run deleted and created again), is skipped.
+// is of another incarnation (a Create that failed after its entry, a run
+// deleted and created again), is skipped. Create writes the hint while it
+// inserts the run, and takes the run's creation time after its entry, so
+// the index costs a run's latency one lookup and one insert.
 //
 // A status that few runs have can mean walking many entries; one call
 // walks for at most ListOptions.Budget and then returns what it found with
@@ -177,10 +179,12 @@ const (
 
 // indexEntry is entry n of the run index.
 type indexEntry struct {
-	ID        string    `bson:"_id"` // "e:<n>"
-	RunID     string    `bson:"run_id"`
-	TenantID  string    `bson:"tenant_id,omitempty"`
-	CreatedAt time.Time `bson:"created_at"`
+	ID       string `bson:"_id"` // "e:<n>"
+	RunID    string `bson:"run_id"`
+	TenantID string `bson:"tenant_id,omitempty"`
+	// Incarnation is the run's (random per Create): an entry of a Create
+	// that failed, or of a run deleted and created again, names none.
+	Incarnation string `bson:"incarnation,omitempty"`
 }
 
 type indexHead struct {
@@ -203,27 +207,32 @@ func (s *Store) indexHint(ctx context.Context) (int64, error) {
 	return h.N, nil
 }
 
-// indexRun gives run r the next entry of the run index.
-func (s *Store) indexRun(ctx context.Context, r *Run) error {
+// indexRun gives run r, of incarnation inc, the next entry of the run
+// index and returns its number.
+func (s *Store) indexRun(ctx context.Context, r *Run, inc string) (int64, error) {
 	n, err := s.indexHint(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for range maxIndexTries {
 		n++
-		_, err := s.index.InsertOne(ctx, indexEntry{ID: indexEntryID(n), RunID: r.ID, TenantID: r.TenantID, CreatedAt: r.CreatedAt})
+		_, err := s.index.InsertOne(ctx, indexEntry{ID: indexEntryID(n), RunID: r.ID, TenantID: r.TenantID, Incarnation: inc})
 		if mongo.IsDuplicateKeyError(err) {
 			continue // taken: the hint was behind, or another Create won it
 		}
 		if err != nil {
-			return fmt.Errorf("insert run index entry %d: %w", n, err)
+			return 0, fmt.Errorf("insert run index entry %d: %w", n, err)
 		}
-		// Only a hint: its failure is no failure of the Create.
-		_, _ = s.index.ReplaceOne(ctx, bson.D{{Key: "_id", Value: indexHeadID}}, indexHead{ID: indexHeadID, N: n},
-			options.Replace().SetUpsert(true))
-		return nil
+		return n, nil
 	}
-	return fmt.Errorf("insert run index entry: %d entries after the head hint are taken", maxIndexTries)
+	return 0, fmt.Errorf("insert run index entry: %d entries after the head hint are taken", maxIndexTries)
+}
+
+// writeIndexHint makes the head document name entry n. Only a hint: its
+// failure is no failure of the Create.
+func (s *Store) writeIndexHint(ctx context.Context, n int64) {
+	_, _ = s.index.ReplaceOne(ctx, bson.D{{Key: "_id", Value: indexHeadID}}, indexHead{ID: indexHeadID, N: n},
+		options.Replace().SetUpsert(true))
 }
 
 // indexTop is the newest entry of the run index: the hint, then forward
@@ -329,7 +338,7 @@ func (s *Store) listEntry(ctx context.Context, n int64, o ListOptions) listed {
 		return listed{err: fmt.Errorf("read run %s: %w", e.RunID, err)}
 	}
 	r := c.run
-	if !r.CreatedAt.Equal(e.CreatedAt) || o.Status != "" && r.Status != o.Status || o.TenantID != "" && r.TenantID != o.TenantID {
+	if c.incarnation != e.Incarnation || o.Status != "" && r.Status != o.Status || o.TenantID != "" && r.TenantID != o.TenantID {
 		return listed{}
 	}
 	return listed{run: r}
@@ -355,22 +364,22 @@ func (s *Store) backfillIndex(ctx context.Context) error {
 		return err
 	}
 	cur, err := s.runs.Find(ctx, bson.D{}, options.Find().
-		SetProjection(bson.D{{Key: "tenant_id", Value: 1}, {Key: "created_at", Value: 1}}).
+		SetProjection(bson.D{{Key: "tenant_id", Value: 1}, {Key: incarnationField, Value: 1}}).
 		SetSort(bson.D{{Key: "created_at", Value: 1}, {Key: "_id", Value: 1}}))
 	if err != nil {
 		return err
 	}
 	var runs []struct {
-		ID        string    `bson:"_id"`
-		TenantID  string    `bson:"tenant_id"`
-		CreatedAt time.Time `bson:"created_at"`
+		ID          string `bson:"_id"`
+		TenantID    string `bson:"tenant_id"`
+		Incarnation string `bson:"incarnation"`
 	}
 	if err := cur.All(ctx, &runs); err != nil {
 		return err
 	}
 	batch := make([]any, 0, 1000)
 	for i, r := range runs {
-		batch = append(batch, indexEntry{ID: indexEntryID(int64(i + 1)), RunID: r.ID, TenantID: r.TenantID, CreatedAt: r.CreatedAt})
+		batch = append(batch, indexEntry{ID: indexEntryID(int64(i + 1)), RunID: r.ID, TenantID: r.TenantID, Incarnation: r.Incarnation})
 		if len(batch) == cap(batch) || i == len(runs)-1 {
 			// Unordered: an entry a concurrent Create took is skipped.
 			if _, err := s.index.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false)); err != nil && !mongo.IsDuplicateKeyError(err) {

@@ -97,7 +97,6 @@ func TestListRefusesBadInput(t *testing.T) {
 func TestListAfterDuplicateCreate(t *testing.T) {
 	s := openTest(t)
 	mustCreate(t, s, "dup")
-	time.Sleep(2 * time.Millisecond) // another created_at for the second try
 	if err := s.Create(context.Background(), testRun("dup")); !errors.Is(err, ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
@@ -117,7 +116,7 @@ func TestListBackfillsOlderRuns(t *testing.T) {
 	for i := range 30 {
 		r := testRun(fmt.Sprintf("old-%02d", i))
 		r.Status, r.CreatedAt, r.UpdatedAt = runnerd.StatusQueued, base.Add(time.Duration(i)*time.Second), base
-		doc, err := createDoc(r)
+		doc, err := createDoc(r, newIncarnation())
 		if err != nil {
 			t.Fatal(err)
 		}

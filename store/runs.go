@@ -22,26 +22,34 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	if r.ID == "" {
 		return errors.New("create run: empty id")
 	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	inc := newIncarnation()
+	var hint chan struct{} // the run index's hint, written beside the run
+	if s.revision {
+		// The entry first: a run is never stored unlisted. An entry whose
+		// Create fails after it is skipped by List (its incarnation is no
+		// run's).
+		n, err := s.indexRun(ctx, r, inc)
+		if err != nil {
+			return fmt.Errorf("create run %s: %w", r.ID, err)
+		}
+		hint = make(chan struct{})
+		go func() { defer close(hint); s.writeIndexHint(ctx, n) }()
+	}
 	t := now()
 	r.Status, r.Reason = runnerd.StatusQueued, ""
 	r.Epoch, r.Attempt, r.Generation, r.EventSeq, r.RunnerID = 0, 0, 0, 0, ""
 	r.CreatedAt, r.UpdatedAt = t, t
 	r.StartedAt, r.FinishedAt = time.Time{}, time.Time{}
-
-	doc, err := createDoc(r)
+	doc, err := createDoc(r, inc)
+	if err == nil {
+		_, err = s.runs.InsertOne(ctx, doc)
+	}
+	if hint != nil {
+		<-hint
+	}
 	if err != nil {
-		return fmt.Errorf("create run %s: %w", r.ID, err)
-	}
-	ctx, cancel := s.callCtx(ctx)
-	defer cancel()
-	if s.revision {
-		// The entry first: a run is never stored unlisted. An entry whose
-		// Create fails after it is skipped by List.
-		if err := s.indexRun(ctx, r); err != nil {
-			return fmt.Errorf("create run %s: %w", r.ID, err)
-		}
-	}
-	if _, err := s.runs.InsertOne(ctx, doc); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return fmt.Errorf("create run %s: %w", r.ID, ErrExists)
 		}
@@ -50,9 +58,9 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	return nil
 }
 
-// createDoc is the document of a new run: r, at revision 0 of a new
-// incarnation.
-func createDoc(r *Run) (bson.D, error) {
+// createDoc is the document of a new run: r, at revision 0 of incarnation
+// inc.
+func createDoc(r *Run, inc string) (bson.D, error) {
 	raw, err := bson.Marshal(r)
 	if err != nil {
 		return nil, err
@@ -61,7 +69,7 @@ func createDoc(r *Run) (bson.D, error) {
 	if err := bson.Unmarshal(raw, &doc); err != nil {
 		return nil, err
 	}
-	return append(doc, bson.E{Key: revisionField, Value: int64(0)}, bson.E{Key: incarnationField, Value: newIncarnation()}), nil
+	return append(doc, bson.E{Key: revisionField, Value: int64(0)}, bson.E{Key: incarnationField, Value: inc}), nil
 }
 
 // Get loads a run; ErrNotFound if there is none.

@@ -132,8 +132,12 @@ func (t *timeline) dict() *zerolog.Event {
 }
 
 // process handles one delivery end to end. It never panics the process: a
-// bug in one run must not take the other slots down.
-func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
+// bug in one run must not take the other slots down. free gives the run's
+// slot back; process calls it once the delivery is settled and the run
+// untracked, before it waits for the end of a succeeded run's child
+// (reaping it, removing its cgroup: milliseconds), so the next run does not
+// wait for that teardown. Run still awaits process, so a drain waits for it.
+func (s *Supervisor) process(ctx context.Context, d *queue.Delivery, free func()) {
 	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
 	a.ctx, a.cancel = context.WithCancelCause(s.hardCtx)
 	defer a.cancel(nil)
@@ -164,6 +168,7 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 			_ = a.delivery().NakWithDelay(s.cfg.RetryDelay)
 		}
 	}()
+	defer free()       // after untrack, before the wait for the child's end above
 	defer s.untrack(a) // a no-op unless a tracked the run itself
 	out := a.pickUpAndRun(ctx)
 	if out == outAdopted {

@@ -311,15 +311,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			slots <- struct{}{}
 			s.slotTaken(1)
 			wg.Go(func() {
-				defer func() {
-					<-slots
-					s.slotTaken(-1)
-					select {
-					case freed <- struct{}{}:
-					default: // a wake-up is already pending
-					}
-				}()
-				s.process(workCtx, d)
+				var once sync.Once
+				free := func() {
+					once.Do(func() {
+						<-slots
+						s.slotTaken(-1)
+						select {
+						case freed <- struct{}{}:
+						default: // a wake-up is already pending
+						}
+					})
+				}
+				defer free()
+				s.process(workCtx, d, free)
 			})
 		}
 	}
