@@ -212,6 +212,12 @@ func (f *floor) drain(prefix string, c, n int) (rate float64, cpu time.Duration)
 // were waited for (runexec children and, through runexec's own waits, their
 // steps), from /proc/self/stat: utime + stime + cutime + cstime.
 func processCPU(b interface{ Fatal(...any) }) time.Duration {
+	self, children := processCPUSplit(b)
+	return self + children
+}
+
+// processCPUSplit is processCPU as this process's own and its children's.
+func processCPUSplit(b interface{ Fatal(...any) }) (self, children time.Duration) {
 	data, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
 		b.Fatal(err)
@@ -224,16 +230,17 @@ func processCPU(b interface{ Fatal(...any) }) time.Duration {
 		b.Fatal(errors.New("/proc/self/stat: no command name"))
 	}
 	f := strings.Fields(s[i+1:])
-	var ticks int64
-	for _, k := range []int{14, 15, 16, 17} {
+	var ticks [4]int64
+	for j, k := range []int{14, 15, 16, 17} {
 		n, err := strconv.ParseInt(f[k-3], 10, 64)
 		if err != nil {
 			b.Fatal(fmt.Errorf("/proc/self/stat field %d: %w", k, err))
 		}
-		ticks += n
+		ticks[j] = n
 	}
 	// USER_HZ is 100 on Linux.
-	return time.Duration(ticks) * 10 * time.Millisecond
+	tick := 10 * time.Millisecond
+	return time.Duration(ticks[0]+ticks[1]) * tick, time.Duration(ticks[2]+ticks[3]) * tick
 }
 
 // stepCPU is the CPU of the benchmark's step itself (one /bin/true: its

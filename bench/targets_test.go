@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -174,12 +175,24 @@ func (e *env) drainRunnerd(prefix string, concurrency, n, prestart int) (rate fl
 	for i := range n {
 		e.submit(fmt.Sprintf("%s-%05d", prefix, i), trueWorkflow)
 	}
-	cpu0 := processCPU(e.b)
+	if path := os.Getenv("RUNNERD_BENCH_CPUPROFILE"); path != "" && prestart == 0 {
+		// The drain alone (not the submits), of the first such drain.
+		if f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
+			if err := pprof.StartCPUProfile(f); err != nil {
+				e.b.Fatal(err)
+			}
+			defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+		}
+	}
+	self0, children0 := processCPUSplit(e.b)
 	start := time.Now()
 	stop := e.serveAs(prefix, func(c *supervisor.Config) { c.Concurrency, c.Prestart = concurrency, prestart })
 	e.waitDrained(10*time.Millisecond, 10*time.Minute)
 	elapsed := time.Since(start)
-	cpu1 := processCPU(e.b)
+	self1, children1 := processCPUSplit(e.b)
+	cpu0, cpu1 := self0+children0, self1+children1
+	e.b.Logf("%s: %d runs at concurrency %d: CPU per run %.2f ms in this process, %.2f ms in reaped children (runexec and steps)",
+		prefix, n, concurrency, ms((self1-self0)/time.Duration(n)), ms((children1-children0)/time.Duration(n)))
 	stop()
 	if got := e.countStatus(prefix+"-", runnerd.StatusSucceeded); got != int64(n) {
 		e.b.Fatalf("%d of %d runs succeeded\nsupervisor log:\n%s", got, n, tailString(e.logs.String(), 4000))
