@@ -118,6 +118,26 @@ func procStatus(pid int) (map[string]int64, error) {
 
 func mib(kB int64) float64 { return float64(kB) / 1024 }
 
+// smapsRollup returns the kB figures of /proc/<pid>/smaps_rollup (Pss,
+// Pss_Anon, Pss_File, …): memory shared with other processes (the binary's
+// pages, other runexec children) counted in proportion.
+func smapsRollup(pid int) (map[string]int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for line := range strings.Lines(string(data)) {
+		k, v, ok := strings.Cut(line, ":")
+		f := strings.Fields(v)
+		if ok && len(f) == 2 && f[1] == "kB" {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			out[k] = n
+		}
+	}
+	return out, nil
+}
+
 // sampler records VmRSS of a process every 10 ms.
 type sampler struct {
 	mu      sync.Mutex
@@ -219,6 +239,15 @@ func BenchmarkLogs200MiB(b *testing.B) {
 		b.ReportMetric(mib(maxRSS(samples, step.FinishedAt, run.FinishedAt)), "upload-RSS-MiB")
 		b.ReportMetric(mib(st["VmHWM"]), "HWM-MiB")
 		reportLogRun(b, run, total)
+		t := newTargets("logs")
+		after := run.FinishedAt.Sub(step.FinishedAt)
+		t.note("200 MiB step: step %.0f ms, then %.0f ms to the run's end (the log complete in S3 before it); whole run %.1f MB/s",
+			ms(step.FinishedAt.Sub(step.StartedAt)), ms(after), logSize/1e6/total.Seconds())
+		t.note("runnerd VmRSS: during the step %.1f MiB, after it %.1f MiB, VmHWM %.1f MiB",
+			mib(maxRSS(samples, step.StartedAt, step.FinishedAt)), mib(maxRSS(samples, step.FinishedAt, run.FinishedAt)), mib(st["VmHWM"]))
+		t.atMost("200 MiB log in S3 after the step's end: step end -> run end (ms)", ms(after), 500)
+		t.atMost("runnerd peak VmRSS during the 200 MiB run (MiB)", mib(maxRSS(samples, time.Time{}, time.Now())), 100)
+		t.print()
 	}
 }
 
@@ -315,6 +344,10 @@ func BenchmarkMemory(b *testing.B) {
 		if err != nil {
 			b.Fatalf("runexec %d: %v", child, err)
 		}
+		rxRollup, err := smapsRollup(child)
+		if err != nil {
+			b.Fatalf("runexec %d: %v", child, err)
+		}
 		busy, _ := procStatus(p.pid())
 		e.waitDrained(10*time.Millisecond, time.Minute)
 		if r, err := e.st.Get(context.Background(), "sleepy"); err != nil || r.Status != runnerd.StatusSucceeded {
@@ -325,7 +358,15 @@ func BenchmarkMemory(b *testing.B) {
 
 		b.ReportMetric(mib(idle["VmRSS"]), "idle-RSS-MiB")
 		b.ReportMetric(mib(rx["VmHWM"]), "runexec-RSS-MiB")
+		b.ReportMetric(mib(rxRollup["Pss_Anon"]), "runexec-Pss-Anon-MiB")
 		b.ReportMetric(mib(busy["VmRSS"]), "busy-RSS-MiB")
 		b.ReportMetric(mib(after["VmRSS"]), "after-RSS-MiB")
+		t := newTargets("memory")
+		t.note("runexec while its step sleeps: VmRSS %.1f MiB, VmHWM %.1f MiB, Pss %.1f MiB (Pss_Anon %.1f, Pss_File %.1f)",
+			mib(rx["VmRSS"]), mib(rx["VmHWM"]), mib(rxRollup["Pss"]), mib(rxRollup["Pss_Anon"]), mib(rxRollup["Pss_File"]))
+		t.note("runnerd serve: busy %.1f MiB, 3 s after the run %.1f MiB", mib(busy["VmRSS"]), mib(after["VmRSS"]))
+		t.atMost("idle `runnerd serve` VmRSS after 5 s (MiB)", mib(idle["VmRSS"]), 40)
+		t.atMost("runexec anonymous memory per run, Pss_Anon (MiB)", mib(rxRollup["Pss_Anon"]), 4)
+		t.print()
 	}
 }
