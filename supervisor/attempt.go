@@ -57,10 +57,11 @@ type attempt struct {
 	state      runnerd.StepStates
 	answers    map[string]map[string]string
 	finished   *runnerd.Event
-	eventBytes map[string]int64  // per step: log text stored as events so far
-	uploaded   map[string]bool   // steps whose log and artifacts are in S3
-	unsaved    bool              // a finished step's files could not be stored: its state must not be written
-	secrets    map[string]string // the run's secrets, for the child only
+	eventBytes map[string]int64      // per step: log text stored as events so far
+	uploaded   map[string]bool       // steps whose log and artifacts are in S3
+	streams    map[string]*logStream // big steps' logs being uploaded while they run (logstream.go)
+	unsaved    bool                  // a finished step's files could not be stored: its state must not be written
+	secrets    map[string]string     // the run's secrets, for the child only
 
 	stopMu  sync.Mutex
 	stopped stopCause
@@ -471,6 +472,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	}
 	a.setChild(proc)
 	defer a.setChild(nil)
+	defer a.abortLogStreams()           // those no upload finished
 	if a.stopCause() == stopLeaseLost { // lost while the child started
 		proc.Kill()
 	}
@@ -727,6 +729,7 @@ func (a *attempt) keepLogEvent(e *runnerd.Event) bool {
 	}
 	a.eventBytes[e.Step] = used + int64(len(e.Text))
 	if used+int64(len(e.Text)) > limit {
+		a.startLogStream(e.Step) // a big log: to S3 while the step runs
 		e.Text = fmt.Sprintf("\n[runnerd: the rest of this step's output is in its log: %s]\n",
 			blob.StepLogKey(a.runID, a.attemptNo, e.Step))
 	}
@@ -795,7 +798,10 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 		}
 		defer closeAll(arts)
 	}
-	if f, err := openInside(a.dir.logs(), step+".log"); err == nil {
+	if key, n, ok := a.finishLogStream(step); ok {
+		a.sup.m.uploadBytes.WithLabelValues("log").Add(float64(n))
+		st.LogKey = key
+	} else if f, err := openInside(a.dir.logs(), step+".log"); err == nil {
 		key := blob.StepLogKey(a.runID, a.attemptNo, step)
 		n, err := bl.Put(ctx, key, io.Reader(f))
 		f.Close()
