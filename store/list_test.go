@@ -141,3 +141,37 @@ func TestListBackfillsOlderRuns(t *testing.T) {
 		t.Fatal("the first store lists otherwise")
 	}
 }
+
+func TestFinishWithRecordsAndFinishesInOneWrite(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	mustCreate(t, s, "fw")
+	if _, err := s.Claim(ctx, "fw", "runner-a", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Record(ctx, "fw", 3, Batch{First: 1, Events: []runnerd.Event{{Type: runnerd.EventRunStarted}}}); err != nil {
+		t.Fatal(err)
+	}
+	steps := runnerd.StepStates{"fetch": {Status: runnerd.StepSucceeded}}
+	last := Batch{First: 2, Events: []runnerd.Event{{Type: runnerd.EventStepFinished, Step: "fetch"}, {Type: runnerd.EventRunFinished}}, Steps: steps}
+	if err := s.FinishWith(ctx, "fw", 2, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale epoch: %v, want ErrFenced", err)
+	}
+	if err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, Batch{First: 5, Events: last.Events, Steps: steps}); !errors.Is(err, ErrSeqConflict) {
+		t.Fatalf("a gap in the seqs: %v, want ErrSeqConflict", err)
+	}
+	for range 2 { // the second is a retry of a write that landed
+		if err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := mustGet(t, s, "fw")
+	if r.Status != runnerd.StatusSucceeded || r.Reason != runnerd.ReasonCompleted || r.EventSeq != 3 || r.FinishedAt.IsZero() ||
+		r.Steps["fetch"] == nil || r.Steps["fetch"].Status != runnerd.StepSucceeded {
+		t.Fatalf("run after FinishWith: %+v", r)
+	}
+	evs, err := s.Events(ctx, "fw", 0, 0)
+	if err != nil || len(evs) != 3 || evs[2].Type != runnerd.EventRunFinished {
+		t.Fatalf("events: %d %v", len(evs), err)
+	}
+}

@@ -219,6 +219,32 @@ func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.
 	return nil
 }
 
+// FinishWith is Record and Finish in one fenced write: the batch's events
+// are inserted, then one write makes them visible, saves the step state
+// (b.Steps, which must be set) and the terminal status. A short run's last
+// events and its outcome so cost one write instead of two. A retry after a
+// write that landed succeeds without changing anything.
+func (s *Store) FinishWith(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, b Batch) error {
+	if !to.Terminal() || b.Steps == nil || len(b.Events) == 0 || b.First < 1 {
+		return fmt.Errorf("finish run %s as %s with events: want a terminal status, step state and events from seq 1 on", id, to)
+	}
+	mu := s.appends.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	first, last := b.First, b.Last()
+	if err := s.insertEvents(ctx, id, epoch, b); err != nil {
+		return fmt.Errorf("finish run %s as %s: append events %d-%d: %w", id, to, first, last, err)
+	}
+	before := first - 1
+	set := bson.D{{Key: "steps", Value: b.Steps}, {Key: "event_seq", Value: last}}
+	c := change{to: to, reason: reason, epoch: &epoch, set: set, seq: &before,
+		landed: func(r *Run) bool { return r.EventSeq == last && r.Status == to }}
+	if _, err := s.transition(ctx, id, c); err != nil {
+		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
+	}
+	return nil
+}
+
 // Requeue puts a running run back in the queue (running → queued) with a new
 // publish generation, for a run that is re-published rather than redelivered
 // (runner shutdown). It returns the run, whose Generation names the new
@@ -286,6 +312,10 @@ type change struct {
 	epoch     *uint64
 	set, inc  bson.D
 	returnRun bool // return the updated run (noDoc / withDoc)
+	// seq and landed, when set, go into the guard (see guard): a change
+	// that also makes a batch of events visible.
+	seq    *int64
+	landed func(*Run) bool
 }
 
 // transition applies a status change with its guard: the allowed source
@@ -320,7 +350,7 @@ func (s *Store) transition(ctx context.Context, id string, c change) (*Run, erro
 	if len(c.inc) > 0 {
 		update = append(update, bson.E{Key: "$inc", Value: c.inc})
 	}
-	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to}, update, c.returnRun)
+	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to, seq: c.seq, landed: c.landed}, update, c.returnRun)
 }
 
 // guard is what a conditional write requires of the stored run besides its id.

@@ -60,6 +60,7 @@ type attempt struct {
 	eventBytes map[string]int64      // per step: log text stored as events so far
 	uploaded   map[string]bool       // steps whose log and artifacts are in S3
 	streams    map[string]*logStream // big steps' logs being uploaded while they run (logstream.go)
+	last       *store.Batch          // the run's last batch of events, kept for the outcome's write
 	unsaved    bool                  // a finished step's files could not be stored: its state must not be written
 	secrets    map[string]string     // the run's secrets, for the child only
 
@@ -628,6 +629,9 @@ func (a *attempt) askToStop(proc *child.Process, reason string) {
 // goroutine; an error stops the stream.
 func (a *attempt) persist(events []runnerd.Event) error {
 	defer func(t time.Time) { a.timeline.inner += time.Since(t) }(time.Now())
+	if err := a.flushLast(); err != nil { // a batch after the final one
+		return err
+	}
 	stored := make([]runnerd.Event, 0, len(events))
 	saveState := false
 	var refused error // a succeeded step's file refused (files.go)
@@ -679,24 +683,51 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	// The batch's seqs are fixed before the first try, so a retry after a
 	// write that did land stores nothing twice.
 	batch := store.Batch{First: a.run.EventSeq + 1, Events: stored, Steps: steps}
-	err := a.withStore(opPersistEvents, func(ctx context.Context) error {
-		// One fenced write: the events and the step state together.
-		if _, err := a.sup.store.Record(ctx, a.runID, a.epoch, batch); err != nil {
-			return err
-		}
-		a.run.EventSeq = batch.Last()
-		_ = a.sup.q.PublishProgress(a.runID, batch.Last()) // a hint for followers: the store holds the events
-		n := 0
-		for _, e := range stored {
-			n += eventPayload(e)
-		}
-		a.sup.m.eventBytes.Add(float64(n))
+	if a.finished != nil && refused == nil && len(stored) > 0 {
+		// The run's last batch: kept for the outcome's write, which makes
+		// it visible with the final status in one write when the run
+		// finishes (conclude); any other outcome records it first.
+		a.last = &batch
 		return nil
-	})
+	}
+	err := a.record(batch)
 	if err == nil && refused != nil {
 		err = refused // stops the stream: no step after the refused one runs
 	}
 	return err
+}
+
+// record stores one batch: the events and the step state in one fenced
+// write.
+func (a *attempt) record(batch store.Batch) error {
+	return a.withStore(opPersistEvents, func(ctx context.Context) error {
+		if _, err := a.sup.store.Record(ctx, a.runID, a.epoch, batch); err != nil {
+			return err
+		}
+		a.recorded(batch)
+		return nil
+	})
+}
+
+// recorded notes a batch the store holds.
+func (a *attempt) recorded(batch store.Batch) {
+	a.run.EventSeq = batch.Last()
+	_ = a.sup.q.PublishProgress(a.runID, batch.Last()) // a hint for followers: the store holds the events
+	n := 0
+	for _, e := range batch.Events {
+		n += eventPayload(e)
+	}
+	a.sup.m.eventBytes.Add(float64(n))
+}
+
+// flushLast records the kept last batch, if any, on its own.
+func (a *attempt) flushLast() error {
+	if a.last == nil {
+		return nil
+	}
+	b := *a.last
+	a.last = nil
+	return a.record(b)
 }
 
 // stepFinished logs a step's end and observes its duration.

@@ -87,6 +87,22 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 		}
 		return runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
 	}
+	if last := a.last; last != nil && v.status.Terminal() && !v.crash {
+		// The last events and the outcome in one write.
+		a.last = nil
+		b := *last
+		b.Steps = a.state
+		return a.withStore(opWriteOutcome, func(ctx context.Context) error {
+			if err := runs.FinishWith(ctx, a.runID, a.epoch, v.status, v.reason, b); err != nil {
+				return err
+			}
+			a.recorded(b)
+			return nil
+		})
+	}
+	if err := a.flushLast(); err != nil {
+		return err
+	}
 	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
 		switch {
 		case v.status.Terminal() && v.crash:
