@@ -60,9 +60,16 @@ type attempt struct {
 	eventBytes map[string]int64      // per step: log text stored as events so far
 	uploaded   map[string]bool       // steps whose log and artifacts are in S3
 	streams    map[string]*logStream // big steps' logs being uploaded while they run (logstream.go)
-	last       *store.Batch          // the run's last batch of events, kept for the outcome's write
-	unsaved    bool                  // a finished step's files could not be stored: its state must not be written
-	secrets    map[string]string     // the run's secrets, for the child only
+	// Events not written yet (persist): a batch held for pendingWindow, or
+	// the run's last one, kept for the outcome's write. pendingMu orders
+	// persist and the window's timer.
+	pendingMu    sync.Mutex
+	pending      *store.Batch
+	pendingTimer *time.Timer
+	pendingErr   error // the timer's write failed
+	streamDone   bool
+	unsaved      bool              // a finished step's files could not be stored: its state must not be written
+	secrets      map[string]string // the run's secrets, for the child only
 
 	stopMu  sync.Mutex
 	stopped stopCause
@@ -509,6 +516,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		Env:     map[string]string{"HOME": dir.home(), "TMPDIR": dir.tmp()},
 		Secrets: a.secrets,
 	}, a.persist)
+	a.endHolding()
 	a.timeline.mark("execute")
 	cleanEnd := err == nil
 	if !cleanEnd {
@@ -629,8 +637,13 @@ func (a *attempt) askToStop(proc *child.Process, reason string) {
 // goroutine; an error stops the stream.
 func (a *attempt) persist(events []runnerd.Event) error {
 	defer func(t time.Time) { a.timeline.inner += time.Since(t) }(time.Now())
-	if err := a.flushLast(); err != nil { // a batch after the final one
-		return err
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if a.pendingErr != nil { // the held batch's write failed: stop the stream
+		return a.pendingErr
+	}
+	if a.pendingTimer != nil {
+		a.pendingTimer.Stop()
 	}
 	stored := make([]runnerd.Event, 0, len(events))
 	saveState := false
@@ -676,25 +689,91 @@ func (a *attempt) persist(events []runnerd.Event) error {
 		}
 		stored = append(stored, e)
 	}
-	var steps runnerd.StepStates
-	if saveState {
-		steps = a.state
-	}
 	// The batch's seqs are fixed before the first try, so a retry after a
-	// write that did land stores nothing twice.
-	batch := store.Batch{First: a.run.EventSeq + 1, Events: stored, Steps: steps}
-	if a.finished != nil && refused == nil && len(stored) > 0 {
+	// write that did land stores nothing twice. A batch held back is
+	// written with this one.
+	batch := store.Batch{First: a.run.EventSeq + 1, Events: stored}
+	if p := a.pending; p != nil {
+		batch = store.Batch{First: p.First, Events: append(p.Events, stored...), Steps: p.Steps}
+		a.pending = nil
+	}
+	if saveState {
+		batch.Steps = a.state
+	}
+	switch {
+	case len(batch.Events) == 0 && batch.Steps == nil:
+		return refused
+	case refused != nil:
+		if err := a.record(batch); err != nil {
+			return err
+		}
+		return refused // stops the stream: no step after the refused one runs
+	case a.finished != nil:
 		// The run's last batch: kept for the outcome's write, which makes
 		// it visible with the final status in one write when the run
 		// finishes (conclude); any other outcome records it first.
-		a.last = &batch
+		a.pending = &batch
+		return nil
+	case !finishesStep(stored):
+		// Starts and log lines wait a moment for what follows: a short
+		// step's whole run then takes one write (above), a long one's
+		// lines are written a window at a time.
+		a.pending = &batch
+		a.holdPending()
 		return nil
 	}
-	err := a.record(batch)
-	if err == nil && refused != nil {
-		err = refused // stops the stream: no step after the refused one runs
+	return a.record(batch)
+}
+
+// pendingWindow is how long events that need no write of their own (a
+// step's start, log lines) wait for the next batch before they are written.
+const pendingWindow = 10 * time.Millisecond
+
+// finishesStep reports whether events end or pause a step: such a batch
+// is written at once (its step's files are in S3 already).
+func finishesStep(events []runnerd.Event) bool {
+	for _, e := range events {
+		if e.Type == runnerd.EventStepFinished || e.Type == runnerd.EventPaused {
+			return true
+		}
 	}
-	return err
+	return false
+}
+
+// holdPending arms the timer that writes the held batch if no other batch
+// comes within pendingWindow. Called with pendingMu held.
+func (a *attempt) holdPending() {
+	if a.pendingTimer == nil {
+		a.pendingTimer = time.AfterFunc(pendingWindow, a.writeHeld)
+		return
+	}
+	a.pendingTimer.Reset(pendingWindow)
+}
+
+// writeHeld writes the batch held back, unless the stream has ended (the
+// outcome's write takes it then) or a later batch took it.
+func (a *attempt) writeHeld() {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if a.pending == nil || a.streamDone || a.finished != nil {
+		return
+	}
+	b := *a.pending
+	a.pending = nil
+	if err := a.record(b); err != nil {
+		a.pendingErr = err
+	}
+}
+
+// endHolding stops the timer once the event stream has ended: what is held
+// is the outcome's to write.
+func (a *attempt) endHolding() {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	a.streamDone = true
+	if a.pendingTimer != nil {
+		a.pendingTimer.Stop()
+	}
 }
 
 // record stores one batch: the events and the step state in one fenced
@@ -720,13 +799,14 @@ func (a *attempt) recorded(batch store.Batch) {
 	a.sup.m.eventBytes.Add(float64(n))
 }
 
-// flushLast records the kept last batch, if any, on its own.
-func (a *attempt) flushLast() error {
-	if a.last == nil {
+// flushPending records the batch held back, if any, on its own. Called
+// once the stream has ended.
+func (a *attempt) flushPending() error {
+	if a.pending == nil {
 		return nil
 	}
-	b := *a.last
-	a.last = nil
+	b := *a.pending
+	a.pending = nil
 	return a.record(b)
 }
 

@@ -87,9 +87,9 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 		}
 		return runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
 	}
-	if last := a.last; last != nil && v.status.Terminal() && !v.crash {
+	if last := a.pending; last != nil && len(last.Events) > 0 && v.status.Terminal() && !v.crash {
 		// The last events and the outcome in one write.
-		a.last = nil
+		a.pending = nil
 		b := *last
 		b.Steps = a.state
 		return a.withStore(opWriteOutcome, func(ctx context.Context) error {
@@ -100,7 +100,7 @@ func (a *attempt) write(ctx context.Context, v verdict) error {
 			return nil
 		})
 	}
-	if err := a.flushLast(); err != nil {
+	if err := a.flushPending(); err != nil {
 		return err
 	}
 	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
