@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/admission"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/queue"
@@ -41,7 +42,9 @@ type attempt struct {
 	epoch      uint64 // 0 until claimed: writes before that are unfenced
 	attemptNo  int
 	started    time.Time
-	retryAfter time.Duration // the delay of a nak_delay, when not the default
+	retryAfter time.Duration       // the delay of a nak_delay, when not the default
+	standing   *admission.Standing // where the run waits, when it must (admission.go)
+	held       []line              // the admission places the attempt holds
 	dir        runDir
 	sockDir    string        // go-plugin's socket, outside the run dir (path length)
 	tookSpare  bool          // the child was a spare: a new one may start at the end
@@ -168,6 +171,10 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	if out == outAdopted {
 		return // the running attempt owns the delivery now
 	}
+	if out == outAdmissionWait {
+		a.waitForTurn(ctx)
+		return
+	}
 	a.conclude(ctx, out)
 }
 
@@ -200,6 +207,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outLeaseHeld // another message of a run this runner is executing
 	}
 	a.laps.lap("decode")
+	if st, wait := a.mustWait(msg); wait {
+		a.standing = &st
+		return outAdmissionWait
+	}
 
 	run, err := s.st.Get(ctx, msg.RunID)
 	a.laps.lap("load")
@@ -235,6 +246,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 			lostAttempt = true
 		}
 	}
+	if out, ok := a.admit(ctx); !ok {
+		return out
+	}
+	a.laps.lap("admission")
 	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, a.lease.Epoch())
 	a.laps.lap("claim")
 	switch {
