@@ -235,7 +235,9 @@ func (m *Mirror) Standing(s Scope, runID string, limit int, live Live) Standing 
 	// Every mark counted first: no lease read when the run is admitted anyway
 	// or waits behind more live runs than there are places.
 	st.Holders, st.Position = len(marked), position(nil)
-	if st.Holders+st.Position <= limit || live == nil || len(marked) == 0 {
+	// Away runs are not counted as waiting ahead either way, so a run whose
+	// position passes the limit waits whoever is alive.
+	if st.Holders+st.Position <= limit || st.Position > limit || live == nil || len(marked) == 0 {
 		st.Admitted = st.Holders+st.Position <= limit
 		return st
 	}

@@ -109,12 +109,26 @@ func (s *Supervisor) live(ctx context.Context) admission.Live {
 
 // mustWait is the check before the run is loaded: from the bucket's view
 // alone, the lines the run is known to be in (its tickets, and its
-// tenant's) leave it no place. It reads nothing; a run it lets through is
-// checked again under its lease.
-func (a *attempt) mustWait(msg *queue.Message) (admission.Standing, bool) {
+// tenant's, which it joins here) leave it no place. It reads no run; a run
+// it lets through is checked again under its lease. So a flood of one
+// tenant's runs costs each waiting delivery a KV write, not a run load and a
+// lease.
+func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.Standing, bool) {
 	s := a.sup
 	if s.adm == nil {
 		return admission.Standing{}, false
+	}
+	if n := s.tenantLimit(msg.TenantID); n > 0 {
+		sc := admission.Tenant(msg.TenantID)
+		rev, err := s.adm.lines.Join(ctx, sc, admission.Ticket{RunID: msg.RunID, Tenant: msg.TenantID})
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = s.adm.mirror.WaitRev(wctx, rev)
+			cancel()
+		}
+		if err != nil {
+			return admission.Standing{}, false // the check under the lease decides
+		}
 	}
 	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
 		sc := admission.Scope{Kind: t.Kind, Name: t.Name}
@@ -285,6 +299,7 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 		// which no watch event says: the line is looked at every second too.
 		recheck := time.NewTicker(time.Second)
 		defer recheck.Stop()
+		var last time.Time
 		for {
 			select {
 			case <-ctx.Done():
@@ -296,6 +311,12 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 			case <-adm.mirror.Changed():
 			case <-recheck.C:
 			}
+			// A busy bucket changes many times a second; a line is looked at
+			// at most every parkedGap.
+			if wait := parkedGap - time.Since(last); wait > 0 {
+				sleep(ctx, wait)
+			}
+			last = time.Now()
 			if s.turnMayHaveCome(ctx, msg) {
 				select {
 				case adm.ready <- d:
@@ -336,6 +357,10 @@ func waitDelay(st *admission.Standing) time.Duration {
 	}
 	return min(max(time.Duration(st.Position)*250*time.Millisecond, time.Second), time.Minute)
 }
+
+// parkedGap is the least time between two looks of a parked run at its
+// lines.
+const parkedGap = 100 * time.Millisecond
 
 // onAdmission is the `on` label of a run waiting for its turn.
 const onAdmission = "admission"

@@ -207,7 +207,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outLeaseHeld // another message of a run this runner is executing
 	}
 	a.laps.lap("decode")
-	if st, wait := a.mustWait(msg); wait {
+	if st, wait := a.mustWait(ctx, msg); wait {
 		a.standing = &st
 		return outAdmissionWait
 	}

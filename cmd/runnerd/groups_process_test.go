@@ -47,6 +47,13 @@ func startFleet(t *testing.T, extra ...string) *fleet {
 	for _, p := range f.serves {
 		p.waitLog(`"message":"serving"`, 60*time.Second)
 	}
+	if dir := os.Getenv("RUNNERD_TEST_LOG_DIR"); dir != "" { // the whole logs, for a look after the test
+		t.Cleanup(func() {
+			for i, p := range f.serves {
+				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", t.Name(), i)), []byte(p.stderr.String()), 0o644)
+			}
+		})
+	}
 	var err error
 	if f.c, err = e.c.client(); err != nil {
 		t.Fatal(err)
@@ -287,5 +294,51 @@ func TestProcessGroupHolderKilled(t *testing.T) {
 	}
 	if s1 := stepSpan(t, r1, "work"); s1.start < s2.end {
 		t.Errorf("held-1's second attempt started before held-2 ended: the group ran two at once")
+	}
+}
+
+// TestProcessTenantFairness: with --tenant-concurrency 2, a tenant that
+// queued 1,000 runs leaves places to another tenant's 10 runs queued after
+// them: those all finish while the first tenant still has most of its
+// backlog.
+func TestProcessTenantFairness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two runnerd serve processes and 1,010 runs")
+	}
+	f := startFleet(t, "--tenant-concurrency", "2")
+	const big, small = 1000, 10
+	quick := "name: quick\nsteps:\n  - id: q\n    shell: sleep 0.2\n"
+	start := time.Now()
+	for i := range big {
+		f.submit(t, fmt.Sprintf("big-%04d", i), "big", quick, nil)
+	}
+	submitted := time.Since(start)
+	t.Logf("submitted %d runs of tenant big in %s", big, submitted.Round(time.Millisecond))
+	var small0 time.Time
+	for i := range small {
+		if i == 0 {
+			small0 = time.Now()
+		}
+		f.submit(t, fmt.Sprintf("small-%02d", i), "small", quick, nil)
+	}
+	for i := range small {
+		if r := f.wait(t, fmt.Sprintf("small-%02d", i)); r.Status != runnerd.StatusSucceeded {
+			t.Fatalf("small-%02d: %s/%s", i, r.Status, r.Reason)
+		}
+	}
+	smallDone := time.Since(small0)
+	done := 0
+	for _, p := range f.serves {
+		for id := range terminalDone(t, p.stderr.String()) {
+			if strings.HasPrefix(id, "big-") {
+				done++
+			}
+		}
+	}
+	t.Logf("1,000 runs of tenant big submitted in %s; tenant small's 10 runs, submitted after them, all finished %s later; tenant big had finished %d (%.1f%% of its backlog left)",
+		submitted.Round(time.Millisecond), smallDone.Round(time.Millisecond), done, 100*float64(big-done)/big)
+	// Most of the backlog: at least 80% of it still waits.
+	if done > big/5 {
+		t.Errorf("tenant big finished %d of %d runs before tenant small's 10: its flood held the fleet", done, big)
 	}
 }
