@@ -24,6 +24,7 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	f.Int(&s3Port, "s3-port", 9000, "S3 port (0: any free port)")
 	f.String(&credsFile, "credentials", defaultCredentialsPath(), "where the client commands find the servers' credentials: written there when given, or when dev listens on the default addresses (always also in DATA/credentials.json)")
 	cfg.register(f)
+	cfg.ui.register(f, devUIAddr)
 	if code, ok := parseOrExit(f, args, env.stderr); !ok {
 		return code
 	}
@@ -35,6 +36,12 @@ func runDev(ctx context.Context, env *cmdEnv, args []string) int {
 	if err != nil {
 		fmt.Fprintf(env.stderr, "dev: %v\n", err)
 		return exitUsage
+	}
+	// Before the servers, so that a port in use stops dev before it touches
+	// the data dir, as for the servers' own ports.
+	if err := cfg.ui.listen(); err != nil {
+		fmt.Fprintf(env.stderr, "dev: %v (UI)\n", err)
+		return exitFailed
 	}
 	stack, err := devstack.Start(ctx, devstack.Config{
 		Dir: data, Host: host, NATSPort: natsPort, MongoPort: mongoPort, S3Port: s3Port,
@@ -77,8 +84,8 @@ A run's steps cannot read either file.
 
 Submit a run from another terminal:
   bin/runnerd submit examples/hello.yaml --wait
-
-`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey, own, where)
+%s
+`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey, own, where, uiBanner(&cfg.ui))
 	return serve(ctx, env, cfg)
 }
 
@@ -91,4 +98,12 @@ func indexDevStore(ctx context.Context, stack *devstack.Stack) error {
 	}
 	defer st.Close(context.Background())
 	return stack.IndexIDLookups(ctx)
+}
+
+// uiBanner is the banner's line about the web UI.
+func uiBanner(c *uiConfig) string {
+	if c.ln == nil {
+		return "\nNo web UI (--ui-addr is empty).\n"
+	}
+	return "\nWeb UI and JSON API (/api/v1/): " + c.url() + "\n"
 }

@@ -40,6 +40,7 @@ type serveConfig struct {
 	tenantLimits     []string // tenant=N, copied into sup by validate
 	tenantLimitsFile string
 
+	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
 	stallTimeout    time.Duration // a loop silent this long makes /healthz fail
 	natsDownTimeout time.Duration // NATS disconnected this long makes /healthz fail
@@ -137,6 +138,7 @@ func (c *serveConfig) validate() []string {
 	if c.natsDownTimeout <= 0 {
 		add(fmt.Errorf("--nats-down-timeout %s: want more than 0", c.natsDownTimeout))
 	}
+	lines = append(lines, c.ui.validate()...)
 	return lines
 }
 
@@ -193,6 +195,7 @@ func serveFlags(cfg *serveConfig, out io.Writer) *flags {
 	f := newFlags("serve", "usage: runnerd serve [flags]\n\nConsumes run requests from NATS JetStream and executes each run in an isolated runexec child.", out)
 	cfg.client.register(f)
 	cfg.register(f)
+	cfg.ui.register(f, "")
 	return f
 }
 
@@ -230,6 +233,12 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 		return exitFailed
 	}
 	defer stopOps()
+	ui, err := startUI(&cfg.ui, log)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "serve: %v\n", err)
+		return exitFailed
+	}
+	defer ui.stop()
 
 	c, err := connectServe(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
@@ -237,6 +246,10 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 		return exitFailed
 	}
 	defer c.Close()
+	if err := ui.serve(c, cfg.ui.auth, log); err != nil {
+		fmt.Fprintf(env.stderr, "serve: %v\n", err)
+		return exitFailed
+	}
 	go health.WatchNATS(ctx, c.nc)
 	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)
