@@ -13,6 +13,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -38,7 +39,7 @@ func startFleet(t *testing.T, extra ...string) *fleet {
 		vars[k] = os.Getenv(k)
 	}
 	f := &fleet{e: e, root: t.TempDir()}
-	for _, id := range []string{uniq("grp-a-"), uniq("grp-b-")} {
+	for _, id := range []string{testutil.UniqueID("grp-a"), testutil.UniqueID("grp-b")} {
 		args := append([]string{"serve", "--runexec", runexecBin, "--run-dir", filepath.Join(f.root, "runs"),
 			"--runner-id", id, "--metrics-addr", "127.0.0.1:0", "--concurrency", "2", "--log-format", "json",
 			"--log-level", "debug", "--grace", "10s", "--sandbox", "off"}, extra...)
