@@ -33,8 +33,8 @@ import (
 // with many runs stored on the embedded stack (FerretDB on SQLite):
 // RUNNERD_BENCH_UI_RUNS runs (default 50,000), RUNNERD_BENCH_UI_EVENTS
 // events per run (default 2) and 60 for the run the page shows. It prints
-// each request's p50 and slowest of 20 against the 100 ms target; it
-// asserts nothing about time.
+// each request's p50 and slowest (of up to 20 tries) against the 100 ms
+// target; it asserts nothing about time.
 func BenchmarkPages(b *testing.B) {
 	n := envInt(b, "RUNNERD_BENCH_UI_RUNS", 50000)
 	perRun := envInt(b, "RUNNERD_BENCH_UI_EVENTS", 2)
@@ -67,10 +67,13 @@ func BenchmarkPages(b *testing.B) {
 			{"events", "run's events, one page", "/api/v1/runs/" + shown + "/events"},
 			{"stream", "run's event stream (finished: replay, settled)", "/api/v1/runs/" + shown + "/events/stream"},
 		}
+		// 20 tries, or fewer when they are slow: at least 3, and no new
+		// one after 10 s.
 		const tries = 20
 		for _, c := range cases {
 			var took []time.Duration
-			for range tries {
+			caseStart := time.Now()
+			for i := 0; i < tries && (i < 3 || time.Since(caseStart) < 10*time.Second); i++ {
 				start := time.Now()
 				res, err := http.Get(srv.URL + c.path)
 				if err != nil {
@@ -89,7 +92,7 @@ func BenchmarkPages(b *testing.B) {
 			if p50 > 100*time.Millisecond {
 				verdict = "MISSED"
 			}
-			b.Logf("%-52s p50 %7.1f ms  slowest %7.1f ms  (target 100 ms p50: %s)", c.name, ms(p50), ms(worst), verdict)
+			b.Logf("%-48s p50 %8.1f ms  slowest %8.1f ms  of %2d  (target 100 ms p50: %s)", c.name, ms(p50), ms(worst), len(took), verdict)
 			b.ReportMetric(ms(p50), c.key+"-p50-ms")
 		}
 	}
