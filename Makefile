@@ -51,6 +51,9 @@ lint:
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) vet -tags '$(TAGS) chaos' ./chaos/...
 	$(GO) vet -tags '$(TAGS) uitest' ./webui/...
+	@# The production build (Dockerfile) links none of the embedded servers.
+	$(GO) vet -tags 'nodev' ./cmd/runnerd
+	@! $(GO) list -tags 'nodev' -deps ./cmd/runnerd | grep -E 'runnerd/devstack|FerretDB|nats-server|gofakes3|sqlite' || { echo "the nodev build links an embedded server"; exit 1; }
 	@if [ -x "$(STATICCHECK)" ]; then \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS)' ./... && \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/... && \

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
@@ -218,12 +220,18 @@ func NewRunID() string {
 	return fmt.Sprintf("%s%03d-%s", t.Format("20060102-150405-"), t.Nanosecond()/1e6, hex.EncodeToString(b))
 }
 
-// newTraceParent starts a W3C trace for the run: version 00, a random trace
-// id and parent id, sampled.
+// newTraceParent starts a W3C trace for the run: a random trace id and
+// parent id, sampled, written by OpenTelemetry's TraceContext propagator.
 func newTraceParent() (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
+	var sc trace.SpanContextConfig
+	if _, err := rand.Read(sc.TraceID[:]); err != nil {
 		return "", fmt.Errorf("trace id: %w", err)
 	}
-	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01", nil
+	if _, err := rand.Read(sc.SpanID[:]); err != nil {
+		return "", fmt.Errorf("span id: %w", err)
+	}
+	sc.TraceFlags = trace.FlagsSampled
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(sc)), carrier)
+	return carrier.Get(TraceHeader), nil
 }

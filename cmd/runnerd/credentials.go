@@ -13,11 +13,10 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	"github.com/nats-io/nats.go"
+	"github.com/runnerd/runnerd/internal/devcreds"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/auth"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
-
-	"github.com/runnerd/runnerd/devstack"
 )
 
 // How the client commands find the credentials of a `runnerd dev` stack
@@ -71,7 +70,7 @@ func (c *clientConfig) useDevCredentials() error {
 	if c.Credentials == "" {
 		return nil
 	}
-	creds, err := devstack.ReadCredentials(c.Credentials)
+	creds, err := devcreds.Read(c.Credentials)
 	if errors.Is(err, os.ErrNotExist) && c.Credentials == defaultCredentialsPath() {
 		return nil
 	}

@@ -5,8 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +101,7 @@ func (f *flags) Parse(args []string) error {
 	given := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	var errs []error
-	for _, name := range sortedKeys(f.envs) {
+	for _, name := range slices.Sorted(maps.Keys(f.envs)) {
 		env := f.envs[name]
 		v, ok := f.lookup(env)
 		if !ok || given[name] {
@@ -155,15 +156,6 @@ func (f *flags) printUsage(out io.Writer) {
 
 // Envs lists every flag with its variable (for the manifests test).
 func (f *flags) Envs() map[string]string { return f.envs }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 // The values below replace the flag package's own so that a bad value says
 // what is wanted ("parse error" does not), on the command line and in a

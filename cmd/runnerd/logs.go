@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/runnerd/runnerd"
@@ -53,7 +54,7 @@ its step.`, env.stderr)
 	}
 	steps := stepOrder(r)
 	if step != "" {
-		if !contains(steps, step) {
+		if !slices.Contains(steps, step) {
 			fmt.Fprintf(env.stderr, "logs: run %s has no step %q (steps: %s)\n", id, step, dash(strings.Join(steps, ", ")))
 			return exitUsage
 		}
@@ -212,13 +213,4 @@ func (p *logPrinter) flushAll() {
 		p.flush(s)
 	}
 	p.order = nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
