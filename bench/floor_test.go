@@ -61,7 +61,15 @@ func (e *env) newFloor(name string, isolated bool) *floor {
 		e.b.Fatal(err)
 	}
 	e.b.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	f.coll = client.Database(store.DefaultDatabase).Collection("floor_" + name)
+	db := client.Database(store.DefaultDatabase)
+	if err := db.CreateCollection(ctx, "floor_"+name); err != nil {
+		e.b.Fatal(err)
+	}
+	f.coll = db.Collection("floor_" + name)
+	// As for runnerd's collections: FerretDB's _id lookups indexed.
+	if err := e.stack.IndexIDLookups(ctx); err != nil {
+		e.b.Fatal(err)
+	}
 	return f
 }
 
