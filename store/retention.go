@@ -17,7 +17,7 @@ import (
 // A sweep, not a TTL index: a TTL index would remove run documents alone,
 // leaving their events and objects behind, and FerretDB v1 has none.
 
-// ErrNotExpired: the run is not finished before the bound (queued, running,
+// ErrNotExpired means the run is not finished before the bound (queued, running,
 // paused, or finished later), so it is kept.
 var ErrNotExpired = errors.New("run not finished before the retention bound")
 
