@@ -40,8 +40,17 @@ func servePlugin() int {
 	}
 	if sb.PIDNS {
 		// As the init of the run's PID namespace, runexec gets from its
-		// steps only the signals it handles: none of these.
-		signal.Ignore(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+		// steps only the signals it handles: these are handled by being
+		// dropped. Not ignored: an ignored signal stays ignored in every
+		// step runexec starts (a `yes | head` step would print "Broken
+		// pipe", a step's SIGTERM to its own children would do nothing),
+		// while a handled one is back to its default in the step.
+		dropped := make(chan os.Signal, 8)
+		signal.Notify(dropped, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+		go func() {
+			for range dropped {
+			}
+		}()
 	}
 	// The spare threads are made while go-plugin does its handshake; a run
 	// waits for them before its steps start.
