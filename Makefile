@@ -68,7 +68,7 @@ proto:
 # Figures: docs/benchmarks.md.
 bench: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem $$($(GO) list -tags '$(TAGS)' ./... | grep -v '/bench$$')
-	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
+	RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 1x -timeout 45m ./bench/
 
 # Reliability suites (chaos, fencing, dependency faults, misbehaving
 # workflows, bad input): real processes and signals, 5-20 minutes, and
