@@ -17,8 +17,8 @@ package store
 // writers go forward from it). The hint cannot be written without waiting
 // for its acknowledgement: FerretDB answers an unacknowledged write, and
 // the driver then reads that answer as the reply to its next command. List walks the entries downwards from the
-// newest, by _id lookups only, reading each run (as of its latest
-// revision) to apply the status filter. An entry whose run is missing, or
+// newest, by _id lookups only, reading each run document to apply the
+// status filter and bringing each match up to its latest revision. An entry whose run is missing, or
 // is of another incarnation (a Create that failed after its entry, a run
 // deleted and created again), is skipped. Create writes the hint while it
 // inserts the run, and takes the run's creation time after its entry, so
@@ -330,16 +330,35 @@ func (s *Store) listEntry(ctx context.Context, n int64, o ListOptions) listed {
 	if o.TenantID != "" && e.TenantID != o.TenantID {
 		return listed{}
 	}
-	c, err := s.resolve(ctx, e.RunID)
+	// The run document first: a run whose document does not match is not
+	// followed to its latest revision (one lookup less per run walked; a
+	// document lags its revisions only when a writer died between its
+	// two writes, and the next read or write of the run brings it up).
+	c, err := s.read(ctx, e.RunID, false)
 	if errors.Is(err, ErrNotFound) {
 		return listed{}
 	}
 	if err != nil {
 		return listed{err: fmt.Errorf("read run %s: %w", e.RunID, err)}
 	}
-	r := c.run
-	if c.incarnation != e.Incarnation || o.Status != "" && r.Status != o.Status || o.TenantID != "" && r.TenantID != o.TenantID {
+	match := func(r *Run) bool {
+		return (o.Status == "" || r.Status == o.Status) && (o.TenantID == "" || r.TenantID == o.TenantID)
+	}
+	if c.incarnation != e.Incarnation || !match(c.run) {
 		return listed{}
+	}
+	r := c.run
+	behind, err := s.follow(ctx, e.RunID, c.doc)
+	if err != nil {
+		return listed{err: fmt.Errorf("read run %s: %w", e.RunID, err)}
+	}
+	if behind {
+		if r, err = decodeRun(c.doc); err != nil {
+			return listed{err: fmt.Errorf("read run %s: %w", e.RunID, err)}
+		}
+		if !match(r) {
+			return listed{}
+		}
 	}
 	return listed{run: r}
 }
