@@ -7,73 +7,78 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
-	"github.com/runnerd/runnerd/workflow"
 )
 
-func runResume(ctx context.Context, env *cmdEnv, args []string) int {
+func resumeCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg        clientConfig
 		answerList []string
 		wait       bool
-		asJSON     bool
+		opt        waitOptions
 	)
-	f := newFlags("resume", `usage: runnerd resume ID --answer step.key=value... [--wait] [--json]
-
-Answers a paused run's human steps and queues it again. Repeating a resume
+	c := &cobra.Command{
+		Use:   "resume ID --answer step.key=value... [--wait [--logs]] [--json]",
+		Short: "answer a paused run's human steps and queue it again",
+		Long: `Answers a paused run's human steps and queues it again. Repeating a resume
 whose message was not published (the command failed half-way) queues it again
 safely. With --wait, follows the run and exits like submit --wait:
-0 succeeded, 1 failed, 2 invalid usage, 3 paused, 4 cancelled.`, env.stderr)
+0 succeeded, 1 failed, 2 invalid usage, 3 paused, 4 cancelled.`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return resume(c.Context(), env, cfg, args[0], answerList, wait, opt)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
 	f.List(&answerList, "answer", "answer of a human step: step.key=value (repeatable)")
-	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status")
-	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("resume", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
-	answers, err := parseAnswers(answerList)
+	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status").NoEnv()
+	opt.register(f, "the run document")
+	return c
+}
+
+func resume(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, answerList []string, wait bool, opt waitOptions) error {
+	answers, err := cli.ParseAnswers(answerList)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitUsage
+		return err
 	}
 	if len(answers) == 0 {
-		fmt.Fprintln(env.stderr, "resume: want at least one --answer step.key=value")
-		return exitUsage
+		return cli.Usagef("want at least one --answer step.key=value")
 	}
 	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd resume")
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
 
 	r, err := getRun(ctx, c.st, id)
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	if err := checkAnswers(r, answers); err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitUsage
+		return cli.Usage(err)
 	}
 	from := r.EventSeq // --wait shows what happens from here on
 	r, err = resumeOrReuse(ctx, env, c.st, r, answers)
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	if _, err := publishRun(ctx, c, r, &queue.Resume{Answers: r.Answers}); err != nil {
-		return fail(env, "resume", cfg, fmt.Errorf("%w\nrun %s was resumed but is not queued yet: repeat the command to queue it", err, id))
+		return cfg.classify(fmt.Errorf("%w\nrun %s was resumed but is not queued yet: repeat the command to queue it", err, id))
 	}
-	fmt.Fprintf(env.stdout, "run %s resumed\n", id)
+	fmt.Fprintf(env.stderr, "run %s resumed\n", id)
+	if opt.json && !wait {
+		return writeRunJSON(env.stdout, withPendingSteps(r))
+	}
 	if !wait {
-		return exitOK
+		return nil
 	}
-	return waitRun(ctx, env, c.st, id, from, asJSON)
+	return waitRun(ctx, env, c, id, from, opt)
 }
 
 // checkAnswers refuses answers to steps that are not human steps of the
@@ -85,12 +90,9 @@ func checkAnswers(r *store.Run, answers map[string]map[string]string) error {
 			bad = append(bad, fmt.Sprintf("%q is not a human step of run %s", step, r.ID))
 			continue
 		}
-		for k, v := range kv {
+		for k := range kv {
 			if strings.ContainsAny(k, ".$") {
 				bad = append(bad, fmt.Sprintf("answer key %q of step %q: no '.' or '$'", k, step))
-			}
-			if len(v) > workflow.MaxAnswerBytes {
-				bad = append(bad, fmt.Sprintf("answer %s.%s is %d bytes: the limit is %d (%d KiB)", step, k, len(v), workflow.MaxAnswerBytes, workflow.MaxAnswerBytes>>10))
 			}
 		}
 	}
@@ -131,7 +133,7 @@ func resumeOrReuse(ctx context.Context, env *cmdEnv, st *store.Store, r *store.R
 	if cur.Reason != "" {
 		what += " (" + string(cur.Reason) + ")"
 	}
-	return nil, fmt.Errorf("run %s is %s, not paused: only a paused run can be resumed", r.ID, what)
+	return nil, fmt.Errorf("run %s is %s, not paused: only a paused run can be resumed: %w", r.ID, what, store.ErrIllegalTransition)
 }
 
 func hasAnswers(have, want map[string]map[string]string) bool {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,65 +9,69 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
 
-func runStatus(ctx context.Context, env *cmdEnv, args []string) int {
+func statusCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg    clientConfig
 		asJSON bool
 	)
-	f := newFlags("status", `usage: runnerd status ID [--json]
-
-Shows a run: status, reason, attempt, times and one line per step. --json prints
+	c := &cobra.Command{
+		Use:   "status ID [--json]",
+		Short: "show a run",
+		Long: `Shows a run: status, reason, attempt, times and one line per step. --json prints
 the run document; steps of the workflow that have not started yet appear with
-status "pending". Exit 1 if there is no such run.`, env.stderr)
+status "pending". Exit 5 if there is no such run.`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := fetchRun(c.Context(), cfg, args[0])
+			if err != nil {
+				return err
+			}
+			withPendingSteps(r)
+			if asJSON {
+				return writeRunJSON(env.stdout, r)
+			}
+			printRun(env.stdout, r)
+			return nil
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	f.fs.BoolVar(&asJSON, "json", false, "print the run document as JSON")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("status", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
+	f.Bool(&asJSON, "json", false, "print the run document as JSON").NoEnv()
+	return c
+}
+
+// fetchRun connects to MongoDB alone and loads run id.
+func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, error) {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd status")
 	if err != nil {
-		return fail(env, "status", cfg, err)
+		return nil, cfg.classify(err)
 	}
 	defer c.Close()
 	r, err := getRun(ctx, c.st, id)
-	if err != nil {
-		return fail(env, "status", cfg, err)
-	}
-	withPendingSteps(r)
-	if asJSON {
-		if err := writeRunJSON(env.stdout, r); err != nil {
-			fmt.Fprintf(env.stderr, "status: %v\n", err)
-			return exitFailed
-		}
-		return exitOK
-	}
-	printRun(env.stdout, r)
-	return exitOK
+	return r, cfg.classify(err)
 }
 
 // getRun loads a run, saying plainly when there is none.
 func getRun(ctx context.Context, st *store.Store, id string) (*store.Run, error) {
 	r, err := st.Get(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
+		return nil, cli.Class(cli.ErrNotFound, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id))
 	}
 	return r, err
 }
 
 // withPendingSteps gives every workflow step without saved state a pending
 // state, so readers see the whole workflow, not only what has run.
-func withPendingSteps(r *store.Run) {
+func withPendingSteps(r *store.Run) *store.Run {
 	if r.Workflow == nil {
-		return
+		return r
 	}
 	for _, s := range r.Workflow.Steps {
 		if r.Steps == nil {
@@ -78,6 +81,7 @@ func withPendingSteps(r *store.Run) {
 			r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
 		}
 	}
+	return r
 }
 
 // runJSON is the run document as status --json prints it. Reason is always
@@ -89,10 +93,7 @@ type runJSON struct {
 }
 
 func writeRunJSON(w io.Writer, r *store.Run) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false) // shell scripts read better than "\u0026\u0026"
-	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason}); err != nil {
+	if err := writeJSON(w, runJSON{Run: r, Reason: r.Reason}); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
 	return nil
@@ -194,7 +195,7 @@ func stepDetail(st *runnerd.StepState) string {
 	}
 	if len(st.Answers) > 0 {
 		var kv []string
-		for _, k := range sortedKeys(st.Answers) {
+		for _, k := range cli.SortedKeys(st.Answers) {
 			kv = append(kv, k+"="+st.Answers[k])
 		}
 		return "answers: " + strings.Join(kv, " ")

@@ -9,15 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
-	"github.com/runnerd/runnerd/workflow"
 )
 
 // inlineWorkflowMax is the largest workflow JSON carried in the message
@@ -29,95 +31,98 @@ var inlineWorkflowMax = 256 << 10
 // traceHeader is the W3C Trace Context header a run's messages carry.
 const traceHeader = "traceparent"
 
-func runSubmit(ctx context.Context, env *cmdEnv, args []string) int {
+func submitCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg     clientConfig
 		varList []string
 		id      string
 		wait    bool
 		timeout time.Duration
-		asJSON  bool
+		opt     waitOptions
 	)
-	f := newFlags("submit", `usage: runnerd submit FILE [--var k=v]... [--id ID] [--wait] [--timeout DUR] [--json]
-
-Creates a run of the workflow in FILE and queues it. The run id is printed alone
-on the first line of stdout; progress goes to stderr. Submitting again with the
-same --id while the run is still queued queues it again safely (the queue drops
-the duplicate), so a submit that failed half-way can simply be repeated.
+	c := &cobra.Command{
+		Use:   "submit FILE [--var k=v]... [--id ID] [--wait [--logs]] [--timeout DUR] [--json]",
+		Short: "create a run from a workflow file and queue it",
+		Long: `Creates a run of the workflow in FILE ("-": stdin) and queues it. The run id is
+printed alone on the first line of stdout (--json: the run document instead);
+progress goes to stderr. Submitting again with the same --id while the run is
+still queued queues it again safely (the queue drops the duplicate), so a
+submit that failed half-way can simply be repeated.
 
 With --wait, follows the run to its end and exits like runexec run:
-0 succeeded, 1 failed, 2 invalid usage or workflow, 3 paused, 4 cancelled.`, env.stderr)
+0 succeeded, 1 failed, 2 invalid usage or workflow, 3 paused, 4 cancelled.`,
+		Args: cli.ExactArgs(1, "workflow file"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return submit(c.Context(), env, cfg, args[0], varList, id, timeout, wait, opt)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
 	// What says how to reach the servers has a RUNNERD_* variable; what
 	// describes one invocation does not: a RUNNERD_ID or RUNNERD_WAIT left in
 	// the environment would silently apply to every later command.
 	f.List(&varList, "var", "override a workflow var: k=v (repeatable)")
-	f.fs.StringVar(&id, "id", "", "run id (default: a new time-ordered id)")
-	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status")
-	f.fs.DurationVar(&timeout, "timeout", 0, "run deadline (0: the workflow's own timeout)")
-	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout (after the id line)")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	file, ok := oneArg("submit", "workflow file", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
-	overrides, err := parseKV("var", varList)
+	f.String(&id, "id", "", "run id (default: a new time-ordered id)").NoEnv()
+	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status").NoEnv()
+	f.Duration(&timeout, "timeout", 0, "run deadline (0: the workflow's own timeout)").NoEnv()
+	opt.register(f, "the run document")
+	return c
+}
+
+func submit(ctx context.Context, env *cmdEnv, cfg clientConfig, file string, varList []string, id string, timeout time.Duration, wait bool, opt waitOptions) error {
+	overrides, err := cli.ParseVars("var", varList)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\n", err)
-		return exitUsage
-	}
-	if timeout < 0 {
-		fmt.Fprintf(env.stderr, "submit: --timeout %s: want 0 or more\n", timeout)
-		return exitUsage
+		return err
 	}
 	if id == "" {
-		id = newRunID()
+		id = cli.NewRunID()
 	} else if err := queue.ValidateRunID(id); err != nil {
-		fmt.Fprintf(env.stderr, "submit: --id: %v\n", err)
-		return exitUsage
+		return cli.Usagef("--id: %w", err)
 	}
 
 	run, err := newRun(file, id, cfg.Tenant, overrides, timeout)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\n", err)
-		return exitUsage
+		return cli.Usage(err)
 	}
 	// Check the message a runner would get before anything is created, so
 	// a bad tenant or a workflow the queue refuses never leaves a queued
 	// run with no message.
 	if err := newMessage(run, nil).Validate(); err != nil {
-		fmt.Fprintf(env.stderr, "submit: %v\n", err)
-		return exitUsage
+		return cli.Usage(err)
 	}
 
 	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd submit")
 	if err != nil {
-		return fail(env, "submit", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
 
 	run, err = createOrReuse(ctx, env, c.st, run)
 	if err != nil {
-		return fail(env, "submit", cfg, err)
+		return cfg.classify(err)
 	}
 	if _, err := publishRun(ctx, c, run, nil); err != nil {
-		return fail(env, "submit", cfg, fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the command with --id %s to queue it", err, run.ID, run.ID))
+		return cfg.classify(fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the command with --id %s to queue it", err, run.ID, run.ID))
 	}
-	fmt.Fprintln(env.stdout, run.ID)
+	switch {
+	case opt.json && !wait:
+		if err := writeRunJSON(env.stdout, withPendingSteps(run)); err != nil {
+			return err
+		}
+	case !opt.json:
+		fmt.Fprintln(env.stdout, run.ID)
+	}
 	fmt.Fprintf(env.stderr, "run %s queued (workflow %q, %d steps, tenant %s)\n", run.ID, run.Workflow.Name, len(run.Workflow.Steps), run.TenantID)
 	if !wait {
-		return exitOK
+		return nil
 	}
-	return waitRun(ctx, env, c.st, run.ID, 0, asJSON)
+	return waitRun(ctx, env, c, run.ID, 0, opt)
 }
 
 // newRun loads and checks the workflow file and returns the run to create.
 // Every error names what is wrong (file, line, step, field, var).
 func newRun(file, id, tenant string, overrides map[string]string, timeout time.Duration) (*store.Run, error) {
-	w, err := workflow.Load(file)
+	w, err := cli.LoadWorkflow(file, os.Stdin)
 	if err != nil {
 		return nil, err
 	}
@@ -166,11 +171,11 @@ func createOrReuse(ctx context.Context, env *cmdEnv, st *store.Store, r *store.R
 	}
 	switch {
 	case old.TenantID != r.TenantID:
-		return nil, fmt.Errorf("run %s already exists for tenant %q: choose another --id", r.ID, old.TenantID)
+		return nil, fmt.Errorf("run %s already exists for tenant %q: choose another --id: %w", r.ID, old.TenantID, store.ErrExists)
 	case old.Status != runnerd.StatusQueued:
-		return nil, fmt.Errorf("run %s already exists and is %s: choose another --id", r.ID, old.Status)
+		return nil, fmt.Errorf("run %s already exists and is %s: choose another --id: %w", r.ID, old.Status, store.ErrExists)
 	case !sameSubmission(old, r):
-		return nil, fmt.Errorf("run %s already exists with another workflow, vars or timeout: choose another --id", r.ID)
+		return nil, fmt.Errorf("run %s already exists with another workflow, vars or timeout: choose another --id: %w", r.ID, store.ErrExists)
 	}
 	fmt.Fprintf(env.stderr, "run %s already exists and is queued: queueing it again (a duplicate message is dropped)\n", r.ID)
 	return old, nil
@@ -235,16 +240,6 @@ func publishRun(ctx context.Context, c *conns, r *store.Run, resume *queue.Resum
 		return true, nil
 	}
 	return false, err
-}
-
-// newRunID returns an id that sorts by creation time and is unique without
-// coordination: UTC time to the millisecond, then 48 random bits.
-// Lower-case, so it reads the same in S3 keys, subjects and file names.
-func newRunID() string {
-	t := time.Now().UTC()
-	b := make([]byte, 6)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return fmt.Sprintf("%s%03d-%s", t.Format("20060102-150405-"), t.Nanosecond()/1e6, hex.EncodeToString(b))
 }
 
 // newTraceParent starts a W3C trace for the run: version 00, a random trace

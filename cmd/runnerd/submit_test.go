@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -56,9 +57,9 @@ func TestSubmitCreatesAndQueues(t *testing.T) {
 }
 
 func TestSubmitIDsAreOrdered(t *testing.T) {
-	a := newRunID()
+	a := cli.NewRunID()
 	time.Sleep(2 * time.Millisecond)
-	b := newRunID()
+	b := cli.NewRunID()
 	if !(a < b) || a == b {
 		t.Errorf("ids %q then %q: want increasing", a, b)
 	}
@@ -97,17 +98,17 @@ func TestSubmitAgainWithIDRepublishes(t *testing.T) {
 	e.expectNoMessage()
 
 	// Anything else under an existing id is refused.
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", "--var", "who=else", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", "--var", "who=else", file)
 	if !strings.Contains(r.stderr, "another workflow, vars or timeout") {
 		t.Errorf("different vars: stderr %q", r.stderr)
 	}
 	e.claim("again-1", 1)
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, "already exists and is running") {
 		t.Errorf("running run: stderr %q", r.stderr)
 	}
 	t.Setenv("RUNNERD_TENANT", "other")
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, `tenant "acme"`) {
 		t.Errorf("other tenant: stderr %q", r.stderr)
 	}
