@@ -16,8 +16,8 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/executor"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/workflow"
 )
 

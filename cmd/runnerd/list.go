@@ -111,4 +111,3 @@ func lineOf(r *store.Run) runLine {
 	}
 	return l
 }
-

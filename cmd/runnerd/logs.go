@@ -228,4 +228,3 @@ func (p *logPrinter) flushAll() {
 	}
 	p.order = nil
 }
-
