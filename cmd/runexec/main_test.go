@@ -435,3 +435,67 @@ steps:
 		t.Errorf("the failed step's output is printed more than once:\n%s", r.stderr)
 	}
 }
+
+// Every runexec command: --help on stdout with exit 0, a bad flag named
+// GNU-style on stderr with exit 2, --json as JSON only on stdout (one
+// document, or JSON lines for run's events), "-" reading stdin.
+func TestEveryCommandConventions(t *testing.T) {
+	hello := filepath.Join("..", "..", "examples", "hello.yaml")
+	for _, name := range []string{"run", "validate", "version", ""} {
+		var out, errb bytes.Buffer
+		args := []string{name, "--help"}
+		if name == "" {
+			args = args[1:]
+		}
+		if code := Main(context.Background(), args, &out, &errb); code != ExitSucceeded || errb.Len() > 0 || !strings.Contains(out.String(), "Usage:") {
+			t.Errorf("runexec %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out.String(), errb.String())
+		}
+		out.Reset()
+		errb.Reset()
+		args = []string{name, "--no-such-flag"}
+		if name == "" {
+			args = args[1:]
+		}
+		want := strings.TrimSpace("runexec "+name) + ": unknown flag: --no-such-flag\n"
+		if code := Main(context.Background(), args, &out, &errb); code != ExitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) {
+			t.Errorf("runexec %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, ExitUsage, want, out.String(), errb.String())
+		}
+	}
+	isJSON := func(args []string, stdin string, code int) {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		_ = cmd.Run()
+		if cmd.ProcessState.ExitCode() != code {
+			t.Errorf("runexec %v: exit %d, want %d\nstderr:\n%s", args, cmd.ProcessState.ExitCode(), code, errb.String())
+		}
+		dec := json.NewDecoder(&out)
+		n := 0
+		for dec.More() {
+			var v map[string]any
+			if err := dec.Decode(&v); err != nil {
+				t.Errorf("runexec %v: stdout is not JSON: %v", args, err)
+				return
+			}
+			n++
+		}
+		if n == 0 {
+			t.Errorf("runexec %v: no JSON on stdout", args)
+		}
+	}
+	isJSON([]string{"version", "--json"}, "", ExitSucceeded)
+	isJSON([]string{"validate", "--json", hello}, "", ExitSucceeded)
+	isJSON([]string{"validate", "--json", "-"}, "steps:\n  - id: a\n    needs: [nope]\n    run: [\"true\"]\n", ExitUsage)
+	isJSON([]string{"run", "--json", "-", "--workdir", filepath.Join(t.TempDir(), "w"), "--sandbox", "off"}, "steps:\n  - id: a\n    shell: echo from stdin\n", ExitSucceeded)
+	r := runexec(t, "validate", "--json", hello)
+	var v struct {
+		OK     bool  `json:"ok"`
+		Steps  int   `json:"steps"`
+		Errors []any `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.OK || v.Steps == 0 || r.stderr != "" || strings.Count(r.stdout, "Usage") > 0 {
+		t.Errorf("validate --json: %v %+v\nstdout:\n%s\nstderr:\n%s", err, v, r.stdout, r.stderr)
+	}
+}

@@ -21,6 +21,7 @@ func Root(root *cobra.Command, version string) *cobra.Command {
 	root.SetVersionTemplate(root.Name() + " {{.Version}}\n")
 	root.SilenceErrors, root.SilenceUsage = true, true
 	root.CompletionOptions.DisableDefaultCmd = true
+	cobra.EnableCommandSorting = false // in the order the binary adds them
 	cobra.AddTemplateFunc("runnerdFlagUsages", FlagUsages)
 	root.SetUsageTemplate(usageTemplate)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
