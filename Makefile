@@ -51,7 +51,7 @@ lint:
 proto:
 	scripts/gen-proto.sh
 
-# Micro-benchmarks (proto, store) at the default benchtime; the macro ones
+# Micro-benchmarks (child, store) at the default benchtime; the macro ones
 # of ./bench do a fixed number of runs each, so they run once (-benchtime 1x).
 # Figures: docs/benchmarks.md.
 bench: build

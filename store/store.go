@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
@@ -127,6 +128,10 @@ type Config struct {
 	// ReadConcern of every read: "majority", "linearizable" or "local".
 	// Empty: the URI's readConcernLevel if set, else DefaultReadConcern.
 	ReadConcern string
+
+	// Monitor, when set, sees every command the driver sends (tests count
+	// the reads a caller makes with it).
+	Monitor *event.CommandMonitor
 }
 
 // Store is a connection to the run store. It is safe for concurrent use.
@@ -163,6 +168,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	opts := options.Client().ApplyURI(cfg.URI).SetServerSelectionTimeout(cfg.Timeout)
 	if err := setConcerns(opts, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Monitor != nil {
+		opts.SetMonitor(cfg.Monitor)
 	}
 	client, err := mongo.Connect(opts)
 	if err != nil {

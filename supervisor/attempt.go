@@ -14,7 +14,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
-	"github.com/runnerd/runnerd/proto"
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -49,7 +49,7 @@ type attempt struct {
 	trace      string        // the message's W3C traceparent, if any
 
 	childMu sync.Mutex
-	child   *proto.Child   // the running child, nil before its start and after its end
+	proc    *child.Process // the running child, nil before its start and after its end
 	rpcs    sync.WaitGroup // Cancel RPCs in flight to the child (askToStop)
 
 	// Owned by the goroutine that runs Execute.
@@ -89,16 +89,16 @@ func (a *attempt) adopt(d *queue.Delivery) bool {
 	return true
 }
 
-func (a *attempt) setChild(c *proto.Child) {
+func (a *attempt) setChild(c *child.Process) {
 	a.childMu.Lock()
-	a.child = c
+	a.proc = c
 	a.childMu.Unlock()
 }
 
-func (a *attempt) currentChild() *proto.Child {
+func (a *attempt) currentChild() *child.Process {
 	a.childMu.Lock()
 	defer a.childMu.Unlock()
-	return a.child
+	return a.proc
 }
 
 // phases records the duration of each step of an attempt's sequence.
@@ -457,30 +457,30 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	}
 	a.dir = dir
 	a.laps.lap("run_dir")
-	child, cg, err := s.startChild(a)
+	proc, cg, err := s.startChild(a)
 	if err != nil {
 		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
 		return outExecutorStartFailed
 	}
-	a.setChild(child)
+	a.setChild(proc)
 	defer a.setChild(nil)
 	if a.stopCause() == stopLeaseLost { // lost while the child started
-		child.Kill()
+		proc.Kill()
 	}
-	a.log.Debug().Int("pid", child.Pid()).Msg("runexec started")
+	a.log.Debug().Int("pid", proc.Pid()).Msg("runexec started")
 	a.laps.lap("start_child")
 
 	deadline := a.deadline(wf)
 	runCtx, stopMonitors := context.WithCancel(ctx)
 	monitorDone := make(chan struct{})
-	go func() { defer close(monitorDone); a.monitor(runCtx, child, deadline) }()
-	unsubscribe, err := s.q.SubscribeCancel(a.runID, func() { a.cancelByUser(child) })
+	go func() { defer close(monitorDone); a.monitor(runCtx, proc, deadline) }()
+	unsubscribe, err := s.q.SubscribeCancel(a.runID, func() { a.cancelByUser(proc) })
 	if err != nil {
 		a.log.Warn().Err(err).Msg("subscribe to cancel subject: cancel still lands through the run document")
 		unsubscribe = func() {}
 	}
 
-	err = child.Execute(runCtx, &proto.Request{
+	err = proc.Execute(runCtx, &child.Request{
 		RunID:    a.runID,
 		Workflow: wf,
 		Vars:     vars,
@@ -505,7 +505,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		a.log.Debug().Err(err).Msg("event stream ended with an error")
 		// The stream breaks a moment before the process is reaped.
 		select {
-		case <-child.Exited():
+		case <-proc.Exited():
 		case <-time.After(2 * time.Second):
 		}
 	}
@@ -514,12 +514,12 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	<-monitorDone
 	a.setChild(nil) // no Cancel RPC starts from now on
 	a.rpcs.Wait()   // and one sent to a child that is ending ends with it
-	if ps := child.ProcessState(); ps != nil && !cleanEnd {
+	if ps := proc.ProcessState(); ps != nil && !cleanEnd {
 		a.log.Warn().Str("exit", ps.String()).Msg("runexec exited without finishing")
 	}
 	stop := func() (oom bool) {
-		child.Close()
-		children.remove(child.Pid())
+		proc.Close()
+		children.remove(proc.Pid())
 		if cg != nil {
 			oom = cg.OOMKills() > 0
 		}
@@ -589,26 +589,26 @@ func (a *attempt) stopCause() stopCause {
 }
 
 // cancelByUser asks the child to stop; monitor kills it if it does not.
-func (a *attempt) cancelByUser(child *proto.Child) {
+func (a *attempt) cancelByUser(proc *child.Process) {
 	if !a.stopFor(stopCancel) {
 		return
 	}
 	a.log.Info().Str("reason", string(runnerd.ReasonCancelled)).Msg("cancel requested")
-	a.askToStop(child, "cancelled by user")
+	a.askToStop(proc, "cancelled by user")
 }
 
 // askToStop sends the child a Cancel RPC without waiting for it: the
 // caller's loop goes on. runChild awaits it before the child is gone.
-func (a *attempt) askToStop(child *proto.Child, reason string) {
+func (a *attempt) askToStop(proc *child.Process, reason string) {
 	a.childMu.Lock()
 	defer a.childMu.Unlock()
-	if a.child != child { // the child is gone: nothing to ask
+	if a.proc != proc { // the child is gone: nothing to ask
 		return
 	}
 	a.rpcs.Go(func() {
 		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 		defer cancel()
-		if err := child.Cancel(ctx, reason); err != nil {
+		if err := proc.Cancel(ctx, reason); err != nil {
 			a.log.Debug().Err(err).Msg("cancel RPC")
 		}
 	})
@@ -676,6 +676,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 			return err
 		}
 		a.run.EventSeq = batch.Last()
+		_ = a.sup.q.PublishProgress(a.runID, batch.Last()) // a hint for followers: the store holds the events
 		n := 0
 		for _, e := range stored {
 			n += eventPayload(e)

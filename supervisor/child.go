@@ -12,8 +12,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/rs/zerolog"
 
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // runDir is the directory of one attempt of one run; all of it is removed
@@ -71,13 +71,13 @@ func (s *Supervisor) childCmd(dir, home, tmp string) *exec.Cmd {
 // startChild gives the attempt its runexec: a spare one started ahead when
 // there is one, else one started now, inside a cgroup where one can be made.
 // The cgroup may be nil.
-func (s *Supervisor) startChild(a *attempt) (*proto.Child, *contain.Cgroup, error) {
+func (s *Supervisor) startChild(a *attempt) (*child.Process, *contain.Cgroup, error) {
 	if sp := s.spares.take(); sp != nil {
 		sp.setLog(a.log.With().Str("source", "runexec").Logger())
 		a.sockDir = sp.dir
 		a.tookSpare = true
-		a.log.Debug().Int("pid", sp.child.Pid()).Msg("runexec taken from the spares")
-		return sp.child, sp.cg, nil
+		a.log.Debug().Int("pid", sp.proc.Pid()).Msg("runexec taken from the spares")
+		return sp.proc, sp.cg, nil
 	}
 	cg, err := contain.NewCgroup(filepath.Join(s.cgroupParentName(), fmt.Sprintf("%s-%d", a.runID, a.attemptNo)), s.cfg.MemoryLimit, s.cfg.PidsLimit)
 	if err != nil {
@@ -93,26 +93,26 @@ func (s *Supervisor) startChild(a *attempt) (*proto.Child, *contain.Cgroup, erro
 	}
 	a.sockDir = sockDir
 	cmd := s.childCmd(a.dir.work(), a.dir.home(), a.dir.tmp())
-	child, err := s.launch(cmd, sockDir, cg, newHCLogger(a.log.With().Str("source", "runexec").Logger()), a.log)
+	proc, err := s.launch(cmd, sockDir, cg, newHCLogger(a.log.With().Str("source", "runexec").Logger()), a.log)
 	if err != nil {
 		cg.Discard()
 		return nil, nil, err
 	}
-	return child, cg, nil
+	return proc, cg, nil
 }
 
 // launch starts runexec and connects to it. Moving a process into a cgroup
 // waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
 // go-plugin does its handshake. The child does not fork before Execute is
 // called, so its steps are all born inside the cgroup.
-func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, hl hclog.Logger, log zerolog.Logger) (*proto.Child, error) {
+func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, hl hclog.Logger, log zerolog.Logger) (*child.Process, error) {
 	var joined chan error
 	started := func(int) {}
 	if cg != nil {
 		joined = make(chan error, 1)
 		started = func(pid int) { go func() { joined <- cg.Add(pid) }() }
 	}
-	child, err := proto.Start(proto.ChildConfig{
+	proc, err := child.Start(child.Config{
 		Cmd:       cmd,
 		SocketDir: sockDir,
 		AutoMTLS:  s.cfg.AutoMTLS,
@@ -122,13 +122,13 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, h
 	if err != nil {
 		return nil, err
 	}
-	children.add(child.Pid())
+	children.add(proc.Pid())
 	if joined != nil {
 		if err := <-joined; err != nil {
 			log.Warn().Err(err).Msg("cgroup: child left outside")
 		}
 	}
-	return child, nil
+	return proc, nil
 }
 
 // newSocketDir makes a short directory for one child's go-plugin socket (a

@@ -32,6 +32,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 			act = afterFailedWrite(errors.Is(err, store.ErrFenced))
 		} else {
 			written = v.status
+			a.sup.announce(a.run, written, v.reason)
 		}
 	}
 	a.laps.lap("write_outcome")

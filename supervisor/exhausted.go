@@ -98,6 +98,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 		return
 	}
 	s.m.finished(runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
+	s.announce(claimed, runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
 	log.Warn().Int("attempt", claimed.Attempt).Msg("run failed: its last delivery ended with its runner")
 	deleteMsg("run failed")
 }

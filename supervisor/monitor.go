@@ -5,14 +5,14 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/proto"
+	"github.com/runnerd/runnerd/child"
 )
 
 // monitor watches one running child until ctx ends: it pings the child with
 // a deadline, checks the run document's cancel flag every lease TTL/3, and
 // stops the child for silence, the run deadline, a cancel, or shutdown. The
 // lease is kept by keepLease, which also stops the child if it is lost.
-func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time.Time) {
+func (a *attempt) monitor(ctx context.Context, proc *child.Process, deadline time.Time) {
 	s := a.sup
 	ttl := s.q.Config().LeaseTTL
 	cancelCheck := time.NewTicker(ttl / 3)
@@ -38,7 +38,7 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 		if a.stopFor(c) || c == stopShutdown {
 			a.log.Warn().Str("reason", string(reason)).Msg(msg)
 		}
-		child.Kill()
+		proc.Kill()
 	}
 	for {
 		s.hl.Beat(beat)
@@ -54,18 +54,18 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			run, err := s.st.Get(gctx, a.runID)
 			cancel()
 			if err == nil && run.CancelRequested {
-				a.cancelByUser(child)
+				a.cancelByUser(proc)
 			}
 			if ctx.Err() == nil {
 				s.m.storeError(opCheckCancel, err)
 			}
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)
-			err := child.Ping(pctx)
+			err := proc.Ping(pctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				select {
-				case <-child.Exited():
+				case <-proc.Exited():
 					continue // it crashed; the broken stream reports that
 				default:
 				}
@@ -77,7 +77,7 @@ func (a *attempt) monitor(ctx context.Context, child *proto.Child, deadline time
 			if a.stopFor(stopShutdown) {
 				a.log.Info().Str("reason", string(runnerd.ReasonRunnerShutdown)).Msg("shutdown: asking runexec to save and stop")
 			}
-			a.askToStop(child, string(runnerd.ReasonRunnerShutdown))
+			a.askToStop(proc, string(runnerd.ReasonRunnerShutdown))
 		case <-s.hardStop:
 			kill(stopShutdown, runnerd.ReasonRunnerShutdown, "shutdown grace over: killing runexec")
 			return

@@ -9,8 +9,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // spares keeps runexec children started ahead of runs (Config.Prestart), so
@@ -34,7 +34,7 @@ type spares struct {
 
 // spare is one started child waiting for a run.
 type spare struct {
-	child  *proto.Child
+	proc   *child.Process
 	cg     *contain.Cgroup // nil without a writable cgroup hierarchy
 	dir    string          // its socket, working directory, HOME and TMPDIR
 	setLog func(zerolog.Logger)
@@ -96,13 +96,13 @@ func (p *spares) start() (*spare, error) {
 	}
 	log := s.log.With().Str("source", "runexec").Logger()
 	hl, setLog := newSwitchableHCLogger(log)
-	child, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
+	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
 	if err != nil {
 		cg.Discard()
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	return &spare{child: child, cg: cg, dir: dir, setLog: setLog}, nil
+	return &spare{proc: proc, cg: cg, dir: dir, setLog: setLog}, nil
 }
 
 // take returns a live spare, or nil when none is ready (or p is nil): the
@@ -116,8 +116,8 @@ func (p *spares) take() *spare {
 		select {
 		case sp := <-p.ready:
 			select {
-			case <-sp.child.Exited(): // died while waiting (killed from outside)
-				p.s.log.Warn().Int("pid", sp.child.Pid()).Msg("a spare runexec had exited: discarded")
+			case <-sp.proc.Exited(): // died while waiting (killed from outside)
+				p.s.log.Warn().Int("pid", sp.proc.Pid()).Msg("a spare runexec had exited: discarded")
 				sp.discard()
 				p.refill()
 				continue
@@ -158,8 +158,8 @@ func (p *spares) close() {
 }
 
 func (sp *spare) discard() {
-	sp.child.Close()
-	children.remove(sp.child.Pid())
+	sp.proc.Close()
+	children.remove(sp.proc.Pid())
 	sp.cg.Discard()
 	_ = os.RemoveAll(sp.dir)
 }

@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/internal/cli"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,7 +34,7 @@ func main() {
 	if os.Getenv(envLocalRun) == "1" {
 		os.Exit(serveLocalRun()) // the sandboxed child of `runexec run`
 	}
-	if proto.IsChild(os.Getenv) {
+	if child.IsChild(os.Getenv) {
 		// Started by runnerd: serve the Executor over go-plugin, not the CLI.
 		os.Exit(servePlugin())
 	}

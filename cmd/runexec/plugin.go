@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
-	"github.com/runnerd/runnerd/proto"
 )
 
 // servePlugin is runexec started by runnerd: it applies the limits runnerd
@@ -47,7 +47,7 @@ func servePlugin() int {
 	// waits for them before its steps start.
 	ready := make(chan struct{})
 	go func() { reserveThreads(reservedThreads); close(ready) }()
-	proto.Serve(&proto.Local{Env: stepEnv(os.Environ()), Ready: ready, Prepare: sandboxRun(sb)}, logger)
+	child.Serve(&local{Env: stepEnv(os.Environ()), Ready: ready, Prepare: sandboxRun(sb)}, logger)
 	return 0
 }
 
@@ -58,7 +58,7 @@ func stepEnv(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "PLUGIN_") || contain.IsLimitVar(name) || contain.IsSandboxVar(name) ||
-			name == proto.Handshake.MagicCookieKey {
+			name == child.Handshake.MagicCookieKey {
 			continue
 		}
 		out = append(out, kv)
@@ -68,8 +68,8 @@ func stepEnv(environ []string) []string {
 
 // sandboxRun confines runexec and the steps it will start to the run of
 // req, once, before its first step: a runexec serves one run.
-func sandboxRun(sb *contain.Sandbox) func(req *proto.Request) (func(*exec.Cmd) error, error) {
-	return func(req *proto.Request) (func(*exec.Cmd) error, error) {
+func sandboxRun(sb *contain.Sandbox) func(req *child.Request) (func(*exec.Cmd) error, error) {
+	return func(req *child.Request) (func(*exec.Cmd) error, error) {
 		network := sb.Network
 		if req.Workflow != nil && req.Workflow.Network != "" {
 			network = contain.Network(req.Workflow.Network)

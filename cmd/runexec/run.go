@@ -136,7 +136,7 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 		return cli.Usage(err)
 	}
 	if saved.RunID == "" {
-		saved.RunID = "local-" + cli.NewRunID()
+		saved.RunID = "local-" + runnerd.NewRunID()
 	}
 	if saved.Workflow == "" {
 		saved.Workflow = w.Name

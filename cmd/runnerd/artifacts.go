@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 )
 
@@ -58,11 +59,15 @@ func artifacts(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step, dir
 		return cfg.classify(err)
 	}
 	defer c.Close()
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
 	if err != nil {
 		return cfg.classify(err)
 	}
-	if steps := stepOrder(r); step != "" && !slices.Contains(steps, step) {
+	r, err := getRun(ctx, cl, id)
+	if err != nil {
+		return cfg.classify(err)
+	}
+	if steps := client.StepOrder(r); step != "" && !slices.Contains(steps, step) {
 		return cli.Class(cli.ErrNotFound, fmt.Errorf("run %s has no step %q (steps: %s)", id, step, dash(strings.Join(steps, ", "))))
 	}
 	blobs, err := c.blob(ctx)

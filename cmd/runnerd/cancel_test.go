@@ -69,7 +69,7 @@ func TestCancelPausedCancelsNow(t *testing.T) {
 	}
 	// Cancelling again is not an error: the run is where the user wants it.
 	r := e.mustRun(exitOK, "cancel", id, "--json")
-	var res cancelResult
+	var res cancelled
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Status != runnerd.StatusCancelled || !strings.Contains(res.Message, "already cancelled") {
 		t.Errorf("second cancel --json: %q (%v)", r.stdout, err)
 	}

@@ -165,8 +165,25 @@ func (e *testEnv) appendEvents(id string, epoch uint64, events ...runnerd.Event)
 			events[i].Time = time.Now().UTC()
 		}
 	}
-	if _, err := e.c.st.AppendEvents(ctxT(e.t), id, epoch, events); err != nil {
+	seq, err := e.c.st.AppendEvents(ctxT(e.t), id, epoch, events)
+	if err != nil {
 		e.t.Fatalf("AppendEvents %s: %v", id, err)
+	}
+	// As a runner does after each batch: followers read on it.
+	if err := e.c.q.PublishProgress(id, seq); err != nil {
+		e.t.Fatalf("PublishProgress %s: %v", id, err)
+	}
+}
+
+// finish plays the runner's conclusion: the status written, then the
+// notice published.
+func (e *testEnv) finish(id string, epoch uint64, status runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) {
+	e.t.Helper()
+	if err := e.c.st.Finish(ctxT(e.t), id, epoch, status, reason, steps); err != nil {
+		e.t.Fatalf("finish %s: %v", id, err)
+	}
+	if err := e.c.q.PublishNotice(queue.Notice{RunID: id, Status: string(status), Reason: string(reason), Attempt: 1}); err != nil {
+		e.t.Fatalf("PublishNotice %s: %v", id, err)
 	}
 }
 
@@ -174,15 +191,12 @@ func (e *testEnv) appendEvents(id string, epoch uint64, events ...runnerd.Event)
 // would: claim, save the waiting step, set paused.
 func (e *testEnv) pause(id string, epoch uint64) {
 	e.t.Helper()
-	ctx := ctxT(e.t)
 	e.claim(id, epoch)
 	steps := runnerd.StepStates{
 		"build":   {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1},
 		"approve": {Status: runnerd.StepWaiting, Prompt: "ship it?"},
 	}
-	if err := e.c.st.Finish(ctx, id, epoch, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
-		e.t.Fatalf("pause %s: %v", id, err)
-	}
+	e.finish(id, epoch, runnerd.StatusPaused, runnerd.ReasonPaused, steps)
 }
 
 const helloYAML = `name: hello

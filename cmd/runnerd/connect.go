@@ -18,6 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
@@ -159,6 +160,16 @@ func (c *conns) Close() {
 	}
 }
 
+// client returns the Go client on these connections (the queue only when
+// the command opened NATS; S3 on first use).
+func (c *conns) client() (*client.Client, error) {
+	o := client.Options{Store: c.st, Tenant: c.cfg.Tenant, InlineWorkflowMax: inlineWorkflowMax, Blob: c.blob}
+	if c.q != nil {
+		o.Queue = c.q
+	}
+	return client.New(o)
+}
+
 // connectClient opens what a client command uses, and nothing else: it
 // never creates or changes the stream, the consumer or the lease bucket
 // (the fleet's runnerd processes own their limits). S3 is opened on first
@@ -208,6 +219,20 @@ func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) 
 	}
 	ok = true
 	return c, nil
+}
+
+// tryNATS opens NATS and the queue on a command connected without them,
+// for the notices a follower listens to; on any failure it leaves them
+// unset and the follower polls the store instead.
+func (c *conns) tryNATS(ctx context.Context, name string) {
+	if c.q != nil || probeNATS(ctx, c.cfg) != nil || c.openNATS(ctx, name) != nil {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	if q, err := queue.Open(qctx, c.js, queue.DefaultConfig()); err == nil {
+		c.q = q
+	}
 }
 
 // connectServe opens NATS (setting up the stream, consumer and lease bucket

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
@@ -53,11 +54,15 @@ func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, f
 		return cfg.classify(err)
 	}
 	defer c.Close()
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
 	if err != nil {
 		return cfg.classify(err)
 	}
-	steps := stepOrder(r)
+	r, err := getRun(ctx, cl, id)
+	if err != nil {
+		return cfg.classify(err)
+	}
+	steps := client.StepOrder(r)
 	if step != "" {
 		if !slices.Contains(steps, step) {
 			return cli.Class(cli.ErrNotFound, fmt.Errorf("run %s has no step %q (steps: %s)", id, step, dash(strings.Join(steps, ", "))))
@@ -65,7 +70,11 @@ func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, f
 		steps = []string{step}
 	}
 	if asJSON || followFlag || r.Status == runnerd.StatusRunning {
-		return followLogs(ctx, env, c.st, id, step, asJSON)
+		c.tryNATS(ctx, "runnerd logs")
+		if cl, err = c.client(); err != nil {
+			return cfg.classify(err)
+		}
+		return followLogs(ctx, env, cl, id, step, asJSON)
 	}
 	// S3 only now: a followed run's output comes from its events.
 	blobs, err := c.blob(ctx)
@@ -93,7 +102,7 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 			}
 			continue
 		}
-		rc, err := openLog(ctx, blobs, st.LogKey)
+		rc, err := client.OpenLog(ctx, blobs, st.LogKey)
 		if err != nil && cli.Code(cfg.classify(err)) != exitFailed {
 			return cfg.classify(err) // S3 refuses us: every step alike
 		}
@@ -126,17 +135,6 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 	return failed
 }
 
-func openLog(ctx context.Context, blobs *blob.Store, key string) (io.ReadCloser, error) {
-	rc, err := blobs.Get(ctx, key)
-	if errors.Is(err, blob.ErrNotFound) {
-		return nil, fmt.Errorf("log %s is missing from S3", key)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read log %s: %w", key, err)
-	}
-	return rc, nil
-}
-
 // lastByteWriter remembers the last byte written through it.
 type lastByteWriter struct {
 	w    io.Writer
@@ -153,12 +151,12 @@ func (l *lastByteWriter) Write(p []byte) (int, error) {
 
 // followLogs prints the run's log events until it settles, as JSON lines
 // under asJSON. only, when set, keeps one step's output, unprefixed.
-func followLogs(ctx context.Context, env *cmdEnv, st *store.Store, id, only string, asJSON bool) error {
+func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string, asJSON bool) error {
 	lp := &logPrinter{w: env.stdout, prefix: only == "", partial: map[string]string{}}
 	enc := jsonLines(env.stdout)
-	_, err := follow(ctx, st, id, 0, func(e store.StoredEvent) {
+	_, err := cl.Watch(ctx, id, 0, func(e store.StoredEvent) error {
 		if only != "" && e.Step != only {
-			return
+			return nil
 		}
 		switch {
 		case asJSON && e.Type == runnerd.EventLog:
@@ -169,7 +167,8 @@ func followLogs(ctx context.Context, env *cmdEnv, st *store.Store, id, only stri
 		case e.Type == runnerd.EventStepFinished:
 			lp.flush(e.Step)
 		}
-	}, nil)
+		return nil
+	})
 	lp.flushAll()
 	if errors.Is(err, context.Canceled) {
 		return cli.Class(cli.ErrInterrupted, fmt.Errorf("stopped following run %s", id))

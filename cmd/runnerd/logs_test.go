@@ -70,16 +70,14 @@ func TestLogsFollow(t *testing.T) {
 		code := Main([]string{"logs", id}, &out, &errb) // running: follows without --follow
 		done <- result{out.String(), errb.String(), code}
 	}()
-	time.Sleep(3 * pollMax)
+	time.Sleep(750 * time.Millisecond)
 	e.appendEvents(id, 1,
 		runnerd.Event{Type: runnerd.EventLog, Step: "greet", Text: "lo\nworld"},
 		runnerd.Event{Type: runnerd.EventStepStarted, Step: "bye", Attempt: 1},
 		runnerd.Event{Type: runnerd.EventLog, Step: "bye", Text: "bye\n"},
 		runnerd.Event{Type: runnerd.EventStepFinished, Step: "greet", Status: "succeeded"},
 	)
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
-		t.Fatal(err)
-	}
+	e.finish(id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil)
 	var r result
 	select {
 	case r = <-done:

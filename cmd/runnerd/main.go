@@ -24,6 +24,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
@@ -110,11 +111,19 @@ only), everything else to stderr. Exit codes: 0 succeeded, 1 failed, 2 usage,
 	return root
 }
 
-// classify gives the store's refusals their exit codes: a missing run is
-// "not found", a run that exists or whose status refuses the command is a
-// conflict.
+// classify gives the client's and the store's refusals their exit codes: a
+// bad request is a usage error, a missing run "not found", a run that
+// exists or whose status refuses the command a conflict.
 func classify(err error) error {
 	switch {
+	case errors.Is(err, client.ErrInvalid):
+		return cli.Usage(err)
+	case errors.Is(err, client.ErrUnreachable):
+		return cli.Class(cli.ErrUnavailable, err)
+	case errors.Is(err, client.ErrNotFound):
+		return cli.Class(cli.ErrNotFound, err)
+	case errors.Is(err, client.ErrConflict):
+		return cli.Class(cli.ErrConflict, err)
 	case errors.Is(err, store.ErrNotFound):
 		return cli.Class(cli.ErrNotFound, err)
 	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrIllegalTransition), errors.Is(err, store.ErrTerminal):

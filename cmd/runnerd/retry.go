@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
-	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
-	"github.com/runnerd/runnerd/store"
 )
 
 func retryCmd(env *cmdEnv) *cobra.Command {
@@ -47,49 +45,28 @@ func retry(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, fromSc
 		return cfg.classify(err)
 	}
 	defer c.Close()
-
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
+	if err != nil {
+		return cfg.classify(err)
+	}
+	r, err := getRun(ctx, cl, id)
 	if err != nil {
 		return cfg.classify(err)
 	}
 	from := r.EventSeq // --wait shows what happens from here on
-	r, err = retryOrReuse(ctx, env, c.st, r, fromScratch)
+	queued, err := cl.Retry(ctx, id, client.RetryOptions{FromScratch: fromScratch})
 	if err != nil {
 		return cfg.classify(err)
 	}
-	if _, err := publishRun(ctx, c, r, nil); err != nil {
-		return cfg.classify(fmt.Errorf("%w\nrun %s was retried but is not queued yet: repeat the command to queue it", err, id))
+	if queued.Again {
+		fmt.Fprintf(env.stderr, "run %s was retried already and is queued: queueing it again (a duplicate message is dropped)\n", id)
 	}
 	fmt.Fprintf(env.stderr, "run %s queued again\n", id)
 	if opt.json && !wait {
-		return writeRunJSON(env.stdout, withPendingSteps(r))
+		return writeRunJSON(env.stdout, withPendingSteps(queued.Run))
 	}
 	if !wait {
 		return nil
 	}
-	return waitRun(ctx, env, c, id, from, opt)
-}
-
-// retryOrReuse retries a failed or cancelled run. A queued run whose last
-// round ended and that no runner has claimed since was retried by an
-// earlier command whose publish may have failed: it is returned as it is,
-// to be published again under its generation (the stream drops the
-// duplicate).
-func retryOrReuse(ctx context.Context, env *cmdEnv, st *store.Store, r *store.Run, fromScratch bool) (*store.Run, error) {
-	if r.Status == runnerd.StatusQueued && len(r.History) > 0 && r.History[len(r.History)-1].Attempt == r.Attempt {
-		fmt.Fprintf(env.stderr, "run %s was retried already and is queued: queueing it again (a duplicate message is dropped)\n", r.ID)
-		return r, nil
-	}
-	retried, err := st.Retry(ctx, r.ID, fromScratch)
-	if err == nil {
-		return retried, nil
-	}
-	if errors.Is(err, store.ErrIllegalTransition) {
-		what := string(r.Status)
-		if r.Reason != "" {
-			what += " (" + string(r.Reason) + ")"
-		}
-		return nil, fmt.Errorf("run %s is %s: only a failed or cancelled run can be retried: %w", r.ID, what, store.ErrIllegalTransition)
-	}
-	return nil, err
+	return waitRun(ctx, env, c, cl, id, from, opt)
 }

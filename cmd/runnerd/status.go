@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
@@ -54,14 +55,18 @@ func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, err
 		return nil, cfg.classify(err)
 	}
 	defer c.Close()
-	r, err := getRun(ctx, c.st, id)
+	cl, err := c.client()
+	if err != nil {
+		return nil, cfg.classify(err)
+	}
+	r, err := getRun(ctx, cl, id)
 	return r, cfg.classify(err)
 }
 
 // getRun loads a run, saying plainly when there is none.
-func getRun(ctx context.Context, st *store.Store, id string) (*store.Run, error) {
-	r, err := st.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, error) {
+	r, err := cl.Get(ctx, id)
+	if errors.Is(err, client.ErrNotFound) {
 		return nil, cli.Class(cli.ErrNotFound, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id))
 	}
 	return r, err
@@ -142,7 +147,7 @@ func printRun(w io.Writer, r *store.Run) {
 	fmt.Fprintln(w, "\nsteps:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  STEP\tSTATUS\tREASON\tATTEMPTS\tEXIT\tDURATION\tDETAIL")
-	for _, id := range stepOrder(r) {
+	for _, id := range client.StepOrder(r) {
 		st := r.Steps[id]
 		if st == nil {
 			continue
@@ -151,7 +156,7 @@ func printRun(w io.Writer, r *store.Run) {
 			dashInt(st.Attempts), exitText(st), stepDuration(st), stepDetail(st))
 	}
 	_ = tw.Flush()
-	for _, id := range stepOrder(r) {
+	for _, id := range client.StepOrder(r) {
 		st := r.Steps[id]
 		if st == nil || len(st.Tries) == 0 {
 			continue

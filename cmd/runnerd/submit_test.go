@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"regexp"
@@ -11,9 +10,10 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/internal/cli"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
 )
 
 func TestSubmitCreatesAndQueues(t *testing.T) {
@@ -57,9 +57,9 @@ func TestSubmitCreatesAndQueues(t *testing.T) {
 }
 
 func TestSubmitIDsAreOrdered(t *testing.T) {
-	a := cli.NewRunID()
+	a := client.NewRunID()
 	time.Sleep(2 * time.Millisecond)
-	b := cli.NewRunID()
+	b := client.NewRunID()
 	if !(a < b) || a == b {
 		t.Errorf("ids %q then %q: want increasing", a, b)
 	}
@@ -74,10 +74,7 @@ func TestSubmitAgainWithIDRepublishes(t *testing.T) {
 	e := startEnv(t)
 	file := writeFile(t, "hello.yaml", helloYAML)
 	// A submit that died after creating the run: its message never made it.
-	first, err := newRun(file, "again-1", "acme", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := createdRun(t, file, "again-1", "acme")
 	if err := e.c.st.Create(ctxT(t), first); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +246,7 @@ func playRunner(t *testing.T, e *testEnv, id string, status runnerd.Status, reas
 		runnerd.Event{Type: runnerd.EventLog, Step: "greet", Text: "hello\n"},
 		runnerd.Event{Type: runnerd.EventStepFinished, Step: "greet", Status: "succeeded", Reason: "completed", DurationMS: 12},
 	)
-	time.Sleep(2 * pollMax) // let the follower see a run in progress
+	time.Sleep(500 * time.Millisecond) // let the follower see a run in progress
 	e.appendEvents(id, 1,
 		runnerd.Event{Type: runnerd.EventStepStarted, Step: "bye", Attempt: 1},
 		runnerd.Event{Type: runnerd.EventLog, Step: "bye", Text: "line 1 of bye\nline 2 of bye\nno newline"},
@@ -257,7 +254,20 @@ func playRunner(t *testing.T, e *testEnv, id string, status runnerd.Status, reas
 	if status == runnerd.StatusFailed {
 		e.appendEvents(id, 1, runnerd.Event{Type: runnerd.EventStepFinished, Step: "bye", Status: "failed", Reason: "exit_code", ExitCode: 3, DurationMS: 40})
 	}
-	if err := e.c.st.Finish(context.Background(), id, 1, status, reason, nil); err != nil {
-		t.Fatalf("finish: %v", err)
+	e.finish(id, 1, status, reason, nil)
+}
+
+// createdRun is the run a submit of file would create, before its publish.
+func createdRun(t *testing.T, file, id, tenant string) *store.Run {
+	t.Helper()
+	w, err := workflow.Load(file)
+	if err != nil {
+		t.Fatal(err)
 	}
+	vars, err := w.ResolveVars(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &store.Run{ID: id, TenantID: tenant, Workflow: w, Vars: vars,
+		TraceParent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"}
 }

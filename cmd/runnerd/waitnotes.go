@@ -6,52 +6,73 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
 // positionScan bounds how far a waiting client looks for its run's
-// message; positionEvery how often it looks.
+// message; notesEvery is how often it looks.
 const (
-	positionScan  = 100
-	positionEvery = 2 * time.Second
+	positionScan = 100
+	notesEvery   = 2 * time.Second
 )
 
 // waitNotes says why a followed run is not running yet, and where it
-// waits: its place in the queue, or the server or lease it waits on.
+// waits: its place in the queue, or the server it waits on.
 type waitNotes struct {
-	c      *conns
-	id     string
-	last   string
-	lookAt time.Time
+	c  *conns
+	cl *client.Client
+	id string
 }
 
-func newWaitNotes(c *conns, id string) *waitNotes { return &waitNotes{c: c, id: id} }
+func newWaitNotes(c *conns, cl *client.Client, id string) *waitNotes {
+	return &waitNotes{c: c, cl: cl, id: id}
+}
 
-// note is the line for run r, or "" while it runs or nothing changed.
+// run calls note with a line about the run at once and every notesEvery
+// while it is queued, until stop closes or ctx ends.
+func (w *waitNotes) run(ctx context.Context, stop <-chan struct{}, note func(string)) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		r, err := w.cl.Get(ctx, w.id)
+		if err == nil {
+			if line := w.note(ctx, r); line != "" {
+				note(line)
+			}
+		}
+		t.Reset(notesEvery)
+	}
+}
+
+// note is the line for run r, or "" when it is not queued.
 func (w *waitNotes) note(ctx context.Context, r *store.Run) string {
 	if r.Status != runnerd.StatusQueued {
 		return ""
 	}
 	if wt := r.Waiting; wt != nil {
-		w.last = fmt.Sprintf("queued: waiting for %s since %s: %s", wt.On, fmtTime(wt.Since), wt.Error)
-		return w.last
+		return fmt.Sprintf("queued: waiting for %s since %s: %s", wt.On, fmtTime(wt.Since), wt.Error)
 	}
-	if w.c.q == nil || time.Now().Before(w.lookAt) {
-		return w.last
+	if w.c.q == nil {
+		return "queued"
 	}
-	w.lookAt = time.Now().Add(positionEvery)
 	p, err := w.c.q.Position(ctx, w.id, positionScan)
 	switch {
 	case err != nil:
-		w.last = "queued"
+		return "queued"
 	case p.Found && p.Ahead == 0:
-		w.last = fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%d runs in flight)", p.InFlight)
+		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%d runs in flight)", p.InFlight)
 	case p.Found:
-		w.last = fmt.Sprintf("queued: position %d in the queue (%d runs ahead, %d in flight)", p.Ahead+1, p.Ahead, p.InFlight)
+		return fmt.Sprintf("queued: position %d in the queue (%d runs ahead, %d in flight)", p.Ahead+1, p.Ahead, p.InFlight)
 	case p.Ahead > positionScan:
-		w.last = fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", positionScan, p.InFlight)
-	default:
-		w.last = "queued: taken by a runner, starting"
+		return fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", positionScan, p.InFlight)
 	}
-	return w.last
+	return "queued: taken by a runner, starting"
 }

@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -56,16 +53,6 @@ func LoadWorkflow(file string, stdin io.Reader) (*workflow.Workflow, error) {
 		return nil, fmt.Errorf("read the workflow from stdin: %w", err)
 	}
 	return workflow.Parse(data, "<stdin>")
-}
-
-// NewRunID returns an id that sorts by creation time and is unique without
-// coordination: UTC time to the millisecond, then 48 random bits.
-// Lower-case, so it reads the same in S3 keys, subjects and file names.
-func NewRunID() string {
-	t := time.Now().UTC()
-	b := make([]byte, 6)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return fmt.Sprintf("%s%03d-%s", t.Format("20060102-150405-"), t.Nanosecond()/1e6, hex.EncodeToString(b))
 }
 
 // LineTail keeps the last Max complete lines of a stream of text chunks,

@@ -1,4 +1,4 @@
-package proto
+package child
 
 import (
 	"github.com/hashicorp/go-hclog"

@@ -4,7 +4,7 @@
 //
 // The supervisor starts a child with Start and calls Execute on it; runexec
 // calls Serve with a Local executor when go-plugin started it.
-package proto
+package child
 
 import (
 	"context"
@@ -25,6 +25,11 @@ var Handshake = plugin.HandshakeConfig{
 	MagicCookieKey:   "RUNNERD_RUNEXEC_PLUGIN",
 	MagicCookieValue: "d7c2a0a4-runexec-v1",
 }
+
+// MaxBatch bounds the events of one EventBatch the child sends, and of one
+// emit call on the supervisor's side. Batching keeps the stream cheap when a
+// step floods its output; a lone event still goes out at once.
+const MaxBatch = 256
 
 // pluginName is the one plugin runexec serves.
 const pluginName = "executor"

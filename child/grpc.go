@@ -1,4 +1,4 @@
-package proto
+package child
 
 import (
 	"context"
@@ -78,7 +78,7 @@ func (c *grpcClient) Execute(ctx context.Context, req *Request, emit func([]runn
 		events = events[:0]
 		add(batch)
 	queued:
-		for len(events) < maxBatch {
+		for len(events) < MaxBatch {
 			select {
 			case b, ok := <-received:
 				if !ok {

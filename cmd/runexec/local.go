@@ -1,4 +1,4 @@
-package proto
+package main
 
 import (
 	"context"
@@ -10,19 +10,17 @@ import (
 	"sync"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/executor"
 )
-
-// maxBatch bounds one EventBatch; batching keeps the stream cheap when a step
-// floods its output, and a lone event still goes out at once.
-const maxBatch = 256
 
 // errCancelled is the cause given to the run's context by Cancel.
 var errCancelled = errors.New("cancel requested by runnerd")
 
-// Local runs a request with the executor in this process. runexec serves it
-// over gRPC; benchmarks call it directly to measure what isolation costs.
-type Local struct {
+// local is the child.Executor runexec serves over gRPC: it runs a request
+// with the executor in this process. The benchmarks call it directly to
+// measure what isolation costs.
+type local struct {
 	// Env is the base environment of the steps.
 	Env []string
 	// Ready, if set, is waited for before the run's steps start (runexec
@@ -31,7 +29,7 @@ type Local struct {
 	// Prepare, if set, is called once before the run's steps start (runexec
 	// applies its sandbox there); it returns how steps are started (nil:
 	// exec.Cmd.Start). An error fails the Execute.
-	Prepare func(req *Request) (start func(*exec.Cmd) error, err error)
+	Prepare func(req *child.Request) (start func(*exec.Cmd) error, err error)
 
 	mu        sync.Mutex
 	cancel    context.CancelCauseFunc
@@ -39,7 +37,7 @@ type Local struct {
 }
 
 // Execute runs the workflow to its end and streams the events to emit.
-func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.Event) error) error {
+func (l *local) Execute(ctx context.Context, req *child.Request, emit func([]runnerd.Event) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	l.mu.Lock()
@@ -62,7 +60,7 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 			return fmt.Errorf("run %s: %w", req.RunID, err)
 		}
 	}
-	events := make(chan runnerd.Event, 4*maxBatch)
+	events := make(chan runnerd.Event, 4*child.MaxBatch)
 	sent := make(chan error, 1)
 	go func() { sent <- forward(events, emit, cancel) }()
 
@@ -100,12 +98,12 @@ func (l *Local) Execute(ctx context.Context, req *Request, emit func([]runnerd.E
 // cancelled, so no step outlives a lost parent. Events are still drained so
 // the executor never blocks on a dead stream.
 func forward(events <-chan runnerd.Event, emit func([]runnerd.Event) error, cancel context.CancelCauseFunc) error {
-	batch := make([]runnerd.Event, 0, maxBatch)
+	batch := make([]runnerd.Event, 0, child.MaxBatch)
 	var failed error
 	for e := range events {
 		batch = append(batch[:0], e)
 	fill:
-		for len(batch) < maxBatch {
+		for len(batch) < child.MaxBatch {
 			select {
 			case e, ok := <-events:
 				if !ok {
@@ -128,7 +126,7 @@ func forward(events <-chan runnerd.Event, emit func([]runnerd.Event) error, canc
 }
 
 // Cancel stops the running Execute, if any.
-func (l *Local) Cancel(_ context.Context, reason string) error {
+func (l *local) Cancel(_ context.Context, reason string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cancelled = fmt.Errorf("%w: %s", errCancelled, reason)

@@ -1,10 +1,10 @@
-package proto
+package child
 
 import (
 	"context"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +38,7 @@ func benchSpawn(b *testing.B, mtls bool) {
 		cmd := exec.Command(runexecPath)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
+		c, err := Start(Config{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func BenchmarkExecutePrestarted(b *testing.B) {
 		cmd := exec.Command(runexecPath)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		c, err := Start(ChildConfig{Cmd: cmd, SocketDir: sock})
+		c, err := Start(Config{Cmd: cmd, SocketDir: sock})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,23 +80,6 @@ func BenchmarkExecutePrestarted(b *testing.B) {
 	reportPercentiles(b, lat)
 }
 
-// BenchmarkExecuteInProcess runs the same one-step workflow through the
-// executor in this process: the difference to BenchmarkSpawnPlugin is what
-// isolation costs.
-func BenchmarkExecuteInProcess(b *testing.B) {
-	req := benchRequest(b)
-	local := &Local{Env: []string{"PATH=" + os.Getenv("PATH")}}
-	var lat []time.Duration
-	for b.Loop() {
-		start := time.Now()
-		if err := local.Execute(context.Background(), req, func([]runnerd.Event) error { return nil }); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	reportPercentiles(b, lat)
-}
-
 func benchRequest(b *testing.B) *Request {
 	b.Helper()
 	return request(b, "steps: [{id: a, run: [\"true\"]}]")
@@ -106,7 +89,7 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }

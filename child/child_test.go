@@ -1,4 +1,4 @@
-package proto
+package child
 
 import (
 	"bytes"
@@ -29,12 +29,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startChild(t *testing.T, mtls bool) *Child {
+func startChild(t *testing.T, mtls bool) *Process {
 	t.Helper()
 	cmd := exec.Command(runexecPath)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + t.TempDir()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	c, err := Start(ChildConfig{Cmd: cmd, SocketDir: shortDir(t), AutoMTLS: mtls})
+	c, err := Start(Config{Cmd: cmd, SocketDir: shortDir(t), AutoMTLS: mtls})
 	if err != nil {
 		t.Fatal(err)
 	}

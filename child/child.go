@@ -1,4 +1,4 @@
-package proto
+package child
 
 import (
 	"context"
@@ -18,15 +18,16 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// ChildConfig says how to start one runexec child.
-type ChildConfig struct {
+// Config says how to start one runexec child.
+type Config struct {
 	// Cmd is the child's command, fully built by the caller: path, args, the
 	// environment (go-plugin's variables are appended), working directory and
 	// SysProcAttr. It must put the child in its own process group
 	// (Setpgid), since every kill here is a group kill.
 	Cmd *exec.Cmd
-	// SocketDir is where go-plugin puts the child's Unix socket; the run dir,
-	// so a crashed child leaves nothing in the host's /tmp.
+	// SocketDir is where go-plugin puts the child's Unix socket. A socket path
+	// is limited to 108 bytes, so it is a short directory the caller owns and
+	// removes, not the run dir.
 	SocketDir string
 	// AutoMTLS turns on go-plugin's mutual TLS (about +30 ms a start on 2 cores).
 	AutoMTLS     bool
@@ -38,10 +39,10 @@ type ChildConfig struct {
 	Started func(pid int)
 }
 
-// Child is one running runexec. Its Executor speaks gRPC to the child; the
+// Process is one running runexec. Its Executor speaks gRPC to the child; the
 // rest is the process: its exit status, health and a kill that never blocks
 // on a stopped or wedged child.
-type Child struct {
+type Process struct {
 	Executor
 	client *plugin.Client
 	proc   *childProcess
@@ -49,7 +50,7 @@ type Child struct {
 }
 
 // Start starts the child and connects to it.
-func Start(cfg ChildConfig) (*Child, error) {
+func Start(cfg Config) (*Process, error) {
 	if cfg.Cmd == nil || cfg.Cmd.SysProcAttr == nil || !cfg.Cmd.SysProcAttr.Setpgid {
 		return nil, errors.New("start runexec: the command must run in its own process group (SysProcAttr.Setpgid)")
 	}
@@ -73,7 +74,7 @@ func Start(cfg ChildConfig) (*Child, error) {
 			return proc.prepare(spec.Env)
 		},
 	})
-	c := &Child{client: client, proc: proc}
+	c := &Process{client: client, proc: proc}
 	rpc, err := client.Client()
 	if err != nil {
 		c.Kill()
@@ -91,13 +92,13 @@ func Start(cfg ChildConfig) (*Child, error) {
 }
 
 // Pid is the child's process id, which is also its process group id.
-func (c *Child) Pid() int { return c.proc.pid }
+func (c *Process) Pid() int { return c.proc.pid }
 
 // Exited is closed once the child process has exited and been reaped.
-func (c *Child) Exited() <-chan struct{} { return c.proc.exited }
+func (c *Process) Exited() <-chan struct{} { return c.proc.exited }
 
 // ProcessState is the child's exit status; nil until Exited is closed.
-func (c *Child) ProcessState() *os.ProcessState {
+func (c *Process) ProcessState() *os.ProcessState {
 	select {
 	case <-c.proc.exited:
 		return c.proc.cmd.ProcessState
@@ -108,7 +109,7 @@ func (c *Child) ProcessState() *os.ProcessState {
 
 // Ping checks the child answers within ctx's deadline; go-plugin's own Ping
 // has none, and a stopped child would hang it.
-func (c *Child) Ping(ctx context.Context) error {
+func (c *Process) Ping(ctx context.Context) error {
 	resp, err := c.health.Check(ctx, &grpc_health_v1.HealthCheckRequest{Service: plugin.GRPCServiceName})
 	if err != nil {
 		return fmt.Errorf("ping runexec pid %d: %w", c.proc.pid, err)
@@ -121,7 +122,7 @@ func (c *Child) Ping(ctx context.Context) error {
 
 // Kill SIGKILLs the child's whole process group first, so a stopped or wedged
 // child cannot make go-plugin's Kill block, then lets go-plugin clean up.
-func (c *Child) Kill() {
+func (c *Process) Kill() {
 	c.proc.killGroup()
 	c.client.Kill()
 	<-c.proc.exitedOrNeverStarted()
@@ -131,7 +132,7 @@ func (c *Child) Kill() {
 // already known from the stream and the child holds nothing to flush (step
 // logs are written straight to files), so it is killed rather than asked to
 // exit: go-plugin's graceful path costs a round trip and a wait on every run.
-func (c *Child) Close() { c.Kill() }
+func (c *Process) Close() { c.Kill() }
 
 // childProcess is our go-plugin runner: it keeps the *exec.Cmd so that the
 // exit status and the process group stay ours to read and to kill.
@@ -140,7 +141,7 @@ type childProcess struct {
 	stdout, stderr io.ReadCloser
 	pid            int
 	running        bool
-	started        func(pid int) // ChildConfig.Started
+	started        func(pid int) // Config.Started
 	exited         chan struct{}
 	waitOnce       sync.Once
 	waitErr        error

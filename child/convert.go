@@ -1,4 +1,4 @@
-package proto
+package child
 
 import (
 	"encoding/json"

@@ -1,0 +1,301 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+	"github.com/runnerd/runnerd/workflow"
+)
+
+// Get returns the run, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, id string) (*Run, error) {
+	r, err := c.st.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no run %q: %w", id, ErrNotFound)
+	}
+	return r, classify(err)
+}
+
+// ListOptions filter List; zero values mean "any". Tenant empty lists every
+// tenant's runs.
+type ListOptions = store.ListOptions
+
+// List returns runs, newest first.
+func (c *Client) List(ctx context.Context, o ListOptions) ([]*Run, error) {
+	if o.Status != "" && !knownStatus(o.Status) {
+		return nil, fmt.Errorf("%w: status %q: want one of %v", ErrInvalid, o.Status, Statuses)
+	}
+	runs, err := c.st.List(ctx, o)
+	return runs, classify(err)
+}
+
+// Statuses are every run status, in the order a run goes through them.
+var Statuses = []runnerd.Status{
+	runnerd.StatusQueued, runnerd.StatusRunning, runnerd.StatusPaused,
+	runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled,
+}
+
+func knownStatus(s runnerd.Status) bool {
+	for _, k := range Statuses {
+		if k == s {
+			return true
+		}
+	}
+	return false
+}
+
+// CancelOutcome says what a Cancel did.
+type CancelOutcome int
+
+const (
+	// CancelledAlready: the run was cancelled before this call.
+	CancelledAlready CancelOutcome = iota + 1
+	// CancelledNow: the run was paused and is cancelled now.
+	CancelledNow
+	// CancelRunning: the run's runner was told and stops it now.
+	CancelRunning
+	// CancelQueued: the run is cancelled when a runner picks it up.
+	CancelQueued
+)
+
+// cancelTimeout bounds the round trip that hands the cancel to the server.
+const cancelTimeout = 10 * time.Second
+
+// Cancel cancels the run. A run that already finished otherwise is
+// ErrConflict.
+//
+// The flag comes first: it is what makes a cancel land when no runner is
+// listening (a queued run, a runner restarting), since the supervisor
+// checks it at pickup and while running. The cancel subject then stops a
+// running run now. A paused run has no message in flight to be picked up,
+// so it is cancelled here (and its notice published).
+func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
+	q, err := c.queue("cancel")
+	if err != nil {
+		return 0, err
+	}
+	r, err := c.st.RequestCancel(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return 0, fmt.Errorf("no run %q: %w", id, ErrNotFound)
+	case errors.Is(err, store.ErrTerminal):
+		cur, gerr := c.Get(ctx, id)
+		if gerr != nil {
+			return 0, gerr
+		}
+		if cur.Status == runnerd.StatusCancelled {
+			return CancelledAlready, nil
+		}
+		return 0, mark(ErrConflict, fmt.Errorf("run %s already finished: %s (%s)", id, cur.Status, cur.Reason))
+	case err != nil:
+		return 0, classify(err)
+	}
+
+	if r.Status == runnerd.StatusPaused {
+		err := c.st.SetStatusUnfenced(ctx, id, runnerd.StatusCancelled, runnerd.ReasonCancelled)
+		if err == nil {
+			c.announce(ctx, id)
+			return CancelledNow, nil
+		}
+		// Resumed in the meantime: it is queued now, with the flag set,
+		// and the paths below apply.
+		if !errors.Is(err, store.ErrIllegalTransition) {
+			return 0, classify(err)
+		}
+	}
+	// A flush waits for the server only under a deadline.
+	pctx, cancel := context.WithTimeout(ctx, cancelTimeout)
+	defer cancel()
+	if err := q.PublishCancel(pctx, id); err != nil {
+		return 0, classify(fmt.Errorf("run %s has cancel requested, but telling its runner failed (it will see the flag): %w", id, err))
+	}
+	if r.Status == runnerd.StatusRunning {
+		return CancelRunning, nil
+	}
+	return CancelQueued, nil
+}
+
+// announce publishes the notice of a run this client settled itself.
+func (c *Client) announce(ctx context.Context, id string) {
+	r, err := c.st.Get(ctx, id)
+	if err != nil || c.nc == nil {
+		return
+	}
+	_ = queue.PublishNotice(c.nc, queue.Notice{
+		RunID: r.ID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
+		Attempt: r.Attempt, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	})
+}
+
+// Resume answers a paused run's human steps (step id → key → value) and
+// queues it again. A run that is not paused is ErrConflict, except a queued
+// run that already holds these answers: an earlier Resume whose publish may
+// have failed, published again (Again).
+func (c *Client) Resume(ctx context.Context, id string, answers map[string]map[string]string) (*Queued, error) {
+	q, err := c.queue("resume")
+	if err != nil {
+		return nil, err
+	}
+	if len(answers) == 0 {
+		return nil, fmt.Errorf("%w: resume run %s: no answers", ErrInvalid, id)
+	}
+	r, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckAnswers(r, answers); err != nil {
+		return nil, mark(ErrInvalid, err)
+	}
+	again := false
+	resumed, err := c.st.Resume(ctx, id, answers)
+	if errors.Is(err, store.ErrIllegalTransition) {
+		cur, gerr := c.Get(ctx, id)
+		if gerr != nil {
+			return nil, gerr
+		}
+		if cur.Status != runnerd.StatusQueued || !hasAnswers(cur.Answers, answers) {
+			return nil, mark(ErrConflict, fmt.Errorf("run %s is %s, not paused: only a paused run can be resumed", id, describe(cur)))
+		}
+		resumed, err, again = cur, nil, true
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	if _, err := c.publish(ctx, q, resumed, &queue.Resume{Answers: resumed.Answers}); err != nil {
+		return nil, fmt.Errorf("%w\nrun %s was resumed but is not queued yet: repeat the resume to queue it", err, id)
+	}
+	return &Queued{Run: resumed, Again: again}, nil
+}
+
+// CheckAnswers refuses answers to steps that are not human steps of the
+// run's workflow (they would be stored and never read), keys MongoDB would
+// read as paths, and values over the limit.
+func CheckAnswers(r *Run, answers map[string]map[string]string) error {
+	var bad []string
+	for step, kv := range answers {
+		if !humanStep(r.Workflow, step) {
+			bad = append(bad, fmt.Sprintf("%q is not a human step of run %s", step, r.ID))
+			continue
+		}
+		for k, v := range kv {
+			if strings.ContainsAny(k, ".$") {
+				bad = append(bad, fmt.Sprintf("answer key %q of step %q: no '.' or '$'", k, step))
+			}
+			if len(v) > workflow.MaxAnswerBytes {
+				bad = append(bad, fmt.Sprintf("answer %s.%s is %d bytes: the limit is %d (%d KiB)", step, k, len(v), workflow.MaxAnswerBytes, workflow.MaxAnswerBytes>>10))
+			}
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Strings(bad)
+	var waiting []string
+	for _, id := range StepOrder(r) {
+		if humanStep(r.Workflow, id) {
+			waiting = append(waiting, id)
+		}
+	}
+	human := strings.Join(waiting, ", ")
+	if human == "" {
+		human = "-"
+	}
+	return fmt.Errorf("--answer: %s (human steps: %s)", strings.Join(bad, "; "), human)
+}
+
+func hasAnswers(have, want map[string]map[string]string) bool {
+	for step, kv := range want {
+		for k, v := range kv {
+			if got, ok := have[step][k]; !ok || got != v {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// RetryOptions change what Retry does.
+type RetryOptions struct {
+	// FromScratch runs every step again, succeeded ones included.
+	FromScratch bool
+}
+
+// Retry queues a failed or cancelled run again: steps that succeeded keep
+// their outputs and are not run again (unless FromScratch); the run's
+// History keeps how the earlier round ended. Any other status is
+// ErrConflict, except a queued run whose last round ended and that no
+// runner claimed since: an earlier Retry whose publish may have failed,
+// published again (Again).
+func (c *Client) Retry(ctx context.Context, id string, o RetryOptions) (*Queued, error) {
+	q, err := c.queue("retry")
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	again := false
+	if r.Status == runnerd.StatusQueued && len(r.History) > 0 && r.History[len(r.History)-1].Attempt == r.Attempt {
+		again = true
+	} else {
+		retried, err := c.st.Retry(ctx, id, o.FromScratch)
+		if errors.Is(err, store.ErrIllegalTransition) {
+			return nil, mark(ErrConflict, fmt.Errorf("run %s is %s: only a failed or cancelled run can be retried", id, describe(r)))
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		r = retried
+	}
+	if _, err := c.publish(ctx, q, r, nil); err != nil {
+		return nil, fmt.Errorf("%w\nrun %s was retried but is not queued yet: repeat the retry to queue it", err, id)
+	}
+	return &Queued{Run: r, Again: again}, nil
+}
+
+func describe(r *Run) string {
+	what := string(r.Status)
+	if r.Reason != "" {
+		what += " (" + string(r.Reason) + ")"
+	}
+	return what
+}
+
+// StepOrder lists the run's steps in workflow order, then any step with
+// saved state the workflow does not name (sorted), so every listing of a
+// run reads top to bottom like its file.
+func StepOrder(r *Run) []string {
+	var ids []string
+	seen := map[string]bool{}
+	if r.Workflow != nil {
+		for _, s := range r.Workflow.Steps {
+			ids = append(ids, s.ID)
+			seen[s.ID] = true
+		}
+	}
+	var extra []string
+	for id := range r.Steps {
+		if !seen[id] {
+			extra = append(extra, id)
+		}
+	}
+	sort.Strings(extra)
+	return append(ids, extra...)
+}
+
+// humanStep reports whether the workflow has a human step id.
+func humanStep(w *workflow.Workflow, id string) bool {
+	if w == nil {
+		return false
+	}
+	s := w.Step(id)
+	return s != nil && s.Kind == workflow.KindHuman
+}
