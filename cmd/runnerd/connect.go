@@ -120,11 +120,11 @@ func settingError(err error) error { return cli.Usage(err) }
 // never reached, without the driver's topology dump; refused credentials
 // name the server and how to set them; the store's refusals get their
 // exit codes.
-func (cfg clientConfig) classify(err error) error {
+func (c clientConfig) classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	return classify(classifyRefused(cfg, classifyMongo(cfg, err)))
+	return classify(classifyRefused(c, classifyMongo(c, err)))
 }
 
 // needs says which servers a client command uses.

@@ -103,8 +103,8 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 			continue
 		}
 		rc, err := client.OpenLog(ctx, blobs, st.LogKey)
-		if err != nil && cli.Code(cfg.classify(err)) != exitFailed {
-			return cfg.classify(err) // S3 refuses us: every step alike
+		if c := cli.Code(cfg.classify(err)); c == exitNoPerm || c == exitUnavailable {
+			return cfg.classify(err) // S3 refuses us or is away: every step alike
 		}
 		if err != nil {
 			fmt.Fprintf(env.stderr, "runnerd logs: step %s: %v\n", id, err)
