@@ -48,6 +48,7 @@ processes can join with the printed URLs; --no-serve starts only the servers, fo
 	f.String(&dc.credsFile, "credentials", defaultCredentialsPath(), "where the client commands find the servers' credentials: written there when given, or when dev listens on the default addresses (always also in DATA/credentials.json)")
 	f.Bool(&dc.noServe, "no-serve", false, "start only the embedded servers, for runnerd serve processes to join (no supervisor in this process)").NoEnv()
 	cfg.register(f)
+	cfg.ui.register(f, devUIAddr)
 	c.Flags().Lookup("metrics-addr").DefValue = "<--host>:9090"
 	c.Flags().Lookup("log-format").DefValue = "console on a terminal, else json"
 	return c
@@ -67,6 +68,14 @@ func dev(ctx context.Context, env *cmdEnv, cfg serveConfig, dc devConfig) error 
 	log, err := cfg.logger(env.stderr)
 	if err != nil {
 		return cli.Usage(err)
+	}
+	if dc.noServe {
+		cfg.ui.addr = "" // the UI is served by a supervisor
+	}
+	// Before the servers, so that a port in use stops dev before it touches
+	// the data dir, as for the servers' own ports.
+	if err := cfg.ui.listen(); err != nil {
+		return fmt.Errorf("%w (UI)", err)
 	}
 	data, host, credsFile := dc.data, dc.host, dc.credsFile
 	natsPort, mongoPort, s3Port := dc.natsPort, dc.mongoPort, dc.s3Port
@@ -107,7 +116,8 @@ Every server requires these credentials (made for this data dir, kept in %s);
 they are also in %s.
 A run's steps cannot read either file.
 
-`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey, own, where)
+%s
+`, stack.Dir(), stack.NATSURL, stack.MongoURI, stack.S3Endpoint, stack.S3Bucket, stack.S3AccessKey, stack.S3SecretKey, own, where, uiBanner(&cfg.ui))
 	if dc.noServe {
 		fmt.Fprintf(env.stderr, "--no-serve: no supervisor here; start runnerd serve with the variables above to run runs.\n\n")
 		<-ctx.Done()
@@ -126,4 +136,12 @@ func indexDevStore(ctx context.Context, stack *devstack.Stack) error {
 	}
 	defer st.Close(context.Background())
 	return stack.IndexIDLookups(ctx)
+}
+
+// uiBanner is the banner's line about the web UI.
+func uiBanner(c *uiConfig) string {
+	if c.ln == nil {
+		return "\nNo web UI (--ui-addr is empty).\n"
+	}
+	return "\nWeb UI and JSON API (/api/v1/): " + c.url() + "\n"
 }

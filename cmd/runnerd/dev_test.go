@@ -19,7 +19,7 @@ func startDev(t *testing.T, name, data string, args ...string) *proc {
 	bin, runexecBin := binaries(t)
 	all := append([]string{"dev", "--data", data, "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--runexec", runexecBin, "--run-dir", filepath.Join(t.TempDir(), "runs"),
-		"--runner-id", uniq(name + "-"), "--metrics-addr", "127.0.0.1:0"}, args...)
+		"--runner-id", uniq(name + "-"), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0"}, args...)
 	return startProc(t, name, baseEnv(nil), bin, all...)
 }
 

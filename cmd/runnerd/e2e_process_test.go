@@ -446,7 +446,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	dev := startProc(t, "runnerd dev", baseEnv(nil), bin, "dev",
 		"--data", filepath.Join(root, "data"), "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--log-format", "json", "--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"),
-		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s",
+		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s",
 		"--sandbox-rw", side)
 	dev.waitLog(`"message":"serving"`, 60*time.Second)
 	vars := devVars(dev.stderr.String())

@@ -74,7 +74,7 @@ func startSandboxWorld(t *testing.T, cred *syscall.Credential, extra ...string) 
 	env := append(baseEnv(nil), "TMPDIR="+tmp)
 	args := append([]string{"dev", "--data", w.data, "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--log-format", "json", "--runexec", filepath.Join(binDir, "runexec"), "--run-dir", w.runDir,
-		"--runner-id", w.runnerID, "--metrics-addr", "127.0.0.1:0", "--concurrency", "3", "--kill-grace", "1s"}, extra...)
+		"--runner-id", w.runnerID, "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0", "--concurrency", "3", "--kill-grace", "1s"}, extra...)
 	w.dev = startProcAs(t, "runnerd dev as "+credName(cred), env, cred, filepath.Join(binDir, "runnerd"), args...)
 	w.dev.waitLog(`"message":"serving"`, 60*time.Second)
 	w.c = &clientProc{t: t, bin: bin, env: baseEnv(devVars(w.dev.stderr.String()))}

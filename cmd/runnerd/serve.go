@@ -40,6 +40,7 @@ type serveConfig struct {
 	cpuTimeLimit  time.Duration
 	openFiles     int
 
+	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
 	stallTimeout    time.Duration // a loop silent this long makes /healthz fail
 	natsDownTimeout time.Duration // NATS disconnected this long makes /healthz fail
@@ -129,6 +130,7 @@ func (c *serveConfig) validate() []string {
 	if c.natsDownTimeout <= 0 {
 		add(fmt.Errorf("--nats-down-timeout %s: want more than 0", c.natsDownTimeout))
 	}
+	lines = append(lines, c.ui.validate()...)
 	return lines
 }
 
@@ -186,6 +188,7 @@ func serveFlags(cfg *serveConfig, fs *pflag.FlagSet) {
 	f := cli.Flags{FS: fs}
 	cfg.client.register(f)
 	cfg.register(f)
+	cfg.ui.register(f, "")
 }
 
 func serveCmd(env *cmdEnv) *cobra.Command {
@@ -226,6 +229,11 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 		return err
 	}
 	defer stopOps()
+	ui, err := startUI(&cfg.ui, log)
+	if err != nil {
+		return err
+	}
+	defer ui.stop()
 
 	c, err := connectServe(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
@@ -233,6 +241,9 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 		return cli.Quiet(err)
 	}
 	defer c.Close()
+	if err := ui.serve(c, cfg.ui.auth, log); err != nil {
+		return err
+	}
 	go health.WatchNATS(ctx, c.nc)
 	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)

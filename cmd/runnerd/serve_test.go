@@ -38,6 +38,10 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 				`runnerd serve: runexec binary /nonexistent/runexec: no such file`,
 				`runnerd serve: --metrics-addr "9090": want host:port or :port (empty: none)`,
 			}},
+		{"a web UI open to the network", map[string]string{"RUNNERD_UI_ADDR": ":8080"}, nil,
+			[]string{`runnerd serve: --ui-addr: refusing to serve the UI without credentials on a non-loopback address: :8080 (set --ui-token or --ui-user and --ui-password, or listen on 127.0.0.1)`}},
+		{"half a basic-auth pair", map[string]string{"RUNNERD_UI_USER": "ops"}, []string{"--ui-addr", "127.0.0.1:0"},
+			[]string{`runnerd serve: --ui-user and --ui-password go together: set both, or neither`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
