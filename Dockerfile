@@ -9,9 +9,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-# Static binaries: no cgo (SQLite for `runnerd dev` is pure Go), and the tag
-# that leaves FerretDB's PostgreSQL backend out.
-RUN CGO_ENABLED=0 go build -trimpath -tags ferretdb_no_postgresql \
+# Static binaries, no cgo. The production build (tag nodev) leaves the
+# embedded servers of `runnerd dev` out: 204 fewer packages, a binary a third
+# smaller and about 16 MiB less resident memory per runnerd
+# (docs/architecture.md, "One binary, two builds").
+RUN CGO_ENABLED=0 go build -trimpath -tags nodev \
         -ldflags "-s -w -X main.version=${VERSION}" \
         -o /out/ ./cmd/runnerd ./cmd/runexec
 

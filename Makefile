@@ -15,7 +15,7 @@ E2E_RUN  ?= ^Test(Succeeded|StepFailed|Paused|Cancel|RunDeadline|ChildCrash|Last
 # staticcheck from PATH, else where `go install` puts it.
 STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: all build dev test test-postgres lint proto bench image chaos clean
+.PHONY: all build dev test test-ui test-postgres lint proto bench image chaos clean
 
 all: build
 
@@ -32,6 +32,13 @@ test: build
 	RUNNERD_TEST_WRITE_PATH=conditional $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) ./store/
 	RUNNERD_TEST_WRITE_PATH=conditional RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) -run '$(E2E_RUN)' ./supervisor/
 
+# The web UI in a real headless Chromium (webui/e2e_test.go, build tag
+# uitest): runnerd dev and the client commands as processes, the page driven
+# with chromedp. Needs Debian's chromium (CHROMIUM names another binary);
+# under a minute. The screenshot goes to .artifacts/ui/ (git-ignored).
+test-ui: build
+	RUNNERD_BIN=$(CURDIR)/$(BIN) RUNNERD_UI_ARTIFACTS=$(CURDIR)/.artifacts/ui $(GO) test -tags '$(TAGS) uitest' -count=1 -timeout 5m -v -run 'TestBrowser' ./webui/
+
 # The store suite and the supervisor's end-to-end suite against FerretDB v1
 # on a real PostgreSQL server, each a process of its own, on both write
 # paths (scripts/test-postgres.sh). Needs PostgreSQL's server binaries
@@ -43,9 +50,14 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) vet -tags '$(TAGS) chaos' ./chaos/...
+	$(GO) vet -tags '$(TAGS) uitest' ./webui/...
+	@# The production build (Dockerfile) links none of the embedded servers.
+	$(GO) vet -tags 'nodev' ./cmd/runnerd
+	@! $(GO) list -tags 'nodev' -deps ./cmd/runnerd | grep -E 'runnerd/devstack|FerretDB|nats-server|gofakes3|sqlite' || { echo "the nodev build links an embedded server"; exit 1; }
 	@if [ -x "$(STATICCHECK)" ]; then \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS)' ./... && \
-		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/...; \
+		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/... && \
+		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) uitest' ./webui/...; \
 	else echo "staticcheck not installed; skipped (.ci/run installs it)"; fi
 
 proto:

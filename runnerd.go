@@ -6,9 +6,14 @@
 // and in a log line.
 package runnerd
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"time"
+)
 
-// Status is the status of a run. See DESIGN.md for the allowed transitions.
+// Status is the status of a run. The transitions allowed between statuses are
+// in docs/architecture.md, "Contracts the code keeps".
 type Status string
 
 const (
@@ -24,6 +29,10 @@ const (
 func (s Status) Terminal() bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
 }
+
+// Settled reports whether a run in this status stays as it is until someone
+// acts on it: terminal, or paused for answers. A follower stops there.
+func (s Status) Settled() bool { return s.Terminal() || s == StatusPaused }
 
 // Reason says why a run stopped.
 //
@@ -55,7 +64,7 @@ const (
 	ReasonSecretMissing Reason = "secret_missing"
 )
 
-// Reasons lists every stop reason, in the order of DESIGN.md.
+// Reasons lists every stop reason, in their documented order.
 var Reasons = []Reason{
 	ReasonCompleted, ReasonStepFailed, ReasonTimeout, ReasonCancelled, ReasonPaused,
 	ReasonChildCrashed, ReasonChildOOM, ReasonChildUnresponsive, ReasonLeaseLost,
@@ -77,8 +86,8 @@ const (
 	StepCancelled StepStatus = "cancelled"
 )
 
-// Done reports whether the step will not run again in this run.
-func (s StepStatus) Done() bool {
+// Terminal reports whether the step will not run again in this run.
+func (s StepStatus) Terminal() bool {
 	return s == StepSucceeded || s == StepFailed || s == StepSkipped
 }
 
@@ -144,22 +153,11 @@ func (s StepStates) Clone() StepStates {
 	out := make(StepStates, len(s))
 	for id, st := range s {
 		c := *st
-		c.Outputs = cloneMap(st.Outputs)
-		c.Answers = cloneMap(st.Answers)
-		c.Artifacts = append([]string(nil), st.Artifacts...)
-		c.Tries = append([]Try(nil), st.Tries...)
+		c.Outputs = maps.Clone(st.Outputs)
+		c.Answers = maps.Clone(st.Answers)
+		c.Artifacts = slices.Clone(st.Artifacts)
+		c.Tries = slices.Clone(st.Tries)
 		out[id] = &c
-	}
-	return out
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
 	}
 	return out
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/supervisor"
 )
@@ -29,7 +30,7 @@ import (
 type serveProc struct {
 	b      testing.TB
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 }
 
@@ -49,7 +50,7 @@ func (e *env) startServe(extra ...string) *serveProc {
 		"--log-level", "info",
 	}
 	args = append(args, extra...)
-	p := &serveProc{b: e.b, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &serveProc{b: e.b, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(runnerdBin(e.b), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RUNNERD_") {

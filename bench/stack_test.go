@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/supervisor"
@@ -44,13 +43,13 @@ type env struct {
 	blobs  *blob.Store
 	runs   *mongo.Collection // the raw runs collection, for seeding and counting
 	events *mongo.Collection
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	dir    string
 }
 
 func newEnv(b testing.TB) *env {
 	b.Helper()
-	e := &env{b: b, stack: devstacktest.Start(b), logs: &syncBuffer{}, dir: b.TempDir()}
+	e := &env{b: b, stack: devstacktest.Start(b), logs: &testutil.SyncBuffer{}, dir: b.TempDir()}
 	ctx := context.Background()
 	var err error
 	if e.nc, err = nats.Connect(e.stack.NATSURL); err != nil {
@@ -274,23 +273,6 @@ func reportLatency(b *testing.B, client, stored []time.Duration) {
 	b.ReportMetric(ms(percentile(stored, 50)), "store-p50-ms")
 	b.ReportMetric(ms(percentile(stored, 99)), "store-p99-ms")
 	b.ReportMetric(float64(len(client)), "runs")
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func tailString(s string, n int) string {

@@ -55,6 +55,9 @@ const (
 	// DefaultRegion is used when Config.Region is empty; S3 servers other
 	// than AWS usually accept any region.
 	DefaultRegion = "us-east-1"
+	// DefaultBucket is the bucket runnerd uses, and `runnerd dev` creates,
+	// when none is configured.
+	DefaultBucket = "runnerd"
 )
 
 // Config says which server, bucket and credentials to use.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // stepMarker is in every chaos step's command line (its sleep), so leftover
@@ -124,10 +125,10 @@ func runIDOfRunexec(pid int) string {
 	return filepath.Base(filepath.Dir(cwd))
 }
 
-func runexecProcs() []proc {
-	var out []proc
-	for _, p := range procs(runexecBin) {
-		if strings.HasPrefix(p.cmdline, runexecBin) {
+func runexecProcs() []testutil.Proc {
+	var out []testutil.Proc
+	for _, p := range testutil.Procs(runexecBin) {
+		if strings.HasPrefix(p.Cmdline, runexecBin) {
 			out = append(out, p)
 		}
 	}
@@ -220,8 +221,8 @@ func TestChaos(t *testing.T) {
 				continue
 			}
 			p := ps[r.IntN(len(ps))]
-			rid := runIDOfRunexec(p.pid)
-			if syscall.Kill(p.pid, syscall.SIGKILL) == nil {
+			rid := runIDOfRunexec(p.PID)
+			if syscall.Kill(p.PID, syscall.SIGKILL) == nil {
 				crashes.add(rid, time.Now())
 				crashes.mu.Lock()
 				crashes.runexec++
@@ -374,7 +375,7 @@ func TestChaos(t *testing.T) {
 		t.Errorf("%d runs lost: %s", len(lost), strings.Join(lost, "; "))
 	}
 	for _, p := range leftover {
-		parent, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.ppid))
+		parent, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PPID))
 		t.Errorf("process left behind: %+v; parent: %q", p, strings.ReplaceAll(string(parent), "\x00", " "))
 	}
 	if !queueEmpty {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/store"
 )
@@ -90,7 +89,7 @@ func TestDependencyFaults(t *testing.T) {
 					terminal := 0
 					for _, id := range ids {
 						run := s.get(id)
-						if run != nil && (run.Status.Terminal() || run.Status == runnerd.StatusPaused) {
+						if run != nil && run.Status.Settled() {
 							terminal++
 						}
 						if run != nil && run.Waiting != nil {

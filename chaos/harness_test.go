@@ -32,6 +32,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -434,12 +435,9 @@ func (s *stack) get(id string) *store.Run {
 
 // waitRun polls the run until ok says so; nil after timeout.
 func (s *stack) waitRun(id string, timeout time.Duration, ok func(*store.Run) bool) *store.Run {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if r := s.get(id); r != nil && ok(r) {
-			return r
-		}
-		time.Sleep(100 * time.Millisecond)
+	var r *store.Run
+	if testutil.Wait(timeout, func() bool { r = s.get(id); return r != nil && ok(r) }) {
+		return r
 	}
 	return nil
 }
@@ -474,14 +472,7 @@ func (s *stack) streamMsgs() (uint64, error) {
 }
 
 func (s *stack) waitQueueEmpty(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if n, err := s.streamMsgs(); err == nil && n == 0 {
-			return true
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return false
+	return testutil.Wait(timeout, func() bool { n, err := s.streamMsgs(); return err == nil && n == 0 })
 }
 
 func (s *stack) readBlob(key string) (string, error) {
@@ -583,54 +574,6 @@ func (p *proxy) restore() {
 	p.mu.Unlock()
 }
 
-// proc is a live process seen in /proc.
-type proc struct {
-	pid     int
-	ppid    int
-	cmdline string
-}
-
-// procs lists live (non-zombie) processes whose command line contains marker.
-func procs(marker string) []proc {
-	var out []proc
-	entries, _ := os.ReadDir("/proc")
-	for _, en := range entries {
-		pid, err := strconv.Atoi(en.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
-			continue
-		}
-		stat, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 || len(stat) < i+2 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		out = append(out, proc{pid: pid, ppid: ppid, cmdline: string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))})
-	}
-	return out
-}
-
-// waitNoProcs waits up to timeout for no process with marker; it returns
-// those left.
-func waitNoProcs(marker string, timeout time.Duration) []proc {
-	deadline := time.Now().Add(timeout)
-	for {
-		left := procs(marker)
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // vmRSS is a process's resident set in bytes (VmRSS), 0 if gone.
 func vmRSS(pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -698,4 +641,12 @@ func terminalDone(logs ...[]map[string]any) map[string]int {
 		}
 	}
 	return out
+}
+
+// waitNoProcs waits up to timeout for no process with marker; it returns
+// those left.
+func waitNoProcs(marker string, timeout time.Duration) []testutil.Proc {
+	var left []testutil.Proc
+	testutil.Wait(timeout, func() bool { left = testutil.Procs(marker); return len(left) == 0 })
+	return left
 }

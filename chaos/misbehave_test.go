@@ -17,6 +17,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -266,7 +267,7 @@ func TestMisbehavingWorkflows(t *testing.T) {
 		if good.Status != runnerd.StatusSucceeded || good.Attempt != 1 || goodLines != 2 {
 			t.Errorf("neighbor of %s: %s/%s attempt %d, %d step executions", c.name, good.Status, good.Reason, good.Attempt, goodLines)
 		}
-		var left []proc
+		var left []testutil.Proc
 		if c.marker != "" {
 			left = waitNoProcs(c.marker, 10*time.Second)
 			if len(left) > 0 {

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testbin"
 )
 
 // BenchmarkSpawnBare is the floor: fork/exec/wait of the runexec binary
 // (it prints its usage and exits).
 func BenchmarkSpawnBare(b *testing.B) {
 	for b.Loop() {
-		cmd := exec.Command(runexecPath, "--help")
+		cmd := exec.Command(testbin.MustPath(b, "runexec"), "--help")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		_ = cmd.Run()
 	}
@@ -35,7 +36,7 @@ func benchSpawn(b *testing.B, mtls bool) {
 	var lat []time.Duration
 	for b.Loop() {
 		start := time.Now()
-		cmd := exec.Command(runexecPath)
+		cmd := exec.Command(testbin.MustPath(b, "runexec"))
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		c, err := Start(Config{Cmd: cmd, SocketDir: sock, AutoMTLS: mtls})
@@ -60,7 +61,7 @@ func BenchmarkExecutePrestarted(b *testing.B) {
 	var lat []time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		cmd := exec.Command(runexecPath)
+		cmd := exec.Command(testbin.MustPath(b, "runexec"))
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + sock}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		c, err := Start(Config{Cmd: cmd, SocketDir: sock})

@@ -29,7 +29,8 @@ type Config struct {
 	// is limited to 108 bytes, so it is a short directory the caller owns and
 	// removes, not the run dir.
 	SocketDir string
-	// AutoMTLS turns on go-plugin's mutual TLS (about +30 ms a start on 2 cores).
+	// AutoMTLS turns on go-plugin's mutual TLS: a certificate pair made per
+	// child, tens of milliseconds a start (docs/benchmarks.md, "Figures behind the code").
 	AutoMTLS     bool
 	Logger       hclog.Logger
 	StartTimeout time.Duration

@@ -13,25 +13,17 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
 
-var runexecPath string
-
 func TestMain(m *testing.M) {
-	var err error
-	if runexecPath, err = testbin.Path("runexec"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
+	testbin.Main(m, "runexec")
 }
 
 func startChild(t *testing.T, mtls bool) *Process {
 	t.Helper()
-	cmd := exec.Command(runexecPath)
+	cmd := exec.Command(testbin.MustPath(t, "runexec"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + t.TempDir()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	c, err := Start(Config{Cmd: cmd, SocketDir: shortDir(t), AutoMTLS: mtls})
@@ -134,11 +126,7 @@ func TestStoppedChildPingFailsAndKillReturns(t *testing.T) {
 	}
 	// kill(2) returns before the child's threads have stopped: one of them
 	// could still answer a ping. Wait until every thread is stopped.
-	for deadline := time.Now().Add(5 * time.Second); !allThreadsStopped(c.Pid()); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("child not stopped 5 s after SIGSTOP")
-		}
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return allThreadsStopped(c.Pid()) }, "child not stopped after SIGSTOP")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := c.Ping(ctx); err == nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
@@ -212,12 +213,18 @@ func (c *Client) publish(ctx context.Context, q *queue.Queue, r *store.Run, resu
 // coordination (runnerd.NewRunID).
 func NewRunID() string { return runnerd.NewRunID() }
 
-// newTraceParent starts a W3C trace for the run: version 00, a random trace
-// id and parent id, sampled.
+// newTraceParent starts a W3C trace for the run: a random trace id and
+// parent id, sampled, written by OpenTelemetry's TraceContext propagator.
 func newTraceParent() (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
+	var sc trace.SpanContextConfig
+	if _, err := rand.Read(sc.TraceID[:]); err != nil {
 		return "", fmt.Errorf("trace id: %w", err)
 	}
-	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01", nil
+	if _, err := rand.Read(sc.SpanID[:]); err != nil {
+		return "", fmt.Errorf("span id: %w", err)
+	}
+	sc.TraceFlags = trace.FlagsSampled
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(sc)), carrier)
+	return carrier.Get(TraceHeader), nil
 }

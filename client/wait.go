@@ -35,7 +35,7 @@ const minGap = 50 * time.Millisecond
 
 // Settled reports whether a run will not move until someone acts (paused)
 // or ever again (terminal): where Wait and Watch stop.
-func Settled(s runnerd.Status) bool { return s.Terminal() || s == runnerd.StatusPaused }
+func Settled(s runnerd.Status) bool { return s.Settled() }
 
 // Wait blocks until the run is settled (succeeded, failed, cancelled or
 // paused) and returns it. It reads the store once at the start, once per

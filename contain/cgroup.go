@@ -19,8 +19,22 @@ import (
 // v1 memory and pids hierarchies. Where neither is writable the child runs
 // without one, and containment falls back to process groups and rlimits.
 type Cgroup struct {
-	dirs []string // v2: one dir; v1: memory dir then pids dir (either may be "")
-	v2   bool
+	// mem and pids are the cgroup's directories for the memory and the pids
+	// controller: on v2 one directory (both the same), on v1 one per
+	// hierarchy, either "" where that hierarchy is not writable.
+	mem, pids string
+	v2        bool
+}
+
+// dirs lists the cgroup's distinct directories.
+func (cg *Cgroup) dirs() []string {
+	switch {
+	case cg.mem == cg.pids || cg.pids == "":
+		return []string{cg.mem}
+	case cg.mem == "":
+		return []string{cg.pids}
+	}
+	return []string{cg.mem, cg.pids}
 }
 
 // Roots finds where this process's cgroups live: the cgroup v2 directory
@@ -60,7 +74,7 @@ func NewCgroup(name string, memLimit int64, pidsLimit int) (*Cgroup, error) {
 	if v2 != "" {
 		dir := filepath.Join(v2, name)
 		if err := os.MkdirAll(dir, 0o755); err == nil {
-			cg := &Cgroup{dirs: []string{dir}, v2: true}
+			cg := &Cgroup{mem: dir, pids: dir, v2: true}
 			if err := cg.limit(memLimit, pidsLimit); err != nil {
 				cg.Remove()
 				return nil, err
@@ -68,17 +82,18 @@ func NewCgroup(name string, memLimit int64, pidsLimit int) (*Cgroup, error) {
 			return cg, nil
 		}
 	}
-	cg := &Cgroup{dirs: []string{"", ""}}
-	for i, root := range []string{v1mem, v1pids} {
+	v1dir := func(root string) string {
 		if root == "" {
-			continue
+			return ""
 		}
 		dir := filepath.Join(root, name)
-		if err := os.MkdirAll(dir, 0o755); err == nil {
-			cg.dirs[i] = dir
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return ""
 		}
+		return dir
 	}
-	if cg.dirs[0] == "" && cg.dirs[1] == "" {
+	cg := &Cgroup{mem: v1dir(v1mem), pids: v1dir(v1pids)}
+	if cg.mem == "" && cg.pids == "" {
 		return nil, errors.New("no writable cgroup hierarchy")
 	}
 	if err := cg.limit(memLimit, pidsLimit); err != nil {
@@ -98,7 +113,7 @@ func (cg *Cgroup) limit(memLimit int64, pidsLimit int) error {
 		}
 		return nil
 	}
-	memDir, pidsDir, memFile := cg.dirs[0], cg.pidsDir(), "memory.limit_in_bytes"
+	memDir, pidsDir, memFile := cg.mem, cg.pids, "memory.limit_in_bytes"
 	if cg.v2 {
 		memFile = "memory.max"
 		// Without swap off, a hog pages out instead of being OOM-killed.
@@ -119,16 +134,9 @@ func (cg *Cgroup) limit(memLimit int64, pidsLimit int) error {
 	return nil
 }
 
-func (cg *Cgroup) pidsDir() string {
-	if cg.v2 {
-		return cg.dirs[0]
-	}
-	return cg.dirs[1]
-}
-
 // Add moves a process into the cgroup; its later children are born there.
 func (cg *Cgroup) Add(pid int) error {
-	for _, dir := range cg.dirs {
+	for _, dir := range cg.dirs() {
 		if dir == "" {
 			continue
 		}
@@ -149,12 +157,12 @@ func (cg *Cgroup) Discard() {
 
 // OOMKills is how many processes the kernel killed for the memory limit.
 func (cg *Cgroup) OOMKills() int {
-	file := filepath.Join(cg.dirs[0], "memory.oom_control")
-	if cg.v2 {
-		file = filepath.Join(cg.dirs[0], "memory.events")
-	}
-	if cg.dirs[0] == "" {
+	if cg.mem == "" {
 		return 0
+	}
+	file := filepath.Join(cg.mem, "memory.oom_control")
+	if cg.v2 {
+		file = filepath.Join(cg.mem, "memory.events")
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -173,7 +181,7 @@ func (cg *Cgroup) OOMKills() int {
 func (cg *Cgroup) Procs() []int {
 	var pids []int
 	seen := map[int]bool{}
-	for _, dir := range cg.dirs {
+	for _, dir := range cg.dirs() {
 		if dir == "" {
 			continue
 		}
@@ -195,7 +203,7 @@ func (cg *Cgroup) Procs() []int {
 // the process group, and waits (briefly) until it is empty.
 func (cg *Cgroup) Kill() {
 	if cg.v2 {
-		_ = os.WriteFile(filepath.Join(cg.dirs[0], "cgroup.kill"), []byte("1"), 0o644)
+		_ = os.WriteFile(filepath.Join(cg.mem, "cgroup.kill"), []byte("1"), 0o644)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -212,7 +220,7 @@ func (cg *Cgroup) Kill() {
 
 // Remove deletes the cgroup; it must be empty (call Kill first).
 func (cg *Cgroup) Remove() {
-	for _, dir := range cg.dirs {
+	for _, dir := range cg.dirs() {
 		if dir != "" {
 			_ = os.Remove(dir)
 		}
@@ -236,9 +244,12 @@ func SweepCgroups(parent string) {
 			if !e.IsDir() {
 				continue
 			}
-			cg := &Cgroup{dirs: []string{filepath.Join(dir, e.Name())}, v2: root == v2}
-			if root == pids {
-				cg.dirs = []string{"", cg.dirs[0]}
+			cg := &Cgroup{mem: filepath.Join(dir, e.Name()), v2: root == v2}
+			switch root {
+			case v2:
+				cg.pids = cg.mem
+			case pids:
+				cg.mem, cg.pids = "", cg.mem
 			}
 			cg.Kill()
 			cg.Remove()

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // A child inherits the limits, soft and hard, and cannot raise them; a
@@ -129,17 +131,14 @@ func TestReaperSweepsOrphansOfEndedTasks(t *testing.T) {
 
 func readPid(t *testing.T, path string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var pid int
+	testutil.Eventually(t, 10*time.Second, func() bool {
 		b, err := os.ReadFile(path)
-		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
-			return pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pid in %s", path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		var perr error
+		pid, perr = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && perr == nil
+	}, "no pid in %s", path)
+	return pid
 }
 
 // A cgroup holds its processes, counts nothing without an OOM and kills what
@@ -154,7 +153,7 @@ func TestCgroupKillsEverythingInIt(t *testing.T) {
 		t.Skipf("no writable cgroup: %v", err)
 	}
 	defer cg.Discard()
-	defer os.Remove(filepath.Dir(cg.dirs[0]))
+	defer os.Remove(filepath.Dir(cg.dirs()[0]))
 	pidFile := filepath.Join(t.TempDir(), "escaped.pid")
 	cmd := exec.Command("/bin/sh", "-c", "read x")
 	stdin, err := cmd.StdinPipe()
@@ -223,5 +222,33 @@ func TestRequiredNamesMissingLayers(t *testing.T) {
 	}
 	if _, err := Probe("/nonexistent/runexec", Options{Mode: ModeOff}); err != nil {
 		t.Fatalf("off probes nothing: %v", err)
+	}
+}
+
+// The process's orphan sweep runs while one of its users has not stopped,
+// and has ended when the last one's stop returns.
+func TestReapOrphansEndsWithItsLastUser(t *testing.T) {
+	own := func(int) bool { return true } // reap nothing of the test's
+	stop1, err := ReapOrphans(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2, err := ReapOrphans(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := orphanReaper.done
+	stop1()
+	stop1() // a second call changes nothing
+	select {
+	case <-done:
+		t.Fatal("the sweep ended while a user still runs")
+	default:
+	}
+	stop2()
+	select {
+	case <-done:
+	default:
+		t.Fatal("the sweep still runs after its last user stopped")
 	}
 }

@@ -61,7 +61,7 @@ func symlinkTargets(dirs []string) []string {
 		}
 		inside := false
 		for _, d := range dirs {
-			if rel, err := filepath.Rel(d, t); err == nil && local(rel) {
+			if rel, err := filepath.Rel(d, t); err == nil && filepath.IsLocal(rel) {
 				inside = true
 			}
 		}
@@ -70,11 +70,6 @@ func symlinkTargets(dirs []string) []string {
 		}
 	}
 	return out
-}
-
-// local reports whether a relative path stays below its base.
-func local(rel string) bool {
-	return rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 // FilterPath keeps the entries of a PATH value that steps can execute from
@@ -90,7 +85,7 @@ func (sb *Sandbox) FilterPath(path string) string {
 	var keep []string
 	for _, dir := range filepath.SplitList(path) {
 		for _, a := range allowed {
-			if rel, err := filepath.Rel(a, dir); err == nil && local(rel) {
+			if rel, err := filepath.Rel(a, dir); err == nil && filepath.IsLocal(rel) {
 				keep = append(keep, dir)
 				break
 			}

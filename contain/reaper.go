@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -127,27 +128,22 @@ func (rp *Reaper) killOrphans() []int {
 
 // reap collects the exit status of killed orphans so they do not stay
 // zombies, waiting at most limit (a process in uninterruptible sleep may
-// take its time; its zombie is collected by a later sweep).
+// take its time; its zombie is collected by a later sweep). It polls with
+// WNOHANG rather than blocking in wait4, so nothing is left waiting on a
+// process after it returns.
 func reap(pids []int, limit time.Duration) {
-	var wg sync.WaitGroup
-	for _, pid := range pids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	deadline := time.Now().Add(limit)
+	left := slices.Clone(pids)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		left = slices.DeleteFunc(left, func(pid int) bool {
 			var ws syscall.WaitStatus
-			for {
-				_, err := syscall.Wait4(pid, &ws, 0, nil)
-				if err != syscall.EINTR {
-					return
-				}
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(limit):
+			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			return got == pid || (err != nil && err != syscall.EINTR) // reaped, or not ours to reap
+		})
+		if len(left) == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pause)
 	}
 }
 
@@ -169,33 +165,65 @@ func procEnv(pid int, name string) string {
 	return ""
 }
 
-var orphanReaperOnce sync.Once
+// orphanReaper is the process's one sweep of reparented zombies, shared by
+// every caller of ReapOrphans and running while one of them has not stopped.
+var orphanReaper struct {
+	mu    sync.Mutex
+	users int
+	stop  chan struct{} // closed to end the sweep
+	done  chan struct{} // closed when it ended
+}
 
 // ReapOrphans makes this process a child subreaper and, in the background,
-// reaps the zombies of orphans reparented to it, leaving alone the children
-// for which own is true (processes it started and waits for itself:
-// waiting on any pid would steal their exit statuses from os/exec). It acts
-// once per process.
-func ReapOrphans(own func(pid int) bool) error {
-	var err error
-	orphanReaperOnce.Do(func() {
-		if err = BecomeSubreaper(); err != nil {
-			return
-		}
-		go func() {
-			for range time.Tick(500 * time.Millisecond) {
-				for _, pid := range procfs.Orphans() {
-					if own(pid) {
-						continue
-					}
-					if st, ok := procfs.Stat(pid); !ok || st.State != 'Z' || st.PPID != os.Getpid() {
-						continue
-					}
-					var ws unix.WaitStatus
-					_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-				}
+// reaps the zombies of orphans reparented to it every 500 ms, leaving alone
+// the children for which own is true (processes it started and waits for
+// itself: waiting on any pid would steal their exit statuses from os/exec).
+// The sweep runs until every caller has called its stop, which waits for it
+// to end; own must be the same function for every caller.
+func ReapOrphans(own func(pid int) bool) (stop func(), err error) {
+	if err := BecomeSubreaper(); err != nil {
+		return func() {}, err
+	}
+	r := &orphanReaper
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.users == 0 {
+		r.stop, r.done = make(chan struct{}), make(chan struct{})
+		go sweepZombies(own, r.stop, r.done)
+	}
+	r.users++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.users--; r.users == 0 {
+				close(r.stop)
+				<-r.done
 			}
-		}()
-	})
-	return err
+		})
+	}, nil
+}
+
+func sweepZombies(own func(pid int) bool, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		for _, pid := range procfs.Orphans() {
+			if own(pid) {
+				continue
+			}
+			if st, ok := procfs.Stat(pid); !ok || st.State != 'Z' || st.PPID != os.Getpid() {
+				continue
+			}
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+	}
 }

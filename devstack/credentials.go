@@ -3,50 +3,35 @@ package devstack
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/runnerd/runnerd/internal/devcreds"
 )
 
 // CredentialsFile is the file in the data dir holding the stack's secrets,
-// generated at its first start and kept for the next ones, so clients
-// configured once keep working across restarts.
-const CredentialsFile = "credentials.json"
+// generated at its first start and kept for the next ones.
+const CredentialsFile = devcreds.FileName
 
-// Credentials are what a client needs to use a stack: its addresses (without
-// credentials in them) and the secrets each server requires.
-type Credentials struct {
-	DataDir       string `json:"data_dir"`
-	NATSURL       string `json:"nats_url"`
-	NATSUser      string `json:"nats_user"`
-	NATSPassword  string `json:"nats_password"`
-	MongoURI      string `json:"mongo_uri"`
-	MongoUser     string `json:"mongo_user"`
-	MongoPassword string `json:"mongo_password"`
-	S3Endpoint    string `json:"s3_endpoint"`
-	S3Bucket      string `json:"s3_bucket"`
-	S3Region      string `json:"s3_region"`
-	S3AccessKey   string `json:"s3_access_key"`
-	S3SecretKey   string `json:"s3_secret_key"`
-}
+// Credentials are what a client needs to use a stack (devcreds.Credentials).
+type Credentials = devcreds.Credentials
+
+// ReadCredentials reads a credentials file written by WriteCredentials.
+func ReadCredentials(path string) (Credentials, error) { return devcreds.Read(path) }
+
+// WriteCredentials writes c to path, readable by its owner only, atomically.
+func WriteCredentials(path string, c Credentials) error { return devcreds.Write(path, c) }
 
 // devUser is the one user of every embedded server.
 const devUser = "runnerd"
-
-// complete reports whether c has every secret.
-func (c Credentials) complete() bool {
-	return c.NATSUser != "" && c.NATSPassword != "" && c.MongoUser != "" && c.MongoPassword != "" &&
-		c.S3AccessKey != "" && c.S3SecretKey != ""
-}
 
 // loadOrCreateSecrets reads dir's credentials file, or makes new secrets
 // when there is none (or it lacks one).
 func loadOrCreateSecrets(dir string) (Credentials, error) {
 	path := filepath.Join(dir, CredentialsFile)
 	c, err := ReadCredentials(path)
-	if err == nil && c.complete() {
+	if err == nil && c.Complete() {
 		return c, nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -64,47 +49,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
-}
-
-// ReadCredentials reads a credentials file written by WriteCredentials.
-func ReadCredentials(path string) (Credentials, error) {
-	var c Credentials
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return c, err
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("credentials file %s: %w", path, err)
-	}
-	return c, nil
-}
-
-// WriteCredentials writes c to path, readable by its owner only, creating
-// the directory (0700) if needed. The file is replaced atomically, so a
-// reader never sees half of it.
-func WriteCredentials(path string, c Credentials) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("write credentials: %w", err)
-	}
-	b, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return fmt.Errorf("write credentials: %w", err)
-	}
-	// CreateTemp makes the file 0600.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".credentials-*")
-	if err != nil {
-		return fmt.Errorf("write credentials: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	return nil
 }

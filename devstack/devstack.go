@@ -37,7 +37,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultHost   = "127.0.0.1"
-	DefaultBucket = "runnerd"
+	DefaultBucket = "runnerd" // blob.DefaultBucket, which a runnerd uses unless told (tested)
 
 	// S3Region is the region clients sign for; any region is accepted.
 	S3Region = "us-east-1"

@@ -19,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 )
@@ -214,5 +215,12 @@ func TestPortInUse(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The stack creates the bucket a runnerd uses when none is configured.
+func TestDefaultBucketIsRunnerdsDefault(t *testing.T) {
+	if devstack.DefaultBucket != blob.DefaultBucket {
+		t.Fatalf("devstack.DefaultBucket %q, blob.DefaultBucket %q: want them equal", devstack.DefaultBucket, blob.DefaultBucket)
 	}
 }

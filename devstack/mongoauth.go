@@ -126,14 +126,12 @@ func (a *mongoAuth) serve() {
 			c.Close()
 			return
 		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			defer a.untrack(c)
 			if err := a.handle(c); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				a.log.Debug().Err(err).Str("client", c.RemoteAddr().String()).Msg("mongodb client connection ended")
 			}
-		}()
+		})
 	}
 }
 

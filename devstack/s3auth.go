@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -178,7 +179,7 @@ func (v *sigV4) verify(r *http.Request) error {
 	case len(payload) != 64:
 		return denied("InvalidRequest", "x-amz-content-sha256 %q: want the body's hex SHA-256 or UNSIGNED-PAYLOAD", payload)
 	}
-	if !contains(a.signedHeaders, "host") || !contains(a.signedHeaders, "x-amz-date") || !contains(a.signedHeaders, "x-amz-content-sha256") {
+	if !slices.Contains(a.signedHeaders, "host") || !slices.Contains(a.signedHeaders, "x-amz-date") || !slices.Contains(a.signedHeaders, "x-amz-content-sha256") {
 		return denied("AccessDenied", "host, x-amz-date and x-amz-content-sha256 must be signed")
 	}
 
@@ -270,12 +271,3 @@ func (c *hashCheckReader) Read(p []byte) (int, error) {
 }
 
 func (c *hashCheckReader) Close() error { return c.r.Close() }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}

@@ -15,7 +15,7 @@ import (
 // FerretDB finds a document by _id with `_ferretdb_sjson->'$._id' = ?` but
 // indexes `_ferretdb_sjson->"_id"`; SQLite uses an expression index only for
 // the same expression, so every lookup, update and delete by _id read the
-// whole table (~17 µs per stored document). The index is invisible to
+// whole table: a cost per stored document (docs/benchmarks.md, "Figures behind the code"). The index is invisible to
 // FerretDB's own metadata and goes away with its table.
 //
 // Collections are created by their first use, so call it after the store

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 )
 
@@ -58,14 +57,14 @@ type collector struct {
 // the workdir is refused before anything is walked.
 func (c *collector) add(pattern, path string) error {
 	rel, err := filepath.Rel(c.workdir, path)
-	if err != nil || !local(rel) {
+	if err != nil || !filepath.IsLocal(rel) {
 		return fmt.Errorf("artifact %q: %s is outside the workdir: refused", pattern, path)
 	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return fmt.Errorf("artifact %q: %s: %w", pattern, rel, err)
 	}
-	if r, err := filepath.Rel(c.root, real); err != nil || !local(r) {
+	if r, err := filepath.Rel(c.root, real); err != nil || !filepath.IsLocal(r) {
 		return fmt.Errorf("artifact %q: %s resolves to %s, outside the workdir: refused", pattern, rel, real)
 	}
 	fi, err := os.Stat(real)
@@ -107,9 +106,4 @@ func (c *collector) add(pattern, path string) error {
 		}
 	}
 	return nil
-}
-
-// local reports whether a relative path stays below its base.
-func local(rel string) bool {
-	return rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/contain"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -151,49 +152,6 @@ func describeSteps(s runnerd.StepStates) string {
 		fmt.Fprintf(&b, "%s=%s/%s(exit %d %s) ", id, s[id].Status, s[id].Reason, s[id].ExitCode, s[id].Signal)
 	}
 	return b.String()
-}
-
-// marker returns a unique sleep argument to find a test's processes in
-// /proc, e.g. "1000.4711123".
-var markerSeq atomic.Int64
-
-func marker() string {
-	return fmt.Sprintf("1000.%d%03d", os.Getpid(), markerSeq.Add(1))
-}
-
-// processesWith lists pids whose argv contains s (zombies have none).
-func processesWith(s string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && bytes.Contains(b, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// wantNoProcess fails if a process with s in its argv exists. SIGKILL is
-// delivered asynchronously, so a process killed an instant ago gets a
-// short moment to be gone.
-func wantNoProcess(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for {
-		pids := processesWith(s)
-		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes with %q still alive: %v", s, pids)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestMaxParallel(t *testing.T) {
@@ -378,7 +336,7 @@ steps:
 
 func TestStepTimeoutLeavesNoProcess(t *testing.T) {
 	h := newHarness(t)
-	bg, fg := marker(), marker()
+	bg, fg := testutil.Marker(), testutil.Marker()
 	start := time.Now()
 	res := h.runSrc(fmt.Sprintf(`
 steps:
@@ -390,8 +348,8 @@ steps:
 `, bg, fg))
 	wantStatus(t, res, runnerd.StatusFailed, runnerd.ReasonStepFailed)
 	wantStep(t, res, "hang", runnerd.StepFailed, runnerd.StepReasonTimeout)
-	wantNoProcess(t, bg)
-	wantNoProcess(t, fg)
+	testutil.NoProcess(t, time.Second, bg)
+	testutil.NoProcess(t, time.Second, fg)
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("run took %s", d)
 	}
@@ -399,7 +357,7 @@ steps:
 
 func TestBackgroundChildrenDieWithTheirStep(t *testing.T) {
 	h := newHarness(t)
-	inGroup, escaped := marker(), marker()
+	inGroup, escaped := testutil.Marker(), testutil.Marker()
 	res := h.runSrc(fmt.Sprintf(`
 steps:
   - id: spawn
@@ -409,13 +367,13 @@ steps:
       echo spawned
 `, inGroup, escaped))
 	wantStatus(t, res, runnerd.StatusSucceeded, runnerd.ReasonCompleted)
-	wantNoProcess(t, inGroup)
-	wantNoProcess(t, escaped)
+	testutil.NoProcess(t, time.Second, inGroup)
+	testutil.NoProcess(t, time.Second, escaped)
 }
 
 func TestEscalatesToSIGKILL(t *testing.T) {
 	h := newHarness(t)
-	m := marker()
+	m := testutil.Marker()
 	o := h.opts(fmt.Sprintf(`
 steps:
   - id: stubborn
@@ -430,7 +388,7 @@ steps:
 	if st.Signal != "SIGKILL" {
 		t.Fatalf("signal = %q, want SIGKILL (TERM was ignored)", st.Signal)
 	}
-	wantNoProcess(t, m)
+	testutil.NoProcess(t, time.Second, m)
 }
 
 func TestLogCap(t *testing.T) {
@@ -576,7 +534,7 @@ func TestRunDeadline(t *testing.T) {
 	for _, viaOptions := range []bool{false, true} {
 		t.Run(fmt.Sprintf("options=%v", viaOptions), func(t *testing.T) {
 			h := newHarness(t)
-			m := marker()
+			m := testutil.Marker()
 			src := fmt.Sprintf("steps:\n  - id: quick\n    run: [\"true\"]\n  - id: long\n    needs: [quick]\n    shell: sleep %s\n  - id: later\n    needs: [long]\n    run: [\"true\"]\n", m)
 			if !viaOptions {
 				src = "timeout: 1s\n" + src
@@ -589,14 +547,14 @@ func TestRunDeadline(t *testing.T) {
 			wantStatus(t, res, runnerd.StatusFailed, runnerd.ReasonTimeout)
 			wantStep(t, res, "quick", runnerd.StepSucceeded, runnerd.StepReasonCompleted)
 			wantStep(t, res, "long", runnerd.StepFailed, runnerd.StepReasonTimeout)
-			wantNoProcess(t, m)
+			testutil.NoProcess(t, time.Second, m)
 		})
 	}
 }
 
 func TestCancel(t *testing.T) {
 	h := newHarness(t)
-	m := marker()
+	m := testutil.Marker()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h.onEvent = func(e runnerd.Event) {
@@ -620,7 +578,7 @@ steps:
 	wantStep(t, res, "first", runnerd.StepSucceeded, runnerd.StepReasonCompleted)
 	wantStep(t, res, "long", runnerd.StepCancelled, runnerd.StepReasonCancelled)
 	wantStep(t, res, "after", runnerd.StepPending, "")
-	wantNoProcess(t, m)
+	testutil.NoProcess(t, time.Second, m)
 	fin := h.eventsOf(runnerd.EventRunFinished, "")
 	if len(fin) != 1 || fin[0].Status != string(runnerd.StatusCancelled) {
 		t.Fatalf("run_finished = %+v", fin)

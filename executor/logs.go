@@ -99,9 +99,7 @@ func (l *stepLog) pump(stdout, stderr *os.File) <-chan struct{} {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, f := range []*os.File{stdout, stderr} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			m := newMasker(l.secrets)
 			buf := make([]byte, 32<<10)
 			for {
@@ -118,7 +116,7 @@ func (l *stepLog) pump(stdout, stderr *os.File) <-chan struct{} {
 					return
 				}
 			}
-		}()
+		})
 	}
 	go func() { wg.Wait(); close(done) }()
 	return done

@@ -253,7 +253,7 @@ func (r *run) needsState(s *workflow.Step) (ready bool, blocked string) {
 		case st == nil:
 			return false, n
 		case st.Status == runnerd.StepSucceeded:
-		case st.Status.Done():
+		case st.Status.Terminal():
 			return false, n
 		default:
 			ready = false
@@ -386,7 +386,7 @@ func (r *run) result() Result {
 		return res
 	}
 	for _, s := range r.wf.Steps {
-		if !r.states[s.ID].Status.Done() {
+		if !r.states[s.ID].Status.Terminal() {
 			// Unreachable with a validated DAG; say so rather than lie.
 			res.Status, res.Reason = runnerd.StatusFailed, runnerd.ReasonStepFailed
 			res.Message = fmt.Sprintf("step %s never became ready", s.ID)

@@ -170,7 +170,7 @@ func (a *API) follow(ctx context.Context, s *sse, run *store.Run, seq int64) err
 			moved = true
 		}
 		// The events up to the settling write were sent above.
-		if run.Status.Terminal() || run.Status == runnerd.StatusPaused {
+		if run.Status.Settled() {
 			s.send("", "settled", summaryOf(run))
 			return nil
 		}

@@ -59,7 +59,8 @@ type Config struct {
 	Replicas int
 }
 
-// DefaultConfig returns the names and limits of DESIGN.md.
+// DefaultConfig returns the documented names and limits (docs/architecture.md,
+// "Contracts the code keeps").
 func DefaultConfig() Config {
 	return Config{
 		Stream:          "RUNNERD_RUNS",
@@ -84,7 +85,7 @@ var (
 	subjectPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 )
 
-// Validate reports the first field that cannot work.
+// Validate reports every field that cannot work, joined in one error.
 func (c Config) Validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {

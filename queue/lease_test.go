@@ -3,6 +3,7 @@ package queue
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,22 +11,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // acquireWhenExpired retries until the previous holder's lease expired.
 func acquireWhenExpired(t *testing.T, q *Queue, runID, runnerID string) *Lease {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l, err := q.AcquireLease(ctxT(t), runID, runnerID)
-		if err == nil {
-			return l
-		}
-		if !errors.Is(err, ErrLeaseHeld) || time.Now().After(deadline) {
+	var l *Lease
+	var err error
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		l, err = q.AcquireLease(ctxT(t), runID, runnerID)
+		if err != nil && !errors.Is(err, ErrLeaseHeld) {
 			t.Fatalf("AcquireLease by %s: %v", runnerID, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil
+	}, "AcquireLease by %s: %v", runnerID, func() string { return fmt.Sprint(err) })
+	return l
 }
 
 func TestLeaseHeld(t *testing.T) {
@@ -135,16 +136,8 @@ func TestLeaseExpiredIsRetakenByItsHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := q.leases.Get(ctx, "run-1"); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("lease never expired")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { _, err := q.leases.Get(ctx, "run-1"); return err != nil },
+		"lease never expired")
 	epoch := a.Epoch()
 	if err := a.Renew(ctx); err != nil {
 		t.Fatalf("Renew of an expired lease nobody took = %v, want it re-taken", err)

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -451,15 +453,10 @@ func TestOpenChangesNothing(t *testing.T) {
 // a message, so a read right after a publish or an ack may lag.
 func waitPending(t *testing.T, q *Queue, want uint64, when string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		n, err := q.Pending(context.Background())
-		if err == nil && n == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Pending %s = %d, %v; want %d", when, n, err, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var n uint64
+	var err error
+	testutil.Eventually(t, 2*time.Second, func() bool {
+		n, err = q.Pending(context.Background())
+		return err == nil && n == want
+	}, "Pending %s = %s; want %d", when, func() string { return fmt.Sprint(n, err) }, want)
 }

@@ -40,7 +40,7 @@ func (s *Store) CountLostAttempt(ctx context.Context, id string, epoch uint64) (
 func (s *Store) RequeueCrashed(ctx context.Context, id string, epoch uint64, reason runnerd.Reason, steps runnerd.StepStates) error {
 	set := bson.D{{Key: "steps", Value: steps}}
 	inc := bson.D{{Key: "crashes", Value: 1}}
-	if _, err := s.transition(ctx, id, &epoch, runnerd.StatusQueued, reason, set, inc, noDoc); err != nil {
+	if _, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, set: set, inc: inc}); err != nil {
 		return fmt.Errorf("requeue crashed run %s: %w", id, err)
 	}
 	return nil
@@ -52,7 +52,7 @@ func (s *Store) RequeueCrashed(ctx context.Context, id string, epoch uint64, rea
 func (s *Store) FinishCrashed(ctx context.Context, id string, epoch uint64, reason runnerd.Reason, steps runnerd.StepStates) error {
 	set := bson.D{{Key: "steps", Value: steps}}
 	inc := bson.D{{Key: "crashes", Value: 1}}
-	if _, err := s.transition(ctx, id, &epoch, runnerd.StatusFailed, reason, set, inc, noDoc); err != nil {
+	if _, err := s.transition(ctx, id, change{to: runnerd.StatusFailed, reason: reason, epoch: &epoch, set: set, inc: inc}); err != nil {
 		return fmt.Errorf("fail crashed run %s: %w", id, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"time"
 
 	"github.com/runnerd/runnerd"
@@ -49,7 +50,7 @@ type Run struct {
 }
 
 // transitions lists, for each status, the statuses a run may come from
-// (DESIGN.md). running→running is absent on purpose: only Claim with a newer
+// (docs/architecture.md, "Contracts the code keeps"). running→running is absent on purpose: only Claim with a newer
 // epoch re-takes a running run, e.g. after its runner crashed.
 var transitions = map[runnerd.Status][]runnerd.Status{
 	runnerd.StatusRunning:   {runnerd.StatusQueued},
@@ -63,10 +64,5 @@ var transitions = map[runnerd.Status][]runnerd.Status{
 // CanTransition reports whether a run may go from one status to another by a
 // status write (Claim aside).
 func CanTransition(from, to runnerd.Status) bool {
-	for _, f := range transitions[to] {
-		if f == from {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(transitions[to], from)
 }

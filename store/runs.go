@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,7 +252,7 @@ func (s *Store) SaveSteps(ctx context.Context, id string, epoch uint64, steps ru
 // against the allowed transitions. A terminal status sets finished_at.
 // Running is reached only through Claim.
 func (s *Store) SetStatus(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason) error {
-	if _, err := s.transition(ctx, id, &epoch, to, reason, nil, nil, noDoc); err != nil {
+	if _, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch}); err != nil {
 		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
 	}
 	return nil
@@ -261,7 +262,7 @@ func (s *Store) SetStatus(ctx context.Context, id string, epoch uint64, to runne
 // never sees a finished run with stale steps; fenced by epoch.
 func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) error {
 	set := bson.D{{Key: "steps", Value: steps}}
-	if _, err := s.transition(ctx, id, &epoch, to, reason, set, nil, noDoc); err != nil {
+	if _, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch, set: set}); err != nil {
 		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
 	}
 	return nil
@@ -273,7 +274,7 @@ func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.
 // message; fenced by epoch.
 func (s *Store) Requeue(ctx context.Context, id string, epoch uint64, reason runnerd.Reason) (*Run, error) {
 	inc := bson.D{{Key: "generation", Value: 1}}
-	r, err := s.transition(ctx, id, &epoch, runnerd.StatusQueued, reason, nil, inc, withDoc)
+	r, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, inc: inc, returnRun: true})
 	if err != nil {
 		return nil, fmt.Errorf("requeue run %s: %w", id, err)
 	}
@@ -285,7 +286,7 @@ func (s *Store) Requeue(ctx context.Context, id string, epoch uint64, reason run
 // starts, a queued run out of attempts. A running run is owned by a runner
 // and only fenced writes change it, so it gives ErrIllegalTransition here.
 func (s *Store) SetStatusUnfenced(ctx context.Context, id string, to runnerd.Status, reason runnerd.Reason) error {
-	if _, err := s.transition(ctx, id, nil, to, reason, nil, nil, noDoc); err != nil {
+	if _, err := s.transition(ctx, id, change{to: to, reason: reason}); err != nil {
 		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
 	}
 	return nil
@@ -309,7 +310,7 @@ func (s *Store) Resume(ctx context.Context, id string, answers map[string]map[st
 		}
 	}
 	inc := bson.D{{Key: "generation", Value: 1}}
-	r, err := s.transition(ctx, id, nil, runnerd.StatusQueued, "", set, inc, withDoc)
+	r, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, set: set, inc: inc, returnRun: true})
 	if err != nil {
 		return nil, fmt.Errorf("resume run %s: %w", id, err)
 	}
@@ -324,11 +325,22 @@ func checkKey(k string) error {
 	return nil
 }
 
+// change is one status change of a run: the status it goes to and why, and
+// what else the same write sets and increments.
+type change struct {
+	to     runnerd.Status
+	reason runnerd.Reason // "" removes the stored reason
+	// epoch fences the write: the stored epoch must be this one. nil: an
+	// unfenced write, which never applies to a running run (a runner owns it).
+	epoch     *uint64
+	set, inc  bson.D
+	returnRun bool // return the updated run (noDoc / withDoc)
+}
+
 // transition applies a status change with its guard: the allowed source
-// statuses of to, and the epoch when fenced. Unfenced writes never apply to a
-// running run, which a runner owns.
-func (s *Store) transition(ctx context.Context, id string, epoch *uint64, to runnerd.Status, reason runnerd.Reason,
-	set, inc bson.D, want bool) (*Run, error) {
+// statuses of c.to, and the epoch when fenced.
+func (s *Store) transition(ctx context.Context, id string, c change) (*Run, error) {
+	to, reason, epoch, set := c.to, c.reason, c.epoch, c.set
 	if to == runnerd.StatusRunning {
 		return nil, fmt.Errorf("%w: running is reached only by Claim", ErrIllegalTransition)
 	}
@@ -354,10 +366,10 @@ func (s *Store) transition(ctx context.Context, id string, epoch *uint64, to run
 		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}})
 	}
 	update = append(update, bson.E{Key: "$set", Value: set})
-	if len(inc) > 0 {
-		update = append(update, bson.E{Key: "$inc", Value: inc})
+	if len(c.inc) > 0 {
+		update = append(update, bson.E{Key: "$inc", Value: c.inc})
 	}
-	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to}, update, want)
+	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to}, update, c.returnRun)
 }
 
 // guard is what a conditional write requires of the stored run besides its id.
@@ -450,7 +462,7 @@ func (g guard) check(cur *Run) error {
 	if g.landed != nil && g.landed(cur) {
 		return errLanded
 	}
-	if g.from != nil && !contains(g.from, cur.Status) {
+	if g.from != nil && !slices.Contains(g.from, cur.Status) {
 		if cur.Status.Terminal() {
 			return fmt.Errorf("%s → %s: %w: %w", cur.Status, g.to, ErrIllegalTransition, ErrTerminal)
 		}
@@ -483,13 +495,4 @@ func (s *Store) update(ctx context.Context, filter, update bson.D, want bool) (*
 		return nil, err
 	}
 	return &r, nil
-}
-
-func contains(list []runnerd.Status, s runnerd.Status) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -3,7 +3,7 @@
 // runnerd is the only writer. Every write made on behalf of a claimed run is
 // conditional on the run's fencing epoch (the lease revision at claim), so a
 // runner that lost its lease changes nothing and gets ErrFenced. Status
-// changes follow the transitions of DESIGN.md; an illegal one is refused with
+// changes follow the documented transitions (CanTransition); an illegal one is refused with
 // ErrIllegalTransition and nothing is applied.
 //
 // The same code runs against MongoDB and against FerretDB (on SQLite, the

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
@@ -64,7 +65,7 @@ type attempt struct {
 	stopMu  sync.Mutex
 	stopped stopCause
 
-	laps phases // where the attempt's time went, logged at debug level
+	timeline timeline // where the attempt's time went, logged at debug level
 }
 
 // delivery is the latest delivery of the run's message.
@@ -101,33 +102,33 @@ func (a *attempt) currentChild() *child.Process {
 	return a.proc
 }
 
-// phases records the duration of each step of an attempt's sequence.
-type phases struct {
-	last  time.Time
-	laps  []lap
-	inner time.Duration // of execute: persisting the child's events
+// timeline records how long each phase of an attempt's sequence took.
+type timeline struct {
+	last   time.Time
+	phases []phase
+	inner  time.Duration // of execute: persisting the child's events
 }
 
-type lap struct {
+type phase struct {
 	name string
 	d    time.Duration
 }
 
-// lap closes the phase named name at now.
-func (p *phases) lap(name string) {
+// mark ends the phase named name now.
+func (t *timeline) mark(name string) {
 	now := time.Now()
-	p.laps = append(p.laps, lap{name, now.Sub(p.last)})
-	p.last = now
+	t.phases = append(t.phases, phase{name, now.Sub(t.last)})
+	t.last = now
 }
 
 // dict is the phases as a log field, in milliseconds.
-func (p *phases) dict() *zerolog.Event {
+func (t *timeline) dict() *zerolog.Event {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	d := zerolog.Dict()
-	for _, l := range p.laps {
-		d = d.Float64(l.name, ms(l.d))
+	for _, p := range t.phases {
+		d = d.Float64(p.name, ms(p.d))
 	}
-	return d.Float64("persist_within_execute", ms(p.inner))
+	return d.Float64("persist_within_execute", ms(t.inner))
 }
 
 // process handles one delivery end to end. It never panics the process: a
@@ -136,7 +137,7 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a := &attempt{sup: s, d: d, runID: d.RunID(), started: time.Now()}
 	a.ctx, a.cancel = context.WithCancelCause(s.hardCtx)
 	defer a.cancel(nil)
-	a.laps.last = a.started
+	a.timeline.last = a.started
 	lc := s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered())
 	a.trace = d.Header().Get(traceHeader)
 	if id := traceID(a.trace); id != "" {
@@ -171,15 +172,16 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a.conclude(ctx, out)
 }
 
-// pickUpAndRun is the pickup sequence of DESIGN.md: decode, load, tenant and
-// terminal checks, lease, claim, then the child.
+// pickUpAndRun is the pickup sequence (docs/architecture.md, "How a run
+// flows"): decode, load, tenant and terminal checks, lease, claim, then the
+// child.
 func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	s := a.sup
 	msg, err := a.d.Decode()
 	if err != nil {
 		a.log.Warn().Err(err).Str("reason", string(runnerd.ReasonInvalidMessage)).Msg("invalid message")
 		if a.runID != "" {
-			a.run, _ = s.st.Get(ctx, a.runID)
+			a.run, _ = s.store.Get(ctx, a.runID)
 		}
 		if errors.Is(err, workflow.ErrInvalid) {
 			return outInvalidWorkflow
@@ -199,10 +201,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		s.m.waits.WithLabelValues(onLease).Inc()
 		return outLeaseHeld // another message of a run this runner is executing
 	}
-	a.laps.lap("decode")
+	a.timeline.mark("decode")
 
-	run, err := s.st.Get(ctx, msg.RunID)
-	a.laps.lap("load")
+	run, err := s.store.Get(ctx, msg.RunID)
+	a.timeline.mark("load")
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return outRunNotFound
@@ -217,13 +219,13 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		a.log.Warn().Str("tenant_id", msg.TenantID).Str("run_tenant_id", run.TenantID).Msg("tenant mismatch")
 		return outTenantMismatch
 	}
-	if run.Status.Terminal() || run.Status == runnerd.StatusPaused {
+	if run.Status.Settled() {
 		return outStale
 	}
 	if out, ok := a.acquireLease(ctx); !ok {
 		return out
 	}
-	a.laps.lap("lease")
+	a.timeline.mark("lease")
 
 	// The run is still running under a runner that is gone (its lease
 	// expired or was its own, from before a restart): that attempt ended
@@ -231,12 +233,12 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	// is ours: it may have concluded between the load and the lease.
 	lostAttempt := false
 	if run.Status == runnerd.StatusRunning {
-		if cur, err := s.st.Get(ctx, a.runID); err == nil && cur.Status == runnerd.StatusRunning {
+		if cur, err := s.store.Get(ctx, a.runID); err == nil && cur.Status == runnerd.StatusRunning {
 			lostAttempt = true
 		}
 	}
-	run, err = s.st.Claim(ctx, a.runID, s.cfg.RunnerID, a.lease.Epoch())
-	a.laps.lap("claim")
+	run, err = s.store.Claim(ctx, a.runID, s.cfg.RunnerID, a.lease.Epoch())
+	a.timeline.mark("claim")
 	switch {
 	case errors.Is(err, store.ErrFenced):
 		return outLeaseLost
@@ -261,7 +263,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	}
 	if lostAttempt {
 		err := a.withStore(opClaim, func(ctx context.Context) error {
-			r, err := s.st.CountLostAttempt(ctx, a.runID, a.epoch)
+			r, err := s.store.CountLostAttempt(ctx, a.runID, a.epoch)
 			if err == nil {
 				a.run.Crashes = r.Crashes
 			}
@@ -283,7 +285,7 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	if wf == nil {
 		return out
 	}
-	a.laps.lap("workflow")
+	a.timeline.mark("workflow")
 	return a.runChild(ctx, wf, vars)
 }
 
@@ -456,7 +458,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		return outExecutorStartFailed
 	}
 	a.dir = dir
-	a.laps.lap("run_dir")
+	a.timeline.mark("run_dir")
 	proc, cg, err := s.startChild(a)
 	if err != nil {
 		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
@@ -468,7 +470,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		proc.Kill()
 	}
 	a.log.Debug().Int("pid", proc.Pid()).Msg("runexec started")
-	a.laps.lap("start_child")
+	a.timeline.mark("start_child")
 
 	deadline := a.deadline(wf)
 	runCtx, stopMonitors := context.WithCancel(ctx)
@@ -499,7 +501,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		Env:     map[string]string{"HOME": dir.home(), "TMPDIR": dir.tmp()},
 		Secrets: a.secrets,
 	}, a.persist)
-	a.laps.lap("execute")
+	a.timeline.mark("execute")
 	cleanEnd := err == nil
 	if !cleanEnd {
 		a.log.Debug().Err(err).Msg("event stream ended with an error")
@@ -529,7 +531,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	oom := false
 	if cleanEnd && a.finished != nil && a.finished.Status == string(runnerd.StatusSucceeded) && a.stopCause() == stopNone {
 		// The outcome is known and nothing of the child can change it: its
-		// exit (2–4 ms of reaping a Go process, the cgroup's removal)
+		// exit (reaping a Go process, the cgroup's removal: milliseconds)
 		// overlaps the writing of the outcome; the attempt waits for it
 		// before it frees its slot. runexec killed the steps' escaped
 		// processes when each step ended.
@@ -539,7 +541,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		oom = stop()
 	}
 
-	a.laps.lap("stop_child")
+	a.timeline.mark("stop_child")
 	obs := observation{finished: a.finished, cleanEnd: cleanEnd, oomKilled: oom, stoppedFor: a.stopCause()}
 	out := classify(obs)
 	if a.unsaved {
@@ -551,7 +553,7 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 			a.log.Warn().Err(err).Msg("upload logs and artifacts")
 			return afterFailedUpload(out)
 		}
-		a.laps.lap("upload")
+		a.timeline.mark("upload")
 	}
 	return out
 }
@@ -618,7 +620,7 @@ func (a *attempt) askToStop(proc *child.Process, reason string) {
 // state and saves that state when a step finishes. It runs on the Execute
 // goroutine; an error stops the stream.
 func (a *attempt) persist(events []runnerd.Event) error {
-	defer func(t time.Time) { a.laps.inner += time.Since(t) }(time.Now())
+	defer func(t time.Time) { a.timeline.inner += time.Since(t) }(time.Now())
 	stored := make([]runnerd.Event, 0, len(events))
 	saveState := false
 	var refused error // a succeeded step's file refused (files.go)
@@ -672,7 +674,7 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	batch := store.Batch{First: a.run.EventSeq + 1, Events: stored, Steps: steps}
 	err := a.withStore(opPersistEvents, func(ctx context.Context) error {
 		// One fenced write: the events and the step state together.
-		if _, err := a.sup.st.Record(ctx, a.runID, a.epoch, batch); err != nil {
+		if _, err := a.sup.store.Record(ctx, a.runID, a.epoch, batch); err != nil {
 			return err
 		}
 		a.run.EventSeq = batch.Last()
@@ -823,21 +825,13 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 // traceHeader is the W3C Trace Context header `runnerd submit` sets.
 const traceHeader = "traceparent"
 
-// traceID is the trace id of a W3C traceparent (version-traceid-parentid-flags),
-// or "" if tp is not one.
+// traceID is the trace id of a W3C traceparent, or "" if tp is not a valid
+// one (OpenTelemetry's TraceContext propagator parses it).
 func traceID(tp string) string {
-	parts := strings.Split(tp, "-")
-	if len(parts) < 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{traceHeader: tp})
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
 		return ""
 	}
-	id := parts[1]
-	for _, c := range id {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return ""
-		}
-	}
-	if id == strings.Repeat("0", 32) {
-		return ""
-	}
-	return id
+	return sc.TraceID().String()
 }

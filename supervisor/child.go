@@ -102,10 +102,10 @@ func (s *Supervisor) startChild(a *attempt) (*child.Process, *contain.Cgroup, er
 }
 
 // launch starts runexec and connects to it. Moving a process into a cgroup
-// waits for an RCU grace period (7–12 ms on cgroup v1 here): it runs while
-// go-plugin does its handshake. The child does not fork before Execute is
+// waits for an RCU grace period (milliseconds on cgroup v1 (docs/benchmarks.md, "Figures behind the code")):
+// it runs while go-plugin does its handshake. The child does not fork before Execute is
 // called, so its steps are all born inside the cgroup.
-func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, hl hclog.Logger, log zerolog.Logger) (*child.Process, error) {
+func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, pluginLog hclog.Logger, log zerolog.Logger) (*child.Process, error) {
 	var joined chan error
 	started := func(int) {}
 	if cg != nil {
@@ -116,7 +116,7 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, h
 		Cmd:       cmd,
 		SocketDir: sockDir,
 		AutoMTLS:  s.cfg.AutoMTLS,
-		Logger:    hl,
+		Logger:    pluginLog,
 		Started:   started,
 	})
 	if err != nil {
@@ -174,10 +174,13 @@ func (p *pidSet) has(pid int) bool {
 	return p.m[pid]
 }
 
-// becomeSubreaper makes orphaned descendants (a step that escaped a dead
-// child) reparent to runnerd instead of init, and reaps them as they exit.
-func becomeSubreaper(log zerolog.Logger) {
-	if err := contain.ReapOrphans(children.has); err != nil {
-		log.Warn().Err(err).Msg("cannot become child subreaper")
+// reapOrphans makes orphaned descendants (a step that escaped a dead child)
+// reparent to runnerd instead of init, and reaps them as they exit, until
+// the returned stop is called.
+func (s *Supervisor) reapOrphans() (stop func()) {
+	stop, err := contain.ReapOrphans(children.has)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot become child subreaper")
 	}
+	return stop
 }

@@ -35,7 +35,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 			a.sup.announce(a.run, written, v.reason)
 		}
 	}
-	a.laps.lap("write_outcome")
+	a.timeline.mark("write_outcome")
 	republished := false
 	if act == actRepublish {
 		if err := a.republish(ctx); err != nil {
@@ -48,8 +48,8 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	if err := a.act(ctx, act, v.reason); err != nil {
 		a.log.Warn().Err(err).Str("action", act.String()).Msg("act on message")
 	}
-	a.laps.lap("act")
-	a.record(written, v.reason, act, republished)
+	a.timeline.mark("act")
+	a.count(written, v.reason, act, republished)
 	logEvent := a.log.Info()
 	if v.status == runnerd.StatusFailed || act == actTerm {
 		logEvent = a.log.Warn()
@@ -57,7 +57,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	logEvent = logEvent.Str("status", string(v.status)).Str("reason", string(v.reason)).
 		Str("action", act.String()).Dur("duration", time.Since(a.started))
 	if a.log.GetLevel() <= zerolog.DebugLevel {
-		logEvent = logEvent.Dict("phases_ms", a.laps.dict())
+		logEvent = logEvent.Dict("phases_ms", a.timeline.dict())
 	}
 	logEvent.Msg("run attempt done")
 
@@ -80,42 +80,42 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 // claimed; before the claim only a queued run is touched (a run owned by
 // another runner is never written without its epoch).
 func (a *attempt) write(ctx context.Context, v verdict) error {
-	st := a.sup.st
+	runs := a.sup.store
 	if a.epoch == 0 {
 		if a.run == nil || a.run.Status != runnerd.StatusQueued {
 			return nil
 		}
-		return st.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
+		return runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
 	}
 	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
 		switch {
 		case v.status.Terminal() && v.crash:
-			return st.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
+			return runs.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
 		case v.status.Terminal():
-			return st.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
+			return runs.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
 		case v.crash:
-			return st.RequeueCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
+			return runs.RequeueCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
 		case v.action == actRepublish:
-			if err := st.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
+			if err := runs.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
 				return err
 			}
-			run, err := st.Requeue(ctx, a.runID, a.epoch, v.reason)
+			run, err := runs.Requeue(ctx, a.runID, a.epoch, v.reason)
 			if err == nil {
 				a.run.Generation = run.Generation
 			}
 			return err
 		default:
-			if err := st.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
+			if err := runs.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
 				return err
 			}
-			return st.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
+			return runs.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
 		}
 	})
 }
 
-// record counts the concluded attempt: its delivery action, and for a
+// count counts the concluded attempt: its delivery action, and for a
 // reason-bearing outcome the status written (empty: none) and the reason.
-func (a *attempt) record(status runnerd.Status, reason runnerd.Reason, act action, republished bool) {
+func (a *attempt) count(status runnerd.Status, reason runnerd.Reason, act action, republished bool) {
 	m := a.sup.m
 	label := act.String()
 	if republished {

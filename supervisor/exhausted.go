@@ -50,7 +50,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 		deleteMsg("names no run") // a runner would have termed it
 		return
 	}
-	run, err := s.st.Get(ctx, runID)
+	run, err := s.store.Get(ctx, runID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		deleteMsg("run not found")
@@ -58,7 +58,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 	case err != nil:
 		log.Warn().Err(err).Msg("exhausted message: load run failed; it stays in the stream")
 		return
-	case run.Status.Terminal() || run.Status == runnerd.StatusPaused:
+	case run.Status.Settled():
 		deleteMsg("run already " + string(run.Status))
 		return
 	case msg.Generation() >= 0 && msg.Generation() < run.Generation:
@@ -84,7 +84,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 		return
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
-	claimed, err := s.st.Claim(ctx, runID, s.cfg.RunnerID, lease.Epoch())
+	claimed, err := s.store.Claim(ctx, runID, s.cfg.RunnerID, lease.Epoch())
 	switch {
 	case errors.Is(err, store.ErrTerminal), errors.Is(err, store.ErrIllegalTransition):
 		deleteMsg("run settled meanwhile")
@@ -93,7 +93,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 		log.Warn().Err(err).Msg("exhausted message: claim failed; it stays in the stream")
 		return
 	}
-	if err := s.st.Finish(ctx, runID, lease.Epoch(), runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded, claimed.Steps); err != nil {
+	if err := s.store.Finish(ctx, runID, lease.Epoch(), runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded, claimed.Steps); err != nil {
 		log.Warn().Err(err).Msg("exhausted message: could not fail the run; it stays in the stream")
 		return
 	}

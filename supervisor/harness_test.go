@@ -1,14 +1,8 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,23 +17,15 @@ import (
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/storetest"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
 )
 
-var runexecPath string
-
 // TestMain uses the runexec that `make test` built, or builds one.
 func TestMain(m *testing.M) {
-	var err error
-	if runexecPath, err = testbin.Path("runexec"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
+	testbin.Main(m, "runexec")
 }
 
 // env is one test's world: real servers, a queue, the stores and
@@ -53,14 +39,14 @@ type env struct {
 	qcfg  queue.Config
 	st    *store.Store
 	blobs *blob.Store
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 	side  string // a directory outside every run dir, for steps' side effects
 	runs  string // the run dir root
 }
 
 func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	t.Helper()
-	e := &env{t: t, stack: devstacktest.Start(t), logs: &syncBuffer{}, side: t.TempDir(), runs: t.TempDir()}
+	e := &env{t: t, stack: devstacktest.Start(t), logs: &testutil.SyncBuffer{}, side: t.TempDir(), runs: t.TempDir()}
 	ctx := context.Background()
 	var err error
 	if e.nc, err = nats.Connect(e.stack.NATSURL); err != nil {
@@ -107,10 +93,10 @@ func (r *running) stop() error {
 
 func (e *env) config(id string) Config {
 	return Config{
-		RunnerID:      uniqueID(id),
+		RunnerID:      testutil.UniqueID(id),
 		Concurrency:   2,
 		RunDirRoot:    e.runs,
-		RunexecPath:   runexecPath,
+		RunexecPath:   testbin.MustPath(e.t, "runexec"),
 		ShutdownGrace: 10 * time.Second,
 		KillGrace:     time.Second,
 		PingInterval:  300 * time.Millisecond,
@@ -174,22 +160,22 @@ func (e *env) publish(msg *queue.Message, generation int) {
 // waitRun polls the run until ok says so.
 func (e *env) waitRun(id string, timeout time.Duration, what string, ok func(*store.Run) bool) *store.Run {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last *store.Run
-	for time.Now().Before(deadline) {
+	found := testutil.Wait(timeout, func() bool {
 		r, err := e.st.Get(context.Background(), id)
 		if err == nil {
 			last = r
-			if ok(r) {
-				return r
-			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if last != nil {
+		return err == nil && ok(r)
+	})
+	switch {
+	case found:
+		return last
+	case last != nil:
 		e.t.Fatalf("run %s: not %s after %s: status %s reason %s attempt %d\nlogs:\n%s", id, what, timeout, last.Status, last.Reason, last.Attempt, e.logs.String())
+	default:
+		e.t.Fatalf("run %s: never found\nlogs:\n%s", id, e.logs.String())
 	}
-	e.t.Fatalf("run %s: never found\nlogs:\n%s", id, e.logs.String())
 	return nil
 }
 
@@ -201,82 +187,15 @@ func (e *env) waitStatus(id string, status runnerd.Status, timeout time.Duration
 // waitQueueEmpty waits until no message is pending or unacknowledged.
 func (e *env) waitQueueEmpty(timeout time.Duration) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testutil.Eventually(e.t, timeout, func() bool {
 		info, err := e.js.Stream(context.Background(), e.qcfg.Stream)
-		if err == nil {
-			si, err := info.Info(context.Background())
-			if err == nil && si.State.Msgs == 0 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("queue not empty after %s\nlogs:\n%s", timeout, e.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		si, err := info.Info(context.Background())
+		return err == nil && si.State.Msgs == 0
+	}, "queue not empty\nlogs:\n%s", e.logs.String)
 }
 
 // sideFile is a file outside every run dir, for steps to record side effects.
 func (e *env) sideFile(name string) string { return filepath.Join(e.side, name) }
-
-func countLines(t *testing.T, path string) int {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(data), "\n")
-}
-
-// noProcessWith fails if any process has marker in its command line.
-func noProcessWith(t *testing.T, marker string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var found []string
-		entries, _ := os.ReadDir("/proc")
-		for _, en := range entries {
-			cmdline, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
-			if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
-				continue
-			}
-			stat, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
-			if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
-				continue // a zombie waiting to be reaped holds nothing
-			}
-			found = append(found, en.Name()+": "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
-		}
-		if len(found) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes left behind:\n%s", strings.Join(found, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// uniqueID makes a runner id unique to this test process: a runner id is
-// locked machine-wide, and other test processes may run at the same time.
-func uniqueID(id string) string { return fmt.Sprintf("%s-%d", id, os.Getpid()) }

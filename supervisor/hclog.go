@@ -14,8 +14,8 @@ import (
 // the run's fields (run_id, attempt, trace_id, ...) at the same level. The
 // level follows l's, so --log-level debug shows go-plugin's debug lines.
 func newHCLogger(l zerolog.Logger) hclog.Logger {
-	hl, _ := newSwitchableHCLogger(l)
-	return hl
+	pluginLog, _ := newSwitchableHCLogger(l)
+	return pluginLog
 }
 
 // newSwitchableHCLogger is newHCLogger whose zerolog logger can be replaced
@@ -24,13 +24,13 @@ func newHCLogger(l zerolog.Logger) hclog.Logger {
 func newSwitchableHCLogger(l zerolog.Logger) (hclog.Logger, func(zerolog.Logger)) {
 	w := &hclogWriter{}
 	w.l.Store(&l)
-	hl := hclog.New(&hclog.LoggerOptions{
+	pluginLog := hclog.New(&hclog.LoggerOptions{
 		Name:       "plugin",
 		Level:      hclogLevel(l.GetLevel()),
 		JSONFormat: true,
 		Output:     w,
 	})
-	return hl, func(l zerolog.Logger) { w.l.Store(&l) }
+	return pluginLog, func(l zerolog.Logger) { w.l.Store(&l) }
 }
 
 type hclogWriter struct {

@@ -23,7 +23,7 @@ func (a *attempt) keepLease(ctx context.Context) {
 	s := a.sup
 	ttl := s.q.Config().LeaseTTL
 	beat := "lease heartbeat of run " + a.runID
-	defer s.hl.Forget(beat)
+	defer s.health.Forget(beat)
 	failingSince := time.Time{}
 	noted := false
 	timer := time.NewTimer(ttl / 3)
@@ -34,7 +34,7 @@ func (a *attempt) keepLease(ctx context.Context) {
 		}
 	}()
 	for {
-		s.hl.Beat(beat)
+		s.health.Beat(beat)
 		select {
 		case <-ctx.Done():
 			return
@@ -89,7 +89,7 @@ func (a *attempt) keepLease(ctx context.Context) {
 func (a *attempt) claimedElsewhere(ctx context.Context) bool {
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	run, err := a.sup.st.Get(gctx, a.runID)
+	run, err := a.sup.store.Get(gctx, a.runID)
 	return err == nil && run.Epoch != a.epoch
 }
 

@@ -32,7 +32,7 @@ func (a *attempt) monitor(ctx context.Context, proc *child.Process, deadline tim
 	// The watchdog expects a beat at every turn of this loop: the ping ticker
 	// turns it every ping interval even when nothing else happens.
 	beat := "monitor of run " + a.runID
-	defer s.hl.Forget(beat)
+	defer s.health.Forget(beat)
 
 	kill := func(c stopCause, reason runnerd.Reason, msg string) {
 		if a.stopFor(c) || c == stopShutdown {
@@ -41,7 +41,7 @@ func (a *attempt) monitor(ctx context.Context, proc *child.Process, deadline tim
 		proc.Kill()
 	}
 	for {
-		s.hl.Beat(beat)
+		s.health.Beat(beat)
 		if a.stopCause() == stopCancel && cancelGrace == nil {
 			cancelGrace = time.After(s.cfg.KillGrace + 10*time.Second)
 		}
@@ -51,7 +51,7 @@ func (a *attempt) monitor(ctx context.Context, proc *child.Process, deadline tim
 		case <-cancelCheck.C:
 			// Bounded: an unreachable MongoDB must not hold this loop.
 			gctx, cancel := context.WithTimeout(ctx, ttl/6)
-			run, err := s.st.Get(gctx, a.runID)
+			run, err := s.store.Get(gctx, a.runID)
 			cancel()
 			if err == nil && run.CancelRequested {
 				a.cancelByUser(proc)

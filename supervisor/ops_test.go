@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -114,40 +116,29 @@ func (o *ops) scrape(t *testing.T) map[string]float64 {
 // waitMetrics scrapes until every wanted series has its value.
 func (o *ops) waitMetrics(t *testing.T, e *env, what string, want map[string]float64) map[string]float64 {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := o.scrape(t)
-		var wrong []string
+	var got map[string]float64
+	var wrong []string
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		got, wrong = o.scrape(t), nil
 		for k, v := range want {
 			if got[k] != v {
 				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", k, got[k], v))
 			}
 		}
-		if len(wrong) == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			sort.Strings(wrong)
-			t.Fatalf("%s:\n%s\nlogs:\n%s", what, strings.Join(wrong, "\n"), e.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(wrong) == 0
+	}, "%s:\n%s\nlogs:\n%s", what, func() string { sort.Strings(wrong); return strings.Join(wrong, "\n") }, e.logs.String)
+	return got
 }
 
 // waitProbe polls an endpoint until it answers code with a body containing want.
 func (o *ops) waitProbe(t *testing.T, path string, code int, want string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got, body := o.get(t, path)
-		if got == code && strings.Contains(body, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d %q after %s, want %d with %q", path, got, body, timeout, code, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var got int
+	var body string
+	testutil.Eventually(t, timeout, func() bool {
+		got, body = o.get(t, path)
+		return got == code && strings.Contains(body, want)
+	}, "%s: %d %q, want %d with %q", path, func() string { return strconv.Itoa(got) }, func() string { return body }, code, want)
 }
 
 func TestMetricsCountRealRuns(t *testing.T) {
@@ -240,7 +231,7 @@ steps:
 		if json.Unmarshal([]byte(line), &l) != nil || l["run_id"] != "met1" {
 			continue
 		}
-		if l["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || l["runner_id"] != uniqueID("m1") {
+		if l["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || l["runner_id"] != testutil.UniqueID("m1") {
 			t.Errorf("log line of met1 without its trace_id or runner_id: %s", line)
 		}
 		if l["message"] == "step finished" {
@@ -290,16 +281,8 @@ steps:
   - id: stubborn
     shell: trap '' TERM; touch %s; sleep 30
 `, started), nil)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(started); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("step never started\n%s", e.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { _, err := os.Stat(started); return err == nil },
+		"step never started\n%s", e.logs.String)
 
 	o.cancel() // the first SIGTERM
 	o.waitProbe(t, "/readyz", http.StatusServiceUnavailable, "draining", 5*time.Second)

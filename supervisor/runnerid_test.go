@@ -4,11 +4,12 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 )
 
 func TestRunnerIDIsLockedMachineWide(t *testing.T) {
-	id := uniqueID("lock")
+	id := testutil.UniqueID("lock")
 	first, got, err := claimRunnerID(id, false)
 	if err != nil || got != id {
 		t.Fatalf("first claim: %q %v", got, err)

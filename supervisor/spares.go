@@ -15,8 +15,8 @@ import (
 
 // spares keeps runexec children started ahead of runs (Config.Prestart), so
 // that a run does not wait for a child's start: exec of runexec, its Go
-// runtime, go-plugin's handshake and the move into a cgroup, ~10 ms of the
-// run's path. A spare serves one run, like any child, and is never reused:
+// runtime, go-plugin's handshake and the move into a cgroup, the largest
+// part of a short run's path (docs/benchmarks.md, "Figures behind the code"). A spare serves one run, like any child, and is never reused:
 // the isolation is the same, only the start moved off the run's path.
 //
 // A spare is started with its own directory as working directory, HOME and
@@ -95,8 +95,8 @@ func (p *spares) start() (*spare, error) {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
 	log := s.log.With().Str("source", "runexec").Logger()
-	hl, setLog := newSwitchableHCLogger(log)
-	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, hl, s.log)
+	pluginLog, setLog := newSwitchableHCLogger(log)
+	proc, err := s.launch(s.childCmd(dir, dir, dir), dir, cg, pluginLog, s.log)
 	if err != nil {
 		cg.Discard()
 		_ = os.RemoveAll(dir)

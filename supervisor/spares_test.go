@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // serveWithSpare starts a supervisor of one slot and one spare child, and
@@ -32,13 +34,8 @@ func waitSpares(t *testing.T, r *running, n int) {
 		}
 		return 0
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for waiting() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d spares waiting, want %d", waiting(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 20*time.Second, func() bool { return waiting() >= n }, "%d spares waiting, want %d",
+		func() string { return strconv.Itoa(waiting()) }, n)
 }
 
 // With --prestart, each run still gets a runexec of its own, started before

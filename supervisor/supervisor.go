@@ -179,11 +179,11 @@ type Supervisor struct {
 	closeOnce sync.Once
 	cfg       Config
 	q         *queue.Queue
-	st        *store.Store
+	store     *store.Store
 	blobs     *blob.Store
 	log       zerolog.Logger
 	m         *metrics
-	hl        *Health
+	health    *Health
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
@@ -207,7 +207,7 @@ type Supervisor struct {
 }
 
 // New checks the configuration and prepares a supervisor.
-func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Supervisor, error) {
+func New(cfg Config, q *queue.Queue, runs *store.Store, blobs *blob.Store) (*Supervisor, error) {
 	cfg.fill()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("supervisor config: %w", err)
@@ -231,11 +231,11 @@ func New(cfg Config, q *queue.Queue, st *store.Store, blobs *blob.Store) (*Super
 		idLock:     lock,
 		cfg:        cfg,
 		q:          q,
-		st:         st,
+		store:      runs,
 		blobs:      blobs,
 		log:        cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
 		m:          m,
-		hl:         cfg.Health,
+		health:     cfg.Health,
 		sockRoot:   socketRoot(cfg.RunnerID),
 		draining:   make(chan struct{}),
 	}
@@ -254,6 +254,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := s.prepareHost(); err != nil {
 		return err
 	}
+	defer s.reapOrphans()() // deferred first: it ends after every attempt
 	slots := make(chan struct{}, s.cfg.Concurrency)
 	freed := make(chan struct{}, 1) // a slot was given back
 	var wg sync.WaitGroup           // the attempts
@@ -284,9 +285,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.logSandbox()
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
 	s.m.freeSlots.Set(float64(s.cfg.Concurrency))
-	s.hl.SetNotReady("")
+	s.health.SetNotReady("")
 	for ctx.Err() == nil {
-		s.hl.Beat(loopName)
+		s.health.Beat(loopName)
 		if s.loopHook != nil {
 			s.loopHook()
 		}
@@ -309,9 +310,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		for _, d := range deliveries {
 			slots <- struct{}{}
 			s.slotTaken(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() {
 					<-slots
 					s.slotTaken(-1)
@@ -321,12 +320,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 					}
 				}()
 				s.process(workCtx, d)
-			}()
+			})
 		}
 	}
 	// The loop ends on purpose: no longer watched, no longer ready.
-	s.hl.SetNotReady("draining")
-	s.hl.Forget(loopName)
+	s.health.SetNotReady("draining")
+	s.health.Forget(loopName)
 	s.spares.close()
 
 	s.drain()
@@ -343,7 +342,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	_ = os.Remove(s.sockRoot) // empty once every child is gone
 	s.log.Info().Msg("stopped")
-	s.hl.SetNotReady("stopped")
+	s.health.SetNotReady("stopped")
 	return nil
 }
 
@@ -428,7 +427,7 @@ func (s *Supervisor) waitSlot(ctx context.Context, slots, freed chan struct{}) b
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for len(slots) == cap(slots) {
-		s.hl.Beat(loopName)
+		s.health.Beat(loopName)
 		select {
 		case <-ctx.Done():
 			return false
@@ -458,7 +457,6 @@ func (s *Supervisor) prepareHost() error {
 		return fmt.Errorf("socket dir root: %w", err)
 	}
 	contain.SweepCgroups(s.cgroupParentName())
-	becomeSubreaper(s.log)
 	// A non-dumpable process's /proc files belong to root, so an
 	// unprivileged runnerd could no longer write its children's uid_map:
 	// there the user and PID namespaces, which keep steps from seeing

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/contain"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -112,7 +115,7 @@ steps:
 	if run.Steps["deploy"].Status != runnerd.StepSucceeded {
 		t.Fatalf("deploy: %+v", run.Steps["deploy"])
 	}
-	if n := countLines(t, side); n != 1 {
+	if n := testutil.CountLines(t, side); n != 1 {
 		t.Fatalf("build ran %d times, want 1", n)
 	}
 }
@@ -139,7 +142,7 @@ steps:
 		t.Fatalf("reason %s", run.Reason)
 	}
 	e.waitQueueEmpty(10 * time.Second)
-	noProcessWith(t, "1000.4242")
+	testutil.NoProcess(t, 5*time.Second, "1000.4242")
 }
 
 func TestRunDeadlineFailsWithTimeout(t *testing.T) {
@@ -155,12 +158,12 @@ steps:
 	if run.Reason != runnerd.ReasonTimeout {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	noProcessWith(t, "1000.4343")
+	testutil.NoProcess(t, 5*time.Second, "1000.4343")
 }
 
 func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	first, marker := e.sideFile("first.count"), e.sideFile("crashed")
 	// The step crashes its runexec (its parent; as the init of the run's PID
 	// namespace it gets no SIGKILL from a step) on the first attempt only.
@@ -178,11 +181,11 @@ steps:
 	if run.Attempt != 2 {
 		t.Fatalf("attempt %d, want 2", run.Attempt)
 	}
-	if n := countLines(t, first); n != 1 {
+	if n := testutil.CountLines(t, first); n != 1 {
 		t.Fatalf("step first ran %d times, want 1", n)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_crashed"`) {
-		t.Fatalf("no child_crashed in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildCrashed))); run.Crashes != 1 || n != 1 {
+		t.Fatalf("crashes %d in the run, %v child_crashed exits counted: want 1, 1\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
 }
 
@@ -241,7 +244,7 @@ func TestRunnerDeadOnLastDeliveryIsSettledByAnother(t *testing.T) {
 
 func TestStoppedChildIsKilledAsUnresponsive(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	marker := e.sideFile("stopped")
 	e.submit("stop1", fmt.Sprintf(`
 steps:
@@ -263,10 +266,10 @@ steps:
 	if run.Attempt != 2 {
 		t.Fatalf("attempt %d, want 2", run.Attempt)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_unresponsive"`) {
-		t.Fatalf("no child_unresponsive in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildUnresponsive))); run.Crashes != 1 || n != 1 {
+		t.Fatalf("crashes %d in the run, %v child_unresponsive exits counted: want 1, 1\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
-	noProcessWith(t, "1000.4444")
+	testutil.NoProcess(t, 5*time.Second, "1000.4444")
 }
 
 func TestMemoryHogIsChildOOM(t *testing.T) {
@@ -279,7 +282,7 @@ func TestMemoryHogIsChildOOM(t *testing.T) {
 	cfg := e.config("r1")
 	cfg.MaxAttempts = 2
 	cfg.MemoryLimit = 64 << 20
-	e.serve(cfg)
+	r := e.serve(cfg)
 	// tail keeps a whole line in memory: 512 MiB without a newline.
 	e.submit("oom1", `
 steps:
@@ -290,14 +293,14 @@ steps:
 	if run.Reason != runnerd.ReasonMaxAttemptsExceeded {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	if !strings.Contains(e.logs.String(), `"reason":"child_oom"`) {
-		t.Fatalf("no child_oom in logs:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonChildOOM))); run.Crashes != 2 || n != 2 {
+		t.Fatalf("crashes %d in the run, %v child_oom exits counted: want 2, 2\nlogs:\n%s", run.Crashes, n, e.logs.String())
 	}
 }
 
 func TestStolenLeaseKillsTheChildAndWritesNothing(t *testing.T) {
 	e := newEnv(t, nil)
-	e.serve(e.config("r1"))
+	r := e.serve(e.config("r1"))
 	e.submit("steal1", `
 steps:
   - id: long
@@ -337,10 +340,10 @@ steps:
 		t.Fatal(err)
 	}
 
-	noProcessWith(t, "1000.4545")
-	e.waitRun("steal1", 10*time.Second, "given up by r1", func(*store.Run) bool {
-		return strings.Contains(e.logs.String(), `"reason":"lease_lost"`)
-	})
+	testutil.NoProcess(t, 5*time.Second, "1000.4545")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(r.sup.m.childExits.WithLabelValues(string(runnerd.ReasonLeaseLost))) == 1
+	}, "r1 never gave the run up for lease_lost\nlogs:\n%s", e.logs.String)
 	after, err := e.st.Get(ctx, "steal1")
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +415,7 @@ steps:
 	if run.Reason != runnerd.ReasonRunnerShutdown {
 		t.Fatalf("reason %s", run.Reason)
 	}
-	noProcessWith(t, "1000.4646")
+	testutil.NoProcess(t, 5*time.Second, "1000.4646")
 
 	// The next runner takes the republished message and runs the long step
 	// again, but not the first one; then the test cancels the run.
@@ -420,7 +423,7 @@ steps:
 	e.waitRun("shut1", 30*time.Second, "re-running its long step", func(r *store.Run) bool {
 		return r.Attempt == 2 && r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
 	})
-	if n := countLines(t, first); n != 1 {
+	if n := testutil.CountLines(t, first); n != 1 {
 		t.Fatalf("step first ran %d times, want 1", n)
 	}
 	if _, err := e.st.RequestCancel(context.Background(), "shut1"); err != nil {

@@ -95,7 +95,7 @@ func (a *attempt) noteWait(w *store.Wait) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
 	defer cancel()
-	err := a.sup.st.SetWaiting(ctx, a.runID, a.epoch, w)
+	err := a.sup.store.SetWaiting(ctx, a.runID, a.epoch, w)
 	if err != nil {
 		a.log.Debug().Err(err).Msg("wait note")
 	}

@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 )
 
@@ -25,14 +27,9 @@ func TestHeldLeaseNeverSpendsAnAttempt(t *testing.T) {
 	cfg := e.config("r1")
 	cfg.MaxAttempts = 1
 	r := e.serve(cfg)
-	waits := func() float64 { return testutil.ToFloat64(r.sup.m.waits.WithLabelValues(onLease)) }
-	deadline := time.Now().Add(30 * time.Second)
-	for waits() < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the held lease delayed the run %v times, want 5\nlogs:\n%s", waits(), e.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waits := func() float64 { return promtest.ToFloat64(r.sup.m.waits.WithLabelValues(onLease)) }
+	testutil.Eventually(t, 30*time.Second, func() bool { return waits() >= 5 },
+		"the held lease delayed the run %s times, want 5\nlogs:\n%s", func() string { return fmt.Sprint(waits()) }, e.logs.String)
 	if run, _ := e.st.Get(ctx, "held1"); run.Status != runnerd.StatusQueued || run.Attempt != 0 {
 		t.Fatalf("while the lease is held: %s attempt %d, want queued, 0", run.Status, run.Attempt)
 	}
@@ -62,7 +59,7 @@ func TestRedeliveryWhileRunningIsAdopted(t *testing.T) {
 	if run.Attempt != 1 || run.Crashes != 0 {
 		t.Fatalf("attempt %d crashes %d, want 1, 0\nlogs:\n%s", run.Attempt, run.Crashes, e.logs.String())
 	}
-	if n := testutil.ToFloat64(r.sup.m.deliveries.WithLabelValues("adopted")); n < 1 {
+	if n := promtest.ToFloat64(r.sup.m.deliveries.WithLabelValues("adopted")); n < 1 {
 		t.Fatalf("no redelivery was adopted\nlogs:\n%s", e.logs.String())
 	}
 	e.waitQueueEmpty(10 * time.Second)

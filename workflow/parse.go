@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -316,7 +315,7 @@ func (d *decoder) steps(n *yaml.Node) ([]Step, []*stepPos) {
 
 func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	p := &stepPos{line: n.Line, fields: map[string]int{}, items: map[string][]int{}, env: map[string]int{}}
-	label := stepLabel("", i)
+	label := stepName("", i)
 	if n.Kind != yaml.MappingNode {
 		d.fail(i, label, "", n.Line, "want a mapping with an `id`, got %s", describe(n))
 		d.failed[fieldKey{i, "id"}] = true
@@ -325,7 +324,7 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	// The id names the step in every other message, so find it first.
 	for k := 0; k+1 < len(n.Content); k += 2 {
 		if kn, vn := deref(n.Content[k]), deref(n.Content[k+1]); kn.Value == "id" && vn.Kind == yaml.ScalarNode {
-			label = stepLabel(vn.Value, i)
+			label = stepName(vn.Value, i)
 			break
 		}
 	}
@@ -333,7 +332,7 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	for _, e := range entries {
 		if e.key == "id" {
 			s.ID = d.str(e.val, i, label, "id")
-			label = stepLabel(s.ID, i)
+			label = stepName(s.ID, i)
 		}
 	}
 	for _, e := range entries {
@@ -373,8 +372,8 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 	return p
 }
 
-// stepLabel names a step in messages: its id when usable, else its position.
-func stepLabel(id string, i int) string {
+// stepName names a step in messages: its id when usable, else its position.
+func stepName(id string, i int) string {
 	if validID.MatchString(id) {
 		return id
 	}
@@ -610,16 +609,6 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
-}
-
-// sortedKeys returns a map's keys in order, for stable messages.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // tooDeep returns the line of the first node nested deeper than

@@ -14,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// designExample is the workflow of DESIGN.md, "The workflow IR".
+// designExample is the workflow example of the design brief's IR.
 const designExample = `name: build-and-test
 vars: {repo: "https://example.invalid/x.git"}   # defaults; the message's vars override
 max_parallel: 4

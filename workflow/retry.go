@@ -143,28 +143,27 @@ func (r *RetryRules) empty() bool {
 }
 
 func (d *decoder) intList(n *yaml.Node, i int, label, field string) []int {
-	n = deref(n)
-	if n.Kind != yaml.SequenceNode {
-		d.fail(i, label, field, n.Line, "want a list of integers, got %s", describe(n))
-		return nil
-	}
-	var out []int
-	for k, en := range n.Content {
-		out = append(out, d.int(en, i, label, fmt.Sprintf("%s[%d]", field, k)))
-	}
-	return out
+	return decodeList(d, n, i, label, field, "integers", func(en *yaml.Node, f string) int { return d.int(en, i, label, f) })
 }
 
 func (d *decoder) plainStrList(n *yaml.Node, i int, label, field string) []string {
+	return decodeList(d, n, i, label, field, "strings", func(en *yaml.Node, f string) string {
+		s, _ := d.scalar(en, i, label, f, "a string")
+		return s
+	})
+}
+
+// decodeList decodes a sequence of what item decodes, each element named
+// field[k] in errors.
+func decodeList[T any](d *decoder, n *yaml.Node, i int, label, field, what string, item func(*yaml.Node, string) T) []T {
 	n = deref(n)
 	if n.Kind != yaml.SequenceNode {
-		d.fail(i, label, field, n.Line, "want a list of strings, got %s", describe(n))
+		d.fail(i, label, field, n.Line, "want a list of %s, got %s", what, describe(n))
 		return nil
 	}
-	var out []string
+	out := make([]T, 0, len(n.Content))
 	for k, en := range n.Content {
-		s, _ := d.scalar(en, i, label, fmt.Sprintf("%s[%d]", field, k), "a string")
-		out = append(out, s)
+		out = append(out, item(en, fmt.Sprintf("%s[%d]", field, k)))
 	}
 	return out
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,7 +120,7 @@ func (w *Workflow) ResolveVars(overrides map[string]string) (map[string]string, 
 		out[k] = v
 	}
 	var unknown []string
-	for _, k := range sortedKeys(overrides) {
+	for _, k := range slices.Sorted(maps.Keys(overrides)) {
 		if _, ok := w.Vars[k]; !ok {
 			unknown = append(unknown, strconv.Quote(k))
 			continue
@@ -129,7 +131,7 @@ func (w *Workflow) ResolveVars(overrides map[string]string) (map[string]string, 
 		return nil, fmt.Errorf("resolve vars: %w %s (declared: %s)", ErrUnknownVar, strings.Join(unknown, ", "), declared(w.Vars))
 	}
 	total := 0
-	for _, k := range sortedKeys(out) {
+	for _, k := range slices.Sorted(maps.Keys(out)) {
 		if n := len(out[k]); n > MaxVarBytes {
 			return nil, fmt.Errorf("resolve vars: var %q is %d bytes: the limit is %d (%d KiB): %w", k, n, MaxVarBytes, MaxVarBytes>>10, ErrVarTooLarge)
 		}
@@ -145,7 +147,7 @@ func declared(vars map[string]string) string {
 	if len(vars) == 0 {
 		return "none"
 	}
-	return strings.Join(sortedKeys(vars), ", ")
+	return strings.Join(slices.Sorted(maps.Keys(vars)), ", ")
 }
 
 // segment is literal text or the source of one ${{ }} expression.

@@ -2,8 +2,11 @@ package workflow
 
 import (
 	"fmt"
+	"maps"
 	"path"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -76,7 +79,7 @@ func (v *validator) run() {
 	if w.Network != "" && w.Network != NetworkHost && w.Network != NetworkNone {
 		v.add(-1, "network", "want %q or %q, got %q", NetworkHost, NetworkNone, w.Network)
 	}
-	for _, k := range sortedKeys(w.Vars) {
+	for _, k := range slices.Sorted(maps.Keys(w.Vars)) {
 		if k == "" {
 			v.addAt(-1, "vars", v.varLine(k), "a var needs a name")
 		}
@@ -115,7 +118,7 @@ func (v *validator) addAt(i int, field string, line int, format string, args ...
 	}
 	e := &Error{File: v.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
 	if i >= 0 {
-		e.Step = stepLabel(v.w.Steps[i].ID, i)
+		e.Step = stepName(v.w.Steps[i].ID, i)
 	}
 	v.errs = append(v.errs, e)
 }
@@ -235,7 +238,7 @@ func (v *validator) step(i int) {
 	if s.Backoff < 0 {
 		v.add(i, "backoff", "must not be negative, got %s", s.Backoff)
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			v.addAt(i, "env", v.envLine(i, k), "%q is not a valid variable name (no '=' or NUL, not empty)", k)
 		}
@@ -304,7 +307,7 @@ func artifactProblem(a string) string {
 	case path.IsAbs(a) || strings.HasPrefix(a, `\`):
 		return fmt.Sprintf("%q is absolute; artifact paths are relative to the workdir", a)
 	}
-	if c := path.Clean(a); c == ".." || strings.HasPrefix(c, "../") {
+	if !filepath.IsLocal(a) {
 		return fmt.Sprintf("%q leaves the workdir", a)
 	}
 	if _, err := path.Match(a, ""); err != nil {
@@ -382,7 +385,7 @@ func (v *validator) templates(i int) {
 		// Lines of the script count from the script's first line.
 		v.addAt(i, "shell", v.fieldLine(i, "shell"), "script %v", err)
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		check("env."+k, v.envLine(i, k), s.Env[k])
 	}
 	check("prompt", v.fieldLine(i, "prompt"), s.Prompt)

@@ -11,14 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // binary is the runexec under test: $RUNNERD_BIN/runexec (set by the
@@ -85,52 +84,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func countLines(t *testing.T, path string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(b), "\n")
-}
-
-var markerSeq atomic.Int64
-
-func marker() string { return fmt.Sprintf("1000.%d%03d", os.Getpid(), markerSeq.Add(1)) }
-
-func processesWith(s string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(b, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func wantNoProcess(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for len(processesWith(s)) > 0 {
-		if time.Now().After(deadline) {
-			pids := processesWith(s)
-			for _, pid := range pids {
-				_ = syscall.Kill(pid, syscall.SIGKILL) // don't leak them past the test
-			}
-			t.Fatalf("processes with %q still alive: %v", s, pids)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestExamples(t *testing.T) {
 	for _, name := range []string{"hello", "fanout", "outputs", "retries"} {
 		t.Run(name, func(t *testing.T) {
@@ -157,7 +110,7 @@ func TestExamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := countLines(t, filepath.Join(sf.Workdir, "build.log")); got != 1 {
+		if got := testutil.CountLines(t, filepath.Join(sf.Workdir, "build.log")); got != 1 {
 			t.Fatalf("build ran %d times", got)
 		}
 		if b, err := os.ReadFile(filepath.Join(sf.Workdir, "deployed.txt")); err != nil || !strings.Contains(string(b), "deploying 2.0.1 to staging") {
@@ -202,7 +155,7 @@ steps:
 	r = runexec(t, append(args, "--answer", "gate.go=yes", "--answer", "gate.who=ann")...)
 	wantCode(t, r, ExitSucceeded)
 	for f, want := range map[string]int{"count.one": 1, "count.two": 1, "count.side": 1, "count.ship": 1} {
-		if got := countLines(t, filepath.Join(work, f)); got != want {
+		if got := testutil.CountLines(t, filepath.Join(work, f)); got != want {
 			t.Errorf("%s has %d lines, want %d", f, got, want)
 		}
 	}
@@ -266,7 +219,7 @@ func waitFor(t *testing.T, events <-chan runnerd.Event, match func(runnerd.Event
 
 func TestSIGTERMCancels(t *testing.T) {
 	dir := t.TempDir()
-	bg, escaped, fg := marker(), marker(), marker()
+	bg, escaped, fg := testutil.Marker(), testutil.Marker(), testutil.Marker()
 	wf := writeFile(t, dir, "wf.yaml", fmt.Sprintf(`
 steps:
   - id: done_first
@@ -297,7 +250,7 @@ steps:
 		t.Fatalf("last event = %+v", last)
 	}
 	for _, m := range []string{bg, escaped, fg} {
-		wantNoProcess(t, m)
+		testutil.NoProcess(t, time.Second, m)
 	}
 	sf, err := loadState(state)
 	if err != nil {

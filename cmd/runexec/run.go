@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -287,7 +289,7 @@ func summary(w io.Writer, res executor.Result, ra *runArgs, elapsed time.Duratio
 		fmt.Fprintln(w, "no --state given: progress is not saved; run again with --state FILE to continue later")
 		return
 	}
-	for _, id := range cli.SortedKeys(res.Steps) {
+	for _, id := range slices.Sorted(maps.Keys(res.Steps)) {
 		if res.Steps[id].Status == runnerd.StepWaiting {
 			fmt.Fprintf(w, "continue with: runexec run %s --state %s --answer %s.<key>=<value> (and the same --var flags)\n", ra.file, ra.state, id)
 		}

@@ -13,7 +13,7 @@ import (
 // retried as child_unresponsive and the step never got its timeout. A thread
 // is needed per step blocked in wait4 and per syscall in flight beyond
 // GOMAXPROCS; 4 were enough for a one-step bomb under a pids limit of 256,
-// 16 leave room for parallel steps beside it. Making them costs ~2 ms of
+// 16 leave room for parallel steps beside it. Making them costs a little
 // CPU, off the run's path (during the handshake).
 const reservedThreads = 16
 

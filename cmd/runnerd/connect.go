@@ -19,7 +19,6 @@ import (
 
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/client"
-	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
@@ -55,7 +54,7 @@ func (c *clientConfig) register(f cli.Flags) {
 	f.String(&c.MongoWC, "mongo-write-concern", "", "write concern of every write: majority or a member count, journaled (empty: the URI's w, else majority)")
 	f.String(&c.MongoRC, "mongo-read-concern", "", "read concern: majority, linearizable or local (empty: the URI's readConcernLevel, else majority)")
 	f.String(&c.S3Endpoint, "s3-endpoint", "http://127.0.0.1:9000", "S3 endpoint URL (empty: AWS)")
-	f.String(&c.S3Bucket, "s3-bucket", devstack.DefaultBucket, "S3 bucket for logs and artifacts")
+	f.String(&c.S3Bucket, "s3-bucket", blob.DefaultBucket, "S3 bucket for logs and artifacts")
 	f.String(&c.S3Region, "s3-region", "us-east-1", "S3 region")
 	f.String(&c.S3AccessKey, "s3-access-key", "", "S3 access key (empty: the AWS default chain, or the --credentials file's for its endpoint)")
 	f.String(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // commandNames lists runnerd's subcommands as --help shows them.
@@ -179,31 +180,22 @@ steps:
 // waitStatus waits until run id has status s.
 func waitStatus(t *testing.T, e *testEnv, id string, s runnerd.Status) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for e.get(id).Status != s {
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s is %s, want %s", id, e.get(id).Status, s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return e.get(id).Status == s }, "run %s is not %s", id, s)
 }
 
 // Ctrl-C on a follow exits 130 and says the run goes on.
 func TestInterruptedFollowExits130(t *testing.T) {
 	startEnv(t) // no runner: the run stays queued
 	cmd := exec.Command(testbin.MustPath(t, "runnerd"), "submit", writeFile(t, "wf.yaml", helloYAML), "--id", "int-1", "--wait")
-	errb := &lockedBuffer{}
+	errb := &testutil.SyncBuffer{}
 	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	// Following once it said so (its signal handler is set up before).
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(errb.String(), "run int-1 queued"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("submit --wait did not queue the run:\n%s", errb.String())
-		}
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return strings.Contains(errb.String(), "run int-1 queued") },
+		"submit --wait did not queue the run:\n%s", errb.String)
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	_ = cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || !strings.Contains(errb.String(), "stopped following run int-1; it goes on") {

@@ -17,8 +17,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/auth"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
-	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/internal/cli"
+	"github.com/runnerd/runnerd/internal/devcreds"
 )
 
 // How the client commands find the credentials of a `runnerd dev` stack
@@ -68,7 +68,7 @@ func (c *clientConfig) useDevCredentials() error {
 	if c.Credentials == "" {
 		return nil
 	}
-	creds, err := devstack.ReadCredentials(c.Credentials)
+	creds, err := devcreds.Read(c.Credentials)
 	if errors.Is(err, os.ErrNotExist) && c.Credentials == defaultCredentialsPath() {
 		return nil
 	}

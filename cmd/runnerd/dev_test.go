@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // startDev starts `runnerd dev` as a process on data, on free ports unless
@@ -19,7 +20,7 @@ func startDev(t *testing.T, name, data string, args ...string) *proc {
 	bin, runexecBin := binaries(t)
 	all := append([]string{"dev", "--data", data, "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--runexec", runexecBin, "--run-dir", filepath.Join(t.TempDir(), "runs"),
-		"--runner-id", uniq(name + "-"), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0"}, args...)
+		"--runner-id", testutil.UniqueID(name), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0"}, args...)
 	return startProc(t, name, baseEnv(nil), bin, all...)
 }
 

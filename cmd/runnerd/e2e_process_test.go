@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -45,8 +47,8 @@ type proc struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{} // closed when it exited; code is set then
 	code   int
 }
@@ -61,7 +63,7 @@ func startProc(t *testing.T, name string, env []string, bin string, args ...stri
 // startProcAs is startProc as another user (cred nil: the test's own).
 func startProcAs(t *testing.T, name string, env []string, cred *syscall.Credential, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
@@ -232,17 +234,10 @@ func (c *clientProc) status(id string) statusDoc {
 // waitStatus polls `status --json` until ok says so.
 func (c *clientProc) waitStatus(id, what string, timeout time.Duration, ok func(statusDoc) bool) statusDoc {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		doc := c.status(id)
-		if ok(doc) {
-			return doc
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("run %s not %s after %s: %s/%s attempt %d", id, what, timeout, doc.Status, doc.Reason, doc.Attempt)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	var doc statusDoc
+	testutil.Eventually(c.t, timeout, func() bool { doc = c.status(id); return ok(doc) },
+		"run %s not %s: %s", id, what, func() string { return fmt.Sprintf("%s/%s attempt %d", doc.Status, doc.Reason, doc.Attempt) })
+	return doc
 }
 
 // checkRun checks a run's status, reason, attempt and that every step has
@@ -325,65 +320,6 @@ func readS3(t *testing.T, blobs *blob.Store, key string) string {
 	return string(data)
 }
 
-// noProcessLeft fails if a live process has a marker in its command line or
-// runs in a directory under one (a run dir, a test's temp dir).
-func noProcessLeft(t *testing.T, markers ...string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var found []string
-		entries, _ := os.ReadDir("/proc")
-		for _, en := range entries {
-			dir := filepath.Join("/proc", en.Name())
-			cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
-			if err != nil {
-				continue
-			}
-			cwd, _ := os.Readlink(filepath.Join(dir, "cwd"))
-			hit := false
-			for _, m := range markers {
-				if bytes.Contains(cmdline, []byte(m)) || (cwd != "" && strings.HasPrefix(cwd, m)) {
-					hit = true
-				}
-			}
-			if !hit {
-				continue
-			}
-			stat, _ := os.ReadFile(filepath.Join(dir, "stat"))
-			if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
-				continue // a zombie holds nothing
-			}
-			found = append(found, fmt.Sprintf("pid %s (cwd %s): %s", en.Name(), cwd, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
-		}
-		if len(found) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("processes left behind:\n%s", strings.Join(found, "\n"))
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func countFileLines(t *testing.T, path string) int {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(data), "\n")
-}
-
-// uniq makes a name unique to this test process. Runner ids name host-wide
-// cgroups (a runnerd sweeps its runner id's cgroups at start) and markers
-// are looked for among all processes, so neither may be shared with
-// another run of these tests on the same machine.
-func uniq(name string) string { return fmt.Sprintf("%s%d", name, os.Getpid()) }
-
 var devVarLine = regexp.MustCompile(`(RUNNERD_[A-Z0-9_]+)=(\S+)`)
 
 // devVars reads the RUNNERD_* variables `runnerd dev` printed.
@@ -446,7 +382,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	dev := startProc(t, "runnerd dev", baseEnv(nil), bin, "dev",
 		"--data", filepath.Join(root, "data"), "--nats-port", "0", "--mongo-port", "0", "--s3-port", "0",
 		"--log-format", "json", "--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"),
-		"--runner-id", uniq("e2e-dev-"), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s",
+		"--runner-id", testutil.UniqueID("e2e-dev"), "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0", "--concurrency", "2", "--grace", grace.String(), "--kill-grace", "2s",
 		"--sandbox-rw", side)
 	dev.waitLog(`"message":"serving"`, 60*time.Second)
 	vars := devVars(dev.stderr.String())
@@ -463,7 +399,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	c := &clientProc{t: t, bin: bin, env: baseEnv(vars)}
 	conn := connectVars(t, vars)
 	// Unique sleep arguments, to find the steps' processes.
-	napMarker, crashMarker := uniq("1000.51"), uniq("60.52")
+	napMarker, crashMarker := testutil.Marker(), testutil.SleepMarker(60)
 
 	examples := []struct {
 		file  string
@@ -584,7 +520,7 @@ func TestProcessEndToEnd(t *testing.T) {
 		doc := c.waitStatus(id, "cancelled", 60*time.Second, func(d statusDoc) bool { return d.Status.Terminal() })
 		checkRun(t, doc, runnerd.StatusCancelled, runnerd.ReasonCancelled, 1, map[string]runnerd.StepStatus{"nap": runnerd.StepCancelled})
 		checkEvents(t, conn.st, id, false, map[string]int{"nap": 1})
-		noProcessLeft(t, napMarker)
+		testutil.NoProcess(t, 10*time.Second, napMarker)
 	})
 
 	t.Run("crash on the first attempt", func(t *testing.T) {
@@ -610,7 +546,7 @@ steps:
 		checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 2, map[string]runnerd.StepStatus{
 			"first": runnerd.StepSucceeded, "crash": runnerd.StepSucceeded,
 		})
-		if n := countFileLines(t, first); n != 1 {
+		if n := testutil.CountLines(t, first); n != 1 {
 			t.Errorf("step first ran %d times, want 1", n)
 		}
 		if st := doc.Steps["crash"]; st != nil && st.LogKey != blob.StepLogKey(id, 2, "crash") {
@@ -623,7 +559,7 @@ steps:
 			t.Errorf("dev logged no child_crashed for %s", id)
 		}
 		checkEvents(t, conn.st, id, true, map[string]int{"first": 1, "crash": 2})
-		noProcessLeft(t, crashMarker)
+		testutil.NoProcess(t, 10*time.Second, crashMarker)
 	})
 
 	waitStreamEmpty(t, conn, 30*time.Second)
@@ -634,7 +570,7 @@ steps:
 		t.Errorf("dev did not log its stop")
 	}
 	noErrorLogged(t, dev)
-	noProcessLeft(t, root, napMarker, crashMarker)
+	testutil.NoProcess(t, 10*time.Second, root, napMarker, crashMarker)
 }
 
 // checkOps reads the process's /healthz, /readyz and /metrics (on the
@@ -711,7 +647,7 @@ func TestProcessServeSIGTERMMidRun(t *testing.T) {
 	}
 
 	first, marker := filepath.Join(side, "first.count"), filepath.Join(side, "slept")
-	sleepMarker := uniq("1000.61")
+	sleepMarker := testutil.Marker()
 	file := writeFile(t, "twostep.yaml", fmt.Sprintf(`name: twostep
 steps:
   - id: first
@@ -723,7 +659,7 @@ steps:
       echo second done
 `, first, marker, sleepMarker))
 
-	a := serve(uniq("e2e-a-"))
+	a := serve(testutil.UniqueID("e2e-a"))
 	id, _ := c.submit(exitOK, file)
 	c.waitStatus(id, "running its second step", 60*time.Second, func(d statusDoc) bool {
 		return d.Steps["second"] != nil && d.Steps["second"].Status == runnerd.StepRunning
@@ -742,14 +678,14 @@ steps:
 	if !strings.Contains(a.stderr.String(), `"reason":"runner_shutdown"`) {
 		t.Errorf("serve a logged no runner_shutdown")
 	}
-	noProcessLeft(t, sleepMarker, filepath.Join(root, "runs"))
+	testutil.NoProcess(t, 10*time.Second, sleepMarker, filepath.Join(root, "runs"))
 
-	b := serve(uniq("e2e-b-"))
+	b := serve(testutil.UniqueID("e2e-b"))
 	doc = c.waitStatus(id, "finished", 90*time.Second, func(d statusDoc) bool { return d.Status.Terminal() })
 	checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 2, map[string]runnerd.StepStatus{
 		"first": runnerd.StepSucceeded, "second": runnerd.StepSucceeded,
 	})
-	if n := countFileLines(t, first); n != 1 {
+	if n := testutil.CountLines(t, first); n != 1 {
 		t.Errorf("step first ran %d times, want 1", n)
 	}
 	if st := doc.Steps["first"]; st.Attempts != 1 || st.LogKey != blob.StepLogKey(id, 1, "first") {
@@ -763,7 +699,7 @@ steps:
 	b.stop(60 * time.Second)
 	noErrorLogged(t, a)
 	noErrorLogged(t, b)
-	noProcessLeft(t, root, sleepMarker)
+	testutil.NoProcess(t, 10*time.Second, root, sleepMarker)
 }
 
 // TestProcessTwoServesDrainRuns has two `runnerd serve` processes drain 200
@@ -784,7 +720,7 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 	}
 	root := t.TempDir()
 	var serves []*proc
-	for _, id := range []string{uniq("drain-a-"), uniq("drain-b-")} {
+	for _, id := range []string{testutil.UniqueID("drain-a"), testutil.UniqueID("drain-b")} {
 		p := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve",
 			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id, "--metrics-addr", "127.0.0.1:0",
 			"--concurrency", "2", "--log-format", "json", "--grace", "30s")
@@ -814,22 +750,16 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 	published := time.Since(start)
 
 	// Done when the two logs name every run as terminal.
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		done := map[string]int{}
+	var done map[string]int
+	testutil.Eventually(t, 5*time.Minute, func() bool {
+		done = map[string]int{}
 		for _, p := range serves {
 			for id, n := range terminalDone(t, p.stderr.String()) {
 				done[id] += n
 			}
 		}
-		if len(done) >= runs {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d runs terminal after 5 min", len(done), runs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return len(done) >= runs
+	}, "%s of %d runs terminal", func() string { return strconv.Itoa(len(done)) }, runs)
 	drained := time.Since(start)
 	waitStreamEmpty(t, e.c, 30*time.Second)
 	for _, p := range serves {
@@ -869,7 +799,7 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 		t.Errorf("%d runs logged terminal, want %d", len(total), runs)
 	}
 	t.Logf("%d runs: published in %s, all terminal after %s", runs, published.Round(time.Millisecond), drained.Round(time.Millisecond))
-	noProcessLeft(t, root)
+	testutil.NoProcess(t, 10*time.Second, root)
 }
 
 // waitStreamEmpty waits until the runs stream holds no message (work-queue

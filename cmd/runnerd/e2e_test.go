@@ -8,44 +8,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // The client commands against a real `serve` (supervisor and runexec
 // children) on the same embedded servers.
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // runexec returns the runexec `make test` built (RUNNERD_BIN), or builds one
 // once for the whole test binary.
 func runexec(t *testing.T) string { return testbin.MustPath(t, "runexec") }
-
-// lockedBuffer collects serve's log lines, written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startServe runs `runnerd serve` in the test process until the test ends.
 func (e *testEnv) startServe() {
@@ -54,7 +32,7 @@ func (e *testEnv) startServe() {
 	bin := runexec(t)
 	e.side = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
@@ -179,17 +157,10 @@ steps:
 			code := Main([]string{"submit", file, "--id", "e2e-cancel", "--wait"}, &out, &errb)
 			done <- result{out.String(), errb.String(), code}
 		}()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testutil.Eventually(t, 20*time.Second, func() bool {
 			evs, err := e.c.st.Events(ctxT(t), "e2e-cancel", 0, 0)
-			if err == nil && len(evs) > 0 && evs[len(evs)-1].Type == runnerd.EventStepStarted {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("run never started its step: %+v %v", evs, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return err == nil && len(evs) > 0 && evs[len(evs)-1].Type == runnerd.EventStepStarted
+		}, "run never started its step")
 		e.mustRun(exitOK, "cancel", "e2e-cancel")
 		select {
 		case r := <-done:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 // sandboxUsers are the users runnerd runs as in the sandbox tests: the
@@ -66,7 +67,7 @@ func startSandboxWorld(t *testing.T, cred *syscall.Credential, extra ...string) 
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w := &sandboxWorld{runDir: filepath.Join(root, "runs"), data: filepath.Join(root, "data"), runnerID: uniq("sbx-" + credName(cred) + "-")}
+	w := &sandboxWorld{runDir: filepath.Join(root, "runs"), data: filepath.Join(root, "data"), runnerID: testutil.UniqueID("sbx-" + credName(cred))}
 	tmp := filepath.Join(root, "tmp")
 	for _, d := range []string{w.runDir, w.data, tmp} {
 		mkdirOwned(t, d, cred)
@@ -111,7 +112,7 @@ func TestProcessSandboxAttacks(t *testing.T) {
 					t.Fatalf("layer %s is not on:\n%s", l, tail(layers, 20))
 				}
 			}
-			victimMarker := uniq("1000.71" + credName(u.cred))
+			victimMarker := testutil.Marker()
 			victim, _ := w.c.submit(exitOK, writeFile(t, "victim.yaml", fmt.Sprintf(`name: victim
 steps:
   - id: hold
@@ -288,7 +289,7 @@ func TestProcessKillRunnerdKillsTheRun(t *testing.T) {
 	for _, u := range sandboxUsers(t) {
 		t.Run(u.name, func(t *testing.T) {
 			w := startSandboxWorld(t, u.cred)
-			marker := uniq("20.72" + credName(u.cred))
+			marker := testutil.SleepMarker(20)
 			id, _ := w.c.submit(exitOK, writeFile(t, "sleep.yaml", fmt.Sprintf(`name: sleep
 steps:
   - id: nap
@@ -297,19 +298,14 @@ steps:
 			w.c.waitStatus(id, "running its step", 60*time.Second, func(d statusDoc) bool {
 				return d.Steps["nap"] != nil && d.Steps["nap"].Status == runnerd.StepRunning
 			})
-			deadline := time.Now().Add(10 * time.Second)
-			for len(pidsWith(marker)) < 3 && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if n := len(pidsWith(marker)); n < 3 {
-				t.Fatalf("%d sleeps found, want 3", n)
-			}
+			testutil.Eventually(t, 10*time.Second, func() bool { return len(pidsWith(marker)) >= 3 }, "%s sleeps found, want 3",
+				func() string { return strconv.Itoa(len(pidsWith(marker))) })
 			killed := time.Now()
 			if err := syscall.Kill(w.dev.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			<-w.dev.done
-			noProcessLeft(t, marker)
+			testutil.NoProcess(t, 10*time.Second, marker)
 			t.Logf("no process of the run left %s after the SIGKILL", time.Since(killed).Round(time.Millisecond))
 		})
 	}
@@ -329,28 +325,6 @@ func sections(log string) map[string]string {
 		}
 	}
 	return out
-}
-
-// pidsWith lists live processes with marker in their command line.
-func pidsWith(marker string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, en := range entries {
-		pid, err := strconv.Atoi(en.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), marker) {
-			continue
-		}
-		stat, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
-			continue
-		}
-		pids = append(pids, pid)
-	}
-	return pids
 }
 
 func mkdirOwned(t *testing.T, dir string, cred *syscall.Credential) {
@@ -382,4 +356,13 @@ func copyExecutable(t *testing.T, from, to string) {
 	if err := dst.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pidsWith lists the live processes with marker in their command line.
+func pidsWith(marker string) []int {
+	var pids []int
+	for _, p := range testutil.Procs(marker) {
+		pids = append(pids, p.PID)
+	}
+	return pids
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -200,7 +202,7 @@ func stepDetail(st *runnerd.StepState) string {
 	}
 	if len(st.Answers) > 0 {
 		var kv []string
-		for _, k := range cli.SortedKeys(st.Answers) {
+		for _, k := range slices.Sorted(maps.Keys(st.Answers)) {
 			kv = append(kv, k+"="+st.Answers[k])
 		}
 		return "answers: " + strings.Join(kv, " ")

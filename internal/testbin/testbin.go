@@ -70,3 +70,18 @@ func Cleanup() {
 		built = map[string]error{}
 	}
 }
+
+// Main is a TestMain's body: it makes the named binaries ready (a build
+// failure ends the test process with its output), runs the tests, removes
+// what it built and exits with the tests' code.
+func Main(m *testing.M, names ...string) {
+	for _, name := range names {
+		if _, err := Path(name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
