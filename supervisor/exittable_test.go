@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/runnerd/runnerd"
 )
 
@@ -103,5 +104,27 @@ func TestDecideBudget(t *testing.T) {
 		if exitTable[o].crash {
 			t.Errorf("%s counts against the run's attempts", o)
 		}
+	}
+}
+
+// Every series is registered as it is made; a registry that has them
+// already is refused with an error, not a panic.
+func TestMetricsRegisterOnceAndRefuseTwice(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(families) == 0 {
+		t.Fatal("no series registered")
+	}
+	if _, err := newMetrics(reg); err == nil {
+		t.Fatal("a second registration on the same registry succeeded")
+	}
+	if _, err := newMetrics(nil); err != nil {
+		t.Fatalf("unregistered metrics: %v", err)
 	}
 }

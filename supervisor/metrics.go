@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/store"
@@ -58,92 +60,92 @@ const (
 	opPutArtifact   = "put_artifact"
 )
 
-// newMetrics makes the series and registers them on reg; a nil reg keeps
-// them unregistered (they still count, nobody scrapes them).
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics makes the series, each registered on reg as it is made
+// (promauto); a nil reg keeps them unregistered (they still count, nobody
+// scrapes them). A series reg has already is an error.
+func newMetrics(reg prometheus.Registerer) (m *metrics, err error) {
+	defer func() {
+		// promauto panics on a failed registration; New reports it.
+		if p := recover(); p != nil {
+			e, ok := p.(error)
+			if !ok {
+				panic(p)
+			}
+			m, err = nil, fmt.Errorf("register metrics: %w", e)
+		}
+	}()
+	f := promauto.With(reg)
 	// Runs last from seconds to hours; steps are often shorter.
 	runBuckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600}
 	stepBuckets := []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}
-	m := &metrics{
-		runsStarted: prometheus.NewCounter(prometheus.CounterOpts{
+	m = &metrics{
+		runsStarted: f.NewCounter(prometheus.CounterOpts{
 			Name: "runnerd_runs_started_total",
 			Help: "Run attempts claimed by this process (the run turned running).",
 		}),
-		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+		runsFinished: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_runs_finished_total",
 			Help: "Run attempts concluded, by the status written to the run (unchanged: not written) and the stop reason.",
 		}, []string{"status", "reason"}),
-		runDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		runDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "runnerd_run_duration_seconds",
 			Help:    "Duration of claimed run attempts, from pickup to the action on the message, by the status written.",
 			Buckets: runBuckets,
 		}, []string{"status"}),
-		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		stepDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "runnerd_step_duration_seconds",
 			Help:    "Duration of finished steps (as the executor measured them), by step status.",
 			Buckets: stepBuckets,
 		}, []string{"status"}),
-		runsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+		runsInFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "runnerd_runs_in_flight",
 			Help: "Deliveries being handled by this process (each holds a run slot).",
 		}),
-		freeSlots: prometheus.NewGauge(prometheus.GaugeOpts{
+		freeSlots: f.NewGauge(prometheus.GaugeOpts{
 			Name: "runnerd_free_slots",
 			Help: "Run slots of this process not in use.",
 		}),
-		childExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+		childExits: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_child_exits_total",
 			Help: "runexec children that ended, by how the supervisor classified the end (a stop reason).",
 		}, []string{"reason"}),
-		heartbeatFailure: prometheus.NewCounter(prometheus.CounterOpts{
+		heartbeatFailure: f.NewCounter(prometheus.CounterOpts{
 			Name: "runnerd_lease_heartbeat_failures_total",
 			Help: "Lease renewals that failed (retried while the lease can still be renewed; a lost lease kills the child).",
 		}),
-		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		deliveries: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_deliveries_total",
 			Help: "Actions taken on run messages: ack, nak_retry, nak_delay, nak, term, republish (republished and the old one acked).",
 		}, []string{"action"}),
-		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
+		consumerPending: f.NewGauge(prometheus.GaugeOpts{
 			Name: "runnerd_consumer_pending",
 			Help: "The shared consumer's backlog, sampled: messages not yet delivered plus delivered and not yet acked.",
 		}),
-		eventBytes: prometheus.NewCounter(prometheus.CounterOpts{
+		eventBytes: f.NewCounter(prometheus.CounterOpts{
 			Name: "runnerd_event_bytes_total",
 			Help: "Payload bytes (log text, outputs, messages) of the events appended to the store.",
 		}),
-		uploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		uploadBytes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_upload_bytes_total",
 			Help: "Bytes uploaded to S3, by kind: log (step logs) or artifact.",
 		}, []string{"kind"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		storeErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_store_errors_total",
 			Help: "MongoDB calls that failed (not counting refusals such as fenced or not found), by operation.",
 		}, []string{"op"}),
-		s3Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		s3Errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_s3_errors_total",
 			Help: "S3 calls that failed, by operation.",
 		}, []string{"op"}),
-		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		waiting: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "runnerd_runs_waiting",
 			Help: "Claimed runs whose runner is waiting, retrying in place, for a server to come back (mongodb, s3, nats).",
 		}, []string{"on"}),
-		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+		waits: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_waits_total",
 			Help: "Times a run was delayed by an unreachable server or a held lease (on: mongodb, s3, nats, lease): an in-place wait or a delayed redelivery. None spends an attempt.",
 		}, []string{"on"}),
-		sandboxLayer: newSandboxMetric(),
-	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{
-		m.runsStarted, m.runsFinished, m.runDuration, m.stepDuration, m.runsInFlight,
-		m.freeSlots, m.childExits, m.heartbeatFailure, m.deliveries, m.consumerPending,
-		m.eventBytes, m.uploadBytes, m.storeErrors, m.s3Errors, m.waiting, m.waits, m.sandboxLayer,
-	} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+		sandboxLayer: newSandboxMetric(f),
 	}
 	return m, nil
 }

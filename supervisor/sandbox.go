@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/contain"
@@ -102,8 +103,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-func newSandboxMetric() *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+func newSandboxMetric(f promauto.Factory) *prometheus.GaugeVec {
+	return f.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "runnerd_sandbox_layer",
 		Help: "1 if the sandbox layer (pid_namespace, user_namespace, no_capabilities, landlock_fs, landlock_scope, network_none, cgroup, rlimits) holds every run of this process, else 0.",
 	}, []string{"layer"})
