@@ -3,12 +3,15 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -57,7 +60,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	events, err := a.cfg.Store.Events(r.Context(), id, after, limit)
+	events, err := a.cfg.Client.Store().Events(r.Context(), id, after, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -102,12 +105,15 @@ func summaryOf(r *store.Run) RunSummary {
 //	event: event   data: StoredEvent     (each event with seq > after, in order)
 //	event: settled data: RunSummary      (the run is paused or finished; the stream ends)
 //
-// The run is followed in the store as `runnerd logs --follow` does: new
-// events are asked for after the last seq sent, often while they come and
-// less often while nothing moves, and the run document says when to stop.
-// The stream goes on across a run going back to the queue (a crash, a
-// runner shutdown). A client that reconnects sends Last-Event-ID and gets
-// what it missed.
+// The run is followed with client.Watch, as `runnerd logs --follow` and
+// `submit --wait` follow it: the store is read when a runner's notice on
+// NATS says events were stored or the run settled (and, for a notice that
+// was missed, every client.Options.PollInterval), never on a fast timer.
+// The steps' state in the run messages is the stored one folded with the
+// events since (runnerd.StepStates.Apply, as the supervisor folds them);
+// the run is read again when an attempt starts or ends. The stream goes
+// on across a run going back to the queue (a crash, a runner shutdown). A
+// client that reconnects sends Last-Event-ID and gets what it missed.
 func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	after, err := parseSeq("after", r.URL.Query().Get("after"))
@@ -132,99 +138,91 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	s := &sse{w: w, f: flusher}
-	if err := a.follow(r.Context(), s, run, after); err != nil && r.Context().Err() == nil {
+	ctx, stop := context.WithCancel(r.Context())
+	defer stop()
+	go s.keepAlive(ctx, keepAliveEvery)
+	if err := a.follow(ctx, s, run, after); err != nil && ctx.Err() == nil && !errors.Is(err, errGone) {
 		a.cfg.Log.Warn().Err(err).Str("run_id", id).Msg("event stream ended")
 		s.send("", "error", apiError{Error: err.Error()})
 	}
 }
 
+// keepAliveEvery: a comment line this often keeps proxies from closing a
+// quiet stream.
+const keepAliveEvery = 15 * time.Second
+
+// errGone: the stream's client went away.
+var errGone = errors.New("stream closed by its client")
+
 // follow sends run's summary, then its events after seq and its changes,
 // until the run settles or ctx ends.
 func (a *API) follow(ctx context.Context, s *sse, run *store.Run, seq int64) error {
-	id := run.ID
-	s.send("", "run", summaryOf(run))
-	last := run.UpdatedAt
-	wait := a.cfg.PollMin
-	// A comment line now and then keeps proxies from closing a quiet
-	// stream.
-	keepAlive := time.Now()
-	for {
-		moved := false
-		for run.EventSeq > seq {
-			events, err := a.cfg.Store.Events(ctx, id, seq, DefaultEventPage)
-			if err != nil {
-				return err
+	cur := summaryOf(run)
+	s.send("", "run", cur)
+	settled, err := a.cfg.Client.Watch(ctx, run.ID, seq, func(e client.Event) error {
+		s.send(strconv.FormatInt(e.Seq, 10), "event", e)
+		if e.Seq > cur.EventSeq { // not yet in the state read last
+			switch e.Type {
+			case runnerd.EventRunStarted, runnerd.EventRunFinished, runnerd.EventStepFinished, runnerd.EventPaused:
+				// Status, attempt, runner, a finished step's log key:
+				// read them.
+				r, err := a.cfg.Client.Get(ctx, run.ID)
+				if err != nil {
+					return err
+				}
+				cur = summaryOf(r)
+				if e.Seq > cur.EventSeq {
+					cur.Steps.Apply(e.Event)
+					cur.EventSeq = e.Seq
+				}
+				s.send("", "run", cur)
+			case runnerd.EventStepStarted, runnerd.EventAttemptFailed, runnerd.EventOutput, runnerd.EventArtifact:
+				cur.Steps.Apply(e.Event)
+				cur.EventSeq = e.Seq
+				s.send("", "run", cur)
 			}
-			if len(events) == 0 {
-				break
-			}
-			for _, e := range events {
-				s.send(strconv.FormatInt(e.Seq, 10), "event", e)
-				seq = e.Seq
-			}
-			moved = true
 		}
-		if !run.UpdatedAt.Equal(last) {
-			s.send("", "run", summaryOf(run))
-			last = run.UpdatedAt
-			moved = true
+		if s.failed() {
+			return errGone
 		}
-		// The events up to the settling write were sent above.
-		if run.Status.Settled() {
-			s.send("", "settled", summaryOf(run))
-			return nil
-		}
-		if s.err != nil {
-			return nil // the client went away
-		}
-		if moved {
-			wait = a.cfg.PollMin
-		} else {
-			wait = min(wait*3/2, a.cfg.PollMax)
-		}
-		if time.Since(keepAlive) > 15*time.Second {
-			s.comment("keep-alive")
-			keepAlive = time.Now()
-		}
-		polled := time.Now()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		var err error
-		if run, err = a.cfg.Store.Get(ctx, id); err != nil {
-			return err
-		}
-		// Never ask more often than an answer takes: on FerretDB a query of
-		// the events scans the collection.
-		if took := time.Since(polled) - wait; took > wait {
-			wait = min(took, a.cfg.PollMax)
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	s.send("", "settled", summaryOf(settled))
+	return nil
 }
 
-// sse writes server-sent events; err keeps the first write error.
+// sse writes server-sent events; err keeps the first write error. Writes
+// come from the follower and the keep-alive, hence the lock.
 type sse struct {
+	mu  sync.Mutex
 	w   http.ResponseWriter
 	f   http.Flusher
 	err error
 }
 
 func (s *sse) send(id, event string, v any) {
-	if s.err != nil {
-		return
-	}
 	data, err := json.Marshal(v)
-	if err != nil {
-		s.err = err
-		return
-	}
 	msg := ""
 	if id != "" {
 		msg = "id: " + id + "\n"
 	}
 	msg += "event: " + event + "\ndata: " + string(data) + "\n\n"
+	s.write(msg, err)
+}
+
+func (s *sse) write(msg string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	if err != nil {
+		s.err = err
+		return
+	}
 	if _, err := s.w.Write([]byte(msg)); err != nil {
 		s.err = err
 		return
@@ -232,9 +230,21 @@ func (s *sse) send(id, event string, v any) {
 	s.f.Flush()
 }
 
-func (s *sse) comment(text string) {
-	if s.err == nil {
-		_, s.err = s.w.Write([]byte(": " + text + "\n\n"))
-		s.f.Flush()
+func (s *sse) failed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err != nil
+}
+
+func (s *sse) keepAlive(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.write(": keep-alive\n\n", nil)
+		}
 	}
 }

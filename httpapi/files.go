@@ -8,17 +8,17 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"strconv"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
-// stepLog copies a step's log from S3: the latest attempt's (the step
-// state's log key), or ?attempt=N's. A step that has no log yet (it has not
-// finished, or its attempt is still running) is a 404 saying so, as
-// `runnerd logs --step` says it; its live output is in the event stream.
+// stepLog copies a step's log from S3: its latest attempt's. A step that
+// has no log yet (it has not finished, or its attempt is still running) is
+// a 404 saying so, as `runnerd logs --step` says it; its live output is in
+// the event stream.
 func (a *API) stepLog(w http.ResponseWriter, r *http.Request) {
 	id, stepID := r.PathValue("id"), r.PathValue("step")
 	run, err := a.loadRun(r.Context(), id)
@@ -31,26 +31,13 @@ func (a *API) stepLog(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	key := st.LogKey
-	if v := r.URL.Query().Get("attempt"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > run.Attempt {
-			a.fail(w, r, fmt.Errorf("attempt %q: run %s has attempts 1 to %d%w", v, id, run.Attempt, silent{errBadRequest}))
-			return
-		}
-		key = blob.StepLogKey(id, n, stepID)
-	}
-	if key == "" {
+	if st.LogKey == "" {
 		a.fail(w, r, fmt.Errorf("step %s of run %s has no log yet (step %s, run %s)%w", stepID, id, st.Status, run.Status, silent{errNoRun}))
 		return
 	}
-	rc, err := a.cfg.Blobs.Get(r.Context(), key)
-	if errors.Is(err, blob.ErrNotFound) {
-		a.fail(w, r, fmt.Errorf("log %s is missing from S3%w", key, silent{blob.ErrNotFound}))
-		return
-	}
+	rc, err := client.OpenLog(r.Context(), a.cfg.Blobs, st.LogKey)
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("read log %s: %w", key, err))
+		a.fail(w, r, err)
 		return
 	}
 	defer rc.Close()

@@ -5,8 +5,9 @@
 // web UI (package webui) is its first client; the routes and shapes are
 // documented in docs/operations.md ("HTTP API and web UI").
 //
-// The API reads the same store, queue and bucket as runnerd serve, through
-// the connections serve already holds; it keeps no state of its own.
+// The API reads and acts through the client package (the CLI's commands
+// are built on it too), on the connections runnerd serve already holds; it
+// keeps no state of its own.
 package httpapi
 
 import (
@@ -14,12 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/blob"
-	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -28,22 +28,12 @@ const Prefix = "/api/v1/"
 
 // Config is what the API reads and acts through.
 type Config struct {
-	Store *store.Store
-	Queue *queue.Queue // cancel, resume and retry publish on it
-	Blobs *blob.Store  // step logs, artifacts, large workflows
-	Log   zerolog.Logger
-
-	// PollMin and PollMax bound how often a live event stream asks the
-	// store for new events: PollMin after anything new, growing to PollMax
-	// while nothing moves. Zero: DefaultPollMin, DefaultPollMax.
-	PollMin, PollMax time.Duration
+	// Client is the fleet's runs: read, followed, cancelled, resumed and
+	// retried. It needs a Queue for the actions and for live streams.
+	Client *client.Client
+	Blobs  *blob.Store // artifacts
+	Log    zerolog.Logger
 }
-
-// Defaults of Config.
-const (
-	DefaultPollMin = 20 * time.Millisecond
-	DefaultPollMax = 500 * time.Millisecond
-)
 
 // API serves the routes under Prefix.
 type API struct {
@@ -51,16 +41,10 @@ type API struct {
 	mux *http.ServeMux
 }
 
-// New returns the API; it needs Store, Queue and Blobs.
+// New returns the API; it needs Client and Blobs.
 func New(cfg Config) (*API, error) {
-	if cfg.Store == nil || cfg.Queue == nil || cfg.Blobs == nil {
-		return nil, errors.New("httpapi: Config needs Store, Queue and Blobs")
-	}
-	if cfg.PollMin <= 0 {
-		cfg.PollMin = DefaultPollMin
-	}
-	if cfg.PollMax < cfg.PollMin {
-		cfg.PollMax = max(DefaultPollMax, cfg.PollMin)
+	if cfg.Client == nil || cfg.Blobs == nil {
+		return nil, errors.New("httpapi: Config needs Client and Blobs")
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	a.routes()
@@ -110,13 +94,13 @@ func writeError(w http.ResponseWriter, code int, err error) {
 // statusOf maps a store or queue error to an HTTP status.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, errBadRequest):
+	case errors.Is(err, errBadRequest), errors.Is(err, client.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNoRun), errors.Is(err, blob.ErrNotFound):
+	case errors.Is(err, errNoRun), errors.Is(err, client.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrIllegalTransition), errors.Is(err, errFinished):
+	case errors.Is(err, client.ErrConflict):
 		return http.StatusConflict
-	case store.IsUnavailable(err):
+	case errors.Is(err, client.ErrUnreachable), store.IsUnavailable(err):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -134,5 +118,4 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 var (
 	errBadRequest = errors.New("bad request")
 	errNoRun      = errors.New("no such run")
-	errFinished   = errors.New("already finished")
 )

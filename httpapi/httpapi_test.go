@@ -18,6 +18,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/storetest"
 	"github.com/runnerd/runnerd/queue"
@@ -60,8 +61,14 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := New(Config{Store: e.st, Queue: e.q, Blobs: e.blobs, Log: zerolog.Nop(),
-		PollMin: 5 * time.Millisecond, PollMax: 50 * time.Millisecond})
+	// No slow poll within a test's time: a stream that shows a line shows
+	// it because the notice of its batch came.
+	cl, err := client.New(client.Options{Store: e.st, Queue: e.q, PollInterval: time.Hour,
+		Blob: func(context.Context) (*blob.Store, error) { return e.blobs, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := New(Config{Client: cl, Blobs: e.blobs, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +125,22 @@ func (e *env) record(id string, first int64, steps runnerd.StepStates, events ..
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// As a runner does after each batch.
+	if err := e.q.PublishProgress(id, last); err != nil {
+		e.t.Fatal(err)
+	}
 	return last
+}
+
+// finish writes the run's outcome and its notice, as a runner does.
+func (e *env) finish(id string, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) {
+	e.t.Helper()
+	if err := e.st.Finish(context.Background(), id, 1, to, reason, steps); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.q.PublishNotice(queue.Notice{RunID: id, Status: string(to), Reason: string(reason), Attempt: 1}); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // pause runs the build step and pauses on approve, with build's log and
@@ -146,9 +168,7 @@ func (e *env) pause(id string) {
 			e.t.Fatal(err)
 		}
 	}
-	if err := e.st.Finish(ctx, id, 1, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
-		e.t.Fatal(err)
-	}
+	e.finish(id, runnerd.StatusPaused, runnerd.ReasonPaused, steps)
 }
 
 // do makes a request and decodes a JSON answer into out (when not nil).
@@ -355,7 +375,8 @@ func readSSE(t *testing.T, r *bufio.Reader) (sseMsg, error) {
 }
 
 // TestEventStream: the stream sends the run, then each event as it is
-// recorded (log lines of a running step arrive while it runs), the run's
+// recorded (log lines of a running step arrive while it runs, on the
+// notice of their batch: the client's slow poll is an hour), the run's
 // changes, and ends with settled when the run pauses; a reconnect with
 // Last-Event-ID gets only what came after.
 func TestEventStream(t *testing.T) {
@@ -368,7 +389,11 @@ func TestEventStream(t *testing.T) {
 		runnerd.Event{Type: runnerd.EventRunStarted, Time: now},
 		runnerd.Event{Type: runnerd.EventStepStarted, Time: now, Step: "build", Attempt: 1})
 
-	res, err := http.Get(e.srv.URL + "/api/v1/runs/live/events/stream")
+	// The deadline keeps a broken stream from hanging the test.
+	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sreq, _ := http.NewRequestWithContext(sctx, "GET", e.srv.URL+"/api/v1/runs/live/events/stream", nil)
+	res, err := http.DefaultClient.Do(sreq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,13 +436,13 @@ func TestEventStream(t *testing.T) {
 	e.record("live", seq+1, steps,
 		runnerd.Event{Type: runnerd.EventStepFinished, Time: time.Now().UTC(), Step: "build", Status: "succeeded", Attempt: 1},
 		runnerd.Event{Type: runnerd.EventPaused, Time: time.Now().UTC(), Step: "approve", Prompt: "Deploy?"})
-	if err := e.st.Finish(context.Background(), "live", 1, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
-		t.Fatal(err)
-	}
+	e.finish("live", runnerd.StatusPaused, runnerd.ReasonPaused, steps)
 	var got []string
 	for {
 		m := next()
-		got = append(got, m.event+":"+m.id)
+		if m.event != "run" {
+			got = append(got, m.event+":"+m.id)
+		}
 		if m.event == "settled" {
 			if !strings.Contains(m.data, `"status":"paused"`) || !strings.Contains(m.data, `"approve":{"status":"waiting"`) {
 				t.Errorf("settled: %s", m.data)
@@ -425,14 +450,14 @@ func TestEventStream(t *testing.T) {
 			break
 		}
 	}
-	if joined := strings.Join(got, " "); !strings.Contains(joined, "event:6 event:7") {
+	if joined := strings.Join(got, " "); joined != "event:6 event:7 settled:" {
 		t.Errorf("after the last line: %s, want events 6 and 7 before settled", joined)
 	}
 	if _, err := readSSE(t, rd); err != io.EOF {
 		t.Errorf("the stream goes on after settled: %v", err)
 	}
 
-	req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/runs/live/events/stream", nil)
+	req, _ := http.NewRequestWithContext(sctx, "GET", e.srv.URL+"/api/v1/runs/live/events/stream", nil)
 	req.Header.Set("Last-Event-ID", "6")
 	res2, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -458,7 +483,7 @@ func TestActions(t *testing.T) {
 	e.create("p", "acme")
 	e.pause("p")
 	code, body := e.do("POST", "/api/v1/runs/p/resume", `{"answers":{"deploy":{"ok":"yes"}}}`, nil)
-	if code != http.StatusBadRequest || errorOf(t, body) != `answers: "deploy" is not a human step of run p (human steps: approve)` {
+	if code != http.StatusBadRequest || errorOf(t, body) != `--answer: "deploy" is not a human step of run p (human steps: approve)` {
 		t.Errorf("resume with a non-human step: %d %s", code, body)
 	}
 	if code, body := e.do("POST", "/api/v1/runs/p/resume", `{"answers":{"approve":{"ok":"yes"}}}`, &res); code != 200 || res.Message != "run p resumed" {
@@ -497,9 +522,7 @@ func TestActions(t *testing.T) {
 	}
 	e.create("ok", "acme")
 	e.claim("ok")
-	if err := e.st.Finish(ctx, "ok", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
-		t.Fatal(err)
-	}
+	e.finish("ok", runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil)
 	code, body = e.do("POST", "/api/v1/runs/ok/cancel", "", nil)
 	if code != http.StatusConflict || errorOf(t, body) != "run ok already finished: succeeded (completed)" {
 		t.Errorf("cancel succeeded: %d %s", code, body)

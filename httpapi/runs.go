@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -50,10 +51,7 @@ type RunDoc struct {
 	Artifacts []Artifact     `json:"artifacts"`
 }
 
-var statuses = []runnerd.Status{
-	runnerd.StatusQueued, runnerd.StatusRunning, runnerd.StatusPaused,
-	runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled,
-}
+var statuses = client.Statuses
 
 // listQuery is a parsed runs-list request.
 type listQuery struct {
@@ -141,7 +139,7 @@ func (a *API) runPage(ctx context.Context, lq listQuery) (RunPage, error) {
 		// longer list.
 		opts.Limit = min(scanLimit, opts.Limit*50)
 	}
-	runs, err := a.cfg.Store.List(ctx, opts)
+	runs, err := a.cfg.Client.List(ctx, opts)
 	if err != nil {
 		return RunPage{}, err
 	}
@@ -195,8 +193,8 @@ func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
 
 // loadRun reads a run, saying plainly when there is none (as the CLI does).
 func (a *API) loadRun(ctx context.Context, id string) (*store.Run, error) {
-	run, err := a.cfg.Store.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+	run, err := a.cfg.Client.Get(ctx, id)
+	if errors.Is(err, client.ErrNotFound) {
 		return nil, noRun(id)
 	}
 	return run, err

@@ -216,6 +216,14 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	}
 }
 
+// click clicks the element sel names once it is there. The page redraws
+// parts of itself as the run moves, so the click is made in the page, on
+// the element found at that moment.
+func click(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	waitJS(t, ctx, "an element "+sel+" to click", fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (!el) return false; el.click(); return true; })()`, sel))
+}
+
 func text(t *testing.T, ctx context.Context, expr string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
@@ -258,7 +266,8 @@ steps:
 // runs list; its page shows the log lines of its running step as the step
 // prints them, then the human step's prompt, takes an answer and follows
 // the run to its end, with the stored log and the artifact; another run
-// is cancelled from its page. The store must say what the page said.
+// is cancelled from its page; a finished run's page shows its events on
+// demand. The store must say what the page said.
 func TestBrowser(t *testing.T) {
 	side := t.TempDir()
 	d := startDev(t, side)
@@ -285,9 +294,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// Open it from the list.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" a"))); err != nil {
-		t.Fatal(err)
-	}
+	click(t, ctx, row+" a")
 	waitJS(t, ctx, "the run page", `document.querySelector("#dag svg") !== null`)
 	if n := text(t, ctx, `String(document.querySelectorAll("#dag .node").length)`); n != "3" {
 		t.Errorf("the DAG has %s nodes, want 3", n)
@@ -324,18 +331,14 @@ func TestBrowser(t *testing.T) {
 	if r, err := st.Get(context.Background(), id); err != nil || r.Status != runnerd.StatusPaused {
 		t.Fatalf("store while the page asks: %v %v, want paused", r, err)
 	}
-	if err := chromedp.Do(ctx,
-		chromedp.SendKeys(chromedp.CSS(`#resume form[data-step="approve"] input[name=value]`), "yes"),
-		chromedp.Click(chromedp.CSS(`#resume-approve`)),
-	); err != nil {
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(`#resume form[data-step="approve"] input[name=value]`), "yes")); err != nil {
 		t.Fatal(err)
 	}
+	click(t, ctx, `#resume-approve`)
 	waitJS(t, ctx, "the run succeeded", `document.querySelector("#run-status [data-status]").dataset.status === "succeeded"`)
 	waitJS(t, ctx, "deploy succeeded", `document.querySelector('#steps-table tr[data-step="deploy"] [data-status]').dataset.status === "succeeded"`)
 	// The finished step's log now comes from S3.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#steps-table tr[data-step="tick"]`))); err != nil {
-		t.Fatal(err)
-	}
+	click(t, ctx, `#steps-table tr[data-step="tick"]`)
 	waitJS(t, ctx, "tick's log from S3", `document.querySelector("#log-source").textContent.startsWith("from S3: runs/") && `+logHas("line 3 of tick"))
 	waitJS(t, ctx, "the artifact link", `document.querySelector("#artifact-list a") !== null`)
 	href := text(t, ctx, `document.querySelector("#artifact-list a").href`)
@@ -370,15 +373,10 @@ func TestBrowser(t *testing.T) {
 	}
 	waitJS(t, ctx, "the blocking step running", `document.querySelector('#steps-table tr[data-step="wait"] [data-status]')?.dataset.status === "running" && document.querySelector("#log").textContent.includes("waiting")`)
 	// The button asks confirm(): the test says yes.
-	if err := chromedp.Do(ctx,
-		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-			_, err := chromedp.Evaluate[any](`window.confirm = () => true`)(ctx, t)
-			return err
-		}),
-		chromedp.Click(chromedp.CSS(`#cancel`)),
-	); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.confirm = () => true, true`)); err != nil {
 		t.Fatal(err)
 	}
+	click(t, ctx, `#cancel`)
 	waitJS(t, ctx, "the action's answer", `document.querySelector("#action-result").textContent !== ""`)
 	if got := text(t, ctx, `document.querySelector("#action-result").textContent`); got != fmt.Sprintf("run %s: cancel requested; its runner stops it now", other) {
 		t.Errorf("cancel said %q", got)
@@ -396,6 +394,15 @@ func TestBrowser(t *testing.T) {
 	if want := fmt.Sprintf("run %s already finished: succeeded (completed)", id); res != want {
 		t.Errorf("cancel of a finished run: %q, want %q", res, want)
 	}
+
+	// A finished run's page opens without a stream; its events load when
+	// asked for.
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.ui+"/runs/"+id)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the finished run's page", `document.querySelector("#run-status [data-status]")?.dataset.status === "succeeded" && document.body.dataset.live === "0"`)
+	click(t, ctx, "#load-events")
+	waitJS(t, ctx, "the events table", `document.querySelector('#events-table tr[data-type="paused"]') !== null && document.querySelector('#events-table tr[data-type="run_finished"]') !== null`)
 }
 
 // saveScreenshot keeps a screenshot of the page under RUNNERD_UI_ARTIFACTS

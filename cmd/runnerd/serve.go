@@ -40,6 +40,9 @@ type serveConfig struct {
 	cpuTimeLimit  time.Duration
 	openFiles     int
 
+	tenantLimits     []string // tenant=N, copied into sup by validate
+	tenantLimitsFile string
+
 	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
 	stallTimeout    time.Duration // a loop silent this long makes /healthz fail
@@ -78,6 +81,9 @@ func (c *serveConfig) register(f cli.Flags) {
 	f.Duration(&c.cpuTimeLimit, "cpu-time-limit", 0, "CPU time of each process of a run, whole seconds (RLIMIT_CPU; 0: unlimited)")
 	f.Int(&c.openFiles, "open-files-limit", int(s.NoFileLimit), "open files of each process of a run (RLIMIT_NOFILE)")
 	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes ~10 ms off every run's start; 0: none)")
+	f.Int(&s.TenantConcurrency, "tenant-concurrency", 0, "runs of one tenant running at once across the fleet (0: no limit); give every runner the same value")
+	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; overrides --tenant-concurrency)")
+	f.String(&c.tenantLimitsFile, "tenant-limits-file", "", "file of tenant=N lines, one tenant's limit per line (# comments)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /healthz and /readyz (empty: none)")
@@ -111,6 +117,11 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.cpuTimeLimit != 0 && c.cpuTimeLimit < time.Second {
 		add(fmt.Errorf("--cpu-time-limit %s: want 0 (unlimited) or at least 1s", c.cpuTimeLimit))
+	}
+	if limits, err := parseTenantLimits(c.tenantLimits, c.tenantLimitsFile); err != nil {
+		add(err)
+	} else {
+		c.sup.TenantLimits = limits
 	}
 	c.finish()
 	add(c.queue.Validate())

@@ -32,15 +32,16 @@ the run document; steps of the workflow that have not started yet appear with
 status "pending". Exit 5 if there is no such run.`,
 		Args: cli.ExactArgs(1, "run id"),
 		RunE: func(c *cobra.Command, args []string) error {
-			r, err := fetchRun(c.Context(), cfg, args[0])
+			r, places, err := fetchRun(c.Context(), cfg, args[0])
 			if err != nil {
 				return err
 			}
 			withPendingSteps(r)
 			if asJSON {
-				return writeRunJSON(env.stdout, r)
+				return writeRunJSON(env.stdout, r, places)
 			}
 			printRun(env.stdout, r)
+			printPlaces(env.stdout, places)
 			return nil
 		},
 	}
@@ -50,19 +51,30 @@ status "pending". Exit 5 if there is no such run.`,
 	return c
 }
 
-// fetchRun connects to MongoDB alone and loads run id.
-func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, error) {
+// fetchRun loads run id from MongoDB and, for a queued run, where it waits
+// for admission (from NATS, when it answers).
+func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, error) {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd status")
 	if err != nil {
-		return nil, cfg.classify(err)
+		return nil, nil, cfg.classify(err)
 	}
 	defer c.Close()
 	cl, err := c.client()
 	if err != nil {
-		return nil, cfg.classify(err)
+		return nil, nil, cfg.classify(err)
 	}
 	r, err := getRun(ctx, cl, id)
-	return r, cfg.classify(err)
+	if err != nil {
+		return nil, nil, cfg.classify(err)
+	}
+	var places []client.Place
+	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
+		c.tryNATS(ctx, "runnerd status")
+		if cl, err = c.client(); err == nil {
+			places, _ = cl.Places(ctx, r)
+		}
+	}
+	return r, places, nil
 }
 
 // getRun loads a run, saying plainly when there is none.
@@ -97,10 +109,36 @@ func withPendingSteps(r *store.Run) *store.Run {
 type runJSON struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
+	// Admission: where a queued run waits (its concurrency group, its
+	// tenant's line).
+	Admission []client.Place `json:"admission,omitempty"`
 }
 
-func writeRunJSON(w io.Writer, r *store.Run) error {
-	if err := writeJSON(w, runJSON{Run: r, Reason: r.Reason}); err != nil {
+// printPlaces says where a queued run waits for its turn.
+func printPlaces(w io.Writer, places []client.Place) {
+	for _, p := range places {
+		fmt.Fprintf(w, "admission: %s\n", placeLine(p))
+	}
+}
+
+// placeLine says where a run stands in one line (group or tenant).
+func placeLine(p client.Place) string {
+	what := p.Kind + " " + p.Name
+	if p.Kind == "group" {
+		what = fmt.Sprintf("concurrency group %q", p.Name)
+	}
+	counts := fmt.Sprintf("%d running", p.Running)
+	if p.Limit > 0 {
+		counts += fmt.Sprintf(", limit %d", p.Limit)
+	}
+	if p.Position == 0 {
+		return fmt.Sprintf("holds a place of %s (%s)", what, counts)
+	}
+	return fmt.Sprintf("waits in %s: position %d of %d waiting (%s)", what, p.Position, p.Waiting, counts)
+}
+
+func writeRunJSON(w io.Writer, r *store.Run, places []client.Place) error {
+	if err := writeJSON(w, runJSON{Run: r, Reason: r.Reason, Admission: places}); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
 	return nil

@@ -108,7 +108,11 @@ func (u *uiServer) serve(c *conns, a httpapi.Auth, log zerolog.Logger) error {
 	if u == nil {
 		return nil
 	}
-	api, err := httpapi.New(httpapi.Config{Store: c.st, Queue: c.q, Blobs: c.blobs, Log: log.With().Str("module", "httpapi").Logger()})
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(httpapi.Config{Client: cl, Blobs: c.blobs, Log: log.With().Str("module", "httpapi").Logger()})
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ const (
 )
 
 // waitNotes says why a followed run is not running yet, and where it
-// waits: its place in the queue, or the server it waits on.
+// waits: its place in its concurrency group's or tenant's line, in the
+// queue, or the server it waits on.
 type waitNotes struct {
 	c  *conns
 	cl *client.Client
@@ -62,6 +63,14 @@ func (w *waitNotes) note(ctx context.Context, r *store.Run) string {
 	}
 	if w.c.q == nil {
 		return "queued"
+	}
+	// A concurrency group or a tenant limit holds it back before the queue.
+	if places, err := w.cl.Places(ctx, r); err == nil {
+		for _, p := range places {
+			if p.Position > 0 {
+				return "queued: " + placeLine(p)
+			}
+		}
 	}
 	p, err := w.c.q.Position(ctx, w.id, positionScan)
 	switch {

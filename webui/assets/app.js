@@ -179,7 +179,47 @@ class RunView {
     }
     this.layout();
     this.render();
-    this.connect();
+    // A settled run does not move: its page needs no stream, and its
+    // events (which on FerretDB cost a scan) load when asked for.
+    if (settled(this.doc.status)) {
+      this.setLive(false);
+      this.seq = this.doc.event_seq || 0;
+      this.eventsLoaded = false;
+      this.renderEvents();
+    } else {
+      this.eventsLoaded = true;
+      this.connect();
+    }
+  }
+
+  // loadEvents reads the run's events up to the last one seen, page by
+  // page, for the events table (log events fill the steps' live logs).
+  async loadEvents() {
+    const upto = this.seq;
+    const older = [];
+    let after = 0;
+    this.el.events.replaceChildren(h("p", { class: "muted" }, "Loading events…"));
+    try {
+      for (;;) {
+        const page = await api(`/runs/${encodeURIComponent(this.id)}/events?after=${after}&limit=1000`);
+        for (const e of page.events) {
+          if (e.seq > upto) break;
+          if (e.type === "log") {
+            if (!this.stored[e.step]) this.live[e.step] = (this.live[e.step] || "") + (e.text || "");
+          } else {
+            older.push(e);
+          }
+          after = e.seq;
+        }
+        if (!page.more || after >= upto) break;
+      }
+    } catch (e) {
+      this.el.events.replaceChildren(errorBox(`events: ${e.message}`));
+      return;
+    }
+    this.events = older.concat(this.events.filter((e) => e.seq > upto));
+    this.eventsLoaded = true;
+    this.renderEvents();
   }
 
   get steps() { return (this.doc.workflow && this.doc.workflow.steps) || []; }
@@ -377,7 +417,10 @@ class RunView {
       this.apply(res.run);
       if (name === "resume") this.el.resume.replaceChildren();
       this.render();
-      if (!this.source && !settled(res.run.status)) this.connect();
+      if (!this.source && !settled(res.run.status)) {
+        this.seq = Math.max(this.seq, res.run.event_seq || 0);
+        this.connect();
+      }
     } catch (e) {
       this.el.message.replaceChildren(errorBox(`${name}: ${e.message}`));
       this.renderActions();
@@ -470,6 +513,10 @@ class RunView {
   }
 
   renderEvents() {
+    if (!this.eventsLoaded) {
+      this.el.events.replaceChildren(h("button", { id: "load-events", onclick: () => this.loadEvents() }, `Show the run's ${this.doc.event_seq || 0} events`));
+      return;
+    }
     const rows = this.events.slice(-300).map((e) => {
       const bits = [];
       if (e.status) bits.push(e.status);
