@@ -160,6 +160,9 @@ steps:
 	}
 	e.mustRun(exitOK, "cancel", "j-queued")
 	_ = hello
+	if ls := lines(t, check("gc", exitOK, "--older-than", "1ms", "--dry-run")); len(ls) == 0 || ls[0]["dry_run"] != true {
+		t.Errorf("gc --json: %v", ls)
+	}
 	// Errors keep stdout clean under --json too.
 	if r := e.mustRun(exitNotFound, "status", "--json", "j-nope"); r.stdout != "" {
 		t.Errorf("status --json of a missing run printed %q", r.stdout)

@@ -55,7 +55,7 @@ type cmdEnv struct {
 // is built by its own file.
 var commands = []func(*cmdEnv) *cobra.Command{
 	serveCmd, devCmd, submitCmd, statusCmd, listCmd, cancelCmd, logsCmd,
-	artifactsCmd, resumeCmd, retryCmd, versionCmd,
+	artifactsCmd, resumeCmd, retryCmd, gcCmd, versionCmd,
 }
 
 func main() {

@@ -22,6 +22,7 @@ import (
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/retention"
 	"github.com/runnerd/runnerd/supervisor"
 )
 
@@ -42,6 +43,7 @@ type serveConfig struct {
 
 	tenantLimits     []string // tenant=N, copied into sup by validate
 	tenantLimitsFile string
+	retention        time.Duration // finished runs older than this are removed; 0: kept
 
 	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
@@ -84,6 +86,7 @@ func (c *serveConfig) register(f cli.Flags) {
 	f.Int(&s.TenantConcurrency, "tenant-concurrency", 0, "runs of one tenant running at once across the fleet (0: no limit); give every runner the same value")
 	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; overrides --tenant-concurrency)")
 	f.String(&c.tenantLimitsFile, "tenant-limits-file", "", "file of tenant=N lines, one tenant's limit per line (# comments)")
+	f.Duration(&c.retention, "retention", 0, "remove finished runs (documents, events, S3 objects) this long after they finished; paused and queued runs are kept (0: keep everything)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /healthz and /readyz (empty: none)")
@@ -122,6 +125,9 @@ func (c *serveConfig) validate() []string {
 		add(err)
 	} else {
 		c.sup.TenantLimits = limits
+	}
+	if c.retention < 0 || (c.retention > 0 && c.retention < time.Minute) {
+		add(fmt.Errorf("--retention %s: want 0 (keep everything) or at least 1m", c.retention))
 	}
 	c.finish()
 	add(c.queue.Validate())
@@ -262,6 +268,9 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 		return cli.Usage(err)
 	}
 	defer sup.Close()
+	if cfg.retention > 0 {
+		go retention.Sweeper(ctx, c.st, c.blobs, cfg.retention, log)
+	}
 	go func() {
 		<-env.signals
 		log.Warn().Msg("second signal: skipping the shutdown grace")
