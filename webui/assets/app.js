@@ -475,8 +475,11 @@ class RunView {
         this.el.log.textContent = this.live[id] || "";
         this.fetchLog(id, st.log_key);
       }
+    } else if ((this.steps.find((s) => s.id === id) || {}).kind === "human") {
+      source = "a human step has no log: its prompt and answers are in the steps table";
+      this.el.log.textContent = "";
     } else {
-      source = st.status === "running" ? "live" : "as events";
+      source = st.status === "running" ? "live" : (st.status === "pending" ? "not started" : "as events");
       this.el.log.textContent = this.live[id] || "";
     }
     this.el.logbar.replaceChildren(h("strong", { class: "mono" }, id), badge(st.status),
