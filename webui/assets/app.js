@@ -113,7 +113,12 @@ async function listPage(main) {
       box.replaceChildren(errorBox(`list: ${e.message}`));
       return;
     }
-    box.replaceChildren(runsTable(page.runs), pager(page.next, p));
+    // A page can be short, even empty, and still have a next one: the
+    // store stopped looking at its time budget.
+    const table = (!page.runs.length && page.next)
+      ? h("p", { class: "muted", id: "no-runs" }, "No matching runs among those looked at so far.")
+      : runsTable(page.runs);
+    box.replaceChildren(table, pager(page.next, p));
   }
   await load();
   const timer = setInterval(() => {
