@@ -62,6 +62,10 @@ const (
 	// configured for the run's tenant (--secrets-dir, RUNNERD_SECRET_<NAME>).
 	// Added in the second wave: the run fails at pickup, before any step.
 	ReasonSecretMissing Reason = "secret_missing"
+	// ReasonGroupFull: the run's concurrency group was full when it was
+	// submitted and its on_conflict is cancel_new; it never ran. Added with
+	// concurrency groups.
+	ReasonGroupFull Reason = "group_full"
 )
 
 // Reasons lists every stop reason, in their documented order.
@@ -70,7 +74,7 @@ var Reasons = []Reason{
 	ReasonChildCrashed, ReasonChildOOM, ReasonChildUnresponsive, ReasonLeaseLost,
 	ReasonRunnerShutdown, ReasonInvalidMessage, ReasonInvalidWorkflow, ReasonRunNotFound,
 	ReasonTenantMismatch, ReasonMaxAttemptsExceeded, ReasonStoreUnavailable,
-	ReasonExecutorStartFailed, ReasonSecretMissing,
+	ReasonExecutorStartFailed, ReasonSecretMissing, ReasonGroupFull,
 }
 
 // StepStatus is the status of one step of a run.

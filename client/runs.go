@@ -119,6 +119,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
 	if r.Status == runnerd.StatusRunning {
 		return CancelRunning, nil
 	}
+	c.leaveLines(ctx, r)
 	return CancelQueued, nil
 }
 
@@ -167,6 +168,12 @@ func (c *Client) Resume(ctx context.Context, id string, answers map[string]map[s
 	}
 	if err != nil {
 		return nil, classify(err)
+	}
+	if resumed, err = c.joinGroup(ctx, resumed); err != nil {
+		return nil, err
+	}
+	if resumed.Status == runnerd.StatusCancelled {
+		return &Queued{Run: resumed, Again: again}, nil
 	}
 	if _, err := c.publish(ctx, q, resumed, &queue.Resume{Answers: resumed.Answers}); err != nil {
 		return nil, fmt.Errorf("%w\nrun %s was resumed but is not queued yet: repeat the resume to queue it", err, id)
@@ -254,6 +261,12 @@ func (c *Client) Retry(ctx context.Context, id string, o RetryOptions) (*Queued,
 			return nil, classify(err)
 		}
 		r = retried
+	}
+	if r, err = c.joinGroup(ctx, r); err != nil {
+		return nil, err
+	}
+	if r.Status == runnerd.StatusCancelled {
+		return &Queued{Run: r, Again: again}, nil
 	}
 	if _, err := c.publish(ctx, q, r, nil); err != nil {
 		return nil, fmt.Errorf("%w\nrun %s was retried but is not queued yet: repeat the retry to queue it", err, id)

@@ -72,6 +72,13 @@ func (c *Client) Submit(ctx context.Context, s Submission) (*Queued, error) {
 	if err != nil {
 		return nil, err
 	}
+	id := r.ID
+	if r, err = c.joinGroup(ctx, r); err != nil {
+		return nil, fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the submission with id %s to queue it", err, id, id)
+	}
+	if r.Status == runnerd.StatusCancelled { // on_conflict: cancel_new, and the group is full
+		return &Queued{Run: r, Again: again}, nil
+	}
 	if _, err := c.publish(ctx, q, r, nil); err != nil {
 		return nil, fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the submission with id %s to queue it", err, r.ID, r.ID)
 	}

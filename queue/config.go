@@ -17,6 +17,10 @@ type Config struct {
 	Consumer     string // durable pull consumer shared by every runnerd process
 	CancelPrefix string // core NATS subject prefix; a run's cancel goes to <prefix>.<run_id>
 	LeaseBucket  string // KV bucket holding one lease key per running run
+	// AdmissionBucket is the KV bucket of concurrency groups and tenant
+	// limits: the line of each group and who holds its places (package
+	// admission).
+	AdmissionBucket string
 
 	// LeaseTTL is the lease bucket's TTL: a lease not renewed within it
 	// expires. Holders renew every LeaseTTL/3.
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		Consumer:        "runnerd",
 		CancelPrefix:    "runnerd.cancel",
 		LeaseBucket:     "runnerd_leases",
+		AdmissionBucket: "runnerd_admission",
 		LeaseTTL:        30 * time.Second,
 		AckWait:         60 * time.Second,
 		MaxDeliver:      -1,
@@ -100,6 +105,7 @@ func (c Config) Validate() error {
 	check(c.CancelPrefix != c.Subject && !strings.HasPrefix(c.Subject, c.CancelPrefix+"."),
 		"cancel prefix %q overlaps the run subject %q", c.CancelPrefix, c.Subject)
 	check(namePattern.MatchString(c.LeaseBucket), "lease bucket %q: want 1-64 letters, digits, '_' or '-'", c.LeaseBucket)
+	check(c.AdmissionBucket == "" || namePattern.MatchString(c.AdmissionBucket), "admission bucket %q: want 1-64 letters, digits, '_' or '-'", c.AdmissionBucket)
 	// A heartbeat every TTL/3 needs some room; the server's TTL granularity is about a second.
 	check(c.LeaseTTL >= time.Second, "lease TTL %s: want at least 1s", c.LeaseTTL)
 	check(c.AckWait > 0, "ack wait %s: want more than 0", c.AckWait)

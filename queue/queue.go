@@ -45,6 +45,7 @@ type Queue struct {
 	consumer jetstream.Consumer
 	leases   jetstream.KeyValue
 	stream   jetstream.Stream
+	admitKV  jetstream.KeyValue // nil when the fleet's serve did not make it
 }
 
 // Setup creates or updates the stream, the durable consumer and the lease
@@ -97,7 +98,23 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, err
 	if err != nil {
 		return nil, fmt.Errorf("set up lease bucket %s: %w", cfg.LeaseBucket, err)
 	}
-	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}, nil
+	q := &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}
+	if cfg.AdmissionBucket != "" {
+		// No TTL: a run waits in its group's line as long as it is queued;
+		// the places are held by marks that count only while the holder's
+		// lease lives.
+		q.admitKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.AdmissionBucket,
+			Description: "runnerd concurrency groups and tenant limits (package admission)",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("set up admission bucket %s: %w", cfg.AdmissionBucket, err)
+		}
+	}
+	return q, nil
 }
 
 // Open binds to a stream, consumer and lease bucket that Setup created,
@@ -123,8 +140,20 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, erro
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", cfg.LeaseBucket, err)
 	}
-	return &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}, nil
+	q := &Queue{cfg: cfg, js: js, nc: js.Conn(), consumer: consumer, leases: leases, stream: stream}
+	if cfg.AdmissionBucket != "" {
+		// Missing on a fleet whose serve predates it: groups then fail at
+		// submit, everything else works.
+		if kv, err := js.KeyValue(ctx, cfg.AdmissionBucket); err == nil {
+			q.admitKV = kv
+		}
+	}
+	return q, nil
 }
+
+// AdmissionKV is the bucket of concurrency groups and tenant limits, or nil
+// when the queue was opened on a fleet that has none.
+func (q *Queue) AdmissionKV() jetstream.KeyValue { return q.admitKV }
 
 // Conn is the NATS connection the queue uses.
 func (q *Queue) Conn() *nats.Conn { return q.nc }

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/admission"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/queue"
@@ -42,7 +43,9 @@ type attempt struct {
 	epoch      uint64 // 0 until claimed: writes before that are unfenced
 	attemptNo  int
 	started    time.Time
-	retryAfter time.Duration // the delay of a nak_delay, when not the default
+	retryAfter time.Duration       // the delay of a nak_delay, when not the default
+	standing   *admission.Standing // where the run waits, when it must (admission.go)
+	held       []line              // the admission places the attempt holds
 	dir        runDir
 	sockDir    string        // go-plugin's socket, outside the run dir (path length)
 	tookSpare  bool          // the child was a spare: a new one may start at the end
@@ -169,6 +172,10 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	if out == outAdopted {
 		return // the running attempt owns the delivery now
 	}
+	if out == outAdmissionWait {
+		a.waitForTurn(ctx)
+		return
+	}
 	a.conclude(ctx, out)
 }
 
@@ -202,6 +209,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		return outLeaseHeld // another message of a run this runner is executing
 	}
 	a.timeline.mark("decode")
+	if st, wait := a.mustWait(ctx, msg); wait {
+		a.standing = &st
+		return outAdmissionWait
+	}
 
 	run, err := s.store.Get(ctx, msg.RunID)
 	a.timeline.mark("load")
@@ -237,6 +248,10 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 			lostAttempt = true
 		}
 	}
+	if out, ok := a.admit(ctx); !ok {
+		return out
+	}
+	a.timeline.mark("admission")
 	run, err = s.store.Claim(ctx, a.runID, s.cfg.RunnerID, a.lease.Epoch())
 	a.timeline.mark("claim")
 	switch {

@@ -30,6 +30,7 @@ const (
 	outStale                              // a delivery for a finished or paused run
 	outLeaseHeld                          // another runner holds the lease, or may still
 	outStoreUnavailable                   // MongoDB, S3 or NATS unreachable
+	outAdmissionWait                      // its concurrency group or tenant has no place for it yet
 	numOutcomes
 )
 
@@ -58,6 +59,7 @@ var outcomeNames = [numOutcomes]string{
 	outStale:               "stale",
 	outLeaseHeld:           "lease_held",
 	outStoreUnavailable:    "store_unavailable",
+	outAdmissionWait:       "admission_wait",
 }
 
 func (o outcome) String() string {
@@ -128,6 +130,7 @@ var exitTable = [numOutcomes]verdict{
 	outStale:               {action: actAck},
 	outLeaseHeld:           {action: actNakDelay},
 	outStoreUnavailable:    {reason: runnerd.ReasonStoreUnavailable, action: actNakDelay},
+	outAdmissionWait:       {action: actNakDelay},
 }
 
 // attemptsSpent fails the run for good: its crash budget is spent, or the

@@ -100,7 +100,7 @@ func TestDecideBudget(t *testing.T) {
 		}
 	}
 	// Waiting never spends the budget: no waiting row is a crash.
-	for _, o := range []outcome{outLeaseHeld, outStoreUnavailable, outExecutorStartFailed, outLeaseLost, outShutdown} {
+	for _, o := range []outcome{outLeaseHeld, outAdmissionWait, outStoreUnavailable, outExecutorStartFailed, outLeaseLost, outShutdown} {
 		if exitTable[o].crash {
 			t.Errorf("%s counts against the run's attempts", o)
 		}

@@ -62,6 +62,15 @@ type Config struct {
 	// Prestart keeps this many runexec children started ahead of runs (each
 	// still serves one run), so a run does not wait for a child's start.
 	Prestart int
+	// TenantConcurrency is how many runs of one tenant run at once across
+	// the fleet (0: no limit); TenantLimits overrides it per tenant. Every
+	// runner of a fleet must be given the same values.
+	TenantConcurrency int
+	TenantLimits      map[string]int
+	// MaxWaiting and TenantWaiting bound the deliveries of waiting runs this
+	// process parks (all, and per tenant); beyond, they are Nak'ed with a
+	// delay. 0: DefaultMaxWaiting, DefaultTenantWaiting.
+	MaxWaiting, TenantWaiting int
 
 	Logger zerolog.Logger
 	// Registerer receives the runnerd_* metrics (nil: not registered).
@@ -131,6 +140,12 @@ func (c *Config) fill() {
 	if c.EventLogMax == 0 {
 		c.EventLogMax = d.EventLogMax
 	}
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = DefaultMaxWaiting
+	}
+	if c.TenantWaiting == 0 {
+		c.TenantWaiting = DefaultTenantWaiting
+	}
 	if c.Sandbox.Mode == "" {
 		c.Sandbox.Mode = contain.ModeAuto
 	}
@@ -167,6 +182,10 @@ func (c Config) Validate() error {
 	check(c.PingTimeout > 0 && c.PingInterval > 0, "ping interval and timeout: want more than 0")
 	check(c.MemoryLimit >= 0, "memory limit %d: want 0 (none) or more", c.MemoryLimit)
 	check(c.Prestart >= 0 && c.Prestart <= 1024, "prestart %d: want 0 (none) to 1024", c.Prestart)
+	check(c.TenantConcurrency >= 0, "tenant concurrency %d: want 0 (no limit) or more", c.TenantConcurrency)
+	for t, n := range c.TenantLimits {
+		check(queue.ValidateRunID(t) == nil && n >= 0, "tenant limit %s=%d: want a tenant id and 0 (no limit) or more", t, n)
+	}
 	if err := c.Sandbox.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -201,6 +220,9 @@ type Supervisor struct {
 	drainOnce  sync.Once
 
 	conn connClock // how long NATS has been connected
+
+	adm    *admitter       // nil without an admission bucket (admission.go)
+	runCtx context.Context // Run's: ends at the first SIGTERM
 
 	activeMu sync.Mutex
 	active   map[string]*attempt // run id → the attempt of this process running it
@@ -282,6 +304,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	defer unsubscribe()
 
+	s.runCtx = ctx
+	if err := s.startAdmission(ctx); err != nil {
+		return err
+	}
+	defer s.stopAdmission()
 	s.logSandbox()
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("serving")
 	s.m.freeSlots.Set(float64(s.cfg.Concurrency))
@@ -298,7 +325,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		deliveries, err := s.q.Fetch(ctx, free, s.cfg.FetchWait)
+		// Parked runs whose turn came go before new messages.
+		deliveries := s.readyParked(free)
+		var err error
+		if len(deliveries) == 0 {
+			deliveries, err = s.fetch(ctx, free)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break

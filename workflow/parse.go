@@ -254,7 +254,7 @@ func (d *decoder) fail(step int, label, field string, line int, format string, a
 }
 
 var (
-	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "steps"}
+	workflowFields = []string{"name", "vars", "max_parallel", "timeout", "network", "concurrency", "steps"}
 	stepFields     = []string{"id", "kind", "run", "shell", "needs", "env", "timeout", "retries", "retry_rules", "backoff", "if", "artifacts", "prompt", "secrets"}
 )
 
@@ -284,6 +284,8 @@ func (d *decoder) workflow(root *yaml.Node) (*Workflow, *positions) {
 			w.Timeout = d.duration(e.val, -1, "", "timeout")
 		case "network":
 			w.Network = d.str(e.val, -1, "", "network")
+		case "concurrency":
+			w.Concurrency = d.concurrency(e.val, e.line)
 		case "steps":
 			w.Steps, pos.steps = d.steps(e.val)
 		default:

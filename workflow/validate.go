@@ -79,6 +79,7 @@ func (v *validator) run() {
 	if w.Network != "" && w.Network != NetworkHost && w.Network != NetworkNone {
 		v.add(-1, "network", "want %q or %q, got %q", NetworkHost, NetworkNone, w.Network)
 	}
+	v.concurrency()
 	for _, k := range slices.Sorted(maps.Keys(w.Vars)) {
 		if k == "" {
 			v.addAt(-1, "vars", v.varLine(k), "a var needs a name")

@@ -36,7 +36,9 @@ type Workflow struct {
 	// Network is what the run's steps reach: NetworkHost, NetworkNone, or
 	// "" for the runner's default (runnerd serve --step-network).
 	Network string `json:"network,omitempty" yaml:"network,omitempty" bson:"network,omitempty"`
-	Steps   []Step `json:"steps" yaml:"steps" bson:"steps"`
+	// Concurrency, when set, limits how many of its runs run at once.
+	Concurrency *Concurrency `json:"concurrency,omitempty" yaml:"concurrency,omitempty" bson:"concurrency,omitempty"`
+	Steps       []Step       `json:"steps" yaml:"steps" bson:"steps"`
 }
 
 // Step is one node of the DAG.

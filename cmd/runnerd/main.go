@@ -56,6 +56,7 @@ var commands = []command{
 	{"logs", "print a run's step logs", runLogs},
 	{"resume", "answer a paused run's human steps and queue it again", runResume},
 	{"retry", "queue a failed or cancelled run again; succeeded steps are not run again", runRetry},
+	{"gc", "remove finished runs older than a bound (documents, events, S3 objects)", runGC},
 	{"version", "print the version", runVersion},
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/retention"
 	"github.com/runnerd/runnerd/supervisor"
 )
 
@@ -36,6 +37,10 @@ type serveConfig struct {
 	fileSizeLimit int64
 	cpuTimeLimit  time.Duration
 	openFiles     int
+
+	tenantLimits     []string // tenant=N, copied into sup by validate
+	tenantLimitsFile string
+	retention        time.Duration // finished runs older than this are removed; 0: kept
 
 	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
@@ -75,6 +80,10 @@ func (c *serveConfig) register(f *flags) {
 	f.Duration(&c.cpuTimeLimit, "cpu-time-limit", 0, "CPU time of each process of a run, whole seconds (RLIMIT_CPU; 0: unlimited)")
 	f.Int(&c.openFiles, "open-files-limit", int(s.NoFileLimit), "open files of each process of a run (RLIMIT_NOFILE)")
 	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes ~10 ms off every run's start; 0: none)")
+	f.Int(&s.TenantConcurrency, "tenant-concurrency", 0, "runs of one tenant running at once across the fleet (0: no limit); give every runner the same value")
+	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; overrides --tenant-concurrency)")
+	f.String(&c.tenantLimitsFile, "tenant-limits-file", "", "file of tenant=N lines, one tenant's limit per line (# comments)")
+	f.Duration(&c.retention, "retention", 0, "remove finished runs (documents, events, S3 objects) this long after they finished; paused and queued runs are kept (0: keep everything)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /healthz and /readyz (empty: none)")
@@ -108,6 +117,14 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.cpuTimeLimit != 0 && c.cpuTimeLimit < time.Second {
 		add(fmt.Errorf("--cpu-time-limit %s: want 0 (unlimited) or at least 1s", c.cpuTimeLimit))
+	}
+	if limits, err := parseTenantLimits(c.tenantLimits, c.tenantLimitsFile); err != nil {
+		add(err)
+	} else {
+		c.sup.TenantLimits = limits
+	}
+	if c.retention < 0 || (c.retention > 0 && c.retention < time.Minute) {
+		add(fmt.Errorf("--retention %s: want 0 (keep everything) or at least 1m", c.retention))
 	}
 	c.finish()
 	add(c.queue.Validate())
@@ -247,6 +264,9 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 		return exitUsage
 	}
 	defer sup.Close()
+	if cfg.retention > 0 {
+		go retention.Sweeper(ctx, c.st, c.blobs, cfg.retention, log)
+	}
 	go func() {
 		<-env.signals
 		log.Warn().Msg("second signal: skipping the shutdown grace")

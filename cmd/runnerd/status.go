@@ -51,14 +51,22 @@ status "pending". Exit 1 if there is no such run.`, env.stderr)
 		return fail(env, "status", cfg, err)
 	}
 	withPendingSteps(r)
+	var places []client.Place
+	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
+		c.tryNATS(ctx, "runnerd status")
+		if cl, err = c.client(); err == nil {
+			places, _ = cl.Places(ctx, r)
+		}
+	}
 	if asJSON {
-		if err := writeRunJSON(env.stdout, r); err != nil {
+		if err := writeRunJSON(env.stdout, r, places); err != nil {
 			fmt.Fprintf(env.stderr, "status: %v\n", err)
 			return exitFailed
 		}
 		return exitOK
 	}
 	printRun(env.stdout, r)
+	printPlaces(env.stdout, places)
 	return exitOK
 }
 
@@ -93,13 +101,35 @@ func withPendingSteps(r *store.Run) {
 type runJSON struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
+	// Admission: where a queued run waits (its concurrency group, its
+	// tenant's line).
+	Admission []client.Place `json:"admission,omitempty"`
 }
 
-func writeRunJSON(w io.Writer, r *store.Run) error {
+// printPlaces says where a queued run waits for its turn.
+func printPlaces(w io.Writer, places []client.Place) {
+	for _, p := range places {
+		what := p.Kind + " " + p.Name
+		if p.Kind == "group" {
+			what = fmt.Sprintf("concurrency group %q", p.Name)
+		}
+		counts := fmt.Sprintf("%d running", p.Running)
+		if p.Limit > 0 {
+			counts += fmt.Sprintf(", limit %d", p.Limit)
+		}
+		if p.Position == 0 {
+			fmt.Fprintf(w, "admission: holds a place of %s (%s)\n", what, counts)
+			continue
+		}
+		fmt.Fprintf(w, "admission: waits in %s: position %d of %d waiting (%s)\n", what, p.Position, p.Waiting, counts)
+	}
+}
+
+func writeRunJSON(w io.Writer, r *store.Run, places []client.Place) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false) // shell scripts read better than "\u0026\u0026"
-	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason}); err != nil {
+	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason, Admission: places}); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
 	return nil

@@ -1,0 +1,429 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/admission"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
+)
+
+// Admission: concurrency groups and tenant limits (package admission keeps
+// the lines in NATS KV). A run whose turn has not come is never claimed: it
+// stays queued, spends no attempt, and its delivery leaves the run slot.
+// Up to MaxWaiting such deliveries per process (TenantWaiting per tenant)
+// are parked — kept in progress, outside the slots — and started when the
+// bucket's watch says their line moved; beyond that a delivery is Nak'ed with
+// a delay that grows with its place in the line.
+
+// Defaults of the waiting room.
+const (
+	DefaultMaxWaiting    = 256
+	DefaultTenantWaiting = 32
+)
+
+// admitter is the supervisor's side of admission; nil when the fleet has no
+// admission bucket.
+type admitter struct {
+	lines  *admission.Lines
+	mirror *admission.Mirror
+
+	mu       sync.Mutex
+	parked   int
+	byTenant map[string]int
+	ready    chan *queue.Delivery // parked deliveries whose turn may have come
+	wg       sync.WaitGroup
+}
+
+func (s *Supervisor) startAdmission(ctx context.Context) error {
+	kv := s.q.AdmissionKV()
+	if kv == nil {
+		s.log.Warn().Msg("no admission bucket: concurrency groups and tenant limits are not enforced")
+		return nil
+	}
+	m, err := admission.Watch(ctx, kv)
+	if err != nil {
+		return err
+	}
+	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, ready: make(chan *queue.Delivery, 1024)}
+	return nil
+}
+
+func (s *Supervisor) stopAdmission() {
+	if s.adm != nil {
+		s.adm.wg.Wait()
+		s.adm.mirror.Stop()
+	}
+}
+
+// tenantLimit is the number of runs of tenant that may run at once across
+// the fleet; 0: no limit.
+func (s *Supervisor) tenantLimit(tenant string) int {
+	if n, ok := s.cfg.TenantLimits[tenant]; ok {
+		return n
+	}
+	return s.cfg.TenantConcurrency
+}
+
+// line is one line a run must pass.
+type line struct {
+	scope  admission.Scope
+	limit  int
+	ticket admission.Ticket
+}
+
+// linesOf lists the lines of a run: its workflow's group (with the run's
+// vars) and its tenant's limit.
+func (s *Supervisor) linesOf(run *store.Run) ([]line, error) {
+	var out []line
+	if run.Workflow != nil && run.Workflow.Concurrency != nil {
+		g, err := run.Workflow.GroupOf(run.Vars)
+		if err != nil {
+			return nil, err
+		}
+		c := run.Workflow.Concurrency
+		out = append(out, line{scope: admission.Group(g), limit: c.EffectiveLimit(),
+			ticket: admission.Ticket{RunID: run.ID, Limit: c.EffectiveLimit(), Tenant: run.TenantID}})
+	}
+	if n := s.tenantLimit(run.TenantID); n > 0 {
+		out = append(out, line{scope: admission.Tenant(run.TenantID), limit: n,
+			ticket: admission.Ticket{RunID: run.ID, Tenant: run.TenantID}})
+	}
+	return out, nil
+}
+
+// live says whether a run's lease is held: its mark counts. An unanswered
+// read counts as alive.
+func (s *Supervisor) live(ctx context.Context) admission.Live {
+	return func(runID string) bool {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := s.q.LeaseHolder(lctx, runID)
+		return !errors.Is(err, queue.ErrNoLease)
+	}
+}
+
+// mustWait is the check before the run is loaded: from the bucket's view
+// alone, the lines the run is known to be in (its tickets, and its
+// tenant's, which it joins here) leave it no place. It reads no run; a run
+// it lets through is checked again under its lease. So a flood of one
+// tenant's runs costs each waiting delivery a KV write, not a run load and a
+// lease.
+func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.Standing, bool) {
+	s := a.sup
+	if s.adm == nil {
+		return admission.Standing{}, false
+	}
+	if n := s.tenantLimit(msg.TenantID); n > 0 {
+		sc := admission.Tenant(msg.TenantID)
+		rev, err := s.adm.lines.Join(ctx, sc, admission.Ticket{RunID: msg.RunID, Tenant: msg.TenantID})
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = s.adm.mirror.WaitRev(wctx, rev)
+			cancel()
+		}
+		if err != nil {
+			return admission.Standing{}, false // the check under the lease decides
+		}
+	}
+	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
+		sc := admission.Scope{Kind: t.Kind, Name: t.Name}
+		limit := t.Limit
+		if t.Kind == admission.KindTenant {
+			if limit = s.tenantLimit(t.Name); limit <= 0 {
+				continue
+			}
+		}
+		if limit <= 0 {
+			limit = 1
+		}
+		if st := s.adm.mirror.Standing(sc, msg.RunID, limit, nil); st.Position > limit {
+			return st, true
+		}
+	}
+	return admission.Standing{}, false
+}
+
+// admit is the check under the run's lease, before its claim: the run
+// joins its lines (a group's ticket is normally made at submit), and, if
+// every line leaves it a place, it holds one in each. ok false: it waits
+// (outAdmissionWait), holding nothing.
+func (a *attempt) admit(ctx context.Context) (outcome, bool) {
+	s := a.sup
+	if s.adm == nil || a.run.CancelRequested {
+		return 0, true // a cancelled run is not made to wait for its cancel
+	}
+	lines, err := s.linesOf(a.run)
+	if err != nil {
+		a.log.Warn().Err(err).Str("reason", string(runnerd.ReasonInvalidWorkflow)).Msg("concurrency group")
+		return outInvalidWorkflow, false
+	}
+	if len(lines) == 0 {
+		return 0, true
+	}
+	var last uint64
+	for _, l := range lines {
+		rev, err := s.adm.lines.Join(ctx, l.scope, l.ticket)
+		if err != nil {
+			a.log.Warn().Err(err).Msg("join admission line")
+			return outStoreUnavailable, false
+		}
+		last = max(last, rev)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.adm.mirror.WaitRev(wctx, last); err != nil {
+		return outStoreUnavailable, false
+	}
+	live := s.live(ctx)
+	for _, l := range lines {
+		if st := s.adm.mirror.Standing(l.scope, a.runID, l.limit, live); !st.Admitted {
+			a.standing = &st
+			return outAdmissionWait, false
+		}
+	}
+	for _, l := range lines {
+		rev, err := s.adm.lines.Hold(ctx, l.scope, a.runID, s.cfg.RunnerID)
+		if err != nil {
+			a.log.Warn().Err(err).Msg("hold admission place")
+			a.releasePlaces(lines)
+			return outStoreUnavailable, false
+		}
+		last = max(last, rev)
+	}
+	a.held = lines
+	if err := s.adm.mirror.WaitRev(wctx, last); err != nil {
+		a.releasePlaces(lines)
+		return outStoreUnavailable, false
+	}
+	// Of two runners that saw one free place at once, the one whose mark came
+	// later sees the other's now, and steps back.
+	for _, l := range lines {
+		if s.adm.mirror.Contended(l.scope, a.runID, l.limit, live) {
+			a.releasePlaces(lines)
+			st := s.adm.mirror.Standing(l.scope, a.runID, l.limit, nil)
+			a.standing = &st
+			return outAdmissionWait, false
+		}
+	}
+	for _, l := range lines {
+		a.log.Debug().Str("line", l.scope.String()).Int("limit", l.limit).Msg("admitted")
+	}
+	return 0, true
+}
+
+// releasePlaces deletes the run's marks: it holds no place any more.
+func (a *attempt) releasePlaces(lines []line) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
+	defer cancel()
+	for _, l := range lines {
+		if err := a.sup.adm.lines.Release(ctx, l.scope, a.runID); err != nil {
+			a.log.Warn().Err(err).Str("line", l.scope.String()).Msg("release admission place")
+		}
+	}
+	a.held = nil
+}
+
+// leaveLines is the admission part of the conclusion: the places the
+// attempt held are given back (not after a lost lease: they are the new
+// owner's), and a run that settled leaves its lines.
+func (a *attempt) leaveLines(written runnerd.Status, out outcome) {
+	s := a.sup
+	if s.adm == nil || out == outLeaseLost || out == outAdmissionWait {
+		return
+	}
+	settled := written.Terminal() || written == runnerd.StatusPaused || out == outStale || out == outRunNotFound
+	if !settled {
+		if a.held != nil {
+			a.releasePlaces(a.held)
+		}
+		return
+	}
+	run := a.run
+	if run == nil {
+		run = &store.Run{ID: a.runID}
+		if a.msg != nil {
+			run.TenantID = a.msg.TenantID
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
+	defer cancel()
+	for _, t := range s.adm.mirror.Tickets(a.runID) {
+		if err := s.adm.lines.Leave(ctx, admission.Scope{Kind: t.Kind, Name: t.Name}, a.runID); err != nil {
+			a.log.Warn().Err(err).Msg("leave admission line")
+		}
+	}
+	for _, l := range a.held { // a mark without a ticket (a line left meanwhile)
+		_ = s.adm.lines.Leave(ctx, l.scope, a.runID)
+	}
+	a.held = nil
+}
+
+// park keeps a waiting delivery out of the run slots until its line moves,
+// then hands it to the consumer loop (ready). false: the waiting room is
+// full, and the delivery is to be Nak'ed with a delay.
+func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
+	adm := s.adm
+	tenant := ""
+	if a.msg != nil {
+		tenant = a.msg.TenantID
+	}
+	adm.mu.Lock()
+	if adm.parked >= s.cfg.MaxWaiting || adm.byTenant[tenant] >= s.cfg.TenantWaiting {
+		adm.mu.Unlock()
+		return false
+	}
+	adm.parked++
+	adm.byTenant[tenant]++
+	adm.mu.Unlock()
+	s.m.waiting.WithLabelValues(onAdmission).Inc()
+	s.m.waits.WithLabelValues(onAdmission).Inc()
+	d, msg := a.delivery(), a.msg
+	adm.wg.Add(1)
+	go func() {
+		defer adm.wg.Done()
+		defer func() {
+			adm.mu.Lock()
+			adm.parked--
+			adm.byTenant[tenant]--
+			adm.mu.Unlock()
+			s.m.waiting.WithLabelValues(onAdmission).Dec()
+		}()
+		keepAlive := time.NewTicker(max(s.q.Config().AckWait/3, time.Second))
+		defer keepAlive.Stop()
+		// A holder whose runner died frees its place when its lease expires,
+		// which no watch event says: the line is looked at every second too.
+		recheck := time.NewTicker(time.Second)
+		defer recheck.Stop()
+		var last time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				_ = d.NakWithDelay(s.cfg.RetryDelay)
+				return
+			case <-keepAlive.C:
+				_ = d.InProgress()
+				continue
+			case <-adm.mirror.Changed():
+			case <-recheck.C:
+			}
+			// A busy bucket changes many times a second; a line is looked at
+			// at most every parkedGap.
+			if wait := parkedGap - time.Since(last); wait > 0 {
+				sleep(ctx, wait)
+			}
+			last = time.Now()
+			if s.turnMayHaveCome(ctx, msg) {
+				select {
+				case adm.ready <- d:
+				case <-ctx.Done():
+					_ = d.NakWithDelay(s.cfg.RetryDelay)
+				}
+				return
+			}
+		}
+	}()
+	return true
+}
+
+// turnMayHaveCome is the parked run's check: every line it is in would
+// admit it now. It is checked again under the lease.
+func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bool {
+	live := s.live(ctx)
+	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
+		limit := t.Limit
+		if t.Kind == admission.KindTenant {
+			limit = s.tenantLimit(t.Name)
+		}
+		if limit <= 0 {
+			continue
+		}
+		if !s.adm.mirror.Standing(admission.Scope{Kind: t.Kind, Name: t.Name}, msg.RunID, limit, live).Admitted {
+			return false
+		}
+	}
+	return true
+}
+
+// waitDelay is the Nak delay of a waiting run the room has no place for:
+// about a quarter second per run ahead of it, from 1 s to a minute.
+func waitDelay(st *admission.Standing) time.Duration {
+	if st == nil {
+		return time.Second
+	}
+	return min(max(time.Duration(st.Position)*250*time.Millisecond, time.Second), time.Minute)
+}
+
+// parkedGap is the least time between two looks of a parked run at its
+// lines.
+const parkedGap = 100 * time.Millisecond
+
+// onAdmission is the `on` label of a run waiting for its turn.
+const onAdmission = "admission"
+
+// readyParked takes up to n parked deliveries whose turn may have come.
+func (s *Supervisor) readyParked(n int) []*queue.Delivery {
+	if s.adm == nil {
+		return nil
+	}
+	var out []*queue.Delivery
+	for len(out) < n {
+		select {
+		case d := <-s.adm.ready:
+			out = append(out, d)
+		default:
+			return out
+		}
+	}
+	return out
+}
+
+// parkedWait bounds a fetch's wait while runs are parked: one whose turn
+// comes is started by the consumer loop, which must not sit in a long fetch.
+const parkedWait = 250 * time.Millisecond
+
+// fetch fetches up to n new deliveries.
+func (s *Supervisor) fetch(ctx context.Context, n int) ([]*queue.Delivery, error) {
+	wait := s.cfg.FetchWait
+	if s.adm != nil {
+		s.adm.mu.Lock()
+		if s.adm.parked > 0 {
+			wait = min(wait, parkedWait)
+		}
+		s.adm.mu.Unlock()
+	}
+	return s.q.Fetch(ctx, n, wait)
+}
+
+// waitForTurn ends an attempt whose run must wait for its turn: nothing was
+// written and no place is held; the lease is given back, and the delivery is
+// parked, or Nak'ed with a delay by the run's place in its line.
+func (a *attempt) waitForTurn(ctx context.Context) {
+	s := a.sup
+	if a.lease != nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := a.lease.Release(rctx); err != nil {
+			a.log.Debug().Err(err).Msg("release lease")
+		}
+		cancel()
+	}
+	ev := a.log.Debug()
+	if st := a.standing; st != nil {
+		ev = ev.Str("line", st.Scope.String()).Int("position", st.Position).Int("holders", st.Holders).Int("limit", st.Limit)
+	}
+	if s.park(s.runCtx, a) {
+		ev.Msg("waiting for its turn: parked")
+		return
+	}
+	delay := waitDelay(a.standing)
+	ev.Dur("delay", delay).Msg("waiting for its turn: redelivered later")
+	s.m.waits.WithLabelValues(onAdmission).Inc()
+	s.m.deliveries.WithLabelValues(actNakDelay.String()).Inc()
+	if err := a.delivery().NakWithDelay(delay); err != nil {
+		a.log.Warn().Err(err).Msg("nak a waiting run")
+	}
+}
