@@ -233,3 +233,34 @@ func TestPauseResumeCancel(t *testing.T) {
 		t.Errorf("retried run is %s, want queued", q.Run.Status)
 	}
 }
+
+// TestWaitPollsWhenNoNoticeComes: a run settled without a notice (a runner
+// that died between its write and its publish) is still seen, by the slow
+// poll.
+func TestWaitPollsWhenNoNoticeComes(t *testing.T) {
+	w := newWorld(t)
+	ctx := ctxT(t)
+	c, err := client.New(client.Options{Store: w.st, Queue: w.q, PollInterval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := w.submit("silent-1", helloYAML, nil)
+	done := make(chan error, 1)
+	go func() {
+		r, err := c.Wait(ctx, run.ID)
+		if err == nil && r.Status != runnerd.StatusFailed {
+			err = errors.New("settled as " + string(r.Status))
+		}
+		done <- err
+	}()
+	// Played runner: claimed and failed in the store, no notice sent.
+	if _, err := w.st.Claim(ctx, run.ID, "silent-runner", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.st.Finish(ctx, run.ID, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}

@@ -252,15 +252,24 @@ func (a *attempt) leaveLines(written runnerd.Status, out outcome) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
 	defer cancel()
-	for _, t := range s.adm.mirror.Tickets(a.runID) {
-		if err := s.adm.lines.Leave(ctx, admission.Scope{Kind: t.Kind, Name: t.Name}, a.runID); err != nil {
-			a.log.Warn().Err(err).Msg("leave admission line")
-		}
-	}
+	s.leaveAllLines(ctx, a.runID)
 	for _, l := range a.held { // a mark without a ticket (a line left meanwhile)
 		_ = s.adm.lines.Leave(ctx, l.scope, a.runID)
 	}
 	a.held = nil
+}
+
+// leaveAllLines takes a settled run out of every line it has a ticket in:
+// a ticket left behind would wait ahead of the runs behind it forever.
+func (s *Supervisor) leaveAllLines(ctx context.Context, runID string) {
+	if s.adm == nil {
+		return
+	}
+	for _, t := range s.adm.mirror.Tickets(runID) {
+		if err := s.adm.lines.Leave(ctx, admission.Scope{Kind: t.Kind, Name: t.Name}, runID); err != nil {
+			s.log.Warn().Err(err).Str("run_id", runID).Msg("leave admission line")
+		}
+	}
 }
 
 // park keeps a waiting delivery out of the run slots until its line moves,

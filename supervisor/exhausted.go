@@ -99,6 +99,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 	}
 	s.m.finished(runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
 	s.announce(claimed, runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
+	s.leaveAllLines(ctx, runID)
 	log.Warn().Int("attempt", claimed.Attempt).Msg("run failed: its last delivery ended with its runner")
 	deleteMsg("run failed")
 }
