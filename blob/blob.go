@@ -263,8 +263,11 @@ func StepLogKey(runID string, attempt int, step string) string {
 // to the workdir. It is cleaned so that it cannot climb out of the step's
 // prefix.
 func ArtifactKey(runID, step, p string) string {
-	return fmt.Sprintf("runs/%s/artifacts/%s/%s", runID, step, strings.TrimPrefix(path.Clean("/"+p), "/"))
+	return ArtifactPrefix(runID) + step + "/" + strings.TrimPrefix(path.Clean("/"+p), "/")
 }
+
+// ArtifactPrefix is the prefix of every artifact key of a run.
+func ArtifactPrefix(runID string) string { return "runs/" + runID + "/artifacts/" }
 
 // WorkflowKey is where a workflow too large for a message is kept, by the
 // hex SHA-256 of its JSON.

@@ -5,68 +5,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/runnerd/runnerd"
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd/child"
 	"github.com/runnerd/runnerd/contain"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
-// Exit codes of `runexec run`, shared with `runnerd submit --wait`.
-const (
-	ExitSucceeded = 0
-	ExitFailed    = 1
-	ExitUsage     = 2 // invalid usage or workflow
-	ExitPaused    = 3
-	ExitCancelled = 4
-)
-
-const usage = `runexec executes one workflow run.
-
-Usage:
-  runexec run FILE [--var k=v]... [--workdir DIR] [--logdir DIR] [--state FILE]
-                   [--answer step.key=v]... [--secret NAME=VALUE]... [--secrets-dir DIR]
-                   [--json] [--sandbox MODE]
-                   [--sandbox-ro PATH]... [--sandbox-rw PATH]... [--step-network N]
-  runexec validate FILE
-  runexec --help
-
-run       runs the workflow on this machine and prints one line per step.
-          --var k=v          override a declared var (repeatable)
-          --workdir DIR      the steps' working directory (created if missing);
-                             default: the one saved in --state, else a new
-                             temporary directory (printed)
-          --logdir DIR       per-step logs (<step>.log) and output files;
-                             default: DIR.logs next to the workdir
-          --state FILE       saved step state (and run id, workdir): read at
-                             start if it exists, rewritten after every step;
-                             the same command plus --answer continues a
-                             paused or interrupted run
-          --answer s.k=v     answer k of human step s (repeatable)
-          --secret N=V       a secret steps declare (secrets: [N]); masked as
-                             *** in all output (repeatable)
-          --secrets-dir DIR  secrets as files DIR/NAME
-          --json             print one JSON event per line on stdout
-          --sandbox MODE     auto (default: every layer this machine allows,
-                             as runnerd serve), required or off; in the
-                             sandbox steps get HOME DIR.home, TMPDIR DIR.tmp
-          --sandbox-ro PATH  a path steps may read and execute (repeatable)
-          --sandbox-rw PATH  a path steps may read and write (repeatable)
-          --step-network N   host (default) or none, when the workflow
-                             sets no network:
-validate  checks a workflow file and prints every problem.
-
-Exit codes:
-  0  succeeded
-  1  failed (a step failed, or the run deadline passed)
-  2  invalid usage or workflow
-  3  paused (a human step waits for --answer)
-  4  cancelled (SIGINT/SIGTERM)
-`
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
 
 func main() {
 	if contain.IsProbe(os.Getenv) {
@@ -90,37 +44,47 @@ func main() {
 	os.Exit(code)
 }
 
-// Main runs one runexec command and returns its exit code. Cancelling ctx
-// cancels the run.
+// Main runs one runexec command and returns its exit code (the table of
+// internal/cli, shared with runnerd). Cancelling ctx cancels the run.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return ExitUsage
-	}
-	switch args[0] {
-	case "run":
-		return runCommand(ctx, args[1:], stdout, stderr)
-	case "validate":
-		return validateCommand(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return ExitSucceeded
-	default:
-		fmt.Fprintf(stderr, "runexec: unknown command %q\n\n%s", args[0], usage)
-		return ExitUsage
-	}
+	root := cli.Root(&cobra.Command{
+		Use:   "runexec",
+		Short: "runexec executes one workflow run on this machine",
+		Long: `runexec executes one workflow run on this machine, with no queue and no store:
+the executor runnerd runs in each run's child process.
+
+Exit codes (the same as runnerd submit --wait): 0 succeeded, 1 failed (a step
+failed, or the run deadline passed), 2 invalid usage or workflow, 3 paused (a
+human step waits for --answer), 4 cancelled (SIGINT/SIGTERM).`,
+	}, version)
+	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), versionCmd(stdout))
+	root.SetContext(ctx)
+	return cli.Execute(root, args, stdout, stderr)
 }
 
-// exitCode is the exit table of `runexec run`: one code per final status.
-func exitCode(s runnerd.Status) int {
-	switch s {
-	case runnerd.StatusSucceeded:
-		return ExitSucceeded
-	case runnerd.StatusPaused:
-		return ExitPaused
-	case runnerd.StatusCancelled:
-		return ExitCancelled
-	default:
-		return ExitFailed
+func versionCmd(stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "print the version",
+		Args:  cli.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if asJSON {
+				return json.NewEncoder(stdout).Encode(map[string]string{"version": version})
+			}
+			_, err := fmt.Fprintf(stdout, "runexec %s\n", version)
+			return err
+		},
 	}
+	cli.Flags{FS: c.Flags(), NoEnv: true}.Bool(&asJSON, "json", false, `print {"version": …}`)
+	return c
 }
+
+// The exit codes of runexec run (cli's table, shared with runnerd).
+const (
+	ExitSucceeded = cli.ExitOK
+	ExitFailed    = cli.ExitFailed
+	ExitUsage     = cli.ExitUsage
+	ExitPaused    = cli.ExitPaused
+	ExitCancelled = cli.ExitCancelled
+)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,8 +89,8 @@ func TestExamples(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := runexec(t, "run", filepath.Join("..", "..", "examples", name+".yaml"), "--workdir", filepath.Join(t.TempDir(), "w"))
 			wantCode(t, r, ExitSucceeded)
-			if !strings.Contains(r.stdout, "run succeeded (completed)") {
-				t.Fatalf("no summary line:\n%s", r.stdout)
+			if !strings.Contains(r.stderr, "run succeeded (completed)") {
+				t.Fatalf("no summary line:\n%s", r.stderr)
 			}
 		})
 	}
@@ -99,8 +100,8 @@ func TestExamples(t *testing.T) {
 		state := filepath.Join(dir, "state.json")
 		r := runexec(t, "run", file, "--state", state)
 		wantCode(t, r, ExitPaused)
-		if !strings.Contains(r.stdout, `"Deploy 2.0.1 to staging? (answer ok=yes)"`) {
-			t.Fatalf("no prompt in output:\n%s", r.stdout)
+		if !strings.Contains(r.stderr, `"Deploy 2.0.1 to staging? (answer ok=yes)"`) {
+			t.Fatalf("no prompt in output:\n%s", r.stderr)
 		}
 		// The same command plus an answer; the workdir comes from the state.
 		r = runexec(t, "run", file, "--state", state, "--answer", "approve.ok=yes")
@@ -146,8 +147,8 @@ steps:
 	args := []string{"run", wf, "--workdir", work, "--state", state}
 	r := runexec(t, args...)
 	wantCode(t, r, ExitPaused)
-	if !strings.Contains(r.stdout, `"ship v9?"`) || !strings.Contains(r.stdout, "--answer gate.") {
-		t.Fatalf("paused output lacks prompt or hint:\n%s", r.stdout)
+	if !strings.Contains(r.stderr, `"ship v9?"`) || !strings.Contains(r.stderr, "--answer gate.") {
+		t.Fatalf("paused output lacks prompt or hint:\n%s", r.stderr)
 	}
 	// Still paused without an answer; nothing runs again.
 	wantCode(t, runexec(t, args...), ExitPaused)
@@ -275,15 +276,15 @@ steps:
     needs: [broken]
     run: ["true"]
 `)
-	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"))
+	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"), "--quiet")
 	wantCode(t, r, ExitFailed)
 	for _, want := range []string{"FAIL", "exit code 5", "| the real problem", "| noise 29", "skip   never", "run failed (step_failed)"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 		}
 	}
-	if strings.Contains(r.stdout, "| noise 5\n") {
-		t.Errorf("more than the last lines printed:\n%s", r.stdout)
+	if strings.Contains(r.stderr, "| noise 5\n") {
+		t.Errorf("more than the last lines printed:\n%s", r.stderr)
 	}
 }
 
@@ -294,11 +295,18 @@ func TestJSONEvents(t *testing.T) {
 	wantCode(t, r, ExitSucceeded)
 	var evs []runnerd.Event
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		var e runnerd.Event
+		var e struct {
+			RunID   string `json:"run_id"`
+			Workdir string `json:"workdir"`
+			runnerd.Event
+		}
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("stdout line is not an event: %q", line)
 		}
-		evs = append(evs, e)
+		if !strings.HasPrefix(e.RunID, "local-") || e.Workdir != filepath.Join(dir, "work") {
+			t.Fatalf("event without its run id and workdir: %q", line)
+		}
+		evs = append(evs, e.Event)
 	}
 	if evs[0].Type != runnerd.EventRunStarted || evs[len(evs)-1].Type != runnerd.EventRunFinished {
 		t.Fatalf("first %s, last %s", evs[0].Type, evs[len(evs)-1].Type)
@@ -327,9 +335,10 @@ func TestValidateAndUsage(t *testing.T) {
 		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
 		{[]string{}, ExitUsage, "Usage"},
 		{[]string{"frobnicate"}, ExitUsage, "unknown command"},
-		{[]string{"--help"}, ExitSucceeded, "3  paused"},
+		{[]string{"--help"}, ExitSucceeded, "3 paused"},
+		{[]string{"--version"}, ExitSucceeded, "runexec "},
 		{[]string{"run"}, ExitUsage, "exactly one workflow file"},
-		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "nokey"}, ExitUsage, "want k=v"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "nokey"}, ExitUsage, "want key=value"},
 		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "undeclared=1"}, ExitUsage, "undeclared"},
 		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--answer", "greet.ok=yes"}, ExitUsage, "no human step"},
 		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--bogus"}, ExitUsage, "bogus"},
@@ -340,5 +349,106 @@ func TestValidateAndUsage(t *testing.T) {
 		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.out) {
 			t.Errorf("runexec %q: exit %d, want %d with %q\nstdout: %s\nstderr: %s", c.args, code, c.code, c.out, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// Without --quiet, runexec run shows each step's output live, every line
+// prefixed by its step (parallel steps' lines never mix), and only that on
+// stderr: stdout stays empty.
+func TestRunShowsStepOutput(t *testing.T) {
+	dir := t.TempDir()
+	wf := writeFile(t, dir, "wf.yaml", `
+steps:
+  - id: left
+    shell: for i in 1 2 3; do echo "left line $i"; done
+  - id: right
+    shell: printf 'right part'; echo ' whole'; printf 'no newline'
+  - id: after
+    needs: [left, right]
+    shell: echo "after left and right"; exit 4
+`)
+	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"), "--sandbox", "off")
+	wantCode(t, r, ExitFailed)
+	if r.stdout != "" {
+		t.Errorf("stdout is not empty:\n%s", r.stdout)
+	}
+	lines := strings.Split(r.stderr, "\n")
+	for _, want := range []string{"left | left line 1", "left | left line 3", "right | right part whole", "right | no newline", "after | after left and right"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("stderr lacks the line %q:\n%s", want, r.stderr)
+		}
+	}
+	// The output of a step comes between its start and its end.
+	start, out, end := strings.Index(r.stderr, "start  after"), strings.Index(r.stderr, "after | after"), strings.Index(r.stderr, "FAIL   after")
+	if start < 0 || out < start || end < out {
+		t.Errorf("output of after is not between its start (%d) and end (%d): %d\n%s", start, end, out, r.stderr)
+	}
+	// The failed step's output was shown live: no tail repeats it.
+	if strings.Count(r.stderr, "after left and right") != 1 {
+		t.Errorf("the failed step's output is printed more than once:\n%s", r.stderr)
+	}
+}
+
+// Every runexec command: --help on stdout with exit 0, a bad flag named
+// GNU-style on stderr with exit 2, --json as JSON only on stdout (one
+// document, or JSON lines for run's events), "-" reading stdin.
+func TestEveryCommandConventions(t *testing.T) {
+	hello := filepath.Join("..", "..", "examples", "hello.yaml")
+	for _, name := range []string{"run", "validate", "version", ""} {
+		var out, errb bytes.Buffer
+		args := []string{name, "--help"}
+		if name == "" {
+			args = args[1:]
+		}
+		if code := Main(context.Background(), args, &out, &errb); code != ExitSucceeded || errb.Len() > 0 || !strings.Contains(out.String(), "Usage:") {
+			t.Errorf("runexec %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out.String(), errb.String())
+		}
+		out.Reset()
+		errb.Reset()
+		args = []string{name, "--no-such-flag"}
+		if name == "" {
+			args = args[1:]
+		}
+		want := strings.TrimSpace("runexec "+name) + ": unknown flag: --no-such-flag\n"
+		if code := Main(context.Background(), args, &out, &errb); code != ExitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) {
+			t.Errorf("runexec %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, ExitUsage, want, out.String(), errb.String())
+		}
+	}
+	isJSON := func(args []string, stdin string, code int) {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		_ = cmd.Run()
+		if cmd.ProcessState.ExitCode() != code {
+			t.Errorf("runexec %v: exit %d, want %d\nstderr:\n%s", args, cmd.ProcessState.ExitCode(), code, errb.String())
+		}
+		dec := json.NewDecoder(&out)
+		n := 0
+		for dec.More() {
+			var v map[string]any
+			if err := dec.Decode(&v); err != nil {
+				t.Errorf("runexec %v: stdout is not JSON: %v", args, err)
+				return
+			}
+			n++
+		}
+		if n == 0 {
+			t.Errorf("runexec %v: no JSON on stdout", args)
+		}
+	}
+	isJSON([]string{"version", "--json"}, "", ExitSucceeded)
+	isJSON([]string{"validate", "--json", hello}, "", ExitSucceeded)
+	isJSON([]string{"validate", "--json", "-"}, "steps:\n  - id: a\n    needs: [nope]\n    run: [\"true\"]\n", ExitUsage)
+	isJSON([]string{"run", "--json", "-", "--workdir", filepath.Join(t.TempDir(), "w"), "--sandbox", "off"}, "steps:\n  - id: a\n    shell: echo from stdin\n", ExitSucceeded)
+	r := runexec(t, "validate", "--json", hello)
+	var v struct {
+		OK     bool  `json:"ok"`
+		Steps  int   `json:"steps"`
+		Errors []any `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.OK || v.Steps == 0 || r.stderr != "" || strings.Count(r.stdout, "Usage") > 0 {
+		t.Errorf("validate --json: %v %+v\nstdout:\n%s\nstderr:\n%s", err, v, r.stdout, r.stderr)
 	}
 }

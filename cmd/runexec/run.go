@@ -3,32 +3,25 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/executor"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/workflow"
 )
-
-// tailLines is how much of a failed step's log is printed.
-const tailLines = 20
-
-// listFlag collects a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type runArgs struct {
 	file       string
@@ -41,9 +34,10 @@ type runArgs struct {
 	state      string
 	json       bool
 
-	sandbox              contain.Mode
-	sandboxRO, sandboxRW listFlag
-	network              contain.Network
+	quiet                bool
+	sandbox              string
+	sandboxRO, sandboxRW []string
+	network              string
 }
 
 // stateFile is what --state keeps: the step states, and the run id and
@@ -57,46 +51,98 @@ type stateFile struct {
 	Steps    runnerd.StepStates `json:"steps"`
 }
 
-func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	ra, code := parseRunArgs(args, stderr)
-	if ra == nil {
-		return code
+func runCmd(stdout, stderr io.Writer) *cobra.Command {
+	ra := &runArgs{}
+	var vars, answers, secrets []string
+	c := &cobra.Command{
+		Use:   "run FILE [--var k=v]... [--workdir DIR] [--logdir DIR] [--state FILE] [--answer step.key=v]... [--json] [--quiet]",
+		Short: "run a workflow on this machine, showing each step and its output",
+		Long: `Runs the workflow in FILE ("-": stdin) on this machine and shows each step's
+start and end and, live, its output prefixed by the step (--quiet: the steps
+only; --json: one JSON event per line on stdout, each with run_id and workdir).
+Everything but --json events goes to stderr.
+
+The workdir is every step's current directory (default: the one saved in
+--state, else a new temporary directory, printed). Step logs (<step>.log) and
+output files go to --logdir, default DIR.logs next to the workdir. --state FILE
+is read at start if it exists and rewritten after every step: the same command
+plus --answer continues a paused or interrupted run. In the sandbox (--sandbox
+auto, the default: every layer this machine allows, as runnerd serve) steps get
+HOME DIR.home and TMPDIR DIR.tmp.`,
+		Args: cli.ExactArgs(1, "workflow file"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ra.file = args[0]
+			var err error
+			if ra.vars, err = cli.ParseVars("var", vars); err != nil {
+				return err
+			}
+			if ra.answers, err = cli.ParseAnswers(answers); err != nil {
+				return err
+			}
+			ra.secrets = map[string]string{}
+			for _, kv := range secrets {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return cli.Usagef("--secret %q: want NAME=VALUE", strings.SplitN(kv, "=", 2)[0]+"=…")
+				}
+				ra.secrets[k] = v
+			}
+			return run(c.Context(), ra, stdout, stderr)
+		},
 	}
+	f := cli.Flags{FS: c.Flags(), NoEnv: true}
+	f.List(&secrets, "secret", "a secret the workflow's steps declare: NAME=VALUE, masked as *** in all output (repeatable)")
+	f.String(&ra.secretsDir, "secrets-dir", "", "a directory of secrets, one file per name (DIR/NAME)")
+	f.List(&vars, "var", "override a declared var: k=v (repeatable)")
+	f.List(&answers, "answer", "answer k of human step s: s.k=v (repeatable)")
+	f.String(&ra.workdir, "workdir", "", "the steps' working directory (created if missing)")
+	f.String(&ra.logdir, "logdir", "", "directory of the step logs and output files")
+	f.String(&ra.state, "state", "", "step state file to read at start and keep up to date")
+	f.Bool(&ra.json, "json", false, "print one JSON event per line on stdout")
+	f.Bool(&ra.quiet, "quiet", false, "show the steps, not their output")
+	f.String(&ra.sandbox, "sandbox", string(contain.ModeAuto), "sandbox of the run: auto, required or off")
+	f.Paths(&ra.sandboxRO, "sandbox-ro", "a path steps may read and execute beside the system paths (repeatable)")
+	f.Paths(&ra.sandboxRW, "sandbox-rw", "a path steps may read and write beside the run's dirs (repeatable)")
+	f.String(&ra.network, "step-network", string(contain.NetworkHost), "the steps' network when the workflow sets none: host or none")
+	return c
+}
+
+// event is a --json line: the event with the run it belongs to.
+type event struct {
+	RunID   string `json:"run_id"`
+	Workdir string `json:"workdir"`
+	runnerd.Event
+}
+
+func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 	reserveThreads(reservedThreads)
-	w, err := workflow.Load(ra.file)
+	w, err := cli.LoadWorkflow(ra.file, os.Stdin)
 	if err != nil {
-		printWorkflowError(stderr, err)
-		return ExitUsage
+		return cli.Usage(err)
 	}
 	vars, err := w.ResolveVars(ra.vars)
 	if err != nil {
-		fmt.Fprintf(stderr, "runexec: %v\n", err)
-		return ExitUsage
+		return cli.Usage(err)
 	}
 	for id := range ra.answers {
 		if s := w.Step(id); s == nil || s.Kind != workflow.KindHuman {
-			fmt.Fprintf(stderr, "runexec: --answer %s.*: no human step %q in %s\n", id, id, ra.file)
-			return ExitUsage
+			return cli.Usagef("--answer %s.*: no human step %q in %s", id, id, ra.file)
 		}
 	}
 	secrets := secretsFor(w, ra)
 	if missing := w.MissingSecrets(secrets); len(missing) > 0 {
-		fmt.Fprintf(stderr, "runexec: secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)\n", strings.Join(missing, ", "))
-		return ExitUsage
+		return cli.Usagef("secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)", strings.Join(missing, ", "))
 	}
 	saved, err := loadState(ra.state)
 	if err != nil {
-		fmt.Fprintf(stderr, "runexec: %v\n", err)
-		return ExitUsage
+		return cli.Usage(err)
 	}
 	if saved.RunID == "" {
-		saved.RunID = newRunID()
+		saved.RunID = "local-" + runnerd.NewRunID()
 	}
 	if saved.Workflow == "" {
 		saved.Workflow = w.Name
 	}
-
-	p := newPrinter(stdout, ra.json)
 	if ra.workdir == "" {
 		ra.workdir = saved.Workdir
 	}
@@ -105,28 +151,31 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	if ra.workdir == "" {
 		if ra.workdir, err = os.MkdirTemp("", "runexec-"); err != nil {
-			fmt.Fprintf(stderr, "runexec: create workdir: %v\n", err)
-			return ExitUsage
+			return cli.Usagef("create workdir: %w", err)
 		}
 	} else if err := os.MkdirAll(ra.workdir, 0o755); err != nil {
-		fmt.Fprintf(stderr, "runexec: create workdir: %v\n", err)
-		return ExitUsage
+		return cli.Usagef("create workdir: %w", err)
 	}
 	if ra.workdir, err = filepath.Abs(ra.workdir); err != nil {
-		fmt.Fprintf(stderr, "runexec: workdir: %v\n", err)
-		return ExitUsage
+		return cli.Usagef("workdir: %w", err)
 	}
 	if ra.logdir == "" {
 		ra.logdir = filepath.Clean(ra.workdir) + ".logs"
 	}
 	saved.Workdir, saved.LogDir = ra.workdir, ra.logdir
-	// Where things are goes to stderr under --json, so stdout stays events only.
-	info := stdout
-	if ra.json {
-		info = stderr
-	}
-	fmt.Fprintf(info, "runexec: run %s of %s: workdir %s, logs %s\n", saved.RunID, ra.file, ra.workdir, ra.logdir)
+	fmt.Fprintf(stderr, "runexec: run %s of %s: workdir %s, logs %s\n", saved.RunID, ra.file, ra.workdir, ra.logdir)
 
+	logdir := ra.logdir
+	p := cli.NewProgress(stderr, cli.ProgressOptions{
+		Logs: !ra.quiet, Terminal: !ra.json && cli.IsTerminal(stderr), Colour: cli.Colour(stderr),
+		Tail: func(step string) []string { return tail(filepath.Join(logdir, step+".log"), cli.TailLines) },
+	})
+	sink := func(e runnerd.Event) { p.Event(e) }
+	if ra.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		sink = func(e runnerd.Event) { _ = enc.Encode(event{RunID: saved.RunID, Workdir: ra.workdir, Event: e}) }
+	}
 	opts := executor.Options{
 		RunID:    saved.RunID,
 		Workflow: w,
@@ -137,7 +186,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Answers:  ra.answers,
 		Secrets:  secrets,
 		Env:      os.Environ(),
-		Sink:     func(e runnerd.Event) { p.event(e, ra.logdir) },
+		Sink:     sink,
 	}
 	var saveErr error
 	if ra.state != "" {
@@ -151,15 +200,15 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	sb, err := sandboxFor(ra, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "runexec: %v\n", err)
-		return ExitUsage
+		p.Close()
+		return cli.Usage(err)
 	}
 	var res executor.Result
 	if sb != nil {
 		home, tmp, derr := sandboxDirs(ra.workdir)
 		if derr != nil {
-			fmt.Fprintf(stderr, "runexec: %v\n", derr)
-			return ExitUsage
+			p.Close()
+			return cli.Usage(derr)
 		}
 		opts.Env = withHomeTmp(opts.Env, home, tmp)
 		for i, kv := range opts.Env {
@@ -171,77 +220,14 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	} else {
 		res, err = executor.Run(ctx, opts)
 	}
+	p.Close()
 	if err != nil {
-		fmt.Fprintf(stderr, "runexec: %v\n", err)
-		return ExitUsage
+		return cli.Usage(err)
 	}
-	p.summary(res, ra)
-	return exitCode(res.Status)
-}
-
-func parseRunArgs(args []string, stderr io.Writer) (*runArgs, int) {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	var vars, answers, secrets listFlag
-	ra := &runArgs{vars: map[string]string{}, answers: map[string]map[string]string{}, secrets: map[string]string{}}
-	fs.Var(&secrets, "secret", "a secret the workflow's steps declare: NAME=VALUE (repeatable)")
-	fs.StringVar(&ra.secretsDir, "secrets-dir", "", "a directory of secrets, one file per name (DIR/NAME)")
-	fs.Var(&vars, "var", "override a var: k=v (repeatable)")
-	fs.Var(&answers, "answer", "answer a human step: step.key=v (repeatable)")
-	fs.StringVar(&ra.workdir, "workdir", "", "working directory of the steps")
-	fs.StringVar(&ra.logdir, "logdir", "", "directory for step logs")
-	fs.StringVar(&ra.state, "state", "", "step state file to read and keep up to date")
-	fs.BoolVar(&ra.json, "json", false, "print events as JSON lines")
-	fs.StringVar((*string)(&ra.sandbox), "sandbox", string(contain.ModeAuto), "sandbox of the run: auto, required or off")
-	fs.Var(&ra.sandboxRO, "sandbox-ro", "a path steps may read and execute beside the system paths (repeatable)")
-	fs.Var(&ra.sandboxRW, "sandbox-rw", "a path steps may read and write beside the run's dirs (repeatable)")
-	fs.StringVar((*string)(&ra.network), "step-network", string(contain.NetworkHost), "the steps' network when the workflow sets none: host or none")
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil, ExitSucceeded
+	if !ra.json {
+		summary(stderr, res, ra, p.Elapsed())
 	}
-	if err != nil {
-		return nil, ExitUsage
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(stderr, "runexec run: want exactly one workflow file, got %d arguments\n", len(pos))
-		return nil, ExitUsage
-	}
-	ra.file = pos[0]
-	for _, kv := range vars {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			fmt.Fprintf(stderr, "runexec run: --var %q: want k=v\n", kv)
-			return nil, ExitUsage
-		}
-		ra.vars[k] = v
-	}
-	for _, kv := range secrets {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			fmt.Fprintf(stderr, "runexec run: --secret %q: want NAME=VALUE\n", strings.SplitN(kv, "=", 2)[0]+"=…")
-			return nil, ExitUsage
-		}
-		ra.secrets[k] = v
-	}
-	for _, a := range answers {
-		sk, v, ok := strings.Cut(a, "=")
-		step, key, ok2 := strings.Cut(sk, ".")
-		if !ok || !ok2 || step == "" || key == "" {
-			fmt.Fprintf(stderr, "runexec run: --answer %q: want step.key=value\n", a)
-			return nil, ExitUsage
-		}
-		if len(v) > workflow.MaxAnswerBytes {
-			fmt.Fprintf(stderr, "runexec run: --answer %s.%s: %d bytes: the limit is %d (%d KiB)\n", step, key, len(v), workflow.MaxAnswerBytes, workflow.MaxAnswerBytes>>10)
-			return nil, ExitUsage
-		}
-		if ra.answers[step] == nil {
-			ra.answers[step] = map[string]string{}
-		}
-		ra.answers[step][key] = v
-	}
-	return ra, 0
+	return cli.Outcome(res.Status)
 }
 
 // loadState reads a --state file; a missing file is a fresh run.
@@ -289,85 +275,23 @@ func writeState(path string, sf stateFile) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func newRunID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return "local-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
-}
-
-// printer renders events, as JSON lines or as one human line per step
-// start and finish.
-type printer struct {
-	w     io.Writer
-	json  *json.Encoder
-	start time.Time
-}
-
-func newPrinter(w io.Writer, asJSON bool) *printer {
-	p := &printer{w: w, start: time.Now()}
-	if asJSON {
-		p.json = json.NewEncoder(w)
-	}
-	return p
-}
-
-func (p *printer) event(e runnerd.Event, logdir string) {
-	if p.json != nil {
-		_ = p.json.Encode(e)
-		return
-	}
-	at := fmt.Sprintf("[%7.2fs]", time.Since(p.start).Seconds())
-	switch e.Type {
-	case runnerd.EventStepStarted:
-		line := fmt.Sprintf("%s start  %s", at, e.Step)
-		if e.Attempt > 1 {
-			line += fmt.Sprintf(" (attempt %d; %s)", e.Attempt, e.Message)
-		}
-		fmt.Fprintln(p.w, line)
-	case runnerd.EventStepFinished:
-		label := map[string]string{
-			string(runnerd.StepSucceeded): "ok    ",
-			string(runnerd.StepFailed):    "FAIL  ",
-			string(runnerd.StepSkipped):   "skip  ",
-			string(runnerd.StepCancelled): "cancel",
-		}[e.Status]
-		if label == "" {
-			label = e.Status
-		}
-		line := fmt.Sprintf("%s %s %-20s %8s  %s", at, label, e.Step, time.Duration(e.DurationMS)*time.Millisecond, e.Reason)
-		if e.Message != "" {
-			line += ": " + e.Message
-		}
-		fmt.Fprintln(p.w, line)
-		if e.Status == string(runnerd.StepFailed) {
-			for _, l := range tail(filepath.Join(logdir, e.Step+".log"), tailLines) {
-				fmt.Fprintf(p.w, "           | %s\n", l)
-			}
-		}
-	case runnerd.EventPaused:
-		fmt.Fprintf(p.w, "%s wait   %-20s %q\n", at, e.Step, e.Prompt)
-	}
-}
-
-func (p *printer) summary(res executor.Result, ra *runArgs) {
-	if p.json != nil {
-		return
-	}
-	line := fmt.Sprintf("run %s (%s) after %s", res.Status, res.Reason, time.Since(p.start).Round(time.Millisecond))
+// summary prints how the run ended and, for a paused run, how to go on.
+func summary(w io.Writer, res executor.Result, ra *runArgs, elapsed time.Duration) {
+	line := fmt.Sprintf("run %s (%s) after %s", res.Status, res.Reason, elapsed.Round(time.Millisecond))
 	if res.Message != "" {
 		line += ": " + res.Message
 	}
-	fmt.Fprintln(p.w, line)
+	fmt.Fprintln(w, line)
 	if res.Status != runnerd.StatusPaused {
 		return
 	}
 	if ra.state == "" {
-		fmt.Fprintln(p.w, "no --state given: progress is not saved; run again with --state FILE to continue later")
+		fmt.Fprintln(w, "no --state given: progress is not saved; run again with --state FILE to continue later")
 		return
 	}
-	for id, st := range res.Steps {
-		if st.Status == runnerd.StepWaiting {
-			fmt.Fprintf(p.w, "continue with: runexec run %s --state %s --answer %s.<key>=<value> (and the same --var flags)\n", ra.file, ra.state, id)
+	for _, id := range slices.Sorted(maps.Keys(res.Steps)) {
+		if res.Steps[id].Status == runnerd.StepWaiting {
+			fmt.Fprintf(w, "continue with: runexec run %s --state %s --answer %s.<key>=<value> (and the same --var flags)\n", ra.file, ra.state, id)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/contain"
 	"github.com/runnerd/runnerd/executor"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/workflow"
 )
 
@@ -46,7 +47,7 @@ var localLimits = contain.Limits{NoFile: 4096, FileSize: 10 << 30}
 // sandboxFor finds the sandbox a local run gets, as runnerd serve does at
 // start; nil when it is off.
 func sandboxFor(ra *runArgs, stderr io.Writer) (*contain.Sandbox, error) {
-	opts := contain.Options{Mode: ra.sandbox, RO: ra.sandboxRO, RW: ra.sandboxRW, Network: ra.network}
+	opts := contain.Options{Mode: contain.Mode(ra.sandbox), RO: ra.sandboxRO, RW: ra.sandboxRW, Network: contain.Network(ra.network)}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -155,7 +156,7 @@ func runSandboxed(ctx context.Context, sb *contain.Sandbox, opts executor.Option
 func serveLocalRun() int {
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "runexec (sandboxed): %v\n", err)
-		return ExitUsage
+		return cli.ExitUsage
 	}
 	sb, err := contain.FromEnv(os.Getenv)
 	if err == nil {
@@ -196,7 +197,7 @@ func serveLocalRun() int {
 	if err != nil {
 		return fail(err)
 	}
-	return ExitSucceeded
+	return cli.ExitOK
 }
 
 // sandboxDirs are a local run's HOME and TMPDIR in the sandbox, next to its

@@ -1,59 +1,83 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"os"
 
+	"github.com/spf13/cobra"
+
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/workflow"
 )
 
-// validateCommand parses and validates a workflow file. Every problem is
-// printed, one per line, so they can all be fixed in one go.
-func validateCommand(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, "usage: runexec validate FILE\n") }
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return ExitSucceeded
+func validateCmd(stdout, stderr io.Writer) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "validate FILE [--json]",
+		Short: "check a workflow file and print every problem",
+		Long: `Checks the workflow in FILE ("-": stdin) and prints every problem, one per line
+with its line number, so they can all be fixed in one go. Exit 2 when there is
+any. --json prints {"file", "ok", "steps", "errors": [{"line", "step", "field",
+"message"}]} on stdout.`,
+		Args: cli.ExactArgs(1, "workflow file"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return validate(args[0], asJSON, stdout, stderr)
+		},
 	}
-	if err != nil || len(pos) != 1 {
-		fs.Usage()
-		return ExitUsage
+	cli.Flags{FS: c.Flags(), NoEnv: true}.Bool(&asJSON, "json", false, "print the result as one JSON document")
+	return c
+}
+
+// problem is one validation error as --json prints it.
+type problem struct {
+	Line    int    `json:"line,omitempty"`
+	Step    string `json:"step,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func validate(file string, asJSON bool, stdout, stderr io.Writer) error {
+	w, err := cli.LoadWorkflow(file, os.Stdin)
+	if !asJSON {
+		if err != nil {
+			fmt.Fprintln(stderr, err) // workflow.Errors renders one problem per line
+			return cli.Quiet(cli.Usage(err))
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d steps)\n", file, len(w.Steps))
+		return nil
 	}
-	w, err := workflow.Load(pos[0])
+	doc := struct {
+		File   string    `json:"file"`
+		OK     bool      `json:"ok"`
+		Steps  int       `json:"steps"`
+		Errors []problem `json:"errors"`
+	}{File: file, OK: err == nil, Errors: []problem{}}
+	if w != nil {
+		doc.Steps = len(w.Steps)
+	}
+	var es workflow.Errors
+	var e *workflow.Error
+	switch {
+	case errors.As(err, &es):
+		for _, e := range es {
+			doc.Errors = append(doc.Errors, problem{Line: e.Line, Step: e.Step, Field: e.Field, Message: e.Msg})
+		}
+	case errors.As(err, &e):
+		doc.Errors = append(doc.Errors, problem{Line: e.Line, Step: e.Step, Field: e.Field, Message: e.Msg})
+	case err != nil:
+		doc.Errors = append(doc.Errors, problem{Message: err.Error()})
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if jerr := enc.Encode(doc); jerr != nil {
+		return jerr
+	}
 	if err != nil {
-		printWorkflowError(stderr, err)
-		return ExitUsage
+		return cli.Quiet(cli.Usage(err))
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d steps)\n", pos[0], len(w.Steps))
-	return ExitSucceeded
-}
-
-// printWorkflowError prints a load or validation error; workflow.Errors
-// already renders one problem per line.
-func printWorkflowError(w io.Writer, err error) {
-	fmt.Fprintln(w, err)
-}
-
-// parseInterspersed parses flags that may come before or after positional
-// arguments (`run FILE --var k=v` as well as `run --var k=v FILE`).
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
+	return nil
 }

@@ -1,60 +1,75 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
+	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
-func runCancel(ctx context.Context, env *cmdEnv, args []string) int {
-	var cfg clientConfig
-	f := newFlags("cancel", `usage: runnerd cancel ID
-
-Cancels a run. A running run is stopped now by its runner; a queued run is
+func cancelCmd(env *cmdEnv) *cobra.Command {
+	var (
+		cfg    clientConfig
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "cancel ID [--json]",
+		Short: "cancel a run",
+		Long: `Cancels a run. A running run is stopped now by its runner; a queued run is
 cancelled when a runner picks it up; a paused run is cancelled at once.
 
 Exit 0 when the run is cancelled or will be (also when it already was);
-exit 1 when it does not exist or already finished otherwise (succeeded, failed).`, env.stderr)
+exit 5 when it does not exist, 6 when it already finished otherwise
+(succeeded, failed).`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx, id := c.Context(), args[0]
+			conn, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd cancel")
+			if err != nil {
+				return cfg.classify(err)
+			}
+			defer conn.Close()
+			cl, err := conn.client()
+			if err != nil {
+				return cfg.classify(err)
+			}
+			outcome, err := cl.Cancel(ctx, id)
+			if err != nil {
+				return cfg.classify(err)
+			}
+			res := cancelResult(id, outcome)
+			if asJSON {
+				return writeJSON(env.stdout, res)
+			}
+			fmt.Fprintln(env.stderr, res.Message)
+			return nil
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("cancel", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
-	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd cancel")
-	if err != nil {
-		return fail(env, "cancel", cfg, err)
-	}
-	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return fail(env, "cancel", cfg, err)
-	}
-	outcome, err := cl.Cancel(ctx, id)
-	if errors.Is(err, client.ErrNotFound) {
-		err = fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
-	}
-	if err != nil {
-		return fail(env, "cancel", cfg, err)
-	}
-	fmt.Fprintln(env.stdout, cancelMessage(id, outcome))
-	return exitOK
+	f.Bool(&asJSON, "json", false, `print {"id", "status", "message"}: the run's status as the cancel left it`).NoEnv()
+	return c
 }
 
-// cancelMessage says what will happen to the cancelled run.
-func cancelMessage(id string, o client.CancelOutcome) string {
+// cancelled is what cancel did, as --json prints it.
+type cancelled struct {
+	ID      string         `json:"id"`
+	Status  runnerd.Status `json:"status"` // the run's status as the cancel left it
+	Message string         `json:"message"`
+}
+
+// cancelResult says what will happen to the cancelled run.
+func cancelResult(id string, o client.CancelOutcome) cancelled {
 	switch o {
 	case client.CancelledAlready:
-		return fmt.Sprintf("run %s was already cancelled", id)
+		return cancelled{id, runnerd.StatusCancelled, fmt.Sprintf("run %s was already cancelled", id)}
 	case client.CancelledNow:
-		return fmt.Sprintf("run %s cancelled (it was paused)", id)
+		return cancelled{id, runnerd.StatusCancelled, fmt.Sprintf("run %s cancelled (it was paused)", id)}
 	case client.CancelRunning:
-		return fmt.Sprintf("run %s: cancel requested; its runner stops it now", id)
+		return cancelled{id, runnerd.StatusRunning, fmt.Sprintf("run %s: cancel requested; its runner stops it now", id)}
 	}
-	return fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id)
+	return cancelled{id, runnerd.StatusQueued, fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id)}
 }

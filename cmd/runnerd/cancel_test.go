@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,8 @@ func TestCancelQueuedSetsFlag(t *testing.T) {
 	defer unsub()
 
 	r := e.mustRun(exitOK, "cancel", id)
-	if !strings.Contains(r.stdout, "when a runner picks it up") {
-		t.Errorf("stdout = %q", r.stdout)
+	if !strings.Contains(r.stderr, "when a runner picks it up") || r.stdout != "" {
+		t.Errorf("stdout = %q, stderr = %q", r.stdout, r.stderr)
 	}
 	run := e.get(id)
 	if !run.CancelRequested || run.Status != runnerd.StatusQueued {
@@ -44,8 +45,8 @@ func TestCancelRunningPublishes(t *testing.T) {
 	}
 	defer unsub()
 	r := e.mustRun(exitOK, "cancel", id)
-	if !strings.Contains(r.stdout, "its runner stops it now") {
-		t.Errorf("stdout = %q", r.stdout)
+	if !strings.Contains(r.stderr, "its runner stops it now") {
+		t.Errorf("stderr = %q", r.stderr)
 	}
 	select {
 	case <-got:
@@ -67,12 +68,13 @@ func TestCancelPausedCancelsNow(t *testing.T) {
 		t.Errorf("run: status %s reason %s finished %v, want cancelled/cancelled", run.Status, run.Reason, run.FinishedAt)
 	}
 	// Cancelling again is not an error: the run is where the user wants it.
-	r := e.mustRun(exitOK, "cancel", id)
-	if !strings.Contains(r.stdout, "already cancelled") {
-		t.Errorf("second cancel: stdout %q", r.stdout)
+	r := e.mustRun(exitOK, "cancel", id, "--json")
+	var res cancelled
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Status != runnerd.StatusCancelled || !strings.Contains(res.Message, "already cancelled") {
+		t.Errorf("second cancel --json: %q (%v)", r.stdout, err)
 	}
-	// And it cannot be resumed any more.
-	e.mustRun(exitFailed, "resume", id, "--answer", "approve.ok=yes")
+	// And it cannot be resumed any more: a conflict.
+	e.mustRun(exitConflict, "resume", id, "--answer", "approve.ok=yes")
 }
 
 func TestCancelFinishedOrMissing(t *testing.T) {
@@ -82,14 +84,14 @@ func TestCancelFinishedOrMissing(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitFailed, "cancel", id)
+	r := e.mustRun(exitConflict, "cancel", id)
 	if !strings.Contains(r.stderr, "already finished: succeeded") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
 	if e.get(id).CancelRequested {
 		t.Error("a finished run got cancel_requested")
 	}
-	r = e.mustRun(exitFailed, "cancel", "nope")
+	r = e.mustRun(exitNotFound, "cancel", "nope")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -46,7 +47,7 @@ type clientConfig struct {
 	Credentials            string // a runnerd dev stack's credentials file (see useDevCredentials)
 }
 
-func (c *clientConfig) register(f *flags) {
+func (c *clientConfig) register(f cli.Flags) {
 	f.String(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL, or a comma-separated list of a cluster's servers")
 	f.String(&c.MongoURI, "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB URI")
 	f.String(&c.MongoDB, "mongo-db", store.DefaultDatabase, "MongoDB database")
@@ -72,14 +73,11 @@ func (c *clientConfig) register(f *flags) {
 // than after the drivers' own retries.
 const reachTimeout = 2 * time.Second
 
-// A client command that cannot use a server exits with exitUnavailable
-// (EX_UNAVAILABLE of sysexits.h): distinct from the run outcomes 0-4, so a
-// script can tell "the run failed" from "runnerd could not ask".
-const exitUnavailable = 69
-
 // ErrUnavailable is wrapped by every error meaning a server could not be
-// reached or is not set up for runnerd.
-var ErrUnavailable = errors.New("server unavailable")
+// reached or is not set up for runnerd: exit 69 (EX_UNAVAILABLE of
+// sysexits.h), distinct from the run outcomes 0-4, so a script can tell
+// "the run failed" from "runnerd could not ask".
+var ErrUnavailable = cli.ErrUnavailable
 
 // serverError says which server could not be used, where it was looked
 // for, and which flag and variable set that address.
@@ -109,39 +107,23 @@ func (e *serverError) Error() string {
 func (e *serverError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
 
 func addressHint(server, flag string) string {
-	return fmt.Sprintf("is runnerd dev (or your %s) running there? The address comes from --%s or %s.", server, flag, envName(flag))
+	return fmt.Sprintf("is runnerd dev (or your %s) running there? The address comes from --%s or %s.", server, flag, cli.EnvName(flag))
 }
 
-// errBadSetting is wrapped by errors of a connection setting found only
-// when it is used (a missing file): they exit like usage errors.
-var errBadSetting = errors.New("bad setting")
+// settingError is a connection setting found wrong only when it is used
+// (a missing file): a usage error.
+func settingError(err error) error { return cli.Usage(err) }
 
-type settingError struct{ err error }
-
-func (e *settingError) Error() string   { return e.err.Error() }
-func (e *settingError) Unwrap() []error { return []error{errBadSetting, e.err} }
-
-// exitCode is the exit code of a command that failed with err.
-func exitCode(err error) int {
-	switch {
-	case errors.Is(err, errBadSetting):
-		return exitUsage
-	case errors.Is(err, ErrUnavailable), errors.Is(err, client.ErrUnreachable):
-		return exitUnavailable
-	case errors.Is(err, ErrRefused):
-		return exitNoPerm
+// classify makes err what a client command returns: a MongoDB that stops
+// answering after the command connected is reported like one that was
+// never reached, without the driver's topology dump; refused credentials
+// name the server and how to set them; the store's refusals get their
+// exit codes.
+func (c clientConfig) classify(err error) error {
+	if err == nil {
+		return nil
 	}
-	return exitFailed
-}
-
-// fail prints a command's error and returns its exit code. A MongoDB that
-// stops answering after the command connected is reported like one that
-// was never reached, without the driver's topology dump; refused
-// credentials name the server and how to set them.
-func fail(env *cmdEnv, cmd string, cfg clientConfig, err error) int {
-	err = classifyRefused(cfg, classifyMongo(cfg, err))
-	fmt.Fprintf(env.stderr, "%s: %v\n", cmd, err)
-	return exitCode(err)
+	return classify(classifyRefused(c, classifyMongo(c, err)))
 }
 
 // needs says which servers a client command uses.
@@ -193,7 +175,7 @@ func (c *conns) client() (*client.Client, error) {
 // use, by blob.
 func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) (*conns, error) {
 	if err := cfg.useDevCredentials(); err != nil {
-		return nil, &settingError{err}
+		return nil, settingError(err)
 	}
 	c := &conns{cfg: cfg}
 	ok := false
@@ -256,7 +238,7 @@ func (c *conns) tryNATS(ctx context.Context, name string) {
 // with qcfg: runnerd serve and dev own them), MongoDB and S3.
 func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {
 	if err := cfg.useDevCredentials(); err != nil {
-		return nil, &settingError{err}
+		return nil, settingError(err)
 	}
 	c := &conns{cfg: cfg}
 	ok := false
@@ -288,7 +270,7 @@ func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name
 func (c *conns) openNATS(ctx context.Context, name string) error {
 	opts, err := c.cfg.natsOptions()
 	if err != nil {
-		return &settingError{err}
+		return settingError(err)
 	}
 	opts = append(opts, nats.Name(name), nats.Timeout(c.cfg.Timeout), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
 	c.nc, err = nats.Connect(c.cfg.NATSURL, opts...)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 )
 
@@ -68,7 +69,7 @@ func TestClientsLeaveTheFleetSettings(t *testing.T) {
 		t.Fatalf("set up with max deliver %d, ack wait %s, TTL %s", before.consumer.MaxDeliver, before.consumer.AckWait, before.bucket.TTL())
 	}
 
-	e.mustRun(exitFailed, "status", "x")
+	e.mustRun(exitNotFound, "status", "x")
 	e.mustRun(exitOK, "list")
 	id := e.submitted("fleet-1", approvalYAML)
 	e.mustRun(exitOK, "status", id)
@@ -219,8 +220,8 @@ func TestProbeTCP(t *testing.T) {
 		t.Errorf("one host up: %v", err)
 	}
 	err = probeTCP(context.Background(), []string{down}, time.Second, "NATS", "nats://"+down, "nats-url")
-	if exitCode(err) != exitUnavailable || !strings.Contains(err.Error(), "connection refused") {
-		t.Errorf("host down: %v (exit %d)", err, exitCode(err))
+	if cli.Code(err) != exitUnavailable || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("host down: %v (exit %d)", err, cli.Code(err))
 	}
 	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1:4222", "[::1]": "[::1]:4222", "h:1": "h:1", "[::1]:5": "[::1]:5"} {
 		if got := withPort(in, "4222"); got != want {

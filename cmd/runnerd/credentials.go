@@ -13,10 +13,12 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	"github.com/nats-io/nats.go"
-	"github.com/runnerd/runnerd/internal/devcreds"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/auth"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+
+	"github.com/runnerd/runnerd/internal/cli"
+	"github.com/runnerd/runnerd/internal/devcreds"
 )
 
 // How the client commands find the credentials of a `runnerd dev` stack
@@ -39,14 +41,10 @@ func defaultCredentialsPath() string {
 	return filepath.Join(dir, "runnerd", "dev-credentials.json")
 }
 
-// A client whose credentials a server refused exits with exitNoPerm
-// (EX_NOPERM of sysexits.h): retrying will not help, the settings must
-// change.
-const exitNoPerm = 77
-
 // ErrRefused is wrapped by every error meaning a server refused the
-// credentials (or their absence).
-var ErrRefused = errors.New("credentials refused")
+// credentials (or their absence): exit 77 (EX_NOPERM of sysexits.h), since
+// retrying will not help, the settings must change.
+var ErrRefused = cli.ErrRefused
 
 // refusedError says which server refused the credentials and how to give
 // others.

@@ -46,7 +46,7 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 		t.Errorf("second dev's stderr lacks %q:\n%s", want, second.stderr.String())
 	}
 	// The first one still serves its clients.
-	c := &cli{t: t, bin: bin, env: baseEnv(devVars(first.stderr.String()))}
+	c := &clientProc{t: t, bin: bin, env: baseEnv(devVars(first.stderr.String()))}
 	c.mustRun(exitOK, "list")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -110,12 +110,12 @@ func TestProcessDevCredentials(t *testing.T) {
 		"RUNNERD_NATS_URL": creds.NATSURL, "RUNNERD_MONGO_URI": creds.MongoURI,
 		"RUNNERD_S3_ENDPOINT": creds.S3Endpoint, "XDG_CONFIG_HOME": t.TempDir(),
 	}
-	c := &cli{t: t, bin: bin, env: baseEnv(plain)}
+	c := &clientProc{t: t, bin: bin, env: baseEnv(plain)}
 	if r := c.mustRun(exitNoPerm, "list"); !strings.Contains(r.stderr, "MongoDB at "+creds.MongoURI+" refused the credentials") {
 		t.Errorf("list without credentials: %s", r.stderr)
 	}
 	plain["RUNNERD_CREDENTIALS"] = credsFile
-	c = &cli{t: t, bin: bin, env: baseEnv(plain)}
+	c = &clientProc{t: t, bin: bin, env: baseEnv(plain)}
 	runID, _ := c.submit(exitOK, example(t, "hello.yaml"), "--wait")
 	if logs := c.mustRun(exitOK, "logs", runID).stdout; !strings.Contains(logs, "hello, world") {
 		t.Errorf("logs: %q", logs)

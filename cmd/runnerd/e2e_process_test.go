@@ -165,14 +165,14 @@ func baseEnv(vars map[string]string) []string {
 	return env
 }
 
-// cli runs runnerd client commands as processes against one set of servers.
-type cli struct {
+// clientProc runs runnerd client commands as processes against one set of servers.
+type clientProc struct {
 	t   *testing.T
 	bin string
 	env []string
 }
 
-func (c *cli) run(args ...string) result {
+func (c *clientProc) run(args ...string) result {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -189,7 +189,7 @@ func (c *cli) run(args ...string) result {
 	return result{stdout: out.String(), stderr: errb.String(), code: code}
 }
 
-func (c *cli) mustRun(want int, args ...string) result {
+func (c *clientProc) mustRun(want int, args ...string) result {
 	c.t.Helper()
 	r := c.run(args...)
 	if r.code != want {
@@ -199,7 +199,7 @@ func (c *cli) mustRun(want int, args ...string) result {
 }
 
 // submit submits a workflow file and returns the run id (stdout's first line).
-func (c *cli) submit(want int, args ...string) (string, result) {
+func (c *clientProc) submit(want int, args ...string) (string, result) {
 	c.t.Helper()
 	r := c.mustRun(want, append([]string{"submit"}, args...)...)
 	id, _, _ := strings.Cut(r.stdout, "\n")
@@ -218,7 +218,7 @@ type statusDoc struct {
 	Steps   map[string]*runnerd.StepState `json:"steps"`
 }
 
-func (c *cli) status(id string) statusDoc {
+func (c *clientProc) status(id string) statusDoc {
 	c.t.Helper()
 	r := c.mustRun(exitOK, "status", id, "--json")
 	var doc statusDoc
@@ -232,7 +232,7 @@ func (c *cli) status(id string) statusDoc {
 }
 
 // waitStatus polls `status --json` until ok says so.
-func (c *cli) waitStatus(id, what string, timeout time.Duration, ok func(statusDoc) bool) statusDoc {
+func (c *clientProc) waitStatus(id, what string, timeout time.Duration, ok func(statusDoc) bool) statusDoc {
 	c.t.Helper()
 	var doc statusDoc
 	testutil.Eventually(c.t, timeout, func() bool { doc = c.status(id); return ok(doc) },
@@ -396,7 +396,7 @@ func TestProcessEndToEnd(t *testing.T) {
 			t.Fatalf("dev printed %s=%s, not the port it listens on", k, vars[k])
 		}
 	}
-	c := &cli{t: t, bin: bin, env: baseEnv(vars)}
+	c := &clientProc{t: t, bin: bin, env: baseEnv(vars)}
 	conn := connectVars(t, vars)
 	// Unique sleep arguments, to find the steps' processes.
 	napMarker, crashMarker := testutil.Marker(), testutil.SleepMarker(60)
@@ -432,7 +432,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	}
 	for _, ex := range examples {
 		t.Run(strings.TrimSuffix(ex.file, ".yaml"), func(t *testing.T) {
-			c := &cli{t: t, bin: bin, env: c.env}
+			c := &clientProc{t: t, bin: bin, env: c.env}
 			id, r := c.submit(exitOK, example(t, ex.file), "--wait")
 			if !strings.Contains(r.stderr, "run "+id+" succeeded (completed)") {
 				t.Errorf("progress lacks the end:\n%s", r.stderr)
@@ -467,7 +467,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	}
 
 	t.Run("fails", func(t *testing.T) {
-		c := &cli{t: t, bin: bin, env: c.env}
+		c := &clientProc{t: t, bin: bin, env: c.env}
 		file := writeFile(t, "fail.yaml", "name: fail\nsteps:\n  - id: ok\n    shell: echo fine\n  - id: boom\n    needs: [ok]\n    shell: |\n      echo about to fail\n      exit 3\n  - id: never\n    needs: [boom]\n    shell: echo never\n")
 		id, r := c.submit(exitFailed, file, "--wait")
 		if !strings.Contains(r.stderr, "failed (step_failed)") {
@@ -487,7 +487,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	})
 
 	t.Run("paused and resumed", func(t *testing.T) {
-		c := &cli{t: t, bin: bin, env: c.env}
+		c := &clientProc{t: t, bin: bin, env: c.env}
 		id, _ := c.submit(exitPaused, example(t, "approval.yaml"), "--id", "e2e-approval", "--wait")
 		checkRun(t, c.status(id), runnerd.StatusPaused, runnerd.ReasonPaused, 1, map[string]runnerd.StepStatus{
 			"build": runnerd.StepSucceeded, "approve": runnerd.StepWaiting, "deploy": runnerd.StepPending,
@@ -510,7 +510,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	})
 
 	t.Run("cancelled", func(t *testing.T) {
-		c := &cli{t: t, bin: bin, env: c.env}
+		c := &clientProc{t: t, bin: bin, env: c.env}
 		file := writeFile(t, "slow.yaml", fmt.Sprintf("name: slow\nsteps:\n  - id: nap\n    shell: sleep %[1]s & sleep %[1]s\n", napMarker))
 		id, _ := c.submit(exitOK, file)
 		c.waitStatus(id, "running its step", 60*time.Second, func(d statusDoc) bool {
@@ -524,7 +524,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	})
 
 	t.Run("crash on the first attempt", func(t *testing.T) {
-		c := &cli{t: t, bin: bin, env: c.env}
+		c := &clientProc{t: t, bin: bin, env: c.env}
 		first, marker := filepath.Join(side, "first.count"), filepath.Join(side, "crashed")
 		// The step crashes its runexec (its parent, the init of the run's PID
 		// namespace: SIGABRT, since it gets no SIGKILL from a step) on the
@@ -637,7 +637,7 @@ func TestProcessServeSIGTERMMidRun(t *testing.T) {
 		vars[k] = os.Getenv(k)
 	}
 	root, side := t.TempDir(), t.TempDir() // side: outside every run dir
-	c := &cli{t: t, bin: bin, env: baseEnv(vars)}
+	c := &clientProc{t: t, bin: bin, env: baseEnv(vars)}
 	serve := func(id string) *proc {
 		p := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve",
 			"--runexec", runexecBin, "--run-dir", filepath.Join(root, "runs"), "--runner-id", id, "--metrics-addr", "127.0.0.1:0",

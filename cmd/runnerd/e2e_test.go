@@ -36,7 +36,7 @@ func (e *testEnv) startServe() {
 	done := make(chan int, 1)
 	go func() {
 		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
-		done <- runServe(ctx, env, []string{
+		done <- run(ctx, env, []string{"serve",
 			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", fmt.Sprintf("cmd-test-%d", os.Getpid()),
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
 			"--metrics-addr", "127.0.0.1:0", "--sandbox-rw", e.side,
@@ -110,7 +110,7 @@ steps:
 		if got, _ := os.ReadFile(filepath.Join(side, "first.count")); string(got) != "once\n" {
 			t.Errorf("the succeeded step ran again: %q", got)
 		}
-		r := e.mustRun(exitUsage, "retry", "e2e-retry")
+		r := e.mustRun(exitConflict, "retry", "e2e-retry")
 		if !strings.Contains(r.stderr, "only a failed or cancelled run can be retried") {
 			t.Errorf("retry of a succeeded run: %s", r.stderr)
 		}

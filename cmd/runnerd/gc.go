@@ -5,55 +5,80 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/retention"
 )
 
-func runGC(ctx context.Context, env *cmdEnv, args []string) int {
+func gcCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg       clientConfig
 		olderThan time.Duration
 		dryRun    bool
+		asJSON    bool
 	)
-	f := newFlags("gc", `usage: runnerd gc --older-than DURATION [--dry-run]
-
-Removes the runs that finished (succeeded, failed or cancelled) more than
+	c := &cobra.Command{
+		Use:   "gc --older-than DURATION [--dry-run] [--json]",
+		Short: "remove finished runs older than a bound (documents, events, S3 objects)",
+		Long: `Removes the runs that finished (succeeded, failed or cancelled) more than
 DURATION ago: the run document, its events and its S3 objects (step logs,
 artifacts). Queued, running and paused runs are never removed. Prints one line
-per run removed, then a total. With --dry-run, prints what it would remove and
-removes nothing. runnerd serve --retention does the same every few minutes.`, env.stderr)
+per run removed (--json: one JSON object per line), then a total on stderr.
+With --dry-run, prints what it would remove and removes nothing. runnerd serve
+--retention does the same every few minutes.`,
+		Args: cli.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if olderThan <= 0 {
+				return cli.Usagef("want --older-than DURATION, more than 0 (e.g. 720h)")
+			}
+			return gc(c.Context(), env, cfg, olderThan, dryRun, asJSON)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
 	// Flags of one invocation have no RUNNERD_* variable (see submit).
-	f.fs.DurationVar(&olderThan, "older-than", 0, "remove runs finished longer ago than this (e.g. 720h for 30 days)")
-	f.fs.BoolVar(&dryRun, "dry-run", false, "print what would be removed; remove nothing")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(env.stderr, "gc: unexpected argument %q (see runnerd gc --help)\n", pos[0])
-		return exitUsage
-	}
-	if olderThan <= 0 {
-		fmt.Fprintln(env.stderr, "gc: want --older-than DURATION, more than 0 (e.g. 720h)")
-		return exitUsage
-	}
+	f.Duration(&olderThan, "older-than", 0, "remove runs finished longer ago than this (e.g. 720h for 30 days)").NoEnv()
+	f.Bool(&dryRun, "dry-run", false, "print what would be removed; remove nothing").NoEnv()
+	f.Bool(&asJSON, "json", false, `print {"id", "status", "finished_at", "objects", "events", "dry_run"} per run, one per line`).NoEnv()
+	return c
+}
+
+// gcLine is one removed run as gc --json prints it.
+type gcLine struct {
+	ID         string         `json:"id"`
+	Status     runnerd.Status `json:"status"`
+	FinishedAt time.Time      `json:"finished_at"`
+	Objects    []string       `json:"objects"`
+	Events     int64          `json:"events"`
+	DryRun     bool           `json:"dry_run"`
+}
+
+func gc(ctx context.Context, env *cmdEnv, cfg clientConfig, olderThan time.Duration, dryRun, asJSON bool) error {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd gc")
 	if err != nil {
-		return fail(env, "gc", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
 	blobs, err := c.blob(ctx)
 	if err != nil {
-		return fail(env, "gc", cfg, err)
+		return cfg.classify(err)
 	}
 	before := time.Now().Add(-olderThan)
 	verb := "removed"
 	if dryRun {
 		verb = "would remove"
 	}
+	enc := jsonLines(env.stdout)
 	objects := 0
 	n, err := retention.Sweep(ctx, c.st, blobs, retention.Options{Before: before, DryRun: dryRun, OnRemoved: func(rm retention.Removed) {
 		objects += len(rm.Objects)
+		if asJSON {
+			_ = enc.Encode(gcLine{ID: rm.Run.ID, Status: rm.Run.Status, FinishedAt: rm.Run.FinishedAt.UTC(),
+				Objects: append([]string{}, rm.Objects...), Events: rm.Events, DryRun: dryRun})
+			return
+		}
 		line := fmt.Sprintf("%s run %s (%s, finished %s): %d S3 objects", verb, rm.Run.ID, rm.Run.Status, fmtTime(rm.Run.FinishedAt), len(rm.Objects))
 		if !dryRun {
 			line += fmt.Sprintf(", %d events", rm.Events)
@@ -61,8 +86,5 @@ removes nothing. runnerd serve --retention does the same every few minutes.`, en
 		fmt.Fprintln(env.stdout, line)
 	}})
 	fmt.Fprintf(env.stderr, "gc: %s %d runs finished before %s, %d S3 objects\n", verb, n, fmtTime(before), objects)
-	if err != nil {
-		return fail(env, "gc", cfg, err)
-	}
-	return exitOK
+	return cfg.classify(err)
 }

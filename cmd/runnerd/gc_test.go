@@ -27,7 +27,7 @@ func TestGC(t *testing.T) {
 	if !strings.Contains(r.stdout, "removed run gc-done (succeeded") || !strings.Contains(r.stderr, "removed 1 runs") {
 		t.Errorf("gc printed:\n%s\n%s", r.stdout, r.stderr)
 	}
-	if r := e.run("status", done); r.code != exitFailed || !strings.Contains(r.stderr, `no run "gc-done"`) {
+	if r := e.run("status", done); r.code != exitNotFound || !strings.Contains(r.stderr, `no run "gc-done"`) {
 		t.Errorf("status of a removed run: exit %d\n%s", r.code, r.stderr)
 	}
 	e.get(paused)

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -29,7 +32,7 @@ var allStatuses = []runnerd.Status{
 	runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled,
 }
 
-func runList(ctx context.Context, env *cmdEnv, args []string) int {
+func listCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg        clientConfig
 		status     string
@@ -37,57 +40,56 @@ func runList(ctx context.Context, env *cmdEnv, args []string) int {
 		allTenants bool
 		asJSON     bool
 	)
-	f := newFlags("list", `usage: runnerd list [--status S] [--limit N] [--json]
-
-Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
+	c := &cobra.Command{
+		Use:   "list [--status S] [--limit N] [--all-tenants] [--json]",
+		Short: "list runs, newest first",
+		Long:  "Lists the runs of --tenant, newest first, one line per run (--json: one JSON object per line).",
+		Args:  cli.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if status != "" && !slices.Contains(allStatuses, runnerd.Status(status)) {
+				return cli.Usagef("--status %q: want one of %v", status, allStatuses)
+			}
+			if limit <= 0 {
+				return cli.Usagef("--limit %d: want 1 or more", limit)
+			}
+			opts := store.ListOptions{Status: runnerd.Status(status), Limit: limit}
+			if !allTenants {
+				opts.TenantID = cfg.Tenant
+			}
+			return list(c.Context(), env, cfg, opts, asJSON)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	f.fs.StringVar(&status, "status", "", "only runs in this status: queued, running, paused, succeeded, failed or cancelled")
-	f.fs.IntVar(&limit, "limit", 20, "at most this many runs")
-	f.fs.BoolVar(&allTenants, "all-tenants", false, "list the runs of every tenant")
-	f.fs.BoolVar(&asJSON, "json", false, "print one JSON object per run")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(env.stderr, "list: unexpected argument %q (filters are flags: see runnerd list --help)\n", pos[0])
-		return exitUsage
-	}
-	if status != "" && !knownStatus(runnerd.Status(status)) {
-		fmt.Fprintf(env.stderr, "list: --status %q: want one of %v\n", status, allStatuses)
-		return exitUsage
-	}
-	if limit <= 0 {
-		fmt.Fprintf(env.stderr, "list: --limit %d: want 1 or more\n", limit)
-		return exitUsage
-	}
+	f.String(&status, "status", "", "only runs in this status: queued, running, paused, succeeded, failed or cancelled").NoEnv()
+	f.Int(&limit, "limit", 20, "at most this many runs").NoEnv()
+	f.Bool(&allTenants, "all-tenants", false, "list the runs of every tenant").NoEnv()
+	f.Bool(&asJSON, "json", false, "print one JSON object per run, one per line").NoEnv()
+	return c
+}
+
+func list(ctx context.Context, env *cmdEnv, cfg clientConfig, opts store.ListOptions, asJSON bool) error {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd list")
 	if err != nil {
-		return fail(env, "list", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
-	opts := store.ListOptions{Status: runnerd.Status(status), Limit: limit}
-	if !allTenants {
-		opts.TenantID = cfg.Tenant
-	}
 	runs, err := c.st.List(ctx, opts)
 	if err != nil {
-		return fail(env, "list", cfg, err)
+		return cfg.classify(err)
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetEscapeHTML(false)
+		enc := jsonLines(env.stdout)
 		for _, r := range runs {
 			if err := enc.Encode(lineOf(r)); err != nil {
-				fmt.Fprintf(env.stderr, "list: %v\n", err)
-				return exitFailed
+				return err
 			}
 		}
-		return exitOK
+		return nil
 	}
 	if len(runs) == 0 {
 		fmt.Fprintln(env.stderr, "no runs")
-		return exitOK
+		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATUS\tREASON\tATTEMPT\tWORKFLOW\tCREATED\tFINISHED")
@@ -96,8 +98,7 @@ Lists the runs of --tenant, newest first, one line per run.`, env.stderr)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.ID, l.Status, dash(string(l.Reason)),
 			l.Attempt, dash(l.Workflow), fmtTime(l.CreatedAt), fmtTime(l.FinishedAt))
 	}
-	_ = tw.Flush()
-	return exitOK
+	return tw.Flush()
 }
 
 func lineOf(r *store.Run) runLine {
@@ -109,13 +110,4 @@ func lineOf(r *store.Run) runLine {
 		l.Workflow = r.Workflow.Name
 	}
 	return l
-}
-
-func knownStatus(s runnerd.Status) bool {
-	for _, k := range allStatuses {
-		if k == s {
-			return true
-		}
-	}
-	return false
 }

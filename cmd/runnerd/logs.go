@@ -8,77 +8,87 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
 
-func runLogs(ctx context.Context, env *cmdEnv, args []string) int {
+func logsCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg        clientConfig
 		step       string
 		followFlag bool
+		asJSON     bool
 	)
-	f := newFlags("logs", `usage: runnerd logs ID [--step S] [--follow]
-
-Prints a run's step logs in workflow order. For a run that is not running, the
-logs come from S3 (the whole log of each step's latest attempt). For a running
-run, or with --follow, log output is printed from the run's events as it
-arrives until the run finishes or pauses (long outputs are cut there: the whole
-log is in S3 once the attempt ends). Without --step, each line is prefixed with
-its step.`, env.stderr)
+	c := &cobra.Command{
+		Use:   "logs ID [--step S] [--follow] [--json]",
+		Short: "print a run's step logs",
+		Long: `Prints a run's step logs in workflow order. For a run that is not running, the
+logs come from S3 (the whole log of each step's latest attempt), each step
+under a "==> step (status) <==" header. For a running run, or with --follow,
+log output is printed from the run's events as it arrives until the run
+finishes or pauses, each line prefixed with its step (long outputs are cut
+there: the whole log is in S3 once the attempt ends). With --step, one step's
+log as it is. With --json, log events as JSON lines (from the run's events,
+for finished runs too).`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return logs(c.Context(), env, cfg, args[0], step, followFlag, asJSON)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	f.fs.StringVar(&step, "step", "", "only this step's log")
-	f.fs.BoolVar(&followFlag, "follow", false, "print log output as it arrives until the run finishes or pauses")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("logs", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
+	f.String(&step, "step", "", "only this step's log").NoEnv()
+	f.Bool(&followFlag, "follow", false, "print log output as it arrives until the run finishes or pauses").NoEnv()
+	f.Bool(&asJSON, "json", false, "print the run's log events as JSON lines").NoEnv()
+	return c
+}
+
+func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, followFlag, asJSON bool) error {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd logs")
 	if err != nil {
-		return fail(env, "logs", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
 	cl, err := c.client()
 	if err != nil {
-		return fail(env, "logs", cfg, err)
+		return cfg.classify(err)
 	}
 	r, err := getRun(ctx, cl, id)
 	if err != nil {
-		return fail(env, "logs", cfg, err)
+		return cfg.classify(err)
 	}
-	steps := stepOrder(r)
+	steps := client.StepOrder(r)
 	if step != "" {
 		if !slices.Contains(steps, step) {
-			fmt.Fprintf(env.stderr, "logs: run %s has no step %q (steps: %s)\n", id, step, dash(strings.Join(steps, ", ")))
-			return exitUsage
+			return cli.Class(cli.ErrNotFound, fmt.Errorf("run %s has no step %q (steps: %s)", id, step, dash(strings.Join(steps, ", "))))
 		}
 		steps = []string{step}
 	}
-	if followFlag || r.Status == runnerd.StatusRunning {
+	if asJSON || followFlag || r.Status == runnerd.StatusRunning {
 		c.tryNATS(ctx, "runnerd logs")
 		if cl, err = c.client(); err != nil {
-			return fail(env, "logs", cfg, err)
+			return cfg.classify(err)
 		}
-		return followLogs(ctx, env, cl, id, step)
+		return followLogs(ctx, env, cl, id, step, asJSON)
 	}
 	// S3 only now: a followed run's output comes from its events.
 	blobs, err := c.blob(ctx)
 	if err != nil {
-		return fail(env, "logs", cfg, err)
+		return cfg.classify(err)
 	}
 	return printStoredLogs(ctx, env, cfg, blobs, r, steps, step == "")
 }
 
 // printStoredLogs copies each step's log from S3, with a header per step
 // when several may be printed.
-func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *blob.Store, r *store.Run, steps []string, headers bool) int {
-	code, printed := exitOK, 0
+func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *blob.Store, r *store.Run, steps []string, headers bool) error {
+	var failed error
+	printed := 0
 	out := &lastByteWriter{w: env.stdout, last: '\n'}
 	for _, id := range steps {
 		st := r.Steps[id]
@@ -88,17 +98,17 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 				if st != nil {
 					status = st.Status
 				}
-				fmt.Fprintf(env.stderr, "logs: step %s of run %s has no log yet (step %s, run %s)\n", id, r.ID, status, r.Status)
+				fmt.Fprintf(env.stderr, "runnerd logs: step %s of run %s has no log yet (step %s, run %s)\n", id, r.ID, status, r.Status)
 			}
 			continue
 		}
 		rc, err := client.OpenLog(ctx, blobs, st.LogKey)
-		if c := exitCode(classifyRefused(cfg, err)); err != nil && c != exitFailed {
-			return fail(env, "logs", cfg, err) // S3 refuses us: every step alike
+		if c := cli.Code(cfg.classify(err)); c == exitNoPerm || c == exitUnavailable {
+			return cfg.classify(err) // S3 refuses us or is away: every step alike
 		}
 		if err != nil {
-			fmt.Fprintf(env.stderr, "logs: step %s: %v\n", id, err)
-			code = exitFailed
+			fmt.Fprintf(env.stderr, "runnerd logs: step %s: %v\n", id, err)
+			failed = fmt.Errorf("the logs of some steps could not be read")
 			continue
 		}
 		if headers {
@@ -113,16 +123,16 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 		_, err = io.Copy(out, rc)
 		rc.Close()
 		if err != nil {
-			fmt.Fprintf(env.stderr, "logs: step %s: read log %s: %v\n", id, st.LogKey, err)
-			code = exitFailed
+			fmt.Fprintf(env.stderr, "runnerd logs: step %s: read log %s: %v\n", id, st.LogKey, err)
+			failed = fmt.Errorf("the logs of some steps could not be read")
 			continue
 		}
 		printed++
 	}
-	if headers && printed == 0 && code == exitOK {
-		fmt.Fprintf(env.stderr, "logs: run %s (%s) has no step logs yet; runnerd logs %s --follow waits for them\n", r.ID, r.Status, r.ID)
+	if headers && printed == 0 && failed == nil {
+		fmt.Fprintf(env.stderr, "runnerd logs: run %s (%s) has no step logs yet; runnerd logs %s --follow waits for them\n", r.ID, r.Status, r.ID)
 	}
-	return code
+	return failed
 }
 
 // lastByteWriter remembers the last byte written through it.
@@ -139,31 +149,34 @@ func (l *lastByteWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// followLogs prints the run's log events until it settles. only, when set,
-// keeps one step's output, unprefixed.
-func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string) int {
+// followLogs prints the run's log events until it settles, as JSON lines
+// under asJSON. only, when set, keeps one step's output, unprefixed.
+func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string, asJSON bool) error {
 	lp := &logPrinter{w: env.stdout, prefix: only == "", partial: map[string]string{}}
+	enc := jsonLines(env.stdout)
 	_, err := cl.Watch(ctx, id, 0, func(e store.StoredEvent) error {
 		if only != "" && e.Step != only {
 			return nil
 		}
-		switch e.Type {
-		case runnerd.EventLog:
+		switch {
+		case asJSON && e.Type == runnerd.EventLog:
+			_ = enc.Encode(e)
+		case asJSON:
+		case e.Type == runnerd.EventLog:
 			lp.write(e.Step, e.Text)
-		case runnerd.EventStepFinished:
+		case e.Type == runnerd.EventStepFinished:
 			lp.flush(e.Step)
 		}
 		return nil
 	})
 	lp.flushAll()
 	if errors.Is(err, context.Canceled) {
-		return exitOK // ^C is how a follow usually ends
+		return cli.Class(cli.ErrInterrupted, fmt.Errorf("stopped following run %s", id))
 	}
 	if err != nil {
-		fmt.Fprintf(env.stderr, "logs: follow run %s: %v\n", id, err)
-		return exitFailed
+		return fmt.Errorf("follow run %s: %w", id, err)
 	}
-	return exitOK
+	return nil
 }
 
 // logPrinter writes log chunks of concurrent steps as whole lines prefixed

@@ -35,7 +35,7 @@ func TestLogsFromS3(t *testing.T) {
 	if r = e.mustRun(exitOK, "logs", id, "--step", "bye"); r.stdout != logs["bye"] {
 		t.Errorf("logs --step bye = %q, want %q", r.stdout, logs["bye"])
 	}
-	r = e.mustRun(exitUsage, "logs", id, "--step", "nope")
+	r = e.mustRun(exitNotFound, "logs", id, "--step", "nope")
 	if !strings.Contains(r.stderr, `no step "nope"`) || !strings.Contains(r.stderr, "greet, bye") {
 		t.Errorf("stderr = %q", r.stderr)
 	}

@@ -7,36 +7,41 @@
 //	runnerd list       list runs
 //	runnerd cancel     cancel a run
 //	runnerd logs       print a run's step logs (--follow while it runs)
+//	runnerd artifacts  download a run's artifacts
 //	runnerd resume     answer a paused run's human steps and queue it again
+//	runnerd retry      queue a failed or cancelled run again
 //	runnerd version    print the version
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
+	"github.com/runnerd/runnerd/store"
 )
 
-// Exit codes shared with `runexec run` (for submit --wait).
+// The exit codes (README.md, "Exit codes"); the mapping is cli.Code.
 const (
-	exitOK        = 0
-	exitFailed    = 1
-	exitUsage     = 2
-	exitPaused    = 3
-	exitCancelled = 4
+	exitOK          = cli.ExitOK
+	exitFailed      = cli.ExitFailed
+	exitUsage       = cli.ExitUsage
+	exitPaused      = cli.ExitPaused
+	exitCancelled   = cli.ExitCancelled
+	exitNotFound    = cli.ExitNotFound
+	exitConflict    = cli.ExitConflict
+	exitUnavailable = cli.ExitUnavailable
+	exitNoPerm      = cli.ExitNoPerm
+	exitInterrupted = cli.ExitInterrupted
 )
-
-type command struct {
-	name  string
-	about string
-	run   func(ctx context.Context, env *cmdEnv, args []string) int
-}
 
 // cmdEnv is what a subcommand gets besides its arguments.
 type cmdEnv struct {
@@ -46,18 +51,11 @@ type cmdEnv struct {
 	signals <-chan os.Signal
 }
 
-var commands = []command{
-	{"serve", "consume runs from NATS and execute them", runServe},
-	{"dev", "embedded NATS, MongoDB-wire and S3 servers plus serve, in one process", runDev},
-	{"submit", "create a run from a workflow file and queue it", runSubmit},
-	{"status", "show a run", runStatus},
-	{"list", "list runs, newest first", runList},
-	{"cancel", "cancel a run", runCancel},
-	{"logs", "print a run's step logs", runLogs},
-	{"resume", "answer a paused run's human steps and queue it again", runResume},
-	{"retry", "queue a failed or cancelled run again; succeeded steps are not run again", runRetry},
-	{"gc", "remove finished runs older than a bound (documents, events, S3 objects)", runGC},
-	{"version", "print the version", runVersion},
+// commands are runnerd's subcommands, in the order --help lists them; each
+// is built by its own file.
+var commands = []func(*cmdEnv) *cobra.Command{
+	serveCmd, devCmd, submitCmd, statusCmd, listCmd, cancelCmd, logsCmd,
+	artifactsCmd, resumeCmd, retryCmd, gcCmd, versionCmd,
 }
 
 func main() {
@@ -67,64 +65,106 @@ func main() {
 // Main runs one subcommand and returns the process exit code. The first
 // SIGINT/SIGTERM cancels the context; later ones reach env.signals.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	later := make(chan os.Signal, 4)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
 		}
-		return exitOK
-	}
-	for _, c := range commands {
-		if c.name != args[0] {
-			continue
+		cancel()
+		for s := range sigs {
+			later <- s
 		}
-		sigs := make(chan os.Signal, 4)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		later := make(chan os.Signal, 4)
-		go func() {
-			<-sigs
-			cancel()
-			for s := range sigs {
-				later <- s
-			}
-		}()
-		return c.run(ctx, &cmdEnv{stdout: stdout, stderr: stderr, signals: later}, args[1:])
-	}
-	fmt.Fprintf(stderr, "runnerd: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return exitUsage
+	}()
+	return run(ctx, &cmdEnv{stdout: stdout, stderr: stderr, signals: later}, args)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: runnerd <command> [flags] [args]\n\ncommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.about)
-	}
-	fmt.Fprintln(w, "\nrunnerd <command> --help lists a command's flags and their RUNNERD_* variables.")
+// run runs the command args name with env and returns its exit code.
+func run(ctx context.Context, env *cmdEnv, args []string) int {
+	root := newRoot(env)
+	root.SetContext(ctx)
+	return cli.Execute(root, args, env.stdout, env.stderr)
 }
 
-// parseOrExit parses flags; ok false means return code (help or usage error).
-func parseOrExit(f *flags, args []string, stderr io.Writer) (code int, ok bool) {
-	if err := f.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			f.help()
-			return exitOK, false
-		}
-		for _, line := range strings.Split(err.Error(), "\n") { // one per bad value
-			fmt.Fprintf(stderr, "%s: %s\n", f.fs.Name(), line)
-		}
-		return exitUsage, false
+func newRoot(env *cmdEnv) *cobra.Command {
+	root := cli.Root(&cobra.Command{
+		Use:   "runnerd",
+		Short: "runnerd runs workflow runs from a NATS JetStream queue, each in an isolated runexec child",
+		Long: `runnerd runs workflow runs from a NATS JetStream queue, each in an isolated
+runexec child, keeping runs in MongoDB and logs and artifacts in S3.
+
+Every connection and server flag also reads a RUNNERD_* variable (shown in
+brackets); a flag on the command line wins. Data goes to stdout (--json: JSON
+only), everything else to stderr. Exit codes: 0 succeeded, 1 failed, 2 usage,
+3 paused, 4 cancelled, 5 not found, 6 conflict, 69 server unreachable,
+77 credentials refused, 130 interrupted.`,
+	}, version)
+	for _, mk := range commands {
+		root.AddCommand(mk(env))
 	}
-	return 0, true
+	return root
+}
+
+// classify gives the client's and the store's refusals their exit codes: a
+// bad request is a usage error, a missing run "not found", a run that
+// exists or whose status refuses the command a conflict.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, client.ErrInvalid):
+		return cli.Usage(err)
+	case errors.Is(err, client.ErrUnreachable):
+		return cli.Class(cli.ErrUnavailable, err)
+	case errors.Is(err, client.ErrNotFound):
+		return cli.Class(cli.ErrNotFound, err)
+	case errors.Is(err, client.ErrConflict):
+		return cli.Class(cli.ErrConflict, err)
+	case errors.Is(err, store.ErrNotFound):
+		return cli.Class(cli.ErrNotFound, err)
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrIllegalTransition), errors.Is(err, store.ErrTerminal):
+		return cli.Class(cli.ErrConflict, err)
+	}
+	return err
 }
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func runVersion(_ context.Context, env *cmdEnv, _ []string) int {
-	fmt.Fprintf(env.stdout, "runnerd %s\n", version)
-	return exitOK
+func versionCmd(env *cmdEnv) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "print the version",
+		Args:  cli.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if asJSON {
+				return writeJSON(env.stdout, map[string]string{"version": version})
+			}
+			_, err := io.WriteString(env.stdout, "runnerd "+version+"\n")
+			return err
+		},
+	}
+	cli.FlagsOf(c).Bool(&asJSON, "json", false, "print {\"version\": …}").NoEnv()
+	return c
+}
+
+// writeJSON prints one JSON document on w, indented, with & and < as they
+// are (shell scripts read better than "\u0026\u0026").
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// jsonLines prints values as JSON lines on w.
+func jsonLines(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
 }

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 )
 
@@ -96,7 +98,9 @@ func readManifests(t *testing.T) map[string]manifest {
 func TestManifestsAgreeWithServeFlags(t *testing.T) {
 	var cfg serveConfig
 	envs := map[string]string{} // variable → flag
-	for flag, env := range serveFlags(&cfg, io.Discard).Envs() {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	serveFlags(&cfg, fs)
+	for flag, env := range cli.Envs(fs) {
 		envs[env] = flag
 	}
 	ms := readManifests(t)
@@ -160,9 +164,7 @@ func TestManifestsAgreeWithServeFlags(t *testing.T) {
 	}
 
 	// Every value the ConfigMap sets parses as serve would parse it.
-	f := serveFlags(&cfg, io.Discard)
-	f.lookup = func(name string) (string, bool) { v, ok := cm.Data[name]; return v, ok }
-	if err := f.Parse(nil); err != nil {
+	if err := cli.ApplyEnv(fs, func(name string) (string, bool) { v, ok := cm.Data[name]; return v, ok }); err != nil {
 		t.Errorf("ConfigMap values: %v", err)
 	}
 
@@ -211,7 +213,9 @@ func TestOperationsDocListsEveryVariable(t *testing.T) {
 	}
 	var cfg serveConfig
 	var missing []string
-	for _, env := range serveFlags(&cfg, io.Discard).Envs() {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	serveFlags(&cfg, fs)
+	for _, env := range cli.Envs(fs) {
 		if !strings.Contains(string(doc), "`"+env+"`") {
 			missing = append(missing, env)
 		}

@@ -2,75 +2,76 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
-	"github.com/runnerd/runnerd/client"
+	"github.com/spf13/cobra"
+
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
-func runResume(ctx context.Context, env *cmdEnv, args []string) int {
+func resumeCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg        clientConfig
 		answerList []string
 		wait       bool
-		asJSON     bool
+		opt        waitOptions
 	)
-	f := newFlags("resume", `usage: runnerd resume ID --answer step.key=value... [--wait] [--json]
-
-Answers a paused run's human steps and queues it again. Repeating a resume
+	c := &cobra.Command{
+		Use:   "resume ID --answer step.key=value... [--wait [--logs]] [--json]",
+		Short: "answer a paused run's human steps and queue it again",
+		Long: `Answers a paused run's human steps and queues it again. Repeating a resume
 whose message was not published (the command failed half-way) queues it again
 safely. With --wait, follows the run and exits like submit --wait:
-0 succeeded, 1 failed, 2 invalid usage, 3 paused, 4 cancelled.`, env.stderr)
+0 succeeded, 1 failed, 2 invalid usage, 3 paused, 4 cancelled. A run that is
+not paused: exit 6.`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return resume(c.Context(), env, cfg, args[0], answerList, wait, opt)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
 	f.List(&answerList, "answer", "answer of a human step: step.key=value (repeatable)")
-	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status")
-	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("resume", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
-	answers, err := parseAnswers(answerList)
+	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses again; exit with its status").NoEnv()
+	opt.register(f, "the run document")
+	return c
+}
+
+func resume(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, answerList []string, wait bool, opt waitOptions) error {
+	answers, err := cli.ParseAnswers(answerList)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitUsage
+		return err
 	}
 	if len(answers) == 0 {
-		fmt.Fprintln(env.stderr, "resume: want at least one --answer step.key=value")
-		return exitUsage
+		return cli.Usagef("want at least one --answer step.key=value")
 	}
 	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd resume")
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
-
 	cl, err := c.client()
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	r, err := getRun(ctx, cl, id)
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	from := r.EventSeq // --wait shows what happens from here on
 	queued, err := cl.Resume(ctx, id, answers)
-	if errors.Is(err, client.ErrInvalid) {
-		fmt.Fprintf(env.stderr, "resume: %v\n", err)
-		return exitUsage
-	}
 	if err != nil {
-		return fail(env, "resume", cfg, err)
+		return cfg.classify(err)
 	}
 	if queued.Again {
 		fmt.Fprintf(env.stderr, "run %s already has these answers and is queued: queueing it again (a duplicate message is dropped)\n", id)
 	}
-	fmt.Fprintf(env.stdout, "run %s resumed\n", id)
-	if !wait {
-		return exitOK
+	fmt.Fprintf(env.stderr, "run %s resumed\n", id)
+	if opt.json && !wait {
+		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil)
 	}
-	return waitRun(ctx, env, cl, id, from, asJSON)
+	if !wait {
+		return nil
+	}
+	return waitRun(ctx, env, c, cl, id, from, opt)
 }

@@ -14,8 +14,8 @@ func TestResumePublishesNextGeneration(t *testing.T) {
 	before := e.get(id)
 
 	r := e.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes", "--answer", "approve.note=ship")
-	if !strings.Contains(r.stdout, "resumed") {
-		t.Errorf("stdout = %q", r.stdout)
+	if !strings.Contains(r.stderr, "resumed") {
+		t.Errorf("stderr = %q", r.stderr)
 	}
 	run := e.get(id)
 	if run.Status != runnerd.StatusQueued || run.Generation != before.Generation+1 {
@@ -50,7 +50,7 @@ func TestResumePublishesNextGeneration(t *testing.T) {
 	e.expectNoMessage()
 
 	// Other answers to a run that is not paused are refused.
-	r = e.mustRun(exitFailed, "resume", id, "--answer", "approve.ok=no")
+	r = e.mustRun(exitConflict, "resume", id, "--answer", "approve.ok=no")
 	if !strings.Contains(r.stderr, "is queued, not paused") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -78,7 +78,7 @@ func TestResumeRefusesBadAnswers(t *testing.T) {
 		t.Errorf("refused resumes changed the run: %s generation %d", run.Status, run.Generation)
 	}
 	e.expectNoMessage()
-	r := e.mustRun(exitFailed, "resume", "nope", "--answer", "approve.ok=yes")
+	r := e.mustRun(exitNotFound, "resume", "nope", "--answer", "approve.ok=yes")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}

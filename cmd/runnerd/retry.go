@@ -2,68 +2,71 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
-func runRetry(ctx context.Context, env *cmdEnv, args []string) int {
+func retryCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg         clientConfig
 		fromScratch bool
 		wait        bool
-		asJSON      bool
+		opt         waitOptions
 	)
-	f := newFlags("retry", `usage: runnerd retry ID [--from-scratch] [--wait] [--json]
-
-Queues a failed or cancelled run again. Steps that succeeded keep their
+	c := &cobra.Command{
+		Use:   "retry ID [--from-scratch] [--wait [--logs]] [--json]",
+		Short: "queue a failed or cancelled run again; succeeded steps are not run again",
+		Long: `Queues a failed or cancelled run again. Steps that succeeded keep their
 outputs and are not run again (--from-scratch runs every step); the run keeps
 the history of its earlier rounds (runnerd status --json: history). Repeating
 a retry whose message was not published queues it again safely. With --wait,
 follows the run and exits like submit --wait: 0 succeeded, 1 failed,
-2 invalid usage, 3 paused, 4 cancelled.`, env.stderr)
+2 invalid usage, 3 paused, 4 cancelled. A run in another status: exit 6.`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return retry(c.Context(), env, cfg, args[0], fromScratch, wait, opt)
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	f.fs.BoolVar(&fromScratch, "from-scratch", false, "run every step again, succeeded ones included")
-	f.fs.BoolVar(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status")
-	f.fs.BoolVar(&asJSON, "json", false, "with --wait, print the run's events as JSON lines on stdout")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("retry", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
+	f.Bool(&fromScratch, "from-scratch", false, "run every step again, succeeded ones included").NoEnv()
+	f.Bool(&wait, "wait", false, "follow the run until it finishes or pauses; exit with its status").NoEnv()
+	opt.register(f, "the run document")
+	return c
+}
+
+func retry(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, fromScratch, wait bool, opt waitOptions) error {
 	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd retry")
 	if err != nil {
-		return fail(env, "retry", cfg, err)
+		return cfg.classify(err)
 	}
 	defer c.Close()
-
 	cl, err := c.client()
 	if err != nil {
-		return fail(env, "retry", cfg, err)
+		return cfg.classify(err)
 	}
 	r, err := getRun(ctx, cl, id)
 	if err != nil {
-		return fail(env, "retry", cfg, err)
+		return cfg.classify(err)
 	}
 	from := r.EventSeq // --wait shows what happens from here on
 	queued, err := cl.Retry(ctx, id, client.RetryOptions{FromScratch: fromScratch})
-	if errors.Is(err, client.ErrConflict) {
-		fmt.Fprintf(env.stderr, "retry: %v\n", err)
-		return exitUsage
-	}
 	if err != nil {
-		return fail(env, "retry", cfg, err)
+		return cfg.classify(err)
 	}
 	if queued.Again {
 		fmt.Fprintf(env.stderr, "run %s was retried already and is queued: queueing it again (a duplicate message is dropped)\n", id)
 	}
-	fmt.Fprintf(env.stdout, "run %s queued again\n", id)
-	if !wait {
-		return exitOK
+	fmt.Fprintf(env.stderr, "run %s queued again\n", id)
+	if opt.json && !wait {
+		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil)
 	}
-	return waitRun(ctx, env, cl, id, from, asJSON)
+	if !wait {
+		return nil
+	}
+	return waitRun(ctx, env, c, cl, id, from, opt)
 }

@@ -42,7 +42,7 @@ func sandboxUsers(t *testing.T) []struct {
 // directory it needs owned by that user.
 type sandboxWorld struct {
 	dev      *proc
-	c        *cli
+	c        *clientProc
 	runDir   string // --run-dir
 	data     string // the embedded servers' data
 	runnerID string
@@ -78,7 +78,7 @@ func startSandboxWorld(t *testing.T, cred *syscall.Credential, extra ...string) 
 		"--runner-id", w.runnerID, "--metrics-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0", "--concurrency", "3", "--kill-grace", "1s"}, extra...)
 	w.dev = startProcAs(t, "runnerd dev as "+credName(cred), env, cred, filepath.Join(binDir, "runnerd"), args...)
 	w.dev.waitLog(`"message":"serving"`, 60*time.Second)
-	w.c = &cli{t: t, bin: bin, env: baseEnv(devVars(w.dev.stderr.String()))}
+	w.c = &clientProc{t: t, bin: bin, env: baseEnv(devVars(w.dev.stderr.String()))}
 	return w
 }
 

@@ -16,8 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/runnerd/runnerd/contain"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/retention"
 	"github.com/runnerd/runnerd/supervisor"
@@ -50,7 +53,7 @@ type serveConfig struct {
 
 // register adds the supervisor's flags; the connection flags are added by
 // serve only (dev derives them from its embedded servers).
-func (c *serveConfig) register(f *flags) {
+func (c *serveConfig) register(f cli.Flags) {
 	c.sup = supervisor.DefaultConfig()
 	c.queue = queue.DefaultConfig()
 	s, q := &c.sup, &c.queue
@@ -160,13 +163,14 @@ func (c *serveConfig) finish() {
 	}
 }
 
-// reportInvalid prints each invalid setting on its own line; false if any.
-func (c *serveConfig) reportInvalid(cmd string, w io.Writer) bool {
+// invalid is every invalid setting, one line each, as a usage error (nil
+// when all are valid).
+func (c *serveConfig) invalid() error {
 	lines := c.validate()
-	for _, l := range lines {
-		fmt.Fprintf(w, "%s: %s\n", cmd, l)
+	if len(lines) == 0 {
+		return nil
 	}
-	return len(lines) == 0
+	return cli.Usage(errors.New(strings.Join(lines, "\n")))
 }
 
 // defaultRunexec is the runexec next to this binary.
@@ -195,36 +199,40 @@ func (c *serveConfig) logger(w io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-// serveFlags are the flags and variables of `runnerd serve` (also read by
-// the test that checks deploy/kubernetes against them).
-func serveFlags(cfg *serveConfig, out io.Writer) *flags {
-	f := newFlags("serve", "usage: runnerd serve [flags]\n\nConsumes run requests from NATS JetStream and executes each run in an isolated runexec child.", out)
+// serveFlags adds the flags and variables of `runnerd serve` to fs (also
+// read by the test that checks deploy/kubernetes against them).
+func serveFlags(cfg *serveConfig, fs *pflag.FlagSet) {
+	f := cli.Flags{FS: fs}
 	cfg.client.register(f)
 	cfg.register(f)
 	cfg.ui.register(f, "")
-	return f
 }
 
-func runServe(ctx context.Context, env *cmdEnv, args []string) int {
+func serveCmd(env *cmdEnv) *cobra.Command {
 	var cfg serveConfig
-	f := serveFlags(&cfg, env.stderr)
-	if code, ok := parseOrExit(f, args, env.stderr); !ok {
-		return code
+	c := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "consume runs from NATS and execute them (the container entrypoint)",
+		Long:  "Consumes run requests from NATS JetStream and executes each run in an isolated runexec child.",
+		Args:  cli.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg.sup.RunnerIDFallback = !c.Flags().Changed("runner-id")
+			return serve(c.Context(), env, cfg)
+		},
 	}
-	cfg.sup.RunnerIDFallback = !f.Given("runner-id")
-	return serve(ctx, env, cfg)
+	serveFlags(&cfg, c.Flags())
+	return c
 }
 
 // serve runs the supervisor until the first signal, then drains it; a
 // second signal skips the rest of the grace.
-func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
-	if !cfg.reportInvalid("serve", env.stderr) {
-		return exitUsage
+func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
+	if err := cfg.invalid(); err != nil {
+		return err
 	}
 	log, err := cfg.logger(env.stderr)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitUsage
+		return cli.Usage(err)
 	}
 	cfg.sup.Logger = log
 
@@ -235,33 +243,29 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 	health.SetNotReady("connecting to NATS, MongoDB and S3")
 	stopOps, err := startOps(cfg.metricsAddr, health, reg, log)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitFailed
+		return err
 	}
 	defer stopOps()
 	ui, err := startUI(&cfg.ui, log)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitFailed
+		return err
 	}
 	defer ui.stop()
 
 	c, err := connectServe(ctx, cfg.client, cfg.queue, "runnerd "+cfg.sup.RunnerID)
 	if err != nil {
 		log.Error().Err(err).Msg("start")
-		return exitFailed
+		return cli.Quiet(err)
 	}
 	defer c.Close()
 	if err := ui.serve(c, cfg.ui.auth, log); err != nil {
-		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitFailed
+		return err
 	}
 	go health.WatchNATS(ctx, c.nc)
 	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "serve: %v\n", err)
-		return exitUsage
+		return cli.Usage(err)
 	}
 	defer sup.Close()
 	if cfg.retention > 0 {
@@ -274,9 +278,9 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) int {
 	}()
 	if err := sup.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("serve")
-		return exitFailed
+		return cli.Quiet(err)
 	}
-	return exitOK
+	return nil
 }
 
 // newRegistry holds the runnerd_* series, the Go runtime's and the

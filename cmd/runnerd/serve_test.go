@@ -23,25 +23,25 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 		want []string
 	}{
 		{"bad duration variable", map[string]string{"RUNNERD_GRACE": "5x"}, nil,
-			[]string{`serve: RUNNERD_GRACE="5x": want a duration such as 30s, 5m or 1h30m`}},
+			[]string{`runnerd serve: RUNNERD_GRACE="5x": want a duration such as 30s, 5m or 1h30m`}},
 		{"bad size variable", map[string]string{"RUNNERD_MEMORY_LIMIT": "lots"}, nil,
-			[]string{`serve: RUNNERD_MEMORY_LIMIT="lots": want a size such as 512MiB, 2GiB or a number of bytes`}},
+			[]string{`runnerd serve: RUNNERD_MEMORY_LIMIT="lots": want a size such as 512MiB, 2GiB or a number of bytes`}},
 		{"two bad variables", map[string]string{"RUNNERD_PIDS_LIMIT": "many", "RUNNERD_AUTO_MTLS": "yes"}, nil,
-			[]string{`serve: RUNNERD_AUTO_MTLS="yes": want true or false`, `serve: RUNNERD_PIDS_LIMIT="many": want a whole number`}},
+			[]string{`runnerd serve: RUNNERD_AUTO_MTLS="yes": want true or false`, `runnerd serve: RUNNERD_PIDS_LIMIT="many": want a whole number`}},
 		{"bad duration flag", nil, []string{"--lease-ttl", "soon"},
-			[]string{`serve: invalid value "soon" for flag -lease-ttl: want a duration such as 30s, 5m or 1h30m`}},
+			[]string{`runnerd serve: invalid argument "soon" for "--lease-ttl" flag: want a duration such as 30s, 5m or 1h30m`}},
 		{"settings that parse but cannot work", map[string]string{"RUNNERD_CONCURRENCY": "0", "RUNNERD_LOG_FORMAT": "xml"},
 			[]string{"--runexec", "/nonexistent/runexec", "--metrics-addr", "9090"},
 			[]string{
-				`serve: --log-format "xml": want json or console`,
-				`serve: concurrency 0: want 1 to 1024`,
-				`serve: runexec binary /nonexistent/runexec: no such file`,
-				`serve: --metrics-addr "9090": want host:port or :port (empty: none)`,
+				`runnerd serve: --log-format "xml": want json or console`,
+				`runnerd serve: concurrency 0: want 1 to 1024`,
+				`runnerd serve: runexec binary /nonexistent/runexec: no such file`,
+				`runnerd serve: --metrics-addr "9090": want host:port or :port (empty: none)`,
 			}},
 		{"a web UI open to the network", map[string]string{"RUNNERD_UI_ADDR": ":8080"}, nil,
-			[]string{`serve: --ui-addr: refusing to serve the UI without credentials on a non-loopback address: :8080 (set --ui-token or --ui-user and --ui-password, or listen on 127.0.0.1)`}},
+			[]string{`runnerd serve: --ui-addr: refusing to serve the UI without credentials on a non-loopback address: :8080 (set --ui-token or --ui-user and --ui-password, or listen on 127.0.0.1)`}},
 		{"half a basic-auth pair", map[string]string{"RUNNERD_UI_USER": "ops"}, []string{"--ui-addr", "127.0.0.1:0"},
-			[]string{`serve: --ui-user and --ui-password go together: set both, or neither`}},
+			[]string{`runnerd serve: --ui-user and --ui-password go together: set both, or neither`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -49,8 +49,9 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 			}
 			var out bytes.Buffer
 			args := append([]string{"--runexec", exe, "--nats-url", "nats://127.0.0.1:1"}, tc.args...)
-			code := runServe(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, args)
+			code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, append([]string{"serve"}, args...))
 			got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+			tc.want = append(tc.want, "Run 'runnerd serve --help' for usage.")
 			if code != exitUsage || strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("exit %d, output:\n%s\nwant exit %d, output:\n%s", code, out.String(), exitUsage, strings.Join(tc.want, "\n"))
 			}
@@ -60,7 +61,7 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 
 func TestServeHelpListsFlagsVariablesAndDefaults(t *testing.T) {
 	var out bytes.Buffer
-	if code := runServe(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"--help"}); code != exitOK {
+	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"serve", "--help"}); code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
 	for _, want := range []string{

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,45 +11,62 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
 
-func runStatus(ctx context.Context, env *cmdEnv, args []string) int {
+func statusCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg    clientConfig
 		asJSON bool
 	)
-	f := newFlags("status", `usage: runnerd status ID [--json]
-
-Shows a run: status, reason, attempt, times and one line per step. --json prints
+	c := &cobra.Command{
+		Use:   "status ID [--json]",
+		Short: "show a run",
+		Long: `Shows a run: status, reason, attempt, times and one line per step. --json prints
 the run document; steps of the workflow that have not started yet appear with
-status "pending". Exit 1 if there is no such run.`, env.stderr)
+status "pending". Exit 5 if there is no such run.`,
+		Args: cli.ExactArgs(1, "run id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, places, err := fetchRun(c.Context(), cfg, args[0])
+			if err != nil {
+				return err
+			}
+			withPendingSteps(r)
+			if asJSON {
+				return writeRunJSON(env.stdout, r, places)
+			}
+			printRun(env.stdout, r)
+			printPlaces(env.stdout, places)
+			return nil
+		},
+	}
+	f := cli.FlagsOf(c)
 	cfg.register(f)
-	f.fs.BoolVar(&asJSON, "json", false, "print the run document as JSON")
-	pos, code, ok := parseArgs(f, args, env.stderr)
-	if !ok {
-		return code
-	}
-	id, ok := oneArg("status", "run id", pos, env.stderr)
-	if !ok {
-		return exitUsage
-	}
+	f.Bool(&asJSON, "json", false, "print the run document as JSON").NoEnv()
+	return c
+}
+
+// fetchRun loads run id from MongoDB and, for a queued run, where it waits
+// for admission (from NATS, when it answers).
+func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, error) {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd status")
 	if err != nil {
-		return fail(env, "status", cfg, err)
+		return nil, nil, cfg.classify(err)
 	}
 	defer c.Close()
 	cl, err := c.client()
 	if err != nil {
-		return fail(env, "status", cfg, err)
+		return nil, nil, cfg.classify(err)
 	}
 	r, err := getRun(ctx, cl, id)
 	if err != nil {
-		return fail(env, "status", cfg, err)
+		return nil, nil, cfg.classify(err)
 	}
-	withPendingSteps(r)
 	var places []client.Place
 	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
 		c.tryNATS(ctx, "runnerd status")
@@ -58,32 +74,23 @@ status "pending". Exit 1 if there is no such run.`, env.stderr)
 			places, _ = cl.Places(ctx, r)
 		}
 	}
-	if asJSON {
-		if err := writeRunJSON(env.stdout, r, places); err != nil {
-			fmt.Fprintf(env.stderr, "status: %v\n", err)
-			return exitFailed
-		}
-		return exitOK
-	}
-	printRun(env.stdout, r)
-	printPlaces(env.stdout, places)
-	return exitOK
+	return r, places, nil
 }
 
 // getRun loads a run, saying plainly when there is none.
 func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, error) {
 	r, err := cl.Get(ctx, id)
 	if errors.Is(err, client.ErrNotFound) {
-		return nil, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id)
+		return nil, cli.Class(cli.ErrNotFound, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id))
 	}
 	return r, err
 }
 
 // withPendingSteps gives every workflow step without saved state a pending
 // state, so readers see the whole workflow, not only what has run.
-func withPendingSteps(r *store.Run) {
+func withPendingSteps(r *store.Run) *store.Run {
 	if r.Workflow == nil {
-		return
+		return r
 	}
 	for _, s := range r.Workflow.Steps {
 		if r.Steps == nil {
@@ -93,6 +100,7 @@ func withPendingSteps(r *store.Run) {
 			r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
 		}
 	}
+	return r
 }
 
 // runJSON is the run document as status --json prints it. Reason is always
@@ -109,27 +117,28 @@ type runJSON struct {
 // printPlaces says where a queued run waits for its turn.
 func printPlaces(w io.Writer, places []client.Place) {
 	for _, p := range places {
-		what := p.Kind + " " + p.Name
-		if p.Kind == "group" {
-			what = fmt.Sprintf("concurrency group %q", p.Name)
-		}
-		counts := fmt.Sprintf("%d running", p.Running)
-		if p.Limit > 0 {
-			counts += fmt.Sprintf(", limit %d", p.Limit)
-		}
-		if p.Position == 0 {
-			fmt.Fprintf(w, "admission: holds a place of %s (%s)\n", what, counts)
-			continue
-		}
-		fmt.Fprintf(w, "admission: waits in %s: position %d of %d waiting (%s)\n", what, p.Position, p.Waiting, counts)
+		fmt.Fprintf(w, "admission: %s\n", placeLine(p))
 	}
 }
 
+// placeLine says where a run stands in one line (group or tenant).
+func placeLine(p client.Place) string {
+	what := p.Kind + " " + p.Name
+	if p.Kind == "group" {
+		what = fmt.Sprintf("concurrency group %q", p.Name)
+	}
+	counts := fmt.Sprintf("%d running", p.Running)
+	if p.Limit > 0 {
+		counts += fmt.Sprintf(", limit %d", p.Limit)
+	}
+	if p.Position == 0 {
+		return fmt.Sprintf("holds a place of %s (%s)", what, counts)
+	}
+	return fmt.Sprintf("waits in %s: position %d of %d waiting (%s)", what, p.Position, p.Waiting, counts)
+}
+
 func writeRunJSON(w io.Writer, r *store.Run, places []client.Place) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false) // shell scripts read better than "\u0026\u0026"
-	if err := enc.Encode(runJSON{Run: r, Reason: r.Reason, Admission: places}); err != nil {
+	if err := writeJSON(w, runJSON{Run: r, Reason: r.Reason, Admission: places}); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
 	return nil
@@ -178,7 +187,7 @@ func printRun(w io.Writer, r *store.Run) {
 	fmt.Fprintln(w, "\nsteps:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  STEP\tSTATUS\tREASON\tATTEMPTS\tEXIT\tDURATION\tDETAIL")
-	for _, id := range stepOrder(r) {
+	for _, id := range client.StepOrder(r) {
 		st := r.Steps[id]
 		if st == nil {
 			continue
@@ -187,7 +196,7 @@ func printRun(w io.Writer, r *store.Run) {
 			dashInt(st.Attempts), exitText(st), stepDuration(st), stepDetail(st))
 	}
 	_ = tw.Flush()
-	for _, id := range stepOrder(r) {
+	for _, id := range client.StepOrder(r) {
 		st := r.Steps[id]
 		if st == nil || len(st.Tries) == 0 {
 			continue

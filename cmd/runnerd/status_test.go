@@ -60,7 +60,7 @@ func TestStatusText(t *testing.T) {
 
 func TestStatusNotFound(t *testing.T) {
 	e := startEnv(t)
-	r := e.mustRun(exitFailed, "status", "nope")
+	r := e.mustRun(exitNotFound, "status", "nope")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}

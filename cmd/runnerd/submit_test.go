@@ -95,17 +95,17 @@ func TestSubmitAgainWithIDRepublishes(t *testing.T) {
 	e.expectNoMessage()
 
 	// Anything else under an existing id is refused.
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", "--var", "who=else", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", "--var", "who=else", file)
 	if !strings.Contains(r.stderr, "another workflow, vars or timeout") {
 		t.Errorf("different vars: stderr %q", r.stderr)
 	}
 	e.claim("again-1", 1)
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, "already exists and is running") {
 		t.Errorf("running run: stderr %q", r.stderr)
 	}
 	t.Setenv("RUNNERD_TENANT", "other")
-	r = e.mustRun(exitFailed, "submit", "--id", "again-1", file)
+	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, `tenant "acme"`) {
 		t.Errorf("other tenant: stderr %q", r.stderr)
 	}

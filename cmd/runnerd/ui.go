@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd/httpapi"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/webui"
 )
 
@@ -26,7 +27,7 @@ type uiConfig struct {
 // devUIAddr is where `runnerd dev` serves the UI unless told otherwise.
 const devUIAddr = "127.0.0.1:8080"
 
-func (c *uiConfig) register(f *flags, defAddr string) {
+func (c *uiConfig) register(f cli.Flags, defAddr string) {
 	f.String(&c.addr, "ui-addr", defAddr, "address of the web UI and its JSON API under /api/v1/ (empty: none); a non-loopback address needs --ui-token or --ui-user/--ui-password")
 	f.String(&c.auth.Token, "ui-token", "", "token the UI and API require (Authorization: Bearer, or the UI's sign-in page)")
 	f.String(&c.auth.User, "ui-user", "", "basic-auth user the UI and API require (with --ui-password)")

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/store"
+)
+
+// positionScan bounds how far a waiting client looks for its run's
+// message; notesEvery is how often it looks.
+const (
+	positionScan = 100
+	notesEvery   = 2 * time.Second
+)
+
+// waitNotes says why a followed run is not running yet, and where it
+// waits: its place in its concurrency group's or tenant's line, in the
+// queue, or the server it waits on.
+type waitNotes struct {
+	c  *conns
+	cl *client.Client
+	id string
+}
+
+func newWaitNotes(c *conns, cl *client.Client, id string) *waitNotes {
+	return &waitNotes{c: c, cl: cl, id: id}
+}
+
+// run calls note with a line about the run at once and every notesEvery
+// while it is queued, until stop closes or ctx ends.
+func (w *waitNotes) run(ctx context.Context, stop <-chan struct{}, note func(string)) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		r, err := w.cl.Get(ctx, w.id)
+		if err == nil {
+			if line := w.note(ctx, r); line != "" {
+				note(line)
+			}
+		}
+		t.Reset(notesEvery)
+	}
+}
+
+// note is the line for run r, or "" when it is not queued.
+func (w *waitNotes) note(ctx context.Context, r *store.Run) string {
+	if r.Status != runnerd.StatusQueued {
+		return ""
+	}
+	if wt := r.Waiting; wt != nil {
+		return fmt.Sprintf("queued: waiting for %s since %s: %s", wt.On, fmtTime(wt.Since), wt.Error)
+	}
+	if w.c.q == nil {
+		return "queued"
+	}
+	// A concurrency group or a tenant limit holds it back before the queue.
+	if places, err := w.cl.Places(ctx, r); err == nil {
+		for _, p := range places {
+			if p.Position > 0 {
+				return "queued: " + placeLine(p)
+			}
+		}
+	}
+	p, err := w.c.q.Position(ctx, w.id, positionScan)
+	switch {
+	case err != nil:
+		return "queued"
+	case p.Found && p.Ahead == 0:
+		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%d runs in flight)", p.InFlight)
+	case p.Found:
+		return fmt.Sprintf("queued: position %d in the queue (%d runs ahead, %d in flight)", p.Ahead+1, p.Ahead, p.InFlight)
+	case p.Ahead > positionScan:
+		return fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", positionScan, p.InFlight)
+	}
+	return "queued: taken by a runner, starting"
+}
