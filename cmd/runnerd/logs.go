@@ -49,7 +49,7 @@ for finished runs too).`,
 }
 
 func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, followFlag, asJSON bool) error {
-	c, cl, r, err := openRun(ctx, cfg, needMongo, "runnerd logs", id)
+	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd logs", id)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,8 @@ func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, f
 	}
 	if asJSON || followFlag || r.Status == runnerd.StatusRunning {
 		c.tryNATS(ctx, "runnerd logs")
-		if cl, err = c.client(); err != nil {
+		cl, err := c.client()
+		if err != nil {
 			return cfg.classify(err)
 		}
 		return followLogs(ctx, env, cl, id, step, asJSON)

@@ -54,7 +54,7 @@ status "pending". Exit 5 if there is no such run.`,
 // fetchRun loads run id from MongoDB and, for a queued run, where it waits
 // for admission (from NATS, when it answers).
 func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, error) {
-	c, cl, r, err := openRun(ctx, cfg, needMongo, "runnerd status", id)
+	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd status", id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,7 +62,7 @@ func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []c
 	var places []client.Place
 	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
 		c.tryNATS(ctx, "runnerd status")
-		if cl, err = c.client(); err == nil {
+		if cl, err := c.client(); err == nil {
 			places, _ = cl.Places(ctx, r)
 		}
 	}
