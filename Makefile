@@ -80,6 +80,8 @@ chaos: build
 # the default command. Needs a Docker engine.
 image:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	@# The manifests run the image just built (kubectl apply -k deploy/kubernetes/).
+	sed -i 's|^\(    newTag:\).*|\1 "$(VERSION)"|' deploy/kubernetes/kustomization.yaml
 
 clean:
 	rm -rf $(BIN)

@@ -1,6 +1,9 @@
 package runnerd
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Apply folds one event into the step states. The supervisor rebuilds a run's
 // step state from the event stream it persisted, so what it saves is exactly
@@ -56,4 +59,26 @@ func (st *StepState) AddTry(e Event) {
 		st.Tries = append(st.Tries, Try{Attempt: e.Attempt, ExitCode: e.ExitCode, Signal: e.Signal,
 			Reason: StepReason(e.Reason), Retried: e.Status == AttemptRetried, Why: e.Message, At: e.Time})
 	}
+}
+
+// MarshalJSON writes the state with exit_code only for a step whose process
+// exited (succeeded, or failed with an exit status): a step that never ran
+// (pending, waiting, skipped) or was killed by a signal has no exit code,
+// and a 0 there would read as success.
+func (st StepState) MarshalJSON() ([]byte, error) {
+	type plain StepState // no MarshalJSON: no recursion
+	var out struct {
+		plain
+		ExitCode *int `json:"exit_code,omitempty"`
+	}
+	out.plain = plain(st)
+	if st.Exited() {
+		out.ExitCode = &st.ExitCode
+	}
+	return json.Marshal(out)
+}
+
+// Exited reports whether the step's process ran to an exit status.
+func (st *StepState) Exited() bool {
+	return (st.Status == StepSucceeded || st.Status == StepFailed) && st.Signal == "" && !st.StartedAt.IsZero()
 }

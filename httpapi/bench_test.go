@@ -55,7 +55,7 @@ func BenchmarkPages(b *testing.B) {
 		b.Logf("opened the store and the API in %s", time.Since(openStart).Round(time.Millisecond))
 
 		var first RunPage
-		getJSON(b, srv.URL+"/api/v1/runs", &first)
+		getJSON(b, srv.URL+"/api/v1/runs?limit=1", &first)
 		cases := []struct{ key, name, path string }{
 			{"page-list", "list page (HTML)", "/"},
 			{"runs", "runs list, first page of 50", "/api/v1/runs"},
@@ -72,6 +72,7 @@ func BenchmarkPages(b *testing.B) {
 		const tries = 20
 		for _, c := range cases {
 			var took []time.Duration
+			failed := map[int]int{} // status code → count
 			caseStart := time.Now()
 			for i := 0; i < tries && (i < 3 || time.Since(caseStart) < 10*time.Second); i++ {
 				start := time.Now()
@@ -82,7 +83,7 @@ func BenchmarkPages(b *testing.B) {
 				_, _ = io.Copy(io.Discard, res.Body)
 				res.Body.Close()
 				if res.StatusCode != 200 {
-					b.Fatalf("GET %s: %d", c.path, res.StatusCode)
+					failed[res.StatusCode]++
 				}
 				took = append(took, time.Since(start))
 			}
@@ -91,6 +92,9 @@ func BenchmarkPages(b *testing.B) {
 			verdict := "MET"
 			if p50 > 100*time.Millisecond {
 				verdict = "MISSED"
+			}
+			if len(failed) > 0 {
+				verdict = fmt.Sprintf("MISSED, failed: %v (code: count)", failed)
 			}
 			b.Logf("%-48s p50 %8.1f ms  slowest %8.1f ms  of %2d  (target 100 ms p50: %s)", c.name, ms(p50), ms(worst), len(took), verdict)
 			b.ReportMetric(ms(p50), c.key+"-p50-ms")

@@ -141,12 +141,8 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery) {
 	a.ctx, a.cancel = context.WithCancelCause(s.hardCtx)
 	defer a.cancel(nil)
 	a.timeline.last = a.started
-	lc := s.log.With().Str("run_id", a.runID).Uint64("delivery", d.NumDelivered())
 	a.trace = d.Header().Get(traceHeader)
-	if id := traceID(a.trace); id != "" {
-		lc = lc.Str("trace_id", id)
-	}
-	a.log = lc.Logger()
+	a.log = a.logger(a.runID).Logger()
 	// Whatever happens, the spare's place and the child are given back.
 	defer func() {
 		if a.childGone != nil {
@@ -195,14 +191,14 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 		}
 		return outInvalidMessage
 	}
-	if msg.RunID != a.runID { // the message id named another run
-		a.log = a.log.With().Str("message_run_id", msg.RunID).Logger()
+	if msg.RunID != a.runID { // the message id named another run, or none
+		a.log = a.logger(msg.RunID).Str("msg_id_run_id", a.runID).Logger()
 	}
 	a.msg, a.runID = msg, msg.RunID
 	if running := s.track(a); running != nil {
 		if running.adopt(a.d) {
 			a.log.Info().Msg("redelivery of a run this runner is executing: the running attempt takes it over")
-			s.m.deliveries.WithLabelValues("adopted").Inc()
+			s.m.deliveries.WithLabelValues(deliveryAdopted).Inc()
 			return outAdopted
 		}
 		s.m.waits.WithLabelValues(onLease).Inc()
@@ -269,6 +265,9 @@ func (a *attempt) pickUpAndRun(ctx context.Context) outcome {
 	a.log = a.log.With().Int("attempt", a.attemptNo).Uint64("epoch", a.epoch).Logger()
 	a.startKeeper(ctx)
 	s.m.runsStarted.Inc()
+	if run.Attempt == 1 && !run.CreatedAt.IsZero() { // its first start: how long it was queued
+		s.m.queueWait.Observe(max(time.Since(run.CreatedAt), 0).Seconds())
+	}
 	if a.trace == "" {
 		a.trace = run.TraceParent // a message published without the header
 	}
@@ -707,6 +706,17 @@ func (a *attempt) persist(events []runnerd.Event) error {
 	return err
 }
 
+// logger is the context of an attempt's log lines: the run (its id from
+// the message body once decoded, from the message id before), the
+// delivery and the trace.
+func (a *attempt) logger(runID string) zerolog.Context {
+	lc := a.sup.log.With().Str("run_id", runID).Uint64("delivery", a.d.NumDelivered())
+	if id := traceID(a.trace); id != "" {
+		lc = lc.Str("trace_id", id)
+	}
+	return lc
+}
+
 // stepFinished logs a step's end and observes its duration.
 func (a *attempt) stepFinished(e runnerd.Event) {
 	a.sup.m.stepDuration.WithLabelValues(e.Status).Observe(float64(e.DurationMS) / 1000)
@@ -716,7 +726,7 @@ func (a *attempt) stepFinished(e runnerd.Event) {
 	}
 	ev = ev.Str("step", e.Step).Str("status", e.Status).Str("reason", e.Reason).
 		Int("exit_code", e.ExitCode).Int("step_attempt", e.Attempt).
-		Dur("duration", time.Duration(e.DurationMS)*time.Millisecond)
+		Int64("duration_ms", e.DurationMS)
 	if e.Signal != "" {
 		ev = ev.Str("signal", e.Signal)
 	}

@@ -27,10 +27,10 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	act := v.action
 	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {
-		if err := a.write(ctx, v); err != nil {
+		if wrote, err := a.write(ctx, v); err != nil {
 			a.log.Warn().Err(err).Str("reason", string(v.reason)).Msg("could not record the outcome: redelivering")
 			act = afterFailedWrite(errors.Is(err, store.ErrFenced))
-		} else {
+		} else if wrote {
 			written = v.status
 			a.sup.announce(a.run, written, v.reason)
 		}
@@ -55,7 +55,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 		logEvent = a.log.Warn()
 	}
 	logEvent = logEvent.Str("status", string(v.status)).Str("reason", string(v.reason)).
-		Str("action", act.String()).Dur("duration", time.Since(a.started))
+		Str("action", act.String()).Float64("duration_ms", float64(time.Since(a.started).Microseconds())/1000)
 	if a.log.GetLevel() <= zerolog.DebugLevel {
 		logEvent = logEvent.Dict("phases_ms", a.timeline.dict())
 	}
@@ -79,16 +79,18 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 
 // write records the verdict in the run document: fenced by the epoch once
 // claimed; before the claim only a queued run is touched (a run owned by
-// another runner is never written without its epoch).
-func (a *attempt) write(ctx context.Context, v verdict) error {
+// another runner is never written without its epoch). wrote is false when
+// there was nothing to write: a message naming no run, or a run not queued,
+// is counted as unchanged, like run_not_found.
+func (a *attempt) write(ctx context.Context, v verdict) (wrote bool, err error) {
 	runs := a.sup.store
 	if a.epoch == 0 {
 		if a.run == nil || a.run.Status != runnerd.StatusQueued {
-			return nil
+			return false, nil
 		}
-		return runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
+		return true, runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
 	}
-	return a.withStore(opWriteOutcome, func(ctx context.Context) error {
+	return true, a.withStore(opWriteOutcome, func(ctx context.Context) error {
 		switch {
 		case v.status.Terminal() && v.crash:
 			return runs.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)

@@ -43,7 +43,7 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 			log.Warn().Err(err).Msg("exhausted message: delete failed")
 			return
 		}
-		s.m.deliveries.WithLabelValues("delete_exhausted").Inc()
+		s.m.deliveries.WithLabelValues(deliveryDeleteExhausted).Inc()
 		log.Info().Str("why", why).Msg("exhausted message deleted")
 	}
 	if runID == "" {

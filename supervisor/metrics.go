@@ -33,6 +33,7 @@ type metrics struct {
 	waiting          *prometheus.GaugeVec   // on: mongodb, s3, nats, lease
 	waits            *prometheus.CounterVec // on
 	sandboxLayer     *prometheus.GaugeVec   // layer (sandbox.go)
+	queueWait        prometheus.Histogram
 }
 
 // What a run waits on (label "on" of runnerd_runs_waiting and
@@ -75,9 +76,9 @@ func newMetrics(reg prometheus.Registerer) (m *metrics, err error) {
 		}
 	}()
 	f := promauto.With(reg)
-	// Runs last from seconds to hours; steps are often shorter.
-	runBuckets := []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600}
-	stepBuckets := []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}
+	// A one-step run takes tens of milliseconds, a build hours: one set of
+	// buckets from 5 ms to 6 h for runs, steps and the queue wait.
+	runBuckets, stepBuckets := durationBuckets, durationBuckets
 	m = &metrics{
 		runsStarted: f.NewCounter(prometheus.CounterOpts{
 			Name: "runnerd_runs_started_total",
@@ -146,9 +147,75 @@ func newMetrics(reg prometheus.Registerer) (m *metrics, err error) {
 			Help: "Times a run was delayed by an unreachable server or a held lease (on: mongodb, s3, nats, lease): an in-place wait or a delayed redelivery. None spends an attempt.",
 		}, []string{"on"}),
 		sandboxLayer: newSandboxMetric(f),
+		queueWait: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "runnerd_queue_wait_seconds",
+			Help:    "Time runs waited before they first started: from creation (submit) to their first claim.",
+			Buckets: durationBuckets,
+		}),
 	}
+	m.zero()
 	return m, nil
 }
+
+// durationBuckets are the upper bounds, in seconds, of every duration
+// histogram: 5 ms to 6 h.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600}
+
+// zero creates every series of a closed label set at 0, so that each one
+// docs/operations.md names is scraped from the start (an alert on a rate
+// of a series that does not exist yet never fires).
+func (m *metrics) zero() {
+	for _, op := range []string{opGetRun, opClaim, opPersistEvents, opWriteOutcome, opCheckCancel} {
+		m.storeErrors.WithLabelValues(op)
+	}
+	for _, op := range []string{opGetWorkflow, opPutLog, opPutArtifact} {
+		m.s3Errors.WithLabelValues(op)
+	}
+	for _, on := range []string{onMongoDB, onS3, onNATS, onLease} {
+		m.waits.WithLabelValues(on)
+	}
+	for _, on := range []string{onMongoDB, onS3, onNATS} {
+		m.waiting.WithLabelValues(on)
+	}
+	for _, kind := range []string{"log", "artifact"} {
+		m.uploadBytes.WithLabelValues(kind)
+	}
+	for a := actAck; a <= actRepublish; a++ {
+		m.deliveries.WithLabelValues(a.String())
+	}
+	m.deliveries.WithLabelValues(deliveryAdopted)
+	m.deliveries.WithLabelValues(deliveryDeleteExhausted)
+	for o := range numOutcomes {
+		v := exitTable[o]
+		if v.reason == "" {
+			continue
+		}
+		status := statusUnchanged
+		if v.write {
+			status = string(v.status)
+		}
+		m.runsFinished.WithLabelValues(status, string(v.reason))
+	}
+	m.runsFinished.WithLabelValues(string(runnerd.StatusFailed), string(runnerd.ReasonMaxAttemptsExceeded))
+	for _, r := range []runnerd.Reason{runnerd.ReasonCompleted, runnerd.ReasonStepFailed, runnerd.ReasonPaused,
+		runnerd.ReasonCancelled, runnerd.ReasonTimeout, runnerd.ReasonChildCrashed, runnerd.ReasonChildOOM,
+		runnerd.ReasonChildUnresponsive, runnerd.ReasonLeaseLost, runnerd.ReasonRunnerShutdown} { // how a child can end
+		m.childExits.WithLabelValues(string(r))
+	}
+	for _, s := range []runnerd.Status{runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled, runnerd.StatusPaused, runnerd.StatusQueued} {
+		m.runDuration.WithLabelValues(string(s))
+	}
+	m.runDuration.WithLabelValues(statusUnchanged)
+	for _, s := range []runnerd.StepStatus{runnerd.StepSucceeded, runnerd.StepFailed, runnerd.StepSkipped, runnerd.StepCancelled} {
+		m.stepDuration.WithLabelValues(string(s))
+	}
+}
+
+// Actions of runnerd_deliveries_total that are not a row's action.
+const (
+	deliveryAdopted         = "adopted"          // a redelivery taken over by the attempt running the run
+	deliveryDeleteExhausted = "delete_exhausted" // a message whose last delivery died with its runner
+)
 
 // storeError counts a failed MongoDB call. A refusal (fenced, not found, an
 // illegal transition) is the store working as meant, not an error.

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { testbin.Main(m) }
 func runexec(t *testing.T) string { return testbin.MustPath(t, "runexec") }
 
 // startServe runs `runnerd serve` in the test process until the test ends.
-func (e *testEnv) startServe() {
+func (e *testEnv) startServe(extra ...string) {
 	t := e.t
 	t.Helper()
 	bin := runexec(t)
@@ -36,11 +36,11 @@ func (e *testEnv) startServe() {
 	done := make(chan int, 1)
 	go func() {
 		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
-		done <- run(ctx, env, []string{"serve",
+		done <- run(ctx, env, append([]string{"serve",
 			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", fmt.Sprintf("cmd-test-%d", os.Getpid()),
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
 			"--metrics-addr", "127.0.0.1:0", "--sandbox-rw", e.side,
-		})
+		}, extra...))
 	}()
 	t.Cleanup(func() { // before the stack stops
 		cancel()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -223,5 +224,95 @@ func TestOperationsDocListsEveryVariable(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("docs/operations.md does not list %s", strings.Join(missing, ", "))
+	}
+}
+
+// The kustomization applies every manifest and pins the image the
+// Deployment runs to the tag `make image` builds (it writes it there); the
+// PodDisruptionBudget and the metrics Service select the Deployment's pods,
+// and the Service reaches the port --metrics-addr names.
+func TestManifestsImagePDBAndMetricsService(t *testing.T) {
+	docs := map[string]map[string]any{} // kind → document
+	files, _ := filepath.Glob("../../deploy/kubernetes/*.yaml")
+	var resources []string
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d map[string]any
+		if err := yaml.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		kind, _ := d["kind"].(string)
+		docs[kind] = d
+		if kind != "Kustomization" {
+			resources = append(resources, filepath.Base(file))
+		}
+	}
+	get := func(d any, path ...string) any {
+		for _, p := range path {
+			m, _ := d.(map[string]any)
+			d = m[p]
+		}
+		return d
+	}
+	k := docs["Kustomization"]
+	if k == nil {
+		t.Fatal("deploy/kubernetes has no kustomization.yaml")
+	}
+	var listed []string
+	for _, r := range get(k, "resources").([]any) {
+		listed = append(listed, r.(string))
+	}
+	sort.Strings(listed)
+	sort.Strings(resources)
+	if strings.Join(listed, " ") != strings.Join(resources, " ") {
+		t.Errorf("kustomization.yaml applies %v, want every manifest %v", listed, resources)
+	}
+	dep := docs["Deployment"]
+	container := get(dep, "spec", "template", "spec", "containers").([]any)[0]
+	image, _ := get(container, "image").(string)
+	images, _ := get(k, "images").([]any)
+	if len(images) != 1 || get(images[0], "name") != image || strings.Contains(image, ":") || get(images[0], "newTag") == "" {
+		t.Errorf("the Deployment runs %q; want an untagged name whose tag kustomization.yaml sets: %v", image, images)
+	}
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "IMAGE    ?= "+image+":$(VERSION)") || !strings.Contains(string(mk), `newTag:\).*|\1 "$(VERSION)"|' deploy/kubernetes/kustomization.yaml`) {
+		t.Errorf("make image does not build %s:$(VERSION) and write that tag into kustomization.yaml", image)
+	}
+
+	podLabels := get(dep, "spec", "template", "metadata", "labels").(map[string]any)
+	matches := func(sel map[string]any) bool {
+		for k, v := range sel {
+			if podLabels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	pdb := docs["PodDisruptionBudget"]
+	if sel, _ := get(pdb, "spec", "selector", "matchLabels").(map[string]any); pdb == nil || !matches(sel) || get(pdb, "spec", "maxUnavailable") != 1 {
+		t.Errorf("want a PodDisruptionBudget with maxUnavailable 1 over the Deployment's pods: %v", pdb)
+	}
+	svc := docs["Service"]
+	if sel, _ := get(svc, "spec", "selector").(map[string]any); svc == nil || !matches(sel) {
+		t.Fatalf("want a Service over the Deployment's pods: %v", svc)
+	}
+	var cfg serveConfig
+	serveFlags(&cfg, pflag.NewFlagSet("serve", pflag.ContinueOnError))
+	_, port, _ := strings.Cut(cfg.metricsAddr, ":")
+	var named string
+	for _, p := range get(container, "ports").([]any) {
+		if fmt.Sprint(get(p, "containerPort")) == port {
+			named, _ = get(p, "name").(string)
+		}
+	}
+	ports, _ := get(svc, "spec", "ports").([]any)
+	if len(ports) != 1 || named == "" || get(ports[0], "targetPort") != named || fmt.Sprint(get(ports[0], "port")) != port {
+		t.Errorf("the Service's ports %v, want port %s to the container port %q (--metrics-addr)", ports, port, named)
 	}
 }

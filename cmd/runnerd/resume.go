@@ -60,7 +60,7 @@ func resume(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, answe
 	}
 	fmt.Fprintf(env.stderr, "run %s resumed\n", id)
 	if opt.json && !wait {
-		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil)
+		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil, nil)
 	}
 	if !wait {
 		return nil

@@ -32,15 +32,15 @@ the run document; steps of the workflow that have not started yet appear with
 status "pending". Exit 5 if there is no such run.`,
 		Args: cli.ExactArgs(1, "run id"),
 		RunE: func(c *cobra.Command, args []string) error {
-			r, places, err := fetchRun(c.Context(), cfg, args[0])
+			r, places, atts, err := fetchRun(c.Context(), cfg, args[0])
 			if err != nil {
 				return err
 			}
 			withPendingSteps(r)
 			if asJSON {
-				return writeRunJSON(env.stdout, r, places)
+				return writeRunJSON(env.stdout, r, places, atts)
 			}
-			printRun(env.stdout, r)
+			printRun(env.stdout, r, atts)
 			printPlaces(env.stdout, places)
 			return nil
 		},
@@ -53,12 +53,16 @@ status "pending". Exit 5 if there is no such run.`,
 
 // fetchRun loads run id from MongoDB and, for a queued run, where it waits
 // for admission (from NATS, when it answers).
-func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, error) {
+func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, []attempt, error) {
 	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd status", id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer c.Close()
+	atts, err := attempts(ctx, c.st, r)
+	if err != nil {
+		return nil, nil, nil, cfg.classify(err)
+	}
 	var places []client.Place
 	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
 		c.tryNATS(ctx, "runnerd status")
@@ -66,7 +70,7 @@ func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []c
 			places, _ = cl.Places(ctx, r)
 		}
 	}
-	return r, places, nil
+	return r, places, atts, nil
 }
 
 // openRun connects as the command name to what need names, and loads run
@@ -96,19 +100,75 @@ func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, erro
 
 // withPendingSteps gives every workflow step without saved state a pending
 // state, so readers see the whole workflow, not only what has run.
+// A cancelled run's waiting steps (a paused run cancelled) say cancelled:
+// nothing waits any more. Times are in UTC, as JSON prints them.
 func withPendingSteps(r *store.Run) *store.Run {
-	if r.Workflow == nil {
-		return r
+	if r.Workflow != nil {
+		for _, s := range r.Workflow.Steps {
+			if r.Steps == nil {
+				r.Steps = runnerd.StepStates{}
+			}
+			if r.Steps[s.ID] == nil {
+				r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
+			}
+		}
 	}
-	for _, s := range r.Workflow.Steps {
-		if r.Steps == nil {
-			r.Steps = runnerd.StepStates{}
+	for _, st := range r.Steps {
+		if r.Status == runnerd.StatusCancelled && st.Status == runnerd.StepWaiting {
+			st.Status, st.Reason = runnerd.StepCancelled, runnerd.StepReason(runnerd.ReasonCancelled)
 		}
-		if r.Steps[s.ID] == nil {
-			r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
+		st.StartedAt, st.FinishedAt = utc(st.StartedAt), utc(st.FinishedAt)
+		for i := range st.Tries {
+			st.Tries[i].At = utc(st.Tries[i].At)
 		}
+	}
+	r.CreatedAt, r.UpdatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.UpdatedAt), utc(r.StartedAt), utc(r.FinishedAt)
+	for i := range r.History {
+		r.History[i].StartedAt, r.History[i].FinishedAt = utc(r.History[i].StartedAt), utc(r.History[i].FinishedAt)
 	}
 	return r
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}
+
+// attempt is one attempt of a run, as its events tell it (each attempt
+// writes under its own epoch): the run document keeps only the latest
+// start.
+type attempt struct {
+	Epoch      uint64    `json:"epoch"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"` // its last event; none while it runs
+}
+
+// attempts reads the run's events and lists its attempts, first first.
+func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, error) {
+	var out []attempt
+	var seq int64
+	for {
+		events, err := st.Events(ctx, r.ID, seq, 500)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range events {
+			seq = e.Seq
+			if len(out) == 0 || out[len(out)-1].Epoch != e.Epoch {
+				out = append(out, attempt{Epoch: e.Epoch, StartedAt: e.Time.UTC()})
+			}
+			out[len(out)-1].FinishedAt = e.Time.UTC()
+		}
+		if len(events) < 500 {
+			break
+		}
+	}
+	if n := len(out); n > 0 && r.Status == runnerd.StatusRunning {
+		out[n-1].FinishedAt = time.Time{}
+	}
+	return out, nil
 }
 
 // runJSON is the run document as status --json prints it. Reason is always
@@ -117,6 +177,9 @@ func withPendingSteps(r *store.Run) *store.Run {
 type runJSON struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
+	// StartedAt is the first attempt's start; Attempts lists each one.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	Attempts  []attempt `json:"attempts,omitempty"`
 	// Admission: where a queued run waits (its concurrency group, its
 	// tenant's line).
 	Admission []client.Place `json:"admission,omitempty"`
@@ -145,15 +208,19 @@ func placeLine(p client.Place) string {
 	return fmt.Sprintf("waits in %s: position %d of %d waiting (%s)", what, p.Position, p.Waiting, counts)
 }
 
-func writeRunJSON(w io.Writer, r *store.Run, places []client.Place) error {
-	if err := writeJSON(w, runJSON{Run: r, Reason: r.Reason, Admission: places}); err != nil {
+func writeRunJSON(w io.Writer, r *store.Run, places []client.Place, atts []attempt) error {
+	doc := runJSON{Run: r, Reason: r.Reason, Admission: places, StartedAt: r.StartedAt, Attempts: atts}
+	if len(atts) > 0 {
+		doc.StartedAt = atts[0].StartedAt
+	}
+	if err := writeJSON(w, doc); err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
 	return nil
 }
 
 // printRun writes the readable summary of a run.
-func printRun(w io.Writer, r *store.Run) {
+func printRun(w io.Writer, r *store.Run, atts []attempt) {
 	name := ""
 	if r.Workflow != nil {
 		name = r.Workflow.Name
@@ -181,13 +248,25 @@ func printRun(w io.Writer, r *store.Run) {
 		fmt.Fprintf(tw, "runner:\t%s\n", r.RunnerID)
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", fmtTime(r.CreatedAt))
-	if !r.StartedAt.IsZero() {
+	if len(atts) > 0 {
+		fmt.Fprintf(tw, "started:\t%s\n", fmtTime(atts[0].StartedAt))
+	} else if !r.StartedAt.IsZero() {
 		fmt.Fprintf(tw, "started:\t%s\n", fmtTime(r.StartedAt))
 	}
 	if !r.FinishedAt.IsZero() {
 		fmt.Fprintf(tw, "finished:\t%s (%s after submit)\n", fmtTime(r.FinishedAt), r.FinishedAt.Sub(r.CreatedAt).Round(time.Millisecond))
 	}
 	_ = tw.Flush()
+	if len(atts) > 1 {
+		fmt.Fprintln(w, "\nattempts:")
+		for i, a := range atts {
+			end := "running"
+			if !a.FinishedAt.IsZero() {
+				end = "until " + fmtTime(a.FinishedAt)
+			}
+			fmt.Fprintf(w, "  %d: %s, %s\n", i+1, fmtTime(a.StartedAt), end)
+		}
+	}
 
 	if len(r.Steps) == 0 {
 		return
@@ -274,5 +353,5 @@ func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	return t.Local().Format("2006-01-02 15:04:05 MST")
 }

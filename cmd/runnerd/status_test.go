@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
@@ -107,4 +108,60 @@ func TestList(t *testing.T) {
 
 	e.mustRun(exitUsage, "list", "--status", "done")
 	e.mustRun(exitUsage, "list", "--limit", "0")
+}
+
+// status tells the truth: steps that never ran have no exit code, a
+// cancelled paused run's waiting step says cancelled, the first start is
+// kept and each attempt listed, JSON times are UTC and people's carry a zone.
+func TestStatusIsTruthful(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("truth-1", approvalYAML)
+	first := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
+	e.claim(id, 1)
+	e.appendEvents(id, 1, runnerd.Event{Type: runnerd.EventRunStarted, Time: first})
+	e.claim(id, 2) // a second attempt: the first runner lost the run
+	e.appendEvents(id, 2, runnerd.Event{Type: runnerd.EventRunStarted})
+	steps := runnerd.StepStates{
+		"build":   {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1, StartedAt: first, FinishedAt: first},
+		"approve": {Status: runnerd.StepWaiting, Prompt: "ship it?"},
+	}
+	if err := e.c.st.Finish(ctxT(t), id, 2, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun(exitOK, "cancel", id)
+
+	r := e.mustRun(exitOK, "status", id, "--json")
+	var doc struct {
+		StartedAt string `json:"started_at"`
+		CreatedAt string `json:"created_at"`
+		Attempts  []struct {
+			StartedAt string `json:"started_at"`
+		} `json:"attempts"`
+		Steps map[string]map[string]any `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := time.Parse(time.RFC3339Nano, doc.StartedAt); !got.Equal(first) || len(doc.Attempts) != 2 {
+		t.Errorf("started_at %s with %d attempts, want the first start %s and 2 attempts", doc.StartedAt, len(doc.Attempts), first)
+	}
+	if !strings.HasSuffix(doc.CreatedAt, "Z") || !strings.HasSuffix(doc.StartedAt, "Z") {
+		t.Errorf("JSON times not in UTC: created %s started %s", doc.CreatedAt, doc.StartedAt)
+	}
+	if s := doc.Steps["approve"]; s["status"] != "cancelled" {
+		t.Errorf("the waiting step of a cancelled run: %v", s)
+	}
+	for _, id := range []string{"approve", "deploy"} {
+		if _, has := doc.Steps[id]["exit_code"]; has {
+			t.Errorf("step %s never ran but has an exit code: %v", id, doc.Steps[id])
+		}
+	}
+	if _, has := doc.Steps["build"]["exit_code"]; !has {
+		t.Errorf("step build ran but has no exit code: %v", doc.Steps["build"])
+	}
+	human := e.mustRun(exitOK, "status", id).stdout
+	zone := time.Now().Format("MST")
+	if !strings.Contains(human, "attempts:") || !strings.Contains(human, " "+zone+"\n") {
+		t.Errorf("status lacks the attempts or the zone %s:\n%s", zone, human)
+	}
 }

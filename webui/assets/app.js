@@ -113,7 +113,12 @@ async function listPage(main) {
       box.replaceChildren(errorBox(`list: ${e.message}`));
       return;
     }
-    box.replaceChildren(runsTable(page.runs), pager(page.next, p));
+    // A page can be short, even empty, and still have a next one: the
+    // store stopped looking at its time budget.
+    const table = (!page.runs.length && page.next)
+      ? h("p", { class: "muted", id: "no-runs" }, "No matching runs among those looked at so far.")
+      : runsTable(page.runs);
+    box.replaceChildren(table, pager(page.next, p));
   }
   await load();
   const timer = setInterval(() => {
@@ -475,8 +480,11 @@ class RunView {
         this.el.log.textContent = this.live[id] || "";
         this.fetchLog(id, st.log_key);
       }
+    } else if ((this.steps.find((s) => s.id === id) || {}).kind === "human") {
+      source = "a human step has no log: its prompt and answers are in the steps table";
+      this.el.log.textContent = "";
     } else {
-      source = st.status === "running" ? "live" : "as events";
+      source = st.status === "running" ? "live" : (st.status === "pending" ? "not started" : "as events");
       this.el.log.textContent = this.live[id] || "";
     }
     this.el.logbar.replaceChildren(h("strong", { class: "mono" }, id), badge(st.status),
