@@ -83,7 +83,7 @@ func TestRefusedArtifactIsNotUploadedAndFailsTheStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sup.idLock.Close()
+	defer sup.Close()
 	outside := t.TempDir()
 	if err := os.WriteFile(filepath.Join(outside, "shadow"), []byte("root:secret"), 0o600); err != nil {
 		t.Fatal(err)

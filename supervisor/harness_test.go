@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -126,6 +128,12 @@ func (e *env) serve(cfg Config) *running {
 		sup.StopNow()
 		<-r.done
 		_ = sup.Close()
+		// A stopped supervisor leaves neither its run dir nor its lock file.
+		for _, p := range []string{filepath.Join(cfg.RunDirRoot, sup.RunnerID()), filepath.Join(lockDir(), sup.RunnerID()+".lock")} {
+			if _, err := os.Stat(p); r.err == nil && !errors.Is(err, os.ErrNotExist) {
+				e.t.Errorf("%s left after a clean stop: %v", p, err)
+			}
+		}
 	})
 	return r
 }

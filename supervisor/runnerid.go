@@ -21,25 +21,45 @@ func lockDir() string { return filepath.Join(os.TempDir(), "runnerd-locks") }
 
 // lockRunnerID takes the lock of id; the file records the holder's pid.
 func lockRunnerID(id string) (*os.File, error) {
-	if err := os.MkdirAll(lockDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
-	}
 	path := filepath.Join(lockDir(), id+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("runner id %q (pid %s): %w; give each runnerd its own --runner-id", id, holder, ErrRunnerIDInUse)
+	for {
+		if err := os.MkdirAll(lockDir(), 0o755); err != nil {
+			return nil, fmt.Errorf("lock runner id %s: %w", id, err)
 		}
-		return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the last holder removed the directory in between
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			holder, _ := os.ReadFile(path)
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("runner id %q (pid %s): %w; give each runnerd its own --runner-id", id, holder, ErrRunnerIDInUse)
+			}
+			return nil, fmt.Errorf("lock runner id %s: %w", id, err)
+		}
+		// The holder removes the file before it lets go (unlockRunnerID): a
+		// lock taken on a file no longer at path locks nothing; open again.
+		var held, now unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+			_ = f.Truncate(0)
+			_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+			return f, nil
+		}
+		f.Close()
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
-	return f, nil
+}
+
+// unlockRunnerID removes the lock file while it still holds the lock, then
+// lets go: no lock file is left behind, and a process that opened it just
+// before finds it gone once it holds the lock, and opens it again.
+func unlockRunnerID(f *os.File) error {
+	_ = os.Remove(f.Name())
+	_ = os.Remove(lockDir()) // when it was the last one
+	return f.Close()
 }
 
 // claimRunnerID locks id or, when fallback is set (the id was not chosen by

@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/runnerd/runnerd/internal/testutil"
@@ -21,13 +23,35 @@ func TestRunnerIDIsLockedMachineWide(t *testing.T) {
 	if err != nil || got != id+"-2" {
 		t.Fatalf("second claim of a default id: %q %v, want %s-2", got, err, id)
 	}
-	second.Close()
-	first.Close()
+	stale, _, err := claimRunnerID(id+"-3", false) // a holder that dies: the kernel drops its lock, the file stays
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Close()
+	if err := unlockRunnerID(second); err != nil {
+		t.Fatal(err)
+	}
+	if err := unlockRunnerID(first); err != nil {
+		t.Fatal(err)
+	}
 	again, got, err := claimRunnerID(id, true)
 	if err != nil || got != id {
 		t.Fatalf("claim after release: %q %v", got, err)
 	}
-	again.Close()
+	// A released id leaves no lock file behind; a stale one is taken over.
+	if err := unlockRunnerID(again); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{id, id + "-2"} {
+		if _, err := os.Stat(filepath.Join(lockDir(), name+".lock")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("lock file of %s left after its release: %v", name, err)
+		}
+	}
+	if f, _, err := claimRunnerID(id+"-3", false); err != nil {
+		t.Errorf("a stale lock file is not taken over: %v", err)
+	} else {
+		_ = unlockRunnerID(f)
+	}
 }
 
 func TestRunnerIDFromHost(t *testing.T) {

@@ -373,6 +373,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		<-done
 	}
 	_ = os.Remove(s.sockRoot) // empty once every child is gone
+	// This runner's run dir, empty once every run is gone (no leftover
+	// after a clean stop); the next start makes it again.
+	_ = os.Remove(filepath.Join(s.cfg.RunDirRoot, s.cfg.RunnerID))
 	s.log.Info().Msg("stopped")
 	s.health.SetNotReady("stopped")
 	return nil
@@ -382,7 +385,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // process. Call it once Run has returned (or instead of Run).
 func (s *Supervisor) Close() error {
 	var err error
-	s.closeOnce.Do(func() { err = s.idLock.Close() })
+	s.closeOnce.Do(func() { err = unlockRunnerID(s.idLock) })
 	return err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -121,4 +122,36 @@ func TestProcessDevCredentials(t *testing.T) {
 		t.Errorf("logs: %q", logs)
 	}
 	dev.stop(30 * time.Second)
+}
+
+// TestProcessDevNoServe: dev --no-serve starts the servers and no
+// supervisor (no run is taken until a serve joins); a runnerd serve given
+// the banner's variables joins and runs the submitted run; SIGTERM stops
+// both with exit 0 and the run dir of the joined runner is gone.
+func TestProcessDevNoServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts runnerd dev and serve processes")
+	}
+	bin, runexecBin := binaries(t)
+	dev := startDev(t, "dev-noserve", filepath.Join(t.TempDir(), "data"), "--no-serve")
+	dev.waitLog("--no-serve: no supervisor here", 60*time.Second)
+	vars := devVars(dev.stderr.String())
+	runs := filepath.Join(t.TempDir(), "runs")
+	id := testutil.UniqueID("joined")
+	serve := startProc(t, "runnerd serve "+id, baseEnv(vars), bin, "serve", "--runexec", runexecBin,
+		"--run-dir", runs, "--runner-id", id, "--metrics-addr", "127.0.0.1:0", "--ui-addr", "", "--log-format", "json")
+	serve.waitLog(`"message":"serving"`, 60*time.Second)
+	c := &clientProc{t: t, bin: bin, env: baseEnv(vars)}
+	runID, _ := c.submit(exitOK, writeFile(t, "hello.yaml", helloYAML), "--wait")
+	if st := c.status(runID); st.Status != "succeeded" || st.RunnerID != id {
+		t.Errorf("run %s: %s by %q, want succeeded by the joined serve %s", runID, st.Status, st.RunnerID, id)
+	}
+	if strings.Contains(dev.stderr.String(), `"message":"serving"`) {
+		t.Errorf("dev --no-serve started a supervisor:\n%s", dev.stderr.String())
+	}
+	serve.stop(60 * time.Second)
+	dev.stop(60 * time.Second)
+	if _, err := os.Stat(filepath.Join(runs, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the run dir of runner %s is left after a clean stop: %v", id, err)
+	}
 }

@@ -211,11 +211,12 @@ func (c *clientProc) submit(want int, args ...string) (string, result) {
 
 // statusDoc is what the tests read of `status --json`.
 type statusDoc struct {
-	ID      string                        `json:"id"`
-	Status  runnerd.Status                `json:"status"`
-	Reason  runnerd.Reason                `json:"reason"`
-	Attempt int                           `json:"attempt"`
-	Steps   map[string]*runnerd.StepState `json:"steps"`
+	ID       string                        `json:"id"`
+	Status   runnerd.Status                `json:"status"`
+	Reason   runnerd.Reason                `json:"reason"`
+	Attempt  int                           `json:"attempt"`
+	RunnerID string                        `json:"runner_id"`
+	Steps    map[string]*runnerd.StepState `json:"steps"`
 }
 
 func (c *clientProc) status(id string) statusDoc {
