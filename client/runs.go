@@ -312,3 +312,30 @@ func humanStep(w *workflow.Workflow, id string) bool {
 	s := w.Step(id)
 	return s != nil && s.Kind == workflow.KindHuman
 }
+
+// RunLine is one run as the lists show it (runnerd list --json, the web
+// UI's runs page): the columns of the table, not the whole document (which
+// carries the workflow).
+type RunLine struct {
+	ID         string         `json:"id"`
+	TenantID   string         `json:"tenant_id"`
+	Workflow   string         `json:"workflow"`
+	Status     runnerd.Status `json:"status"`
+	Reason     runnerd.Reason `json:"reason"`
+	Attempt    int            `json:"attempt"`
+	CreatedAt  time.Time      `json:"created_at"`
+	StartedAt  time.Time      `json:"started_at,omitzero"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"`
+}
+
+// LineOf is r's line in a list.
+func LineOf(r *store.Run) RunLine {
+	l := RunLine{
+		ID: r.ID, TenantID: r.TenantID, Status: r.Status, Reason: r.Reason, Attempt: r.Attempt,
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	if r.Workflow != nil {
+		l.Workflow = r.Workflow.Name
+	}
+	return l
+}

@@ -21,25 +21,11 @@ const (
 	MaxPageSize     = 500
 )
 
-// RunLine is one run of the runs list: the columns of the table, not the
-// whole document (which carries the workflow).
-type RunLine struct {
-	ID         string         `json:"id"`
-	TenantID   string         `json:"tenant_id"`
-	Workflow   string         `json:"workflow"`
-	Status     runnerd.Status `json:"status"`
-	Reason     runnerd.Reason `json:"reason"`
-	Attempt    int            `json:"attempt"`
-	CreatedAt  time.Time      `json:"created_at"`
-	StartedAt  time.Time      `json:"started_at,omitzero"`
-	FinishedAt time.Time      `json:"finished_at,omitzero"`
-}
-
 // RunPage is the answer of GET /api/v1/runs. Next, when set, is the cursor
 // of the following (older) page.
 type RunPage struct {
-	Runs []RunLine `json:"runs"`
-	Next string    `json:"next,omitempty"`
+	Runs []client.RunLine `json:"runs"`
+	Next string           `json:"next,omitempty"`
 }
 
 // RunDoc is the answer of GET /api/v1/runs/{id}: the run document as
@@ -146,14 +132,14 @@ func (a *API) runPage(ctx context.Context, lq listQuery) (RunPage, error) {
 	if lq.after != nil {
 		runs = afterCursor(runs, *lq.after)
 	}
-	page := RunPage{Runs: make([]RunLine, 0, min(len(runs), lq.limit))}
+	page := RunPage{Runs: make([]client.RunLine, 0, min(len(runs), lq.limit))}
 	for i, run := range runs {
 		if i == lq.limit {
 			last := runs[i-1]
 			page.Next = cursor{created: last.CreatedAt, id: last.ID}.String()
 			break
 		}
-		page.Runs = append(page.Runs, lineOf(run))
+		page.Runs = append(page.Runs, client.LineOf(run))
 	}
 	return page, nil
 }
@@ -169,17 +155,6 @@ func afterCursor(runs []*store.Run, c cursor) []*store.Run {
 		}
 	}
 	return nil
-}
-
-func lineOf(r *store.Run) RunLine {
-	l := RunLine{
-		ID: r.ID, TenantID: r.TenantID, Status: r.Status, Reason: r.Reason, Attempt: r.Attempt,
-		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-	}
-	if r.Workflow != nil {
-		l.Workflow = r.Workflow.Name
-	}
-	return l
 }
 
 func (a *API) getRun(w http.ResponseWriter, r *http.Request) {

@@ -163,7 +163,12 @@ steps:
 
 func TestChildCrashIsRetriedWithoutRerunningSucceededSteps(t *testing.T) {
 	e := newEnv(t, nil)
-	r := e.serve(e.config("r1"))
+	cfg := e.config("r1")
+	// A Go process aborting prints every goroutine's stack before it dies:
+	// on a loaded machine that outlasts the suite's 1 s ping timeout, and the
+	// child would be killed as unresponsive before it crashed.
+	cfg.PingTimeout = 15 * time.Second
+	r := e.serve(cfg)
 	first, marker := e.sideFile("first.count"), e.sideFile("crashed")
 	// The step crashes its runexec (its parent; as the init of the run's PID
 	// namespace it gets no SIGKILL from a step) on the first attempt only.

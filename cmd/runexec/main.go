@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -57,27 +56,9 @@ Exit codes (the same as runnerd submit --wait): 0 succeeded, 1 failed (a step
 failed, or the run deadline passed), 2 invalid usage or workflow, 3 paused (a
 human step waits for --answer), 4 cancelled (SIGINT/SIGTERM).`,
 	}, version)
-	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), versionCmd(stdout))
+	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), cli.VersionCmd("runexec", version, stdout))
 	root.SetContext(ctx)
 	return cli.Execute(root, args, stdout, stderr)
-}
-
-func versionCmd(stdout io.Writer) *cobra.Command {
-	var asJSON bool
-	c := &cobra.Command{
-		Use:   "version [--json]",
-		Short: "print the version",
-		Args:  cli.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if asJSON {
-				return json.NewEncoder(stdout).Encode(map[string]string{"version": version})
-			}
-			_, err := fmt.Fprintf(stdout, "runexec %s\n", version)
-			return err
-		},
-	}
-	cli.Flags{FS: c.Flags(), NoEnv: true}.Bool(&asJSON, "json", false, `print {"version": …}`)
-	return c
 }
 
 // The exit codes of runexec run (cli's table, shared with runnerd).

@@ -54,19 +54,11 @@ type artifactFile struct {
 }
 
 func artifacts(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step, dir string, asJSON bool) error {
-	c, err := connectClient(ctx, cfg, needMongo, "runnerd artifacts")
+	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd artifacts", id)
 	if err != nil {
-		return cfg.classify(err)
+		return err
 	}
 	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return cfg.classify(err)
-	}
-	r, err := getRun(ctx, cl, id)
-	if err != nil {
-		return cfg.classify(err)
-	}
 	if steps := client.StepOrder(r); step != "" && !slices.Contains(steps, step) {
 		return cli.Class(cli.ErrNotFound, fmt.Errorf("run %s has no step %q (steps: %s)", id, step, dash(strings.Join(steps, ", "))))
 	}

@@ -10,22 +10,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
-
-// runLine is one run as list --json prints it: the fields of the table, not
-// the whole document (which carries the workflow).
-type runLine struct {
-	ID         string         `json:"id"`
-	TenantID   string         `json:"tenant_id"`
-	Workflow   string         `json:"workflow"`
-	Status     runnerd.Status `json:"status"`
-	Reason     runnerd.Reason `json:"reason"`
-	Attempt    int            `json:"attempt"`
-	CreatedAt  time.Time      `json:"created_at"`
-	FinishedAt time.Time      `json:"finished_at,omitzero"`
-}
 
 // listBudget bounds the store's search for a filtered list (on FerretDB,
 // where a status few runs have means walking many runs).
@@ -90,7 +78,7 @@ func list(ctx context.Context, env *cmdEnv, cfg clientConfig, opts store.ListOpt
 	if asJSON {
 		enc := jsonLines(env.stdout)
 		for _, r := range runs {
-			if err := enc.Encode(lineOf(r)); err != nil {
+			if err := enc.Encode(client.LineOf(r)); err != nil {
 				return err
 			}
 		}
@@ -103,20 +91,9 @@ func list(ctx context.Context, env *cmdEnv, cfg clientConfig, opts store.ListOpt
 	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATUS\tREASON\tATTEMPT\tWORKFLOW\tCREATED\tFINISHED")
 	for _, r := range runs {
-		l := lineOf(r)
+		l := client.LineOf(r)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.ID, l.Status, dash(string(l.Reason)),
 			l.Attempt, dash(l.Workflow), fmtTime(l.CreatedAt), fmtTime(l.FinishedAt))
 	}
 	return tw.Flush()
-}
-
-func lineOf(r *store.Run) runLine {
-	l := runLine{
-		ID: r.ID, TenantID: r.TenantID, Status: r.Status, Reason: r.Reason,
-		Attempt: r.Attempt, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
-	}
-	if r.Workflow != nil {
-		l.Workflow = r.Workflow.Name
-	}
-	return l
 }

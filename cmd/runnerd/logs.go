@@ -49,19 +49,11 @@ for finished runs too).`,
 }
 
 func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, followFlag, asJSON bool) error {
-	c, err := connectClient(ctx, cfg, needMongo, "runnerd logs")
+	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd logs", id)
 	if err != nil {
-		return cfg.classify(err)
+		return err
 	}
 	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return cfg.classify(err)
-	}
-	r, err := getRun(ctx, cl, id)
-	if err != nil {
-		return cfg.classify(err)
-	}
 	steps := client.StepOrder(r)
 	if step != "" {
 		if !slices.Contains(steps, step) {
@@ -71,7 +63,8 @@ func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, f
 	}
 	if asJSON || followFlag || r.Status == runnerd.StatusRunning {
 		c.tryNATS(ctx, "runnerd logs")
-		if cl, err = c.client(); err != nil {
+		cl, err := c.client()
+		if err != nil {
 			return cfg.classify(err)
 		}
 		return followLogs(ctx, env, cl, id, step, asJSON)

@@ -55,7 +55,8 @@ type cmdEnv struct {
 // is built by its own file.
 var commands = []func(*cmdEnv) *cobra.Command{
 	serveCmd, devCmd, submitCmd, statusCmd, listCmd, cancelCmd, logsCmd,
-	artifactsCmd, resumeCmd, retryCmd, gcCmd, versionCmd,
+	artifactsCmd, resumeCmd, retryCmd, gcCmd,
+	func(env *cmdEnv) *cobra.Command { return cli.VersionCmd("runnerd", version, env.stdout) },
 }
 
 func main() {
@@ -134,24 +135,6 @@ func classify(err error) error {
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-func versionCmd(env *cmdEnv) *cobra.Command {
-	var asJSON bool
-	c := &cobra.Command{
-		Use:   "version [--json]",
-		Short: "print the version",
-		Args:  cli.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if asJSON {
-				return writeJSON(env.stdout, map[string]string{"version": version})
-			}
-			_, err := io.WriteString(env.stdout, "runnerd "+version+"\n")
-			return err
-		},
-	}
-	cli.FlagsOf(c).Bool(&asJSON, "json", false, "print {\"version\": …}").NoEnv()
-	return c
-}
 
 // writeJSON prints one JSON document on w, indented, with & and < as they
 // are (shell scripts read better than "\u0026\u0026").

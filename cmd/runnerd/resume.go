@@ -45,19 +45,11 @@ func resume(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, answe
 	if len(answers) == 0 {
 		return cli.Usagef("want at least one --answer step.key=value")
 	}
-	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd resume")
+	c, cl, r, err := openRun(ctx, cfg, needMongo|needNATS, "runnerd resume", id)
 	if err != nil {
-		return cfg.classify(err)
+		return err
 	}
 	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return cfg.classify(err)
-	}
-	r, err := getRun(ctx, cl, id)
-	if err != nil {
-		return cfg.classify(err)
-	}
 	from := r.EventSeq // --wait shows what happens from here on
 	queued, err := cl.Resume(ctx, id, answers)
 	if err != nil {

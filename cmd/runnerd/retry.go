@@ -40,19 +40,11 @@ follows the run and exits like submit --wait: 0 succeeded, 1 failed,
 }
 
 func retry(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, fromScratch, wait bool, opt waitOptions) error {
-	c, err := connectClient(ctx, cfg, needMongo|needNATS, "runnerd retry")
+	c, cl, r, err := openRun(ctx, cfg, needMongo|needNATS, "runnerd retry", id)
 	if err != nil {
-		return cfg.classify(err)
+		return err
 	}
 	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return cfg.classify(err)
-	}
-	r, err := getRun(ctx, cl, id)
-	if err != nil {
-		return cfg.classify(err)
-	}
 	from := r.EventSeq // --wait shows what happens from here on
 	queued, err := cl.Retry(ctx, id, client.RetryOptions{FromScratch: fromScratch})
 	if err != nil {

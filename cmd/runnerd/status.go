@@ -54,19 +54,11 @@ status "pending". Exit 5 if there is no such run.`,
 // fetchRun loads run id from MongoDB and, for a queued run, where it waits
 // for admission (from NATS, when it answers).
 func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, []attempt, error) {
-	c, err := connectClient(ctx, cfg, needMongo, "runnerd status")
+	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd status", id)
 	if err != nil {
-		return nil, nil, nil, cfg.classify(err)
+		return nil, nil, nil, err
 	}
 	defer c.Close()
-	cl, err := c.client()
-	if err != nil {
-		return nil, nil, nil, cfg.classify(err)
-	}
-	r, err := getRun(ctx, cl, id)
-	if err != nil {
-		return nil, nil, nil, cfg.classify(err)
-	}
 	atts, err := attempts(ctx, c.st, r)
 	if err != nil {
 		return nil, nil, nil, cfg.classify(err)
@@ -74,11 +66,27 @@ func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []c
 	var places []client.Place
 	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
 		c.tryNATS(ctx, "runnerd status")
-		if cl, err = c.client(); err == nil {
+		if cl, err := c.client(); err == nil {
 			places, _ = cl.Places(ctx, r)
 		}
 	}
 	return r, places, atts, nil
+}
+
+// openRun connects as the command name to what need names, and loads run
+// id. Errors are classified for the exit code; the caller closes c.
+func openRun(ctx context.Context, cfg clientConfig, need needs, name, id string) (c *conns, cl *client.Client, r *store.Run, err error) {
+	if c, err = connectClient(ctx, cfg, need, name); err != nil {
+		return nil, nil, nil, cfg.classify(err)
+	}
+	if cl, err = c.client(); err == nil {
+		r, err = getRun(ctx, cl, id)
+	}
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, cfg.classify(err)
+	}
+	return c, cl, r, nil
 }
 
 // getRun loads a run, saying plainly when there is none.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/client"
 )
 
 func TestStatusJSON(t *testing.T) {
@@ -87,7 +88,7 @@ func TestList(t *testing.T) {
 	}
 
 	r = e.mustRun(exitOK, "list", "--status", "paused", "--json")
-	var l runLine
+	var l client.RunLine
 	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || l.ID != "l-2" || l.Status != runnerd.StatusPaused || l.Workflow != "hello" {
 		t.Errorf("list --status paused --json = %q (%v)", r.stdout, err)
 	}

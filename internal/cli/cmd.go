@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -165,4 +166,24 @@ func FlagUsages(fs *pflag.FlagSet) string {
 		fmt.Fprintf(&b, "%-*s   %s\n", width, r.left, r.right)
 	}
 	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// VersionCmd is the `version` subcommand of program (runnerd, runexec): its
+// name and version on stdout, or {"version": …} with --json.
+func VersionCmd(program, version string, stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "print the version",
+		Args:  NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if asJSON {
+				return json.NewEncoder(stdout).Encode(map[string]string{"version": version})
+			}
+			_, err := fmt.Fprintf(stdout, "%s %s\n", program, version)
+			return err
+		},
+	}
+	FlagsOf(c).Bool(&asJSON, "json", false, `print {"version": …}`).NoEnv()
+	return c
 }

@@ -7,11 +7,13 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 )
 
@@ -220,35 +222,32 @@ func (l *pathList) Set(v string) error {
 
 type byteSize int64
 
-var byteUnits = []struct {
+// binaryUnits print a size exactly in the largest unit that divides it
+// (go-humanize's IBytes rounds, which a default in --help must not).
+var binaryUnits = []struct {
 	suffix string
 	mult   int64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
 
 func (*byteSize) Type() string { return "size" }
 
 func (b *byteSize) String() string {
 	v := int64(*b)
-	for _, u := range byteUnits[:4] {
-		if v >= u.mult && v%u.mult == 0 && (v/u.mult) < 1024 {
+	for _, u := range binaryUnits {
+		if v >= u.mult && v%u.mult == 0 {
 			return fmt.Sprintf("%d%s", v/u.mult, u.suffix)
 		}
 	}
 	return strconv.FormatInt(v, 10)
 }
 
+// Set reads a size as go-humanize does: 512MiB, 2 GiB, 1.5GB, 1000000
+// (KiB and MiB are powers of 1024, KB and MB of 1000).
 func (b *byteSize) Set(s string) error {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range byteUnits {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
+	n, err := humanize.ParseBytes(strings.TrimSpace(s))
+	if err != nil || n > math.MaxInt64 {
 		return errors.New("want a size such as 512MiB, 2GiB or a number of bytes")
 	}
-	*b = byteSize(n * mult)
+	*b = byteSize(n)
 	return nil
 }
