@@ -2,12 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/runnerd/runnerd"
@@ -44,29 +42,7 @@ type listQuery struct {
 	status runnerd.Status
 	tenant string
 	limit  int
-	after  *cursor // the last run of the previous page
-}
-
-// cursor is a position in the newest-first order: the creation time and id
-// of a run.
-type cursor struct {
-	created time.Time
-	id      string
-}
-
-func (c cursor) String() string {
-	raw := strconv.FormatInt(c.created.UnixMilli(), 10) + "." + c.id
-	return base64.RawURLEncoding.EncodeToString([]byte(raw))
-}
-
-func parseCursor(s string) (*cursor, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	ms, id, ok := strings.Cut(string(raw), ".")
-	n, perr := strconv.ParseInt(ms, 10, 64)
-	if err != nil || !ok || perr != nil || id == "" {
-		return nil, fmt.Errorf("cursor %q: not a cursor this API returned%w", s, silent{errBadRequest})
-	}
-	return &cursor{created: time.UnixMilli(n).UTC(), id: id}, nil
+	cursor string // the previous page's next: where this page goes on
 }
 
 func parseListQuery(r *http.Request) (listQuery, error) {
@@ -82,13 +58,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 		}
 		lq.limit = n
 	}
-	if v := q.Get("cursor"); v != "" {
-		c, err := parseCursor(v)
-		if err != nil {
-			return lq, err
-		}
-		lq.after = c
-	}
+	lq.cursor = q.Get("cursor")
 	return lq, nil
 }
 
@@ -115,46 +85,28 @@ func (a *API) listRuns(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
+// listBudget bounds the store's walk for one page on FerretDB, which has no
+// index it can use for the list (store.ListOptions.Budget): a page may come
+// back short, with a cursor to go on from.
+const listBudget = 80 * time.Millisecond
+
 // runPage is the one place the runs list asks the store: one page of runs
-// newest first, one run more than the page to know whether another page
-// follows.
+// newest first, paged by the store's own cursor.
 func (a *API) runPage(ctx context.Context, lq listQuery) (RunPage, error) {
-	opts := store.ListOptions{Status: lq.status, TenantID: lq.tenant, Limit: lq.limit + 1}
-	if lq.after != nil {
-		// Until the store takes a cursor, a later page is cut from a
-		// longer list.
-		opts.Limit = min(scanLimit, opts.Limit*50)
+	p, err := a.cfg.Client.Store().ListPage(ctx, store.ListOptions{
+		Status: lq.status, TenantID: lq.tenant, Limit: lq.limit, Cursor: lq.cursor, Budget: listBudget,
+	})
+	if errors.Is(err, store.ErrBadCursor) {
+		return RunPage{}, fmt.Errorf("cursor %q: not a cursor this API returned%w", lq.cursor, silent{errBadRequest})
 	}
-	runs, err := a.cfg.Client.List(ctx, opts)
 	if err != nil {
 		return RunPage{}, err
 	}
-	if lq.after != nil {
-		runs = afterCursor(runs, *lq.after)
-	}
-	page := RunPage{Runs: make([]client.RunLine, 0, min(len(runs), lq.limit))}
-	for i, run := range runs {
-		if i == lq.limit {
-			last := runs[i-1]
-			page.Next = cursor{created: last.CreatedAt, id: last.ID}.String()
-			break
-		}
+	page := RunPage{Runs: make([]client.RunLine, 0, len(p.Runs)), Next: p.Next}
+	for _, run := range p.Runs {
 		page.Runs = append(page.Runs, client.LineOf(run))
 	}
 	return page, nil
-}
-
-// scanLimit bounds the runs read to cut a later page.
-const scanLimit = 5000
-
-// afterCursor drops the runs up to and including c (newest first).
-func afterCursor(runs []*store.Run, c cursor) []*store.Run {
-	for i, r := range runs {
-		if r.CreatedAt.Before(c.created) || (r.CreatedAt.Equal(c.created) && r.ID < c.id) {
-			return runs[i:]
-		}
-	}
-	return nil
 }
 
 func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
