@@ -3,14 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -95,28 +93,12 @@ func newEnv(b testing.TB) *env {
 // defaults, real runexec children), and stops it when the benchmark ends.
 func (e *env) serve(concurrency int, tweak func(*supervisor.Config)) {
 	e.b.Helper()
-	cfg := supervisor.DefaultConfig()
-	cfg.RunnerID = "bench"
-	cfg.Concurrency = concurrency
-	cfg.RunDirRoot = filepath.Join(e.dir, "runs")
-	cfg.RunexecPath = runexecBin(e.b)
-	cfg.Logger = zerolog.New(e.logs).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	sup, err := supervisor.New(cfg, e.q, e.st, e.blobs)
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = sup.Run(ctx); close(done) }()
-	e.b.Cleanup(func() {
-		cancel()
-		sup.StopNow()
-		<-done
-		_ = sup.Close()
-	})
+	e.b.Cleanup(e.serveAs("bench", func(c *supervisor.Config) {
+		c.Concurrency = concurrency
+		if tweak != nil {
+			tweak(c)
+		}
+	}))
 }
 
 // create stores a run as `runnerd submit` does and returns its generation.

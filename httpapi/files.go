@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
@@ -21,12 +23,7 @@ import (
 // the event stream.
 func (a *API) stepLog(w http.ResponseWriter, r *http.Request) {
 	id, stepID := r.PathValue("id"), r.PathValue("step")
-	run, err := a.loadRun(r.Context(), id)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	st, err := stepOf(run, stepID)
+	run, st, err := a.loadStep(r.Context(), id, stepID)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -50,6 +47,16 @@ func (a *API) stepLog(w http.ResponseWriter, r *http.Request) {
 
 // stepOf is a step of the run, pending when the workflow has it and it has
 // not started.
+// loadStep reads run id and the state of its step stepID.
+func (a *API) loadStep(ctx context.Context, id, stepID string) (*store.Run, *runnerd.StepState, error) {
+	run, err := a.loadRun(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := stepOf(run, stepID)
+	return run, st, err
+}
+
 func stepOf(run *store.Run, stepID string) (*runnerd.StepState, error) {
 	if st := run.Steps[stepID]; st != nil {
 		return st, nil
@@ -103,21 +110,12 @@ func (a *API) listArtifacts(w http.ResponseWriter, r *http.Request) {
 // served: the API never reads a bucket key a caller made up.
 func (a *API) getArtifact(w http.ResponseWriter, r *http.Request) {
 	id, stepID, p := r.PathValue("id"), r.PathValue("step"), r.PathValue("path")
-	run, err := a.loadRun(r.Context(), id)
+	_, st, err := a.loadStep(r.Context(), id, stepID)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	st, err := stepOf(run, stepID)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	found := false
-	for _, have := range st.Artifacts {
-		found = found || have == p
-	}
-	if !found {
+	if !slices.Contains(st.Artifacts, p) {
 		a.fail(w, r, fmt.Errorf("step %s of run %s has no artifact %q (artifacts: %v)%w", stepID, id, p, st.Artifacts, silent{errNoRun}))
 		return
 	}

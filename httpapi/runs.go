@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -62,14 +63,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	return lq, nil
 }
 
-func knownStatus(s runnerd.Status) bool {
-	for _, k := range statuses {
-		if k == s {
-			return true
-		}
-	}
-	return false
-}
+func knownStatus(s runnerd.Status) bool { return slices.Contains(statuses, s) }
 
 func (a *API) listRuns(w http.ResponseWriter, r *http.Request) {
 	lq, err := parseListQuery(r)
