@@ -86,11 +86,9 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 	}
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	res, err := s.events.DeleteMany(cctx, bson.D{{Key: "run_id", Value: id}})
-	if err != nil {
+	if p.Events, err = s.deleteEvents(cctx, r); err != nil {
 		return p, fmt.Errorf("purge run %s: events: %w", id, err)
 	}
-	p.Events = res.DeletedCount
 	// On MongoDB the document goes only if it is still finished before the
 	// bound (a retry may have come meanwhile); FerretDB's filter is not
 	// checked atomically, the read above is what decides there.
@@ -115,4 +113,39 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 		p.Revisions = rres.DeletedCount
 	}
 	return p, nil
+}
+
+// deleteEvents removes the events of run r and returns how many. On the
+// revision path they go by their _ids: seqs 1 to event_seq, then the
+// leftovers of an attempt that never made its last batch visible (they
+// follow event_seq without a gap), up to the first seq not stored. Events
+// stored before they had keyed _ids go with one query on run_id.
+func (s *Store) deleteEvents(ctx context.Context, r *Run) (int64, error) {
+	byRun := bson.D{{Key: "run_id", Value: r.ID}}
+	if !s.revision {
+		res, err := s.events.DeleteMany(ctx, byRun)
+		if err != nil {
+			return 0, err
+		}
+		return res.DeletedCount, nil
+	}
+	var n int64
+	for seq := int64(1); ; seq++ {
+		res, err := s.events.DeleteOne(ctx, bson.D{{Key: "_id", Value: eventID(r.ID, seq)}})
+		if err != nil {
+			return n, err
+		}
+		n += res.DeletedCount
+		if res.DeletedCount == 0 && seq > r.EventSeq {
+			break
+		}
+		if res.DeletedCount == 0 && seq == 1 {
+			res, err := s.events.DeleteMany(ctx, byRun)
+			if err != nil {
+				return n, err
+			}
+			return res.DeletedCount, nil
+		}
+	}
+	return n, nil
 }
