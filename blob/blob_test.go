@@ -137,18 +137,7 @@ func TestLargeBlobRoundTrip(t *testing.T) {
 	cfg, p := testConfig(t)
 	cfg.PartSize = 16 << 20
 	var parts atomic.Int64
-	countParts := func(o *s3.Options) {
-		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
-			return st.Initialize.Add(middleware.InitializeMiddlewareFunc("countParts",
-				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-					if middleware.GetOperationName(ctx) == "UploadPart" {
-						parts.Add(1)
-					}
-					return next.HandleInitialize(ctx, in)
-				}), middleware.After)
-		})
-	}
-	s := openTest(t, cfg, p, countParts)
+	s := openTest(t, cfg, p, countParts(&parts))
 	ctx := context.Background()
 	key := p + WorkflowKey("big")
 
@@ -189,6 +178,50 @@ func TestLargeBlobRoundTrip(t *testing.T) {
 	t.Logf("100 MiB: put %v (%.0f MiB/s, %d parts), get %v (%.0f MiB/s)",
 		putTime.Round(time.Millisecond), mib/putTime.Seconds(), parts.Load(),
 		getTime.Round(time.Millisecond), mib/getTime.Seconds())
+}
+
+// countParts counts the UploadPart calls of a client.
+func countParts(n *atomic.Int64) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Initialize.Add(middleware.InitializeMiddlewareFunc("countParts",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					if middleware.GetOperationName(ctx) == "UploadPart" {
+						n.Add(1)
+					}
+					return next.HandleInitialize(ctx, in)
+				}), middleware.After)
+		})
+	}
+}
+
+// PutStreaming sends parts of the smallest size S3 takes, whatever the
+// configured part size, and stores the bytes as Put would.
+func TestPutStreamingUsesTheSmallestParts(t *testing.T) {
+	const size = 12 << 20
+	cfg, p := testConfig(t)
+	cfg.PartSize = 16 << 20
+	var parts atomic.Int64
+	s := openTest(t, cfg, p, countParts(&parts))
+	ctx := context.Background()
+	key := p + WorkflowKey("streamed")
+	up := sha256.New()
+	n, err := s.PutStreaming(ctx, key, io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{4}), size), up))
+	if err != nil || n != size {
+		t.Fatalf("put streaming: %d bytes, %v", n, err)
+	}
+	if got, want := parts.Load(), int64((size+MinPartSize-1)/MinPartSize); got != want {
+		t.Fatalf("%d parts uploaded, want %d of %d bytes", got, want, MinPartSize)
+	}
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	down := sha256.New()
+	if _, err := io.Copy(down, rc); err != nil || !bytes.Equal(up.Sum(nil), down.Sum(nil)) {
+		t.Fatalf("the object differs from what was put (%v)", err)
+	}
 }
 
 func TestCreateBucket(t *testing.T) {

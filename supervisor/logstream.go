@@ -59,7 +59,7 @@ func (a *attempt) startLogStream(step string) {
 	a.log.Debug().Str("step", step).Msg("log stream: uploading the step's log while it runs")
 	go func() {
 		defer f.Close()
-		n, err := a.sup.blobs.Put(ctx, ls.key, &tailReader{f: f, done: ls.done, ctx: ctx})
+		n, err := a.sup.blobs.PutStreaming(ctx, ls.key, &tailReader{f: f, done: ls.done, ctx: ctx})
 		ls.result <- streamResult{n, err}
 	}()
 }
