@@ -84,6 +84,9 @@ function errorBox(msg) { return h("div", { class: "error", role: "alert" }, msg)
 // ---- runs list -------------------------------------------------------------
 
 const STATUSES = ["queued", "running", "paused", "succeeded", "failed", "cancelled"];
+// Runs per page of the list, and how long a page with a filter few runs
+// match goes on looking for them.
+const PAGE_RUNS = 50, FILL_MS = 2000;
 
 async function listPage(main) {
   const q = new URLSearchParams(location.search);
@@ -101,28 +104,53 @@ async function listPage(main) {
   const box = h("div", { id: "runs" }, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(h("h1", {}, "Runs"), form, box);
 
+  const p = new URLSearchParams();
+  if (status) p.set("status", status);
+  if (tenant) p.set("tenant", tenant);
+  if (cursor) p.set("cursor", cursor);
+  let loading = false;
   async function load() {
-    const p = new URLSearchParams();
-    if (status) p.set("status", status);
-    if (tenant) p.set("tenant", tenant);
-    if (cursor) p.set("cursor", cursor);
-    let page;
+    loading = true;
     try {
-      page = await api(`/runs?${p}`);
-    } catch (e) {
-      box.replaceChildren(errorBox(`list: ${e.message}`));
-      return;
+      await fill();
+    } finally {
+      loading = false;
     }
-    // A page can be short, even empty, and still have a next one: the
-    // store stopped looking at its time budget.
-    const table = (!page.runs.length && page.next)
-      ? h("p", { class: "muted", id: "no-runs" }, "No matching runs among those looked at so far.")
-      : runsTable(page.runs);
-    box.replaceChildren(table, pager(page.next, p));
+  }
+  // A page of the API can be short, even empty, and still have a next one:
+  // the store stops looking at its time budget (a filter few runs match).
+  // The first answer is drawn at once; then the following pages are asked
+  // for, for up to FILL_MS, until the table holds PAGE_RUNS runs.
+  async function fill() {
+    const runs = [];
+    let next = cursor, first = true;
+    const started = Date.now();
+    while (first || (next && runs.length < PAGE_RUNS && Date.now() - started < FILL_MS)) {
+      const q = new URLSearchParams(p);
+      q.set("limit", PAGE_RUNS - runs.length);
+      if (next) q.set("cursor", next); else q.delete("cursor");
+      let page;
+      try {
+        page = await api(`/runs?${q}`);
+      } catch (e) {
+        if (first) box.replaceChildren(errorBox(`list: ${e.message}`));
+        return;
+      }
+      runs.push(...page.runs);
+      next = page.next || "";
+      first = false;
+      const looking = next && runs.length < PAGE_RUNS && Date.now() - started < FILL_MS;
+      const table = runs.length ? runsTable(runs)
+        : next ? h("p", { class: "muted", id: "no-runs" }, "No matching runs among those looked at so far.")
+          : runsTable(runs);
+      box.replaceChildren(...[table,
+        looking && h("p", { class: "muted", id: "looking" }, "Looking through older runs…"),
+        pager(next, p)].filter(Boolean));
+    }
   }
   await load();
   const timer = setInterval(() => {
-    if (document.getElementById("f-auto").checked && !document.hidden) load();
+    if (document.getElementById("f-auto").checked && !document.hidden && !loading) load();
   }, 3000);
   window.addEventListener("pagehide", () => clearInterval(timer));
 }
