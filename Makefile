@@ -33,9 +33,12 @@ test: build
 	RUNNERD_TEST_WRITE_PATH=conditional RUNNERD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -timeout $(TEST_TIMEOUT) -run '$(E2E_RUN)' ./supervisor/
 
 # The web UI in a real headless Chromium (webui/e2e_test.go, build tag
-# uitest): runnerd dev and the client commands as processes, the page driven
-# with chromedp. Needs Debian's chromium (CHROMIUM names another binary);
-# under a minute. The screenshot goes to .artifacts/ui/ (git-ignored).
+# uitest) and Firefox (webui/firefox_test.go): runnerd dev and the client
+# commands as processes, the page driven with chromedp and over WebDriver
+# BiDi. Needs Debian's chromium (CHROMIUM names another binary) and
+# firefox-esr (FIREFOX names another; without either in PATH the Firefox
+# test skips); under a minute. The screenshots go to .artifacts/ui/
+# (git-ignored).
 test-ui: build
 	RUNNERD_BIN=$(CURDIR)/$(BIN) RUNNERD_UI_ARTIFACTS=$(CURDIR)/.artifacts/ui $(GO) test -tags '$(TAGS) uitest' -count=1 -timeout 5m -v -run 'TestBrowser' ./webui/
 

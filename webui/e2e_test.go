@@ -409,13 +409,19 @@ func TestBrowser(t *testing.T) {
 // (default: .artifacts/ui at the top of the repository, ignored by git).
 func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	dir := os.Getenv("RUNNERD_UI_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", ".artifacts", "ui")
-	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
+	}
+	writeScreenshot(t, name, png)
+}
+
+// writeScreenshot writes a screenshot under RUNNERD_UI_ARTIFACTS.
+func writeScreenshot(t *testing.T, name string, png []byte) {
+	t.Helper()
+	dir := os.Getenv("RUNNERD_UI_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", ".artifacts", "ui")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

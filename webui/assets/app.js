@@ -223,6 +223,24 @@ class RunView {
       this.eventsLoaded = true;
       this.connect();
     }
+    // Leaving the page closes its stream: Firefox reports a stream that a
+    // navigation cuts as an error of the page. Should the page stay (a
+    // navigation that was a download) or come back from the back-forward
+    // cache, it follows the run again from the last event it has.
+    const resume = () => {
+      if (this.reconnect) {
+        this.reconnect = false;
+        this.connect();
+      }
+    };
+    window.addEventListener("beforeunload", () => {
+      if (!this.source) return;
+      this.source.close();
+      this.source = null;
+      this.reconnect = true;
+      setTimeout(resume, 3000);
+    });
+    window.addEventListener("pageshow", (e) => { if (e.persisted) resume(); });
   }
 
   // loadEvents reads the run's events up to the last one seen, page by
