@@ -149,10 +149,18 @@ async function listPage(main) {
     }
   }
   await load();
-  const timer = setInterval(() => {
+  const tick = () => {
     if (document.getElementById("f-auto").checked && !document.hidden && !loading) load();
-  }, 3000);
+  };
+  let timer = setInterval(tick, 3000);
   window.addEventListener("pagehide", () => clearInterval(timer));
+  // Back from the back-forward cache: the timer was stopped on the way out.
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    clearInterval(timer);
+    timer = setInterval(tick, 3000);
+    tick();
+  });
 }
 
 function runsTable(runs) {
