@@ -143,7 +143,19 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, err
 	}
+	// The two connections are made at once: each costs a few round trips
+	// (MongoDB's SCRAM, NATS's INFO/CONNECT), and a command waits for both.
+	var nc *nats.Conn
+	var natsErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		nc, natsErr = nats.Connect(cfg.NATSURL, append([]nats.Option{nats.MaxReconnects(-1)}, cfg.NATSOptions...)...)
+	})
 	st, err := store.Open(ctx, cfg.Mongo)
+	wg.Wait()
+	if nc != nil {
+		closers = append(closers, nc.Close)
+	}
 	if err != nil {
 		return fail(classify(fmt.Errorf("connect to MongoDB: %w", err)))
 	}
@@ -152,11 +164,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		defer cancel()
 		_ = st.Close(cctx)
 	})
-	nc, err := nats.Connect(cfg.NATSURL, append([]nats.Option{nats.MaxReconnects(-1)}, cfg.NATSOptions...)...)
-	if err != nil {
-		return fail(unreachable(fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)))
+	if natsErr != nil {
+		return fail(unreachable(fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, natsErr)))
 	}
-	closers = append(closers, nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fail(fmt.Errorf("JetStream: %w", err))
