@@ -145,8 +145,18 @@ type attempt struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"` // its last event; none while it runs
 }
 
-// attempts reads the run's events and lists its attempts, first first.
+// attempts lists the run's attempts, first first. A run claimed once
+// (epoch 1) that runs or has finished had one attempt, which its document
+// times; otherwise the events tell them, each attempt writing under its own
+// epoch (a chatty run has many events to read).
 func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, error) {
+	if r.Epoch == 1 && !r.StartedAt.IsZero() && (r.Status == runnerd.StatusRunning || r.Status.Terminal()) {
+		a := attempt{Epoch: 1, StartedAt: r.StartedAt.UTC()}
+		if r.Status.Terminal() {
+			a.FinishedAt = r.FinishedAt.UTC()
+		}
+		return []attempt{a}, nil
+	}
 	var out []attempt
 	var seq int64
 	for {

@@ -165,3 +165,33 @@ func TestStatusIsTruthful(t *testing.T) {
 		t.Errorf("status lacks the attempts or the zone %s:\n%s", zone, human)
 	}
 }
+
+// A run claimed once is one attempt, timed by its document: status does not
+// read its events for it (here it has none, so only the document can say).
+func TestStatusOfARunClaimedOnce(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("once-1", approvalYAML)
+	e.claim(id, 1)
+	steps := runnerd.StepStates{"build": {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1}}
+	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.c.st.Get(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Attempts []struct {
+			Epoch      uint64    `json:"epoch"`
+			StartedAt  time.Time `json:"started_at"`
+			FinishedAt time.Time `json:"finished_at"`
+		} `json:"attempts"`
+	}
+	if err := json.Unmarshal([]byte(e.mustRun(exitOK, "status", id, "--json").stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Attempts) != 1 || doc.Attempts[0].Epoch != 1 ||
+		!doc.Attempts[0].StartedAt.Equal(run.StartedAt) || !doc.Attempts[0].FinishedAt.Equal(run.FinishedAt) {
+		t.Fatalf("attempts %+v, want one from %s to %s", doc.Attempts, run.StartedAt, run.FinishedAt)
+	}
+}
