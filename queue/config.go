@@ -84,8 +84,9 @@ func DefaultConfig() Config {
 }
 
 var (
-	// Stream, consumer and bucket names: no subject tokens, no wildcards.
-	namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// Stream, consumer and bucket names: no subject tokens, no wildcards;
+	// at most 64 bytes (validName).
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	// Literal subjects: dot-separated non-empty tokens, no wildcards.
 	subjectPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 )
@@ -98,14 +99,14 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	check(namePattern.MatchString(c.Stream), "stream %q: want 1-64 letters, digits, '_' or '-'", c.Stream)
+	check(validName(c.Stream), "stream %q: want 1-64 letters, digits, '_' or '-'", c.Stream)
 	check(subjectPattern.MatchString(c.Subject), "subject %q: want a literal subject like runnerd.runs", c.Subject)
-	check(namePattern.MatchString(c.Consumer), "consumer %q: want 1-64 letters, digits, '_' or '-'", c.Consumer)
+	check(validName(c.Consumer), "consumer %q: want 1-64 letters, digits, '_' or '-'", c.Consumer)
 	check(subjectPattern.MatchString(c.CancelPrefix), "cancel prefix %q: want a literal subject like runnerd.cancel", c.CancelPrefix)
 	check(c.CancelPrefix != c.Subject && !strings.HasPrefix(c.Subject, c.CancelPrefix+"."),
 		"cancel prefix %q overlaps the run subject %q", c.CancelPrefix, c.Subject)
-	check(namePattern.MatchString(c.LeaseBucket), "lease bucket %q: want 1-64 letters, digits, '_' or '-'", c.LeaseBucket)
-	check(c.AdmissionBucket == "" || namePattern.MatchString(c.AdmissionBucket), "admission bucket %q: want 1-64 letters, digits, '_' or '-'", c.AdmissionBucket)
+	check(validName(c.LeaseBucket), "lease bucket %q: want 1-64 letters, digits, '_' or '-'", c.LeaseBucket)
+	check(c.AdmissionBucket == "" || validName(c.AdmissionBucket), "admission bucket %q: want 1-64 letters, digits, '_' or '-'", c.AdmissionBucket)
 	// A heartbeat every TTL/3 needs some room; the server's TTL granularity is about a second.
 	check(c.LeaseTTL >= time.Second, "lease TTL %s: want at least 1s", c.LeaseTTL)
 	check(c.AckWait > 0, "ack wait %s: want more than 0", c.AckWait)
@@ -135,3 +136,5 @@ func (c Config) RetryDelay(numDelivered uint64) time.Duration {
 	}
 	return c.Backoff[numDelivered-1]
 }
+
+func validName(s string) bool { return len(s) <= 64 && namePattern.MatchString(s) }

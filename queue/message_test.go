@@ -208,12 +208,18 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}
+	long := DefaultConfig()
+	long.Stream = strings.Repeat("s", 64)
+	if err := long.Validate(); err != nil {
+		t.Fatalf("a stream name of 64 bytes: %v", err)
+	}
 	for name, mutate := range map[string]func(*Config){
 		"stream with dot":      func(c *Config) { c.Stream = "a.b" },
 		"wildcard subject":     func(c *Config) { c.Subject = "runnerd.*" },
 		"empty consumer":       func(c *Config) { c.Consumer = "" },
 		"cancel under subject": func(c *Config) { c.CancelPrefix = "runnerd.runs" },
 		"bucket with dot":      func(c *Config) { c.LeaseBucket = "a.b" },
+		"stream of 65 bytes":   func(c *Config) { c.Stream = strings.Repeat("s", 65) },
 		"short lease TTL":      func(c *Config) { c.LeaseTTL = 100 * time.Millisecond },
 		"no ack wait":          func(c *Config) { c.AckWait = 0 },
 		"no deliveries":        func(c *Config) { c.MaxDeliver = 0 },

@@ -376,7 +376,7 @@ func (d *decoder) step(n *yaml.Node, i int, s *Step) *stepPos {
 
 // stepName names a step in messages: its id when usable, else its position.
 func stepName(id string, i int) string {
-	if validID.MatchString(id) {
+	if validID(id) {
 		return id
 	}
 	return "#" + strconv.Itoa(i+1)

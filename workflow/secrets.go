@@ -22,8 +22,9 @@ type SecretRef struct {
 	File string `json:"file,omitempty" yaml:"file,omitempty" bson:"file,omitempty"`
 }
 
-// secretName is what a secret may be called: an environment variable name.
-var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// secretName is what a secret may be called: an environment variable name
+// of at most 128 bytes (checked apart, as for step ids).
+var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // SecretNames are the secrets the workflow's steps declare, sorted, once.
 func (w *Workflow) SecretNames() []string {
@@ -106,7 +107,7 @@ func secretProblems(s *Step) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, r := range s.Secrets {
-		if !secretName.MatchString(r.Name) {
+		if len(r.Name) > 128 || !secretName.MatchString(r.Name) {
 			out = append(out, fmt.Sprintf("secret %q: want an environment variable name (letters, digits, '_')", r.Name))
 		}
 		if seen[r.Name] {

@@ -57,3 +57,19 @@ steps:
 		}
 	}
 }
+
+// Secret names and step ids are bounded: 128 and 64 bytes.
+func TestNameLengths(t *testing.T) {
+	wf := func(id, secret string) string {
+		return "steps:\n  - id: " + id + "\n    run: [\"true\"]\n    secrets: [" + secret + "]\n"
+	}
+	if _, err := Parse([]byte(wf(strings.Repeat("a", 64), strings.Repeat("S", 128))), "n.yaml"); err != nil {
+		t.Fatalf("a 64-byte step id and a 128-byte secret name: %v", err)
+	}
+	_, err := Parse([]byte(wf(strings.Repeat("a", 65), strings.Repeat("S", 129))), "n.yaml")
+	for _, want := range []string{`id: "` + strings.Repeat("a", 65), `secret "` + strings.Repeat("S", 129) + `": want an environment variable name`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}

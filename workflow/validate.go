@@ -14,7 +14,11 @@ import (
 // validID is the syntax of a step id. Ids end up in file names and S3 keys,
 // hence the small alphabet. An id with '-' is read in expressions with the
 // index form, steps['deploy-prod'], since steps.deploy-prod is a subtraction.
-var validID = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
+// At most 64 bytes, checked apart: a counted repetition ({0,63}) compiles
+// into one copy of its class per count, ~0.4 ms of every runexec's start.
+var idSyntax = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+func validID(id string) bool { return len(id) <= 64 && idSyntax.MatchString(id) }
 
 // MaxSteps bounds the steps of a workflow. Validation and scheduling are
 // quadratic in the worst case, and a DAG this size is a generated mistake.
@@ -204,7 +208,7 @@ func (v *validator) id(i int) {
 	switch {
 	case s.ID == "":
 		v.add(i, "id", "missing; every step needs an id")
-	case !validID.MatchString(s.ID):
+	case !validID(s.ID):
 		v.add(i, "id", "%q is not a valid id: use letters, digits, '_' and '-', start with a letter or '_', at most 64 characters", s.ID)
 	case v.idx[s.ID] != i:
 		first := v.idx[s.ID]
