@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -129,23 +131,51 @@ func (s *Store) deleteEvents(ctx context.Context, r *Run) (int64, error) {
 		}
 		return res.DeletedCount, nil
 	}
-	var n int64
-	for seq := int64(1); ; seq++ {
+	del := func(seq int64) (int64, error) {
 		res, err := s.events.DeleteOne(ctx, bson.D{{Key: "_id", Value: eventID(r.ID, seq)}})
 		if err != nil {
-			return n, err
+			return 0, err
 		}
-		n += res.DeletedCount
-		if res.DeletedCount == 0 && seq > r.EventSeq {
-			break
+		return res.DeletedCount, nil
+	}
+	n, err := del(1)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 && r.EventSeq > 0 {
+		res, err := s.events.DeleteMany(ctx, byRun)
+		if err != nil {
+			return 0, err
 		}
-		if res.DeletedCount == 0 && seq == 1 {
-			res, err := s.events.DeleteMany(ctx, byRun)
-			if err != nil {
-				return n, err
-			}
-			return res.DeletedCount, nil
+		return res.DeletedCount, nil
+	}
+	// The visible events, lookupChunk deletes at a time.
+	var deleted atomic.Int64
+	deleted.Store(n)
+	for from := int64(2); from <= r.EventSeq; from += lookupChunk {
+		var wg sync.WaitGroup
+		errs := make([]error, lookupChunk)
+		for i := range min(int64(lookupChunk), r.EventSeq-from+1) {
+			wg.Go(func() {
+				d, err := del(from + i)
+				deleted.Add(d)
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return deleted.Load(), err
 		}
 	}
-	return n, nil
+	// Then the leftovers above event_seq, if any.
+	for seq := max(r.EventSeq+1, 2); ; seq++ {
+		d, err := del(seq)
+		if err != nil {
+			return deleted.Load(), err
+		}
+		if d == 0 {
+			return deleted.Load(), nil
+		}
+		deleted.Add(d)
+	}
 }
