@@ -139,11 +139,11 @@ func (s *Store) insertEvents(ctx context.Context, id string, epoch uint64, b Bat
 	return errContended
 }
 
-// eventID is the _id of event seq of run id. FerretDB finds a document by
-// nothing but a lookup of its _id without reading the whole collection, so
-// on the revision path (FerretDB) the store reads a run's events by their
-// _ids (lookupEvents); MongoDB serves the same reads from the (run_id, seq)
-// index. Run ids have no ':'.
+// eventID is the _id of event seq of run id. FerretDB on SQLite finds a
+// document by nothing but a lookup of its _id without reading the whole
+// collection, so there (Store.eventKeys) the store reads a run's events by
+// their _ids (lookupEvents); MongoDB, and FerretDB on PostgreSQL, serve the
+// same reads from the (run_id, seq) index. Run ids have no ':'.
 func eventID(id string, seq int64) string { return id + ":" + strconv.FormatInt(seq, 10) }
 
 // EventDoc is e as the events collection holds it, under its _id: for
@@ -171,7 +171,7 @@ func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b 
 	if run.Epoch != epoch {
 		return nil, fmt.Errorf("epoch %d, stored epoch %d: %w", epoch, run.Epoch, ErrFenced)
 	}
-	held, err := s.eventsBetween(ctx, id, b.First, b.Last(), byID && s.revision)
+	held, err := s.eventsBetween(ctx, id, b.First, b.Last(), byID && s.eventKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +312,7 @@ func (s *Store) Events(ctx context.Context, id string, afterSeq int64, limit int
 	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	if s.revision {
+	if s.eventKeys {
 		last := min(run.EventSeq, afterSeq+int64(limit))
 		found, err := s.lookupEvents(ctx, id, afterSeq+1, last)
 		if err != nil {

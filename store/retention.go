@@ -117,14 +117,14 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 	return p, nil
 }
 
-// deleteEvents removes the events of run r and returns how many. On the
-// revision path they go by their _ids: seqs 1 to event_seq, then the
+// deleteEvents removes the events of run r and returns how many. Where
+// they are read by key (Store.eventKeys) they go by their _ids: seqs 1 to event_seq, then the
 // leftovers of an attempt that never made its last batch visible (they
 // follow event_seq without a gap), up to the first seq not stored. Events
 // stored before they had keyed _ids go with one query on run_id.
 func (s *Store) deleteEvents(ctx context.Context, r *Run) (int64, error) {
 	byRun := bson.D{{Key: "run_id", Value: r.ID}}
-	if !s.revision {
+	if !s.eventKeys {
 		res, err := s.events.DeleteMany(ctx, byRun)
 		if err != nil {
 			return 0, err
