@@ -339,3 +339,42 @@ func LineOf(r *store.Run) RunLine {
 	}
 	return l
 }
+
+// Shown is r as `runnerd status` and the web API show it: every workflow
+// step without saved state is pending, so readers see the whole workflow,
+// not only what has run; a cancelled run's waiting steps (a paused run
+// cancelled) say cancelled, since nothing waits any more; times are in UTC,
+// as run ids are. It changes r and returns it.
+func Shown(r *store.Run) *store.Run {
+	if r.Workflow != nil {
+		for _, s := range r.Workflow.Steps {
+			if r.Steps == nil {
+				r.Steps = runnerd.StepStates{}
+			}
+			if r.Steps[s.ID] == nil {
+				r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
+			}
+		}
+	}
+	for _, st := range r.Steps {
+		if r.Status == runnerd.StatusCancelled && st.Status == runnerd.StepWaiting {
+			st.Status, st.Reason = runnerd.StepCancelled, runnerd.StepReason(runnerd.ReasonCancelled)
+		}
+		st.StartedAt, st.FinishedAt = utc(st.StartedAt), utc(st.FinishedAt)
+		for i := range st.Tries {
+			st.Tries[i].At = utc(st.Tries[i].At)
+		}
+	}
+	r.CreatedAt, r.UpdatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.UpdatedAt), utc(r.StartedAt), utc(r.FinishedAt)
+	for i := range r.History {
+		r.History[i].StartedAt, r.History[i].FinishedAt = utc(r.History[i].StartedAt), utc(r.History[i].FinishedAt)
+	}
+	return r
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}

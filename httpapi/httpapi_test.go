@@ -520,6 +520,12 @@ func TestActions(t *testing.T) {
 	if code, body := e.do("POST", "/api/v1/runs/q/cancel", "", &res); code != 200 || res.Message != "run q was already cancelled" {
 		t.Errorf("cancel again: %d %s", code, body)
 	}
+	// As runnerd status shows it: nothing waits in a cancelled run.
+	var doc RunDoc
+	if code, body := e.do("GET", "/api/v1/runs/q", "", &doc); code != 200 || doc.Steps["approve"] == nil ||
+		doc.Steps["approve"].Status != runnerd.StepCancelled || doc.CreatedAt.Location() != time.UTC {
+		t.Errorf("the cancelled paused run's document: %d %s", code, body)
+	}
 	e.create("ok", "acme")
 	e.claim("ok")
 	e.finish("ok", runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil)

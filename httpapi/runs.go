@@ -131,17 +131,9 @@ type silent struct{ err error }
 func (s silent) Error() string { return "" }
 func (s silent) Unwrap() error { return s.err }
 
-// docOf is the run as the API shows it: every workflow step has a state.
+// docOf is the run as the API shows it: as `runnerd status --json` does
+// (client.Shown), with its artifacts.
 func docOf(r *store.Run) RunDoc {
-	if r.Workflow != nil {
-		for _, s := range r.Workflow.Steps {
-			if r.Steps == nil {
-				r.Steps = runnerd.StepStates{}
-			}
-			if r.Steps[s.ID] == nil {
-				r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
-			}
-		}
-	}
+	r = client.Shown(r)
 	return RunDoc{Run: r, Reason: r.Reason, Artifacts: artifactsOf(r)}
 }

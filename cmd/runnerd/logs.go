@@ -145,7 +145,7 @@ func (l *lastByteWriter) Write(p []byte) (int, error) {
 // followLogs prints the run's log events until it settles, as JSON lines
 // under asJSON. only, when set, keeps one step's output, unprefixed.
 func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string, asJSON bool) error {
-	lp := &logPrinter{w: env.stdout, prefix: only == "", partial: map[string]string{}}
+	lp := &logPrinter{w: env.stdout, prefix: only == ""}
 	enc := jsonLines(env.stdout)
 	_, err := cl.Watch(ctx, id, 0, func(e store.StoredEvent) error {
 		if only != "" && e.Step != only {
@@ -176,10 +176,9 @@ func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only st
 // with their step, so lines of parallel steps never mix; unprefixed it
 // writes chunks as they come.
 type logPrinter struct {
-	w       io.Writer
-	prefix  bool
-	partial map[string]string // per step: the line not finished yet
-	order   []string          // steps with a partial line, first seen first
+	w      io.Writer
+	prefix bool
+	lines  cli.StepLines
 }
 
 func (p *logPrinter) write(step, text string) {
@@ -187,36 +186,12 @@ func (p *logPrinter) write(step, text string) {
 		_, _ = io.WriteString(p.w, text)
 		return
 	}
-	buf := p.partial[step] + text
-	for {
-		i := strings.IndexByte(buf, '\n')
-		if i < 0 {
-			break
-		}
-		fmt.Fprintf(p.w, "%s | %s\n", step, buf[:i])
-		buf = buf[i+1:]
-	}
-	if _, had := p.partial[step]; !had && buf != "" {
-		p.order = append(p.order, step)
-	}
-	if buf == "" {
-		delete(p.partial, step)
-	} else {
-		p.partial[step] = buf
-	}
+	p.lines.Write(step, text, p.line)
 }
+
+func (p *logPrinter) line(step, l string) { fmt.Fprintf(p.w, "%s | %s\n", step, l) }
 
 // flush ends a step's unfinished last line.
-func (p *logPrinter) flush(step string) {
-	if buf, ok := p.partial[step]; ok {
-		fmt.Fprintf(p.w, "%s | %s\n", step, buf)
-		delete(p.partial, step)
-	}
-}
+func (p *logPrinter) flush(step string) { p.lines.Flush(step, p.line) }
 
-func (p *logPrinter) flushAll() {
-	for _, s := range p.order {
-		p.flush(s)
-	}
-	p.order = nil
-}
+func (p *logPrinter) flushAll() { p.lines.FlushAll(p.line) }

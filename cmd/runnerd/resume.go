@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 )
 
@@ -60,7 +61,7 @@ func resume(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, answe
 	}
 	fmt.Fprintf(env.stderr, "run %s resumed\n", id)
 	if opt.json && !wait {
-		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil, nil)
+		return writeRunJSON(env.stdout, client.Shown(queued.Run), nil, nil)
 	}
 	if !wait {
 		return nil

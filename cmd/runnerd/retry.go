@@ -55,7 +55,7 @@ func retry(ctx context.Context, env *cmdEnv, cfg clientConfig, id string, fromSc
 	}
 	fmt.Fprintf(env.stderr, "run %s queued again\n", id)
 	if opt.json && !wait {
-		return writeRunJSON(env.stdout, withPendingSteps(queued.Run), nil, nil)
+		return writeRunJSON(env.stdout, client.Shown(queued.Run), nil, nil)
 	}
 	if !wait {
 		return nil

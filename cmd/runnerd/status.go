@@ -36,7 +36,7 @@ status "pending". Exit 5 if there is no such run.`,
 			if err != nil {
 				return err
 			}
-			withPendingSteps(r)
+			client.Shown(r)
 			if asJSON {
 				return writeRunJSON(env.stdout, r, places, atts)
 			}
@@ -96,44 +96,6 @@ func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, erro
 		return nil, cli.Class(cli.ErrNotFound, fmt.Errorf("no run %q (runnerd list shows the recent ones)", id))
 	}
 	return r, err
-}
-
-// withPendingSteps gives every workflow step without saved state a pending
-// state, so readers see the whole workflow, not only what has run.
-// A cancelled run's waiting steps (a paused run cancelled) say cancelled:
-// nothing waits any more. Times are in UTC, as JSON prints them.
-func withPendingSteps(r *store.Run) *store.Run {
-	if r.Workflow != nil {
-		for _, s := range r.Workflow.Steps {
-			if r.Steps == nil {
-				r.Steps = runnerd.StepStates{}
-			}
-			if r.Steps[s.ID] == nil {
-				r.Steps[s.ID] = &runnerd.StepState{Status: runnerd.StepPending}
-			}
-		}
-	}
-	for _, st := range r.Steps {
-		if r.Status == runnerd.StatusCancelled && st.Status == runnerd.StepWaiting {
-			st.Status, st.Reason = runnerd.StepCancelled, runnerd.StepReason(runnerd.ReasonCancelled)
-		}
-		st.StartedAt, st.FinishedAt = utc(st.StartedAt), utc(st.FinishedAt)
-		for i := range st.Tries {
-			st.Tries[i].At = utc(st.Tries[i].At)
-		}
-	}
-	r.CreatedAt, r.UpdatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.UpdatedAt), utc(r.StartedAt), utc(r.FinishedAt)
-	for i := range r.History {
-		r.History[i].StartedAt, r.History[i].FinishedAt = utc(r.History[i].StartedAt), utc(r.History[i].FinishedAt)
-	}
-	return r
-}
-
-func utc(t time.Time) time.Time {
-	if t.IsZero() {
-		return t
-	}
-	return t.UTC()
 }
 
 // attempt is one attempt of a run, as its events tell it (each attempt

@@ -90,7 +90,7 @@ func submit(ctx context.Context, env *cmdEnv, cfg clientConfig, file string, var
 	}
 	switch {
 	case opt.json && !wait:
-		if err := writeRunJSON(env.stdout, withPendingSteps(run), nil, nil); err != nil {
+		if err := writeRunJSON(env.stdout, client.Shown(run), nil, nil); err != nil {
 			return err
 		}
 	case !opt.json:

@@ -37,7 +37,7 @@ type Progress struct {
 	opt     ProgressOptions
 	start   time.Time
 	tails   map[string]*LineTail // steps running now, when opt.Tail is nil
-	partial map[string]string    // per step: its output line not finished yet
+	lines   StepLines            // the steps' output, cut into whole lines
 	running []string             // steps running now, in start order
 	colours map[string]string    // step → prefix colour
 	note    string               // what the run waits on, shown in the status line
@@ -49,7 +49,7 @@ type Progress struct {
 // NewProgress starts a Progress on w; Close stops its status line.
 func NewProgress(w io.Writer, opt ProgressOptions) *Progress {
 	p := &Progress{w: w, opt: opt, start: time.Now(), tails: map[string]*LineTail{},
-		partial: map[string]string{}, colours: map[string]string{}, stop: make(chan struct{})}
+		colours: map[string]string{}, stop: make(chan struct{})}
 	if opt.Terminal {
 		p.done.Add(1)
 		go p.tick()
@@ -219,30 +219,14 @@ func StepLabel(s runnerd.StepStatus) (label, colour string) {
 
 // output prints a step's output as whole lines prefixed by the step, so
 // the lines of parallel steps never mix.
-func (p *Progress) output(step, text string) {
-	buf := p.partial[step] + text
-	for {
-		i := strings.IndexByte(buf, '\n')
-		if i < 0 {
-			break
-		}
-		p.println(p.paint(p.colours[step], step+" |") + " " + buf[:i])
-		buf = buf[i+1:]
-	}
-	if buf == "" {
-		delete(p.partial, step)
-	} else {
-		p.partial[step] = buf
-	}
+func (p *Progress) output(step, text string) { p.lines.Write(step, text, p.outputLine) }
+
+func (p *Progress) outputLine(step, l string) {
+	p.println(p.paint(p.colours[step], step+" |") + " " + l)
 }
 
 // flushLine ends a step's unfinished last output line.
-func (p *Progress) flushLine(step string) {
-	if buf, ok := p.partial[step]; ok {
-		delete(p.partial, step)
-		p.println(p.paint(p.colours[step], step+" |") + " " + buf)
-	}
-}
+func (p *Progress) flushLine(step string) { p.lines.Flush(step, p.outputLine) }
 
 // println prints one line above the status line.
 func (p *Progress) println(line string) {
