@@ -189,7 +189,7 @@ func (e *env) seedFinished(n int) {
 			CreatedAt: t, UpdatedAt: t, StartedAt: t, FinishedAt: t,
 		})
 		for seq, typ := range []runnerd.EventType{runnerd.EventRunStarted, runnerd.EventStepStarted, runnerd.EventStepFinished, runnerd.EventRunFinished} {
-			events = append(events, store.EventDoc(store.StoredEvent{RunID: id, Seq: int64(seq + 1), Event: runnerd.Event{Type: typ, Step: "a", Time: t}}))
+			events = append(events, store.StoredEvent{RunID: id, Seq: int64(seq + 1), Event: runnerd.Event{Type: typ, Step: "a", Time: t}})
 		}
 		if len(runs) == batch || i == n-1 {
 			if _, err := e.runs.InsertMany(ctx, runs); err != nil {

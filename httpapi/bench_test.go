@@ -197,8 +197,8 @@ func seed(b *testing.B, uri string, n, perRun int) string {
 			CreatedAt: at, UpdatedAt: at, StartedAt: at, FinishedAt: at,
 		})
 		for s := 1; s <= k; s++ {
-			events = append(events, store.EventDoc(store.StoredEvent{RunID: id, Seq: int64(s), Epoch: uint64(i + 1),
-				Event: runnerd.Event{Type: runnerd.EventLog, Time: at, Step: "build", Text: fmt.Sprintf("line %d\n", s)}}))
+			events = append(events, store.StoredEvent{RunID: id, Seq: int64(s), Epoch: uint64(i + 1),
+				Event: runnerd.Event{Type: runnerd.EventLog, Time: at, Step: "build", Text: fmt.Sprintf("line %d\n", s)}})
 		}
 		flush(false)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"reflect"
-	"strconv"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -121,15 +120,12 @@ func (s *Store) insertEvents(ctx context.Context, id string, epoch uint64, b Bat
 		want[i] = StoredEvent{RunID: id, Seq: b.First + int64(i), Epoch: epoch, Event: e}
 	}
 	todo := want
-	for try := range maxInsertTries {
+	for range maxInsertTries {
 		err := s.insertMany(ctx, todo)
 		if err == nil || !mongo.IsDuplicateKeyError(err) {
 			return err
 		}
-		// The first reconcile finds the seqs by their _ids; should the
-		// insert meet a duplicate again (events stored before they had
-		// keyed _ids), the next ones search by run and seq.
-		if todo, err = s.reconcileEvents(ctx, id, epoch, b, want, try == 0); err != nil {
+		if todo, err = s.reconcileEvents(ctx, id, epoch, b, want); err != nil {
 			return err
 		}
 		if len(todo) == 0 {
@@ -139,21 +135,10 @@ func (s *Store) insertEvents(ctx context.Context, id string, epoch uint64, b Bat
 	return errContended
 }
 
-// eventID is the _id of event seq of run id. FerretDB on SQLite finds a
-// document by nothing but a lookup of its _id without reading the whole
-// collection, so there (Store.eventKeys) the store reads a run's events by
-// their _ids (lookupEvents); MongoDB, and FerretDB on PostgreSQL, serve the
-// same reads from the (run_id, seq) index. Run ids have no ':'.
-func eventID(id string, seq int64) string { return id + ":" + strconv.FormatInt(seq, 10) }
-
-// EventDoc is e as the events collection holds it, under its _id: for
-// tools that load events straight into the collection (benchmarks).
-func EventDoc(e StoredEvent) any { return heldEvent{ID: eventID(e.RunID, e.Seq), StoredEvent: e} }
-
 func (s *Store) insertMany(ctx context.Context, evs []StoredEvent) error {
 	docs := make([]any, len(evs))
-	for i, e := range evs {
-		docs[i] = EventDoc(e)
+	for i := range evs {
+		docs[i] = evs[i]
 	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
@@ -163,7 +148,7 @@ func (s *Store) insertMany(ctx context.Context, evs []StoredEvent) error {
 
 // reconcileEvents reads what holds the batch's seqs, removes leftovers and
 // returns the events still to insert.
-func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b Batch, want []StoredEvent, byID bool) ([]StoredEvent, error) {
+func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b Batch, want []StoredEvent) ([]StoredEvent, error) {
 	run, err := s.get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -171,7 +156,7 @@ func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b 
 	if run.Epoch != epoch {
 		return nil, fmt.Errorf("epoch %d, stored epoch %d: %w", epoch, run.Epoch, ErrFenced)
 	}
-	held, err := s.eventsBetween(ctx, id, b.First, b.Last(), byID && s.eventKeys)
+	held, err := s.eventsBetween(ctx, id, b.First, b.Last())
 	if err != nil {
 		return nil, err
 	}
@@ -204,23 +189,10 @@ type heldEvent struct {
 }
 
 // eventsBetween reads the stored events of run id with first <= seq <= last,
-// visible or not: by their _ids, or with a query on run and seq.
-func (s *Store) eventsBetween(ctx context.Context, id string, first, last int64, byID bool) (map[int64]heldEvent, error) {
+// visible or not.
+func (s *Store) eventsBetween(ctx context.Context, id string, first, last int64) (map[int64]heldEvent, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	if byID {
-		found, err := s.lookupEvents(ctx, id, first, last)
-		if err != nil {
-			return nil, err
-		}
-		out := make(map[int64]heldEvent, len(found))
-		for _, h := range found {
-			if h != nil {
-				out[h.Seq] = *h
-			}
-		}
-		return out, nil
-	}
 	filter := bson.D{{Key: "run_id", Value: id}, {Key: "seq", Value: bson.D{{Key: "$gte", Value: first}, {Key: "$lte", Value: last}}}}
 	cur, err := s.events.Find(ctx, filter)
 	if err != nil {
@@ -233,40 +205,6 @@ func (s *Store) eventsBetween(ctx context.Context, id string, first, last int64,
 	out := make(map[int64]heldEvent, len(held))
 	for _, h := range held {
 		out[h.Seq] = h
-	}
-	return out, nil
-}
-
-// lookupChunk is how many lookups of events by _id are in flight at once.
-const lookupChunk = 16
-
-// lookupEvents looks up events first..last of run id by their _ids,
-// lookupChunk at a time; the answer has one entry per seq, nil where no
-// event has that _id.
-func (s *Store) lookupEvents(ctx context.Context, id string, first, last int64) ([]*heldEvent, error) {
-	if last < first {
-		return nil, nil
-	}
-	out := make([]*heldEvent, last-first+1)
-	errs := make([]error, lookupChunk)
-	for from := int64(0); from < int64(len(out)); from += lookupChunk {
-		var wg sync.WaitGroup
-		for i := from; i < min(from+lookupChunk, int64(len(out))); i++ {
-			wg.Go(func() {
-				var h heldEvent
-				err := s.events.FindOne(ctx, bson.D{{Key: "_id", Value: eventID(id, first+i)}}).Decode(&h)
-				switch {
-				case err == nil:
-					out[i] = &h
-				case !errors.Is(err, mongo.ErrNoDocuments):
-					errs[i-from] = err
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return nil, err
-		}
 	}
 	return out, nil
 }
@@ -310,27 +248,10 @@ func (s *Store) Events(ctx context.Context, id string, afterSeq int64, limit int
 	if run.EventSeq <= afterSeq {
 		return nil, nil
 	}
-	ctx, cancel := s.callCtx(ctx)
-	defer cancel()
-	if s.eventKeys {
-		last := min(run.EventSeq, afterSeq+int64(limit))
-		found, err := s.lookupEvents(ctx, id, afterSeq+1, last)
-		if err != nil {
-			return nil, fmt.Errorf("read events of run %s: %w", id, err)
-		}
-		out := make([]StoredEvent, 0, len(found))
-		for _, h := range found {
-			if h == nil {
-				break // stored before events had keyed _ids: the query below
-			}
-			out = append(out, h.StoredEvent)
-		}
-		if len(out) == len(found) {
-			return out, nil
-		}
-	}
 	filter := bson.D{{Key: "run_id", Value: id}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: afterSeq}, {Key: "$lte", Value: run.EventSeq}}}}
 	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: 1}}).SetLimit(int64(limit))
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	cur, err := s.events.Find(ctx, filter, opts)
 	if err != nil {
 		return nil, fmt.Errorf("read events of run %s: %w", id, err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -88,9 +86,11 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 	}
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	if p.Events, err = s.deleteEvents(cctx, r); err != nil {
+	res, err := s.events.DeleteMany(cctx, bson.D{{Key: "run_id", Value: id}})
+	if err != nil {
 		return p, fmt.Errorf("purge run %s: events: %w", id, err)
 	}
+	p.Events = res.DeletedCount
 	// On MongoDB the document goes only if it is still finished before the
 	// bound (a retry may have come meanwhile); FerretDB's filter is not
 	// checked atomically, the read above is what decides there.
@@ -115,67 +115,4 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 		p.Revisions = rres.DeletedCount
 	}
 	return p, nil
-}
-
-// deleteEvents removes the events of run r and returns how many. Where
-// they are read by key (Store.eventKeys) they go by their _ids: seqs 1 to event_seq, then the
-// leftovers of an attempt that never made its last batch visible (they
-// follow event_seq without a gap), up to the first seq not stored. Events
-// stored before they had keyed _ids go with one query on run_id.
-func (s *Store) deleteEvents(ctx context.Context, r *Run) (int64, error) {
-	byRun := bson.D{{Key: "run_id", Value: r.ID}}
-	if !s.eventKeys {
-		res, err := s.events.DeleteMany(ctx, byRun)
-		if err != nil {
-			return 0, err
-		}
-		return res.DeletedCount, nil
-	}
-	del := func(seq int64) (int64, error) {
-		res, err := s.events.DeleteOne(ctx, bson.D{{Key: "_id", Value: eventID(r.ID, seq)}})
-		if err != nil {
-			return 0, err
-		}
-		return res.DeletedCount, nil
-	}
-	n, err := del(1)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 && r.EventSeq > 0 {
-		res, err := s.events.DeleteMany(ctx, byRun)
-		if err != nil {
-			return 0, err
-		}
-		return res.DeletedCount, nil
-	}
-	// The visible events, lookupChunk deletes at a time.
-	var deleted atomic.Int64
-	deleted.Store(n)
-	for from := int64(2); from <= r.EventSeq; from += lookupChunk {
-		var wg sync.WaitGroup
-		errs := make([]error, lookupChunk)
-		for i := range min(int64(lookupChunk), r.EventSeq-from+1) {
-			wg.Go(func() {
-				d, err := del(from + i)
-				deleted.Add(d)
-				errs[i] = err
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return deleted.Load(), err
-		}
-	}
-	// Then the leftovers above event_seq, if any.
-	for seq := max(r.EventSeq+1, 2); ; seq++ {
-		d, err := del(seq)
-		if err != nil {
-			return deleted.Load(), err
-		}
-		if d == 0 {
-			return deleted.Load(), nil
-		}
-		deleted.Add(d)
-	}
 }

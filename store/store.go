@@ -146,10 +146,6 @@ type Store struct {
 	writes    stripedLocks // writes of one run in this process, on the revision path
 	// revision is set on WritePathRevision: see revisions.go.
 	revision bool
-	// eventKeys: the server would read the whole events collection for a
-	// run's events (FerretDB on SQLite), so they are read by their _ids
-	// (events.go).
-	eventKeys bool
 }
 
 // Open connects, checks the server answers and creates the indexes (an index
@@ -200,7 +196,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	case WritePathRevision:
 		s.revision = true
 	}
-	s.eventKeys = s.scansEvents(ctx)
 	if s.revision {
 		if err := s.backfillIndex(ctx); err != nil {
 			_ = client.Disconnect(context.Background())
@@ -276,26 +271,6 @@ func (s *Store) isFerretDB(ctx context.Context) bool {
 	err := s.client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info)
 	_, ferret := info["ferretdbVersion"]
 	return err == nil && ferret
-}
-
-// scansEvents asks the server, with explain, whether it evaluates a filter
-// on run_id itself: FerretDB says so in filterPushdown, which is false on
-// its SQLite backend (only a lone _id is pushed down there) and true on
-// PostgreSQL. Any other answer (MongoDB has no such field) means the query
-// is the server's to serve.
-func (s *Store) scansEvents(ctx context.Context) bool {
-	ctx, cancel := s.callCtx(ctx)
-	defer cancel()
-	var res bson.M
-	cmd := bson.D{{Key: "explain", Value: bson.D{
-		{Key: "find", Value: eventsCollection},
-		{Key: "filter", Value: bson.D{{Key: "run_id", Value: "explain"}}},
-	}}}
-	if err := s.runs.Database().RunCommand(ctx, cmd).Decode(&res); err != nil {
-		return false
-	}
-	pushed, ok := res["filterPushdown"].(bool)
-	return ok && !pushed
 }
 
 func (s *Store) ensureIndexes(ctx context.Context) error {
