@@ -175,6 +175,15 @@ func seed(b *testing.B, uri string, n, perRun int) string {
 			if _, err := db.Collection("events").InsertMany(ctx, events); err != nil {
 				b.Fatal(err)
 			}
+			// As the store keeps them on FerretDB on SQLite: a copy of
+			// each visible event under its key.
+			copies := make([]any, len(events))
+			for i, e := range events {
+				copies[i] = store.EventCopy(e.(store.StoredEvent))
+			}
+			if _, err := db.Collection(store.EventCopiesCollection).InsertMany(ctx, copies); err != nil {
+				b.Fatal(err)
+			}
 			events = events[:0]
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"reflect"
+	"strconv"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -85,6 +86,7 @@ func (s *Store) record(ctx context.Context, id string, epoch uint64, b Batch) (i
 	if _, err := s.apply(ctx, id, g, bson.D{{Key: "$set", Value: set}}, noDoc); err != nil {
 		return 0, fmt.Errorf("append events %d-%d to run %s: %w", first, last, id, err)
 	}
+	s.copyVisible(ctx, id, epoch, b)
 	return last, nil
 }
 
@@ -182,6 +184,93 @@ func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b 
 	return todo, nil
 }
 
+// Copies of the visible events, by key. FerretDB on SQLite finds a
+// document without reading its whole collection only by a lone _id, so a
+// run's events would cost a scan of every event stored (4.9 s at 100k).
+// There the store also keeps a copy of each event once it is visible, in
+// EventCopiesCollection under _id "<run id>:<seq>" (run ids have no ':'),
+// and Events reads the copies by lookups. The events themselves cannot be
+// keyed so: a leftover is replaced by a delete by _id, which on a key per
+// seq could remove a newer attempt's event (FerretDB has no conditional
+// delete). A visible event never changes, so its copy never conflicts: a
+// copy is written only by the writer whose fenced write made the batch
+// visible, and inserting it again (a retry) meets the same copy. A copy
+// that is missing (the writer died between the two writes, or events older
+// than the copies) makes Events fall back to the query.
+
+// copyVisible copies the events of b, visible now, where they are read by
+// key. Best effort: a copy that failed is a slower read, not a wrong one.
+func (s *Store) copyVisible(ctx context.Context, id string, epoch uint64, b Batch) {
+	if len(b.Events) == 0 || !s.keyedEvents(ctx) {
+		return
+	}
+	docs := make([]any, len(b.Events))
+	for i, e := range b.Events {
+		docs[i] = EventCopy(StoredEvent{RunID: id, Seq: b.First + int64(i), Epoch: epoch, Event: e})
+	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	// Unordered: copies a retry made already are duplicates; the rest land.
+	_, _ = s.copies.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+}
+
+// EventCopy is e as EventCopiesCollection holds it: for tools that load
+// events straight into the store's collections (benchmarks).
+func EventCopy(e StoredEvent) any { return heldEvent{ID: eventCopyID(e.RunID, e.Seq), StoredEvent: e} }
+
+func eventCopyID(id string, seq int64) string { return id + ":" + strconv.FormatInt(seq, 10) }
+
+// lookupChunk is how many lookups of copies are in flight at once.
+const lookupChunk = 16
+
+// lookupCopies reads the copies of events first..last of run id; ok is
+// false when one is missing.
+func (s *Store) lookupCopies(ctx context.Context, id string, first, last int64) (out []StoredEvent, ok bool, err error) {
+	if last < first {
+		return nil, true, nil
+	}
+	found := make([]*heldEvent, last-first+1)
+	err = inChunks(int64(len(found)), func(i int64) error {
+		var h heldEvent
+		err := s.copies.FindOne(ctx, bson.D{{Key: "_id", Value: eventCopyID(id, first+i)}}).Decode(&h)
+		switch {
+		case err == nil:
+			found[i] = &h
+		case !errors.Is(err, mongo.ErrNoDocuments):
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	out = make([]StoredEvent, 0, len(found))
+	for _, h := range found {
+		if h == nil {
+			return nil, false, nil
+		}
+		out = append(out, h.StoredEvent)
+	}
+	return out, true, nil
+}
+
+// inChunks calls f(0) … f(n-1), lookupChunk calls at a time, and stops
+// after the first chunk with an error.
+func inChunks(n int64, f func(i int64) error) error {
+	errs := make([]error, lookupChunk)
+	for from := int64(0); from < n; from += lookupChunk {
+		var wg sync.WaitGroup
+		for i := from; i < min(from+lookupChunk, n); i++ {
+			wg.Go(func() { errs[i-from] = f(i) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // heldEvent is a stored event with its _id.
 type heldEvent struct {
 	ID          any `bson:"_id"`
@@ -248,10 +337,19 @@ func (s *Store) Events(ctx context.Context, id string, afterSeq int64, limit int
 	if run.EventSeq <= afterSeq {
 		return nil, nil
 	}
-	filter := bson.D{{Key: "run_id", Value: id}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: afterSeq}, {Key: "$lte", Value: run.EventSeq}}}}
-	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: 1}}).SetLimit(int64(limit))
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	if s.keyedEvents(ctx) {
+		out, ok, err := s.lookupCopies(ctx, id, afterSeq+1, min(run.EventSeq, afterSeq+int64(limit)))
+		if err != nil {
+			return nil, fmt.Errorf("read events of run %s: %w", id, err)
+		}
+		if ok {
+			return out, nil
+		}
+	}
+	filter := bson.D{{Key: "run_id", Value: id}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: afterSeq}, {Key: "$lte", Value: run.EventSeq}}}}
+	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: 1}}).SetLimit(int64(limit))
 	cur, err := s.events.Find(ctx, filter, opts)
 	if err != nil {
 		return nil, fmt.Errorf("read events of run %s: %w", id, err)

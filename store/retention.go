@@ -86,6 +86,17 @@ func (s *Store) Purge(ctx context.Context, id string, cutoff time.Time) (Purged,
 	}
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	// The copies first (by key): a purge cut short leaves no copy of an
+	// event that is gone.
+	if s.keyedEvents(cctx) {
+		err := inChunks(r.EventSeq, func(i int64) error {
+			_, err := s.copies.DeleteOne(cctx, bson.D{{Key: "_id", Value: eventCopyID(id, i+1)}})
+			return err
+		})
+		if err != nil {
+			return p, fmt.Errorf("purge run %s: event copies: %w", id, err)
+		}
+	}
 	res, err := s.events.DeleteMany(cctx, bson.D{{Key: "run_id", Value: id}})
 	if err != nil {
 		return p, fmt.Errorf("purge run %s: events: %w", id, err)

@@ -242,6 +242,7 @@ func (s *Store) FinishWith(ctx context.Context, id string, epoch uint64, to runn
 	if _, err := s.transition(ctx, id, c); err != nil {
 		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
 	}
+	s.copyVisible(ctx, id, epoch, b)
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -80,6 +81,10 @@ const (
 	runsCollection      = "runs"
 	eventsCollection    = "events"
 	revisionsCollection = "run_revisions"
+	// EventCopiesCollection holds, where the server scans for a run's
+	// events (FerretDB on SQLite), a copy of each visible event under the
+	// _id "<run id>:<seq>" (events.go).
+	EventCopiesCollection = "event_copies"
 )
 
 // WritePath is how the store makes a conditional write atomic.
@@ -140,12 +145,18 @@ type Store struct {
 	runs      *mongo.Collection
 	events    *mongo.Collection
 	revisions *mongo.Collection
+	copies    *mongo.Collection // EventCopiesCollection
 	index     *mongo.Collection // the run index of List on the revision path (list.go)
 	timeout   time.Duration
 	appends   stripedLocks
 	writes    stripedLocks // writes of one run in this process, on the revision path
 	// revision is set on WritePathRevision: see revisions.go.
 	revision bool
+	// eventKeys says whether the server would read the whole events
+	// collection for a run's events (FerretDB on SQLite), so that the store
+	// keeps and reads copies of them by key (events.go): 0 not asked yet,
+	// 1 yes, 2 no.
+	eventKeys atomic.Int32
 }
 
 // Open connects, checks the server answers and creates the indexes (an index
@@ -183,6 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		runs:      db.Collection(runsCollection),
 		events:    db.Collection(eventsCollection),
 		revisions: db.Collection(revisionsCollection),
+		copies:    db.Collection(EventCopiesCollection),
 		index:     db.Collection(indexCollection),
 		timeout:   cfg.Timeout,
 	}
@@ -273,6 +285,39 @@ func (s *Store) isFerretDB(ctx context.Context) bool {
 	return err == nil && ferret
 }
 
+// keyedEvents says whether the server would scan for a filter on run_id,
+// so that the store keeps copies of the visible events under keys and reads
+// those (events.go). It asks the server, with explain, the first time it
+// needs to know, and again after an answer it could not get: FerretDB says
+// in filterPushdown whether it evaluates a filter itself, false on its
+// SQLite backend (only a lone _id is pushed down there) and true on
+// PostgreSQL. Any other answer (MongoDB has no such field) means the query
+// is the server's to serve.
+func (s *Store) keyedEvents(ctx context.Context) bool {
+	switch s.eventKeys.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	var res bson.M
+	cmd := bson.D{{Key: "explain", Value: bson.D{
+		{Key: "find", Value: eventsCollection},
+		{Key: "filter", Value: bson.D{{Key: "run_id", Value: "explain"}}},
+	}}}
+	if err := s.runs.Database().RunCommand(ctx, cmd).Decode(&res); err != nil {
+		return false
+	}
+	if pushed, ok := res["filterPushdown"].(bool); ok && !pushed {
+		s.eventKeys.Store(1)
+		return true
+	}
+	s.eventKeys.Store(2)
+	return false
+}
+
 func (s *Store) ensureIndexes(ctx context.Context) error {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
@@ -293,6 +338,9 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		// Also creates the collection, so that runnerd dev indexes its _id
 		// lookups at start (see devstack.IndexIDLookups).
 		{s.revisions, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},
+		// Also creates the collection, for the same reason (the event
+		// copies are read by _id).
+		{s.copies, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},
 		// Also creates the collection, for the same reason (List on FerretDB
 		// looks its entries up by _id).
 		{s.index, "run_id", mongo.IndexModel{Keys: bson.D{{Key: "run_id", Value: 1}}, Options: options.Index().SetName("run_id")}},

@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -35,8 +36,10 @@ func openTest(t testing.TB) *Store {
 func openTestURI(t testing.TB) (*Store, string) {
 	t.Helper()
 	uri := os.Getenv("RUNNERD_TEST_MONGO_URI")
+	var stack *devstack.Stack
 	if uri == "" {
-		uri = devstacktest.Start(t).MongoURI
+		stack = devstacktest.Start(t)
+		uri = stack.MongoURI
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -47,6 +50,12 @@ func openTestURI(t testing.TB) (*Store, string) {
 	s, err := Open(context.Background(), Config{URI: uri, Database: db, Timeout: 30 * time.Second, WritePath: testWritePath(t)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
+	}
+	if stack != nil {
+		// As runnerd dev does once its store is open.
+		if err := stack.IndexIDLookups(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
