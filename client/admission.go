@@ -23,35 +23,41 @@ func (c *Client) lines() *admission.Lines {
 	return admission.New(c.q.AdmissionKV())
 }
 
-// groupOf is the run's group line, if its workflow has one.
-func groupOf(r *store.Run) (admission.Scope, *workflow.Concurrency, bool, error) {
-	if r.Workflow == nil || r.Workflow.Concurrency == nil {
-		return admission.Scope{}, nil, false, nil
+// group is a run's concurrency group: its line, limit and on_conflict.
+type group struct {
+	scope      admission.Scope
+	limit      int
+	onConflict string
+}
+
+// groupOf is the run's group line, if its workflow has one (as stored on
+// the run at submit).
+func groupOf(r *store.Run) (group, bool, error) {
+	name, limit, mode, ok, err := r.Group()
+	if !ok || err != nil {
+		return group{}, false, err
 	}
-	g, err := r.Workflow.GroupOf(r.Vars)
-	if err != nil {
-		return admission.Scope{}, nil, false, err
-	}
-	return admission.Group(g), r.Workflow.Concurrency, true, nil
+	return group{scope: admission.Group(name), limit: limit, onConflict: mode}, true, nil
 }
 
 // joinGroup puts a run about to be queued at the end of its group's line and
 // applies on_conflict: cancel_in_progress cancels the group's other runs;
 // cancel_new cancels this one when the group is full, and returns it so.
 func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error) {
-	scope, conc, ok, err := groupOf(r)
+	g, ok, err := groupOf(r)
 	if err != nil {
 		return nil, mark(ErrInvalid, err)
 	}
 	if !ok {
 		return r, nil
 	}
+	scope := g.scope
 	lines := c.lines()
-	rev, err := lines.Join(ctx, scope, admission.Ticket{RunID: r.ID, Limit: conc.EffectiveLimit(), Tenant: r.TenantID})
+	rev, err := lines.Join(ctx, scope, admission.Ticket{RunID: r.ID, Limit: g.limit, Tenant: r.TenantID})
 	if err != nil {
 		return nil, classify(fmt.Errorf("run %s: concurrency group %q: %w", r.ID, scope.Name, err))
 	}
-	if conc.Mode() == workflow.OnConflictQueue {
+	if g.onConflict == workflow.OnConflictQueue {
 		return r, nil
 	}
 	members, err := lines.Members(ctx, scope)
@@ -64,9 +70,9 @@ func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error
 			others = append(others, m)
 		}
 	}
-	switch conc.Mode() {
+	switch g.onConflict {
 	case workflow.OnConflictCancelNew:
-		if len(others) < conc.EffectiveLimit() {
+		if len(others) < g.limit {
 			return r, nil
 		}
 		if err := lines.Leave(ctx, scope, r.ID); err != nil {
@@ -91,8 +97,8 @@ func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error
 // runs behind it need not wait for its message to come round.
 func (c *Client) leaveLines(ctx context.Context, r *store.Run) {
 	lines := c.lines()
-	if scope, _, ok, err := groupOf(r); ok && err == nil {
-		_ = lines.Leave(ctx, scope, r.ID)
+	if g, ok, err := groupOf(r); ok && err == nil {
+		_ = lines.Leave(ctx, g.scope, r.ID)
 	}
 	_ = lines.Leave(ctx, admission.Tenant(r.TenantID), r.ID)
 }
@@ -117,9 +123,9 @@ func (c *Client) Places(ctx context.Context, r *Run) ([]Place, error) {
 	}
 	var scopes []admission.Scope
 	limits := map[admission.Scope]int{}
-	if scope, conc, ok, err := groupOf(r); ok && err == nil {
-		scopes = append(scopes, scope)
-		limits[scope] = conc.EffectiveLimit()
+	if g, ok, err := groupOf(r); ok && err == nil {
+		scopes = append(scopes, g.scope)
+		limits[g.scope] = g.limit
 	}
 	scopes = append(scopes, admission.Tenant(r.TenantID))
 	var out []Place

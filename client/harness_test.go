@@ -113,7 +113,10 @@ func newWorld(t *testing.T) *world {
 }
 
 // serve starts a runner on the world's servers until the test ends.
-func (w *world) serve() {
+func (w *world) serve() { w.t.Helper(); w.serveWith(nil) }
+
+// serveWith starts a runner whose config tweak changed.
+func (w *world) serveWith(tweak func(*supervisor.Config)) {
 	w.t.Helper()
 	cfg := supervisor.Config{
 		RunnerID:      fmt.Sprintf("client-test-%d", time.Now().UnixNano()),
@@ -125,6 +128,9 @@ func (w *world) serve() {
 		FetchWait:     500 * time.Millisecond,
 		RetryDelay:    200 * time.Millisecond,
 		Logger:        zerolog.New(w.logs).With().Timestamp().Logger(),
+	}
+	if tweak != nil {
+		tweak(&cfg)
 	}
 	sup, err := supervisor.New(cfg, w.q, w.st, w.blobs)
 	if err != nil {

@@ -115,7 +115,7 @@ func (c *Client) newRun(s Submission) (*store.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &store.Run{
+	r := &store.Run{
 		ID:       id,
 		TenantID: tenant,
 		Workflow: w,
@@ -124,7 +124,17 @@ func (c *Client) newRun(s Submission) (*store.Run, error) {
 		Vars:        vars,
 		TimeoutSec:  int((s.Timeout + time.Second - 1) / time.Second),
 		TraceParent: tp,
-	}, nil
+	}
+	// The group as evaluated now, on the run: runners and status read it
+	// rather than evaluate it again, and it stays visible once the run ended.
+	if c := w.Concurrency; c != nil {
+		g, err := w.GroupOf(vars)
+		if err != nil {
+			return nil, err
+		}
+		r.ConcurrencyGroup, r.ConcurrencyLimit, r.OnConflict = g, c.EffectiveLimit(), c.Mode()
+	}
+	return r, nil
 }
 
 // createOrReuse creates the run. If the id exists as a queued run of the

@@ -15,6 +15,13 @@ type Run struct {
 	TenantID string             `bson:"tenant_id,omitempty" json:"tenant_id,omitempty"`
 	Workflow *workflow.Workflow `bson:"workflow,omitempty" json:"workflow,omitempty"`
 	Vars     map[string]string  `bson:"vars,omitempty" json:"vars,omitempty"`
+	// ConcurrencyGroup is the run's concurrency group as evaluated at submit
+	// (its workflow's concurrency.group with the run's vars; groups are per
+	// tenant), with the limit and on_conflict it was submitted under. Empty
+	// when the workflow has no concurrency. It stays after the run ends.
+	ConcurrencyGroup string `bson:"concurrency_group,omitempty" json:"concurrency_group,omitempty"`
+	ConcurrencyLimit int    `bson:"concurrency_limit,omitempty" json:"concurrency_limit,omitempty"`
+	OnConflict       string `bson:"on_conflict,omitempty" json:"on_conflict,omitempty"`
 
 	Status   runnerd.Status `bson:"status" json:"status"`
 	Reason   runnerd.Reason `bson:"reason,omitempty" json:"reason,omitempty"`
@@ -65,4 +72,30 @@ var transitions = map[runnerd.Status][]runnerd.Status{
 // status write (Claim aside).
 func CanTransition(from, to runnerd.Status) bool {
 	return slices.Contains(transitions[to], from)
+}
+
+// Group is the run's concurrency group, limit and on_conflict: as stored
+// at submit, or evaluated from its workflow and vars for a run submitted
+// before they were stored. ok is false when the run is in no group.
+func (r *Run) Group() (name string, limit int, onConflict string, ok bool, err error) {
+	if r.ConcurrencyGroup != "" {
+		limit = r.ConcurrencyLimit
+		if limit <= 0 {
+			limit = 1
+		}
+		onConflict = r.OnConflict
+		if onConflict == "" {
+			onConflict = workflow.OnConflictQueue
+		}
+		return r.ConcurrencyGroup, limit, onConflict, true, nil
+	}
+	if r.Workflow == nil || r.Workflow.Concurrency == nil {
+		return "", 0, "", false, nil
+	}
+	name, err = r.Workflow.GroupOf(r.Vars)
+	if err != nil {
+		return "", 0, "", false, err
+	}
+	c := r.Workflow.Concurrency
+	return name, c.EffectiveLimit(), c.Mode(), true, nil
 }

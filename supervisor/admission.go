@@ -76,18 +76,17 @@ type line struct {
 	ticket admission.Ticket
 }
 
-// linesOf lists the lines of a run: its workflow's group (with the run's
-// vars) and its tenant's limit.
+// linesOf lists the lines of a run: its concurrency group (as stored on the
+// run at submit) and its tenant's limit.
 func (s *Supervisor) linesOf(run *store.Run) ([]line, error) {
 	var out []line
-	if run.Workflow != nil && run.Workflow.Concurrency != nil {
-		g, err := run.Workflow.GroupOf(run.Vars)
-		if err != nil {
-			return nil, err
-		}
-		c := run.Workflow.Concurrency
-		out = append(out, line{scope: admission.Group(g), limit: c.EffectiveLimit(),
-			ticket: admission.Ticket{RunID: run.ID, Limit: c.EffectiveLimit(), Tenant: run.TenantID}})
+	g, limit, _, ok, err := run.Group()
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		out = append(out, line{scope: admission.Group(g), limit: limit,
+			ticket: admission.Ticket{RunID: run.ID, Limit: limit, Tenant: run.TenantID}})
 	}
 	if n := s.tenantLimit(run.TenantID); n > 0 {
 		out = append(out, line{scope: admission.Tenant(run.TenantID), limit: n,
