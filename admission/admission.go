@@ -48,27 +48,42 @@ const (
 // serve predates concurrency groups).
 var ErrNoBucket = errors.New("admission: no admission bucket on this NATS (is runnerd serve up to date?)")
 
-// Scope names one line.
+// Scope names one line. Groups are per tenant: two tenants' groups of one
+// name are two lines.
 type Scope struct {
-	Kind string // KindGroup or KindTenant
-	Name string // the group as evaluated, or the tenant id
+	Kind   string // KindGroup or KindTenant
+	Name   string // the group as evaluated, or the tenant id
+	Tenant string // a group's tenant ("" for a tenant's line: Name is the tenant)
+	// key is the scope's key segment as found in the bucket, when it is not
+	// the one computed from the fields (a ticket written by another version).
+	key string
 }
 
-// Group and Tenant are the scopes of a group and of a tenant.
-func Group(name string) Scope    { return Scope{Kind: KindGroup, Name: name} }
+// Group and Tenant are the scopes of a tenant's group and of a tenant.
+func Group(tenant, name string) Scope {
+	return Scope{Kind: KindGroup, Name: name, Tenant: tenant}
+}
 func Tenant(tenant string) Scope { return Scope{Kind: KindTenant, Name: tenant} }
 
-func (s Scope) String() string { return s.Kind + " " + s.Name }
+func (s Scope) String() string {
+	if s.Kind == KindGroup && s.Tenant != "" {
+		return s.Kind + " " + s.Name + " (tenant " + s.Tenant + ")"
+	}
+	return s.Kind + " " + s.Name
+}
 
 var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // token is the scope's key segment: a group's name is free text, so it is
-// hashed; a tenant id is already a key-safe id.
+// hashed with its tenant; a tenant id is already a key-safe id.
 func (s Scope) token() string {
+	if s.key != "" {
+		return s.key
+	}
 	if s.Kind == KindTenant && tokenPattern.MatchString(s.Name) {
 		return "t_" + s.Name
 	}
-	sum := sha256.Sum256([]byte(s.Kind + "\x00" + s.Name))
+	sum := sha256.Sum256([]byte(s.Kind + "\x00" + s.Tenant + "\x00" + s.Name))
 	return "g_" + hex.EncodeToString(sum[:12])
 }
 
@@ -80,6 +95,20 @@ type Ticket struct {
 	Limit  int       `json:"limit,omitempty"` // a group's limit (a tenant's comes from the runner's settings)
 	Tenant string    `json:"tenant,omitempty"`
 	At     time.Time `json:"at"`
+
+	token string // the key segment it was found under (Mirror)
+}
+
+// Scope is the line the ticket is in.
+func (t Ticket) Scope() Scope {
+	s := Scope{Kind: t.Kind, Name: t.Name}
+	if t.Kind == KindGroup {
+		s.Tenant = t.Tenant
+	}
+	if t.token != "" && t.token != s.token() {
+		s.key = t.token
+	}
+	return s
 }
 
 // Mark is the value saying a run holds a place.
@@ -122,6 +151,9 @@ func (l *Lines) Join(ctx context.Context, s Scope, t Ticket) (uint64, error) {
 		return 0, err
 	}
 	t.Kind, t.Name = s.Kind, s.Name
+	if s.Kind == KindGroup {
+		t.Tenant = s.Tenant
+	}
 	if t.At.IsZero() {
 		t.At = time.Now().UTC()
 	}

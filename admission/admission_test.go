@@ -41,7 +41,7 @@ func TestLine(t *testing.T) {
 	}
 	defer m.Stop()
 	lines := admission.New(kv)
-	g := admission.Group("deploy-prod")
+	g := admission.Group("acme", "deploy-prod")
 	var last uint64
 	for _, id := range []string{"r1", "r2", "r3"} {
 		if last, err = lines.Join(ctx, g, admission.Ticket{RunID: id, Limit: 1}); err != nil {

@@ -100,6 +100,7 @@ func (m *Mirror) apply(e jetstream.KeyValueEntry) {
 			if put {
 				var t Ticket
 				_ = json.Unmarshal(e.Value(), &t)
+				t.token = token
 				inner(m.tickets, token)[runID] = ticketEntry{rev: e.Revision(), t: t}
 				inner(m.byRun, runID)[token] = true
 			} else {

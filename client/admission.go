@@ -37,7 +37,7 @@ func groupOf(r *store.Run) (group, bool, error) {
 	if !ok || err != nil {
 		return group{}, false, err
 	}
-	return group{scope: admission.Group(name), limit: limit, onConflict: mode}, true, nil
+	return group{scope: admission.Group(r.TenantID, name), limit: limit, onConflict: mode}, true, nil
 }
 
 // joinGroup puts a run about to be queued at the end of its group's line and

@@ -3,9 +3,12 @@ package client_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/testutil"
+	"github.com/runnerd/runnerd/supervisor"
 )
 
 // groupYAML is a workflow of group deploy-<env> whose step sleeps.
@@ -48,5 +51,49 @@ func TestGroupStoredOnRun(t *testing.T) {
 	plain := w.submit("stored-2", helloYAML, nil)
 	if plain.ConcurrencyGroup != "" || plain.ConcurrencyLimit != 0 || plain.OnConflict != "" {
 		t.Errorf("a run in no group: group %q limit %d on_conflict %q", plain.ConcurrencyGroup, plain.ConcurrencyLimit, plain.OnConflict)
+	}
+}
+
+// status is the run's status now ("" when it cannot be read).
+func (w *world) status(id string) runnerd.Status {
+	r, err := w.c.Get(ctxT(w.t), id)
+	if err != nil {
+		return ""
+	}
+	return r.Status
+}
+
+// waitStatus waits until the run has status want.
+func (w *world) waitStatus(id string, want runnerd.Status, timeout time.Duration) {
+	w.t.Helper()
+	testutil.Eventually(w.t, timeout, func() bool { return w.status(id) == want },
+		"run %s is %s, want %s\nlogs:\n%s", id, func() string { return string(w.status(id)) }, want, w.logs.String)
+}
+
+// TestGroupsPerTenant: two tenants' groups of one name are two lines: the
+// second tenant's run starts while the first's runs, and its
+// cancel_in_progress cancels only its own tenant's run.
+func TestGroupsPerTenant(t *testing.T) {
+	w := newWorld(t)
+	w.serveWith(func(c *supervisor.Config) { c.Concurrency = 3 })
+	vars := map[string]string{"env": "prod"}
+	w.submitAs("a-1", "tenant-a", groupYAML(1, "queue", "60"), vars)
+	w.waitStatus("a-1", runnerd.StatusRunning, 30*time.Second)
+	w.submitAs("b-1", "tenant-b", groupYAML(1, "queue", "60"), vars)
+	w.waitStatus("b-1", runnerd.StatusRunning, 30*time.Second)
+	if s := w.status("a-1"); s != runnerd.StatusRunning {
+		t.Fatalf("a-1 is %s while b-1 runs, want running", s)
+	}
+	w.submitAs("b-2", "tenant-b", groupYAML(1, "cancel_in_progress", "60"), vars)
+	w.waitStatus("b-1", runnerd.StatusCancelled, 30*time.Second)
+	w.waitStatus("b-2", runnerd.StatusRunning, 30*time.Second)
+	if s := w.status("a-1"); s != runnerd.StatusRunning {
+		t.Errorf("a-1 is %s after tenant-b's cancel_in_progress, want still running", s)
+	}
+	for _, id := range []string{"a-1", "b-2"} {
+		if _, err := w.c.Cancel(ctxT(t), id); err != nil {
+			t.Fatal(err)
+		}
+		w.waitStatus(id, runnerd.StatusCancelled, 30*time.Second)
 	}
 }

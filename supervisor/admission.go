@@ -85,7 +85,7 @@ func (s *Supervisor) linesOf(run *store.Run) ([]line, error) {
 		return nil, err
 	}
 	if ok {
-		out = append(out, line{scope: admission.Group(g), limit: limit,
+		out = append(out, line{scope: admission.Group(run.TenantID, g), limit: limit,
 			ticket: admission.Ticket{RunID: run.ID, Limit: limit, Tenant: run.TenantID}})
 	}
 	if n := s.tenantLimit(run.TenantID); n > 0 {
@@ -130,7 +130,7 @@ func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.S
 		}
 	}
 	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
-		sc := admission.Scope{Kind: t.Kind, Name: t.Name}
+		sc := t.Scope()
 		limit := t.Limit
 		if t.Kind == admission.KindTenant {
 			if limit = s.tenantLimit(t.Name); limit <= 0 {
@@ -265,7 +265,7 @@ func (s *Supervisor) leaveAllLines(ctx context.Context, runID string) {
 		return
 	}
 	for _, t := range s.adm.mirror.Tickets(runID) {
-		if err := s.adm.lines.Leave(ctx, admission.Scope{Kind: t.Kind, Name: t.Name}, runID); err != nil {
+		if err := s.adm.lines.Leave(ctx, t.Scope(), runID); err != nil {
 			s.log.Warn().Err(err).Str("run_id", runID).Msg("leave admission line")
 		}
 	}
@@ -350,7 +350,7 @@ func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bo
 		if limit <= 0 {
 			continue
 		}
-		if !s.adm.mirror.Standing(admission.Scope{Kind: t.Kind, Name: t.Name}, msg.RunID, limit, live).Admitted {
+		if !s.adm.mirror.Standing(t.Scope(), msg.RunID, limit, live).Admitted {
 			return false
 		}
 	}
