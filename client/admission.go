@@ -41,8 +41,10 @@ func groupOf(r *store.Run) (group, bool, error) {
 }
 
 // joinGroup puts a run about to be queued at the end of its group's line and
-// applies on_conflict: cancel_in_progress cancels the group's other runs;
-// cancel_new cancels this one when the group is full, and returns it so.
+// applies on_conflict: cancel_in_progress cancels the group's oldest other
+// runs (running or waiting ahead), as many as it takes to leave this one a
+// place; cancel_new cancels this one when the group is full, and returns it
+// so.
 func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error) {
 	g, ok, err := groupOf(r)
 	if err != nil {
@@ -84,7 +86,10 @@ func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error
 		c.announce(ctx, r.ID)
 		return c.Get(ctx, r.ID)
 	case workflow.OnConflictCancelInProgress:
-		for _, m := range others {
+		// As many of the oldest as it takes to make room for this one: with
+		// limit 2 and one running, nothing is cancelled.
+		n := len(others) - g.limit + 1
+		for _, m := range others[:max(n, 0)] {
 			if _, err := c.Cancel(ctx, m.RunID); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
 				return nil, fmt.Errorf("run %s: cancel run %s of group %q: %w", r.ID, m.RunID, scope.Name, err)
 			}

@@ -97,3 +97,32 @@ func TestGroupsPerTenant(t *testing.T) {
 		w.waitStatus(id, runnerd.StatusCancelled, 30*time.Second)
 	}
 }
+
+// TestCancelInProgressLimit: cancel_in_progress cancels only as many of
+// the group's oldest runs as it takes to make room: with limit 2 and one
+// running, the second starts beside it; the third cancels the first only.
+func TestCancelInProgressLimit(t *testing.T) {
+	w := newWorld(t)
+	w.serveWith(func(c *supervisor.Config) { c.Concurrency = 3 })
+	vars := map[string]string{"env": "prod"}
+	yaml := groupYAML(2, "cancel_in_progress", "60")
+	w.submit("cip-1", yaml, vars)
+	w.waitStatus("cip-1", runnerd.StatusRunning, 30*time.Second)
+	w.submit("cip-2", yaml, vars)
+	w.waitStatus("cip-2", runnerd.StatusRunning, 30*time.Second)
+	if s := w.status("cip-1"); s != runnerd.StatusRunning {
+		t.Fatalf("cip-1 is %s after the second run of a group of 2, want running", s)
+	}
+	w.submit("cip-3", yaml, vars)
+	w.waitStatus("cip-1", runnerd.StatusCancelled, 30*time.Second)
+	w.waitStatus("cip-3", runnerd.StatusRunning, 30*time.Second)
+	if s := w.status("cip-2"); s != runnerd.StatusRunning {
+		t.Errorf("cip-2 is %s after the third run, want running (only the oldest makes room)", s)
+	}
+	for _, id := range []string{"cip-2", "cip-3"} {
+		if _, err := w.c.Cancel(ctxT(t), id); err != nil {
+			t.Fatal(err)
+		}
+		w.waitStatus(id, runnerd.StatusCancelled, 30*time.Second)
+	}
+}
