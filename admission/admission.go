@@ -175,16 +175,20 @@ func (l *Lines) Join(ctx context.Context, s Scope, t Ticket) (uint64, error) {
 	return rev, nil
 }
 
-// Leave removes the run's ticket and mark from the scope's line.
+// Leave removes the run's ticket and mark from the scope's line. The ticket
+// goes first: a leave cut short after it leaves a mark, which counts only
+// while the run's lease lives, where the other order would leave a ticket
+// without a mark, waiting ahead of the line for good.
 func (l *Lines) Leave(ctx context.Context, s Scope, runID string) error {
 	kv, err := l.bucket()
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, k := range []string{markKey(s, runID), ticketKey(s, runID)} {
+	for _, k := range []string{ticketKey(s, runID), markKey(s, runID)} {
 		if err := kv.Delete(ctx, k); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			errs = append(errs, err)
+			break
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -32,6 +32,7 @@ type Mirror struct {
 
 type ticketEntry struct {
 	rev uint64
+	at  time.Time // when the bucket stored it (the server's clock)
 	t   Ticket
 }
 
@@ -101,7 +102,7 @@ func (m *Mirror) apply(e jetstream.KeyValueEntry) {
 				var t Ticket
 				_ = json.Unmarshal(e.Value(), &t)
 				t.token = token
-				inner(m.tickets, token)[runID] = ticketEntry{rev: e.Revision(), t: t}
+				inner(m.tickets, token)[runID] = ticketEntry{rev: e.Revision(), at: e.Created(), t: t}
 				inner(m.byRun, runID)[token] = true
 			} else {
 				delete(m.tickets[token], runID)
@@ -280,4 +281,42 @@ func (m *Mirror) Contended(s Scope, runID string, limit int, live Live) bool {
 		}
 	}
 	return n >= limit
+}
+
+// Front lists the runs whose tickets wait ahead of runID in s among the
+// line's first n waiting runs (a waiting run has a ticket and no mark), if
+// their ticket is older than age: the ones to check when a line does not
+// move, since a ticket its run left behind (a runner that died between the
+// run's end and its leaving the line) would wait ahead of the line for good.
+func (m *Mirror) Front(s Scope, runID string, n int, age time.Duration) []string {
+	token := s.token()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	type waiter struct {
+		id  string
+		rev uint64
+		at  time.Time
+	}
+	var line []waiter
+	for id, e := range m.tickets[token] {
+		if !m.marks[token][id] {
+			line = append(line, waiter{id, e.rev, e.at})
+		}
+	}
+	sort.Slice(line, func(i, j int) bool {
+		if line[i].rev != line[j].rev {
+			return line[i].rev < line[j].rev
+		}
+		return line[i].id < line[j].id
+	})
+	var out []string
+	for i, w := range line {
+		if i >= n || w.id == runID {
+			break
+		}
+		if time.Since(w.at) > age {
+			out = append(out, w.id)
+		}
+	}
+	return out
 }

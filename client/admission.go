@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/admission"
@@ -96,6 +97,15 @@ func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error
 		}
 	}
 	return r, nil
+}
+
+// leaveGroup takes a run out of its group's line (best effort, bounded).
+func (c *Client) leaveGroup(ctx context.Context, r *store.Run) {
+	if g, ok, err := groupOf(r); ok && err == nil {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_ = c.lines().Leave(lctx, g.scope, r.ID)
+	}
 }
 
 // leaveLines takes a queued run that is cancelled out of its lines, so the

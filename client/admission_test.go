@@ -2,12 +2,16 @@ package client_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/admission"
 	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/testutil"
+	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/supervisor"
 )
 
@@ -124,5 +128,78 @@ func TestCancelInProgressLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.waitStatus(id, runnerd.StatusCancelled, 30*time.Second)
+	}
+}
+
+// TestTenantMismatchLeavesLine: a message that names another tenant than
+// its run's joins that tenant's line before the run is loaded; the
+// delivery is termed (tenant_mismatch) and must leave the line, or the
+// tenant's runs wait behind its ticket for good (the run itself stays
+// queued, so no check of settled runs would drop it).
+func TestTenantMismatchLeavesLine(t *testing.T) {
+	w := newWorld(t)
+	w.serveWith(func(c *supervisor.Config) { c.TenantLimits = map[string]int{"evil": 1} })
+	ctx := ctxT(t)
+	wf := w.workflow(helloYAML)
+	if err := w.st.Create(ctx, &store.Run{ID: "x-1", TenantID: "acme", Workflow: wf}); err != nil {
+		t.Fatal(err)
+	}
+	forged := &queue.Message{V: queue.Version, RunID: "x-1", TenantID: "evil", Workflow: wf, PublishedAt: time.Now().UTC()}
+	if err := w.q.Publish(ctx, forged, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return has(w.logs.String(), `"message":"tenant mismatch"`) },
+		"the forged message was not refused\nlogs:\n%s", w.logs.String)
+	lines := admission.New(w.q.AdmissionKV())
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		members, err := lines.Members(ctx, admission.Tenant("evil"))
+		return err == nil && len(members) == 0
+	}, "tenant evil's line keeps the termed delivery's ticket: %v", func() string {
+		m, err := lines.Members(ctx, admission.Tenant("evil"))
+		return fmt.Sprint(m, err)
+	})
+	w.submitAs("e-1", "evil", helloYAML, nil)
+	w.waitStatus("e-1", runnerd.StatusSucceeded, 30*time.Second)
+	if s := w.status("x-1"); s != runnerd.StatusQueued {
+		t.Errorf("x-1 is %s: the forged message changed it", s)
+	}
+}
+
+// TestLeftBehindTicketsDropped: tickets at the front of a group's line
+// whose runs do not exist or have ended (left behind by a runner that died
+// before it took them away) are dropped by a waiter once older than a few
+// seconds, and the line moves.
+func TestLeftBehindTicketsDropped(t *testing.T) {
+	w := newWorld(t)
+	w.serve()
+	ctx := ctxT(t)
+	lines := admission.New(w.q.AdmissionKV())
+	g := admission.Group("acme", "deploy-prod")
+	if err := w.st.Create(ctx, &store.Run{ID: "ended-1", TenantID: "acme", Workflow: w.workflow(helloYAML)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.st.SetStatusUnfenced(ctx, "ended-1", runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"ghost-1", "ended-1"} {
+		if _, err := lines.Join(ctx, g, admission.Ticket{RunID: id, Limit: 1, Tenant: "acme"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	w.submit("after-1", groupYAML(1, "queue", "0.1"), map[string]string{"env": "prod"})
+	w.waitStatus("after-1", runnerd.StatusSucceeded, 60*time.Second)
+	t.Logf("the run behind two left-behind tickets finished %s after its submit", time.Since(start).Round(time.Millisecond))
+	for _, id := range []string{"ghost-1", "ended-1"} {
+		dropped := false
+		for _, l := range strings.Split(w.logs.String(), "\n") {
+			dropped = dropped || has(l, `"run_id":"`+id+`"`) && has(l, "dropped an admission ticket its run left behind")
+		}
+		if !dropped {
+			t.Errorf("no log of the ticket of %s dropped\nlogs:\n%s", id, w.logs.String())
+		}
+	}
+	if members, err := lines.Members(ctx, g); err != nil || len(members) != 0 {
+		t.Errorf("the group's line after its run ended: %v %v, want empty", members, err)
 	}
 }

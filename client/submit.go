@@ -79,6 +79,11 @@ func (c *Client) Submit(ctx context.Context, s Submission) (*Queued, error) {
 		return &Queued{Run: r, Again: again}, nil
 	}
 	if _, err := c.publish(ctx, q, r, nil); err != nil {
+		// Out of the group's line again, or its ticket would wait ahead of
+		// the runs behind it until the submission is repeated. Should the
+		// publish have landed after all, the runner that picks the run up
+		// makes its ticket again.
+		c.leaveGroup(context.WithoutCancel(ctx), r)
 		return nil, fmt.Errorf("%w\nrun %s was created but is not queued yet: repeat the submission with id %s to queue it", err, r.ID, r.ID)
 	}
 	return &Queued{Run: r, Again: again}, nil

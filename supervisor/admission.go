@@ -35,6 +35,7 @@ type admitter struct {
 	mu       sync.Mutex
 	parked   int
 	byTenant map[string]int
+	checked  map[string]time.Time // runs whose left-behind tickets were looked for (dropStale)
 	ready    chan *queue.Delivery // parked deliveries whose turn may have come
 	wg       sync.WaitGroup
 }
@@ -49,7 +50,7 @@ func (s *Supervisor) startAdmission(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, ready: make(chan *queue.Delivery, 1024)}
+	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, checked: map[string]time.Time{}, ready: make(chan *queue.Delivery, 1024)}
 	return nil
 }
 
@@ -229,28 +230,33 @@ func (a *attempt) releasePlaces(lines []line) {
 
 // leaveLines is the admission part of the conclusion: the places the
 // attempt held are given back (not after a lost lease: they are the new
-// owner's), and a run that settled leaves its lines.
-func (a *attempt) leaveLines(written runnerd.Status, out outcome) {
+// owner's), and a run that settled leaves its lines, as does a delivery that
+// is termed (it never comes back to take its place). A delivery whose
+// message names another tenant than its run's leaves only the line of the
+// message's tenant, which it joined before the run was loaded: the run's own
+// lines are its own messages'.
+func (a *attempt) leaveLines(written runnerd.Status, out outcome, act action) {
 	s := a.sup
 	if s.adm == nil || out == outLeaseLost || out == outAdmissionWait {
 		return
 	}
-	settled := written.Terminal() || written == runnerd.StatusPaused || out == outStale || out == outRunNotFound
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
+	defer cancel()
+	if out == outTenantMismatch {
+		if a.msg != nil {
+			if err := s.adm.lines.Leave(ctx, admission.Tenant(a.msg.TenantID), a.runID); err != nil {
+				a.log.Warn().Err(err).Msg("leave admission line")
+			}
+		}
+		return
+	}
+	settled := written.Terminal() || written == runnerd.StatusPaused || out == outStale || out == outRunNotFound || act == actTerm
 	if !settled {
 		if a.held != nil {
 			a.releasePlaces(a.held)
 		}
 		return
 	}
-	run := a.run
-	if run == nil {
-		run = &store.Run{ID: a.runID}
-		if a.msg != nil {
-			run.TenantID = a.msg.TenantID
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 5*time.Second)
-	defer cancel()
 	s.leaveAllLines(ctx, a.runID)
 	for _, l := range a.held { // a mark without a ticket (a line left meanwhile)
 		_ = s.adm.lines.Leave(ctx, l.scope, a.runID)
@@ -325,14 +331,16 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 				sleep(ctx, wait)
 			}
 			last = time.Now()
-			if s.turnMayHaveCome(ctx, msg) {
-				select {
-				case adm.ready <- d:
-				case <-ctx.Done():
-					_ = d.NakWithDelay(s.cfg.RetryDelay)
-				}
-				return
+			if !s.turnMayHaveCome(ctx, msg) {
+				s.dropStale(ctx, msg.RunID)
+				continue
 			}
+			select {
+			case adm.ready <- d:
+			case <-ctx.Done():
+				_ = d.NakWithDelay(s.cfg.RetryDelay)
+			}
+			return
 		}
 	}()
 	return true
@@ -355,6 +363,72 @@ func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bo
 		}
 	}
 	return true
+}
+
+// Left-behind tickets: a ticket older than staleTicketAge at the front of a
+// line that does not move is checked against the store, each run at most
+// every staleTicketAge, up to staleFront per line.
+const (
+	staleTicketAge = 10 * time.Second
+	staleFront     = 16
+)
+
+// dropStale takes out of the lines of a waiting run the tickets at their
+// front whose runs have settled or do not exist: a runner that died after
+// the run's end and before it left its lines, or a write that failed, left
+// them there, and they would wait ahead of the line for good. Its cost is
+// bounded: only tickets older than staleTicketAge, each run read at most
+// every staleTicketAge.
+func (s *Supervisor) dropStale(ctx context.Context, runID string) {
+	adm := s.adm
+	for _, t := range adm.mirror.Tickets(runID) {
+		limit := t.Limit
+		if t.Kind == admission.KindTenant {
+			limit = s.tenantLimit(t.Name)
+		}
+		if limit <= 0 {
+			continue
+		}
+		sc := t.Scope()
+		for _, id := range adm.mirror.Front(sc, runID, min(limit, staleFront), staleTicketAge) {
+			adm.mu.Lock()
+			if len(adm.checked) > 4096 {
+				clear(adm.checked)
+			}
+			last, seen := adm.checked[id]
+			fresh := seen && time.Since(last) < staleTicketAge
+			if !fresh {
+				adm.checked[id] = time.Now()
+			}
+			adm.mu.Unlock()
+			if fresh {
+				continue
+			}
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			run, err := s.store.Get(gctx, id)
+			cancel()
+			var why string
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				why = "no such run"
+			case err != nil:
+				continue // the next look tries again
+			case run.Status.Settled():
+				why = "the run is " + string(run.Status)
+			default:
+				continue
+			}
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = adm.lines.Leave(lctx, sc, id)
+			cancel()
+			if err != nil {
+				s.log.Warn().Err(err).Str("run_id", id).Msg("drop a left-behind admission ticket")
+				continue
+			}
+			s.log.Info().Str("run_id", id).Str("line", sc.String()).Str("waiter", runID).Str("why", why).
+				Msg("dropped an admission ticket its run left behind")
+		}
+	}
 }
 
 // waitDelay is the Nak delay of a waiting run the room has no place for:
@@ -422,6 +496,9 @@ func (a *attempt) waitForTurn(ctx context.Context) {
 	ev := a.log.Debug()
 	if st := a.standing; st != nil {
 		ev = ev.Str("line", st.Scope.String()).Int("position", st.Position).Int("holders", st.Holders).Int("limit", st.Limit)
+	}
+	if a.msg != nil {
+		s.dropStale(ctx, a.msg.RunID)
 	}
 	if s.park(s.runCtx, a) {
 		ev.Msg("waiting for its turn: parked")

@@ -61,7 +61,7 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	}
 	logEvent.Msg("run attempt done")
 
-	a.leaveLines(written, out)
+	a.leaveLines(written, out, act)
 	a.endKeeper()
 	if a.lease != nil && a.stopCause() != stopLeaseLost {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
