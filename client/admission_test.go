@@ -203,3 +203,62 @@ func TestLeftBehindTicketsDropped(t *testing.T) {
 		t.Errorf("the group's line after its run ended: %v %v, want empty", members, err)
 	}
 }
+
+// TestCancelWaitingRun: a queued run waiting in its tenant's line (limit
+// 1, two runs ahead of it) is cancelled at once by Cancel, not when its turn
+// comes; its message is dropped without a new place in the line, and the
+// line goes on.
+func TestCancelWaitingRun(t *testing.T) {
+	w := newWorld(t)
+	w.serveWith(func(c *supervisor.Config) { c.TenantConcurrency = 1 })
+	w.submit("cw-1", groupYAML(5, "queue", "60"), nil)
+	w.waitStatus("cw-1", runnerd.StatusRunning, 30*time.Second)
+	w.submit("cw-2", groupYAML(5, "queue", "0.1"), nil)
+	w.submit("cw-3", groupYAML(5, "queue", "0.1"), nil)
+	lines := admission.New(w.q.AdmissionKV())
+	ctx := ctxT(t)
+	inLine := func(id string) bool {
+		members, _ := lines.Members(ctx, admission.Tenant("acme"))
+		for _, m := range members {
+			if m.RunID == id {
+				return true
+			}
+		}
+		return false
+	}
+	// cw-3 waits for the tenant (its group has room): parked with a ticket.
+	testutil.Eventually(t, 30*time.Second, func() bool { return inLine("cw-3") }, "cw-3 never joined its tenant's line\nlogs:\n%s", w.logs.String)
+	start := time.Now()
+	o, err := w.c.Cancel(ctx, "cw-3")
+	if err != nil || o != client.CancelQueued {
+		t.Fatalf("cancel of a waiting run: %v %v", o, err)
+	}
+	w.waitStatus("cw-3", runnerd.StatusCancelled, 5*time.Second)
+	t.Logf("the waiting run was cancelled %s after the call", time.Since(start).Round(time.Millisecond))
+	if r, _ := w.c.Get(ctx, "cw-3"); r.Reason != runnerd.ReasonCancelled || r.Attempt != 0 {
+		t.Errorf("cw-3: %s/%s attempt %d, want cancelled/cancelled, never claimed", r.Status, r.Reason, r.Attempt)
+	}
+	// Its parked delivery is dropped: no new ticket (which would wait ahead
+	// of the line until its turn came).
+	dropped := func() bool {
+		for _, l := range strings.Split(w.logs.String(), "\n") {
+			if has(l, `"run_id":"cw-3"`) && has(l, `"message":"run attempt done"`) {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return dropped() && !inLine("cw-3") },
+		"the cancelled run's delivery was not dropped\nlogs:\n%s", w.logs.String)
+	time.Sleep(time.Second)
+	if inLine("cw-3") {
+		t.Errorf("the cancelled run joined its tenant's line again")
+	}
+	if _, err := w.c.Cancel(ctx, "cw-1"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitStatus("cw-2", runnerd.StatusSucceeded, 30*time.Second)
+	// Its runner leaves the line just after the status write.
+	testutil.Eventually(t, 10*time.Second, func() bool { return !inLine("cw-3") && !inLine("cw-2") && !inLine("cw-1") },
+		"tickets left in the tenant's line\nlogs:\n%s", w.logs.String)
+}

@@ -61,7 +61,8 @@ const (
 	CancelledNow
 	// CancelRunning: the run's runner was told and stops it now.
 	CancelRunning
-	// CancelQueued: the run is cancelled when a runner picks it up.
+	// CancelQueued: the run was queued and is cancelled now (its message,
+	// when a runner picks it up, changes nothing).
 	CancelQueued
 )
 
@@ -72,10 +73,12 @@ const cancelTimeout = 10 * time.Second
 // ErrConflict.
 //
 // The flag comes first: it is what makes a cancel land when no runner is
-// listening (a queued run, a runner restarting), since the supervisor
-// checks it at pickup and while running. The cancel subject then stops a
-// running run now. A paused run has no message in flight to be picked up,
-// so it is cancelled here (and its notice published).
+// listening (a runner restarting), since the supervisor checks it at pickup
+// and while running. The cancel subject then stops a running run now. A
+// paused or queued run has no runner: it is cancelled here (and its notice
+// published), so a queued run does not wait for its message to come round,
+// which may be behind a long line of its group or tenant. A queued run a
+// runner claims meanwhile is running, and is stopped as one.
 func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
 	q, err := c.queue("cancel")
 	if err != nil {
@@ -98,17 +101,36 @@ func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
 		return 0, classify(err)
 	}
 
-	if r.Status == runnerd.StatusPaused {
+	// The write applies to a queued or paused run only, never to one a
+	// runner claimed since (the claim needs a queued run, this write a run
+	// that is not running: one of the two wins). A paused run resumed
+	// meanwhile is queued, and tried again.
+	for try := 0; try < 3 && (r.Status == runnerd.StatusPaused || r.Status == runnerd.StatusQueued); try++ {
 		err := c.st.SetStatusUnfenced(ctx, id, runnerd.StatusCancelled, runnerd.ReasonCancelled)
 		if err == nil {
+			c.leaveLines(ctx, r)
 			c.announce(ctx, id)
+			if r.Status == runnerd.StatusQueued {
+				// A runner that has the run's message parked looks again
+				// when its lines change, and drops it.
+				return CancelQueued, nil
+			}
 			return CancelledNow, nil
 		}
-		// Resumed in the meantime: it is queued now, with the flag set,
-		// and the paths below apply.
 		if !errors.Is(err, store.ErrIllegalTransition) {
 			return 0, classify(err)
 		}
+		cur, gerr := c.st.Get(ctx, id)
+		if gerr != nil {
+			return 0, classify(gerr)
+		}
+		r = cur
+	}
+	switch {
+	case r.Status == runnerd.StatusCancelled:
+		return CancelledAlready, nil
+	case r.Status.Terminal():
+		return 0, mark(ErrConflict, fmt.Errorf("run %s already finished: %s (%s)", id, r.Status, r.Reason))
 	}
 	// A flush waits for the server only under a deadline.
 	pctx, cancel := context.WithTimeout(ctx, cancelTimeout)

@@ -57,7 +57,7 @@ func cancelMessage(id string, o client.CancelOutcome) string {
 	case client.CancelRunning:
 		return fmt.Sprintf("run %s: cancel requested; its runner stops it now", id)
 	}
-	return fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id)
+	return fmt.Sprintf("run %s cancelled (it was queued)", id)
 }
 
 func (a *API) resume(w http.ResponseWriter, r *http.Request) {

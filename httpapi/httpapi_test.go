@@ -504,13 +504,13 @@ func TestActions(t *testing.T) {
 		t.Errorf("resume of a queued run: %d %s", code, body)
 	}
 
-	// Cancel: a queued run gets the flag; a paused one is cancelled at
-	// once; a finished one is refused.
-	if code, body := e.do("POST", "/api/v1/runs/p/cancel", "", &res); code != 200 || res.Message != "run p: cancel requested; it is cancelled when a runner picks it up" {
+	// Cancel: a queued or paused run is cancelled at once; a finished one
+	// is refused.
+	if code, body := e.do("POST", "/api/v1/runs/p/cancel", "", &res); code != 200 || res.Message != "run p cancelled (it was queued)" || res.Run.Status != runnerd.StatusCancelled {
 		t.Errorf("cancel queued: %d %s", code, body)
 	}
-	if r, _ := e.st.Get(ctx, "p"); !r.CancelRequested {
-		t.Error("cancel of a queued run did not set cancel_requested")
+	if r, _ := e.st.Get(ctx, "p"); !r.CancelRequested || r.Status != runnerd.StatusCancelled || r.Reason != runnerd.ReasonCancelled {
+		t.Errorf("cancel of a queued run: cancel_requested %v, %s/%s", r.CancelRequested, r.Status, r.Reason)
 	}
 	e.create("q", "acme")
 	e.pause("q")

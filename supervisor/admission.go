@@ -36,6 +36,10 @@ type admitter struct {
 	parked   int
 	byTenant map[string]int
 	checked  map[string]time.Time // runs whose left-behind tickets were looked for (dropStale)
+	// Parked deliveries whose every ticket went while they waited (the run
+	// was cancelled, or settled elsewhere): their next pickup loads the run
+	// at once rather than join its tenant's line again.
+	vanished map[*queue.Delivery]bool
 	ready    chan *queue.Delivery // parked deliveries whose turn may have come
 	wg       sync.WaitGroup
 }
@@ -50,7 +54,7 @@ func (s *Supervisor) startAdmission(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, checked: map[string]time.Time{}, ready: make(chan *queue.Delivery, 1024)}
+	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, checked: map[string]time.Time{}, vanished: map[*queue.Delivery]bool{}, ready: make(chan *queue.Delivery, 1024)}
 	return nil
 }
 
@@ -117,6 +121,13 @@ func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.S
 	s := a.sup
 	if s.adm == nil {
 		return admission.Standing{}, false
+	}
+	s.adm.mu.Lock()
+	vanished := s.adm.vanished[a.d]
+	delete(s.adm.vanished, a.d)
+	s.adm.mu.Unlock()
+	if vanished {
+		return admission.Standing{}, false // the store says what became of it
 	}
 	if n := s.tenantLimit(msg.TenantID); n > 0 {
 		sc := admission.Tenant(msg.TenantID)
@@ -297,6 +308,7 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 	s.m.waiting.WithLabelValues(onAdmission).Inc()
 	s.m.waits.WithLabelValues(onAdmission).Inc()
 	d, msg := a.delivery(), a.msg
+	hadTickets := len(adm.mirror.Tickets(msg.RunID)) > 0
 	adm.wg.Add(1)
 	go func() {
 		defer adm.wg.Done()
@@ -335,9 +347,17 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 				s.dropStale(ctx, msg.RunID)
 				continue
 			}
+			if hadTickets && len(adm.mirror.Tickets(msg.RunID)) == 0 {
+				adm.mu.Lock()
+				adm.vanished[d] = true
+				adm.mu.Unlock()
+			}
 			select {
 			case adm.ready <- d:
 			case <-ctx.Done():
+				adm.mu.Lock()
+				delete(adm.vanished, d)
+				adm.mu.Unlock()
 				_ = d.NakWithDelay(s.cfg.RetryDelay)
 			}
 			return

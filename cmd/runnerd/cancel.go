@@ -18,8 +18,9 @@ func cancelCmd(env *cmdEnv) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "cancel ID [--json]",
 		Short: "cancel a run",
-		Long: `Cancels a run. A running run is stopped now by its runner; a queued run is
-cancelled when a runner picks it up; a paused run is cancelled at once.
+		Long: `Cancels a run. A running run is stopped now by its runner; a queued or paused
+run is cancelled at once (a queued one wherever it waits: its group's or its
+tenant's line).
 
 Exit 0 when the run is cancelled or will be (also when it already was);
 exit 5 when it does not exist, 6 when it already finished otherwise
@@ -71,5 +72,5 @@ func cancelResult(id string, o client.CancelOutcome) cancelled {
 	case client.CancelRunning:
 		return cancelled{id, runnerd.StatusRunning, fmt.Sprintf("run %s: cancel requested; its runner stops it now", id)}
 	}
-	return cancelled{id, runnerd.StatusQueued, fmt.Sprintf("run %s: cancel requested; it is cancelled when a runner picks it up", id)}
+	return cancelled{id, runnerd.StatusCancelled, fmt.Sprintf("run %s cancelled (it was queued)", id)}
 }
