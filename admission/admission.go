@@ -197,6 +197,20 @@ func (l *Lines) Leave(ctx context.Context, s Scope, runID string) error {
 	return nil
 }
 
+// Withdraw removes the run's ticket from the scope's line, and keeps its
+// mark if it has one: the run gives up its place in the line, not a place
+// it holds.
+func (l *Lines) Withdraw(ctx context.Context, s Scope, runID string) error {
+	kv, err := l.bucket()
+	if err != nil {
+		return err
+	}
+	if err := kv.Delete(ctx, ticketKey(s, runID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("withdraw from the line of %s for run %s: %w", s, runID, err)
+	}
+	return nil
+}
+
 // Hold writes the run's mark (it holds a place) and returns its revision.
 func (l *Lines) Hold(ctx context.Context, s Scope, runID, runnerID string) (uint64, error) {
 	kv, err := l.bucket()

@@ -262,3 +262,48 @@ func TestCancelWaitingRun(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() bool { return !inLine("cw-3") && !inLine("cw-2") && !inLine("cw-1") },
 		"tickets left in the tenant's line\nlogs:\n%s", w.logs.String)
 }
+
+// TestGroupAndTenantLinesCross: x-1 is ahead of y-1 in their group (its
+// ticket was made first, as at submit) but y-1's message came first, so
+// y-1 would be ahead in their tenant's line (pickup order); with both
+// limits 1, x-1 waiting for its tenant behind y-1 and y-1 for its group
+// behind x-1 would never run. A run its group holds back takes no place in
+// its tenant's line: both run, x-1 first.
+func TestGroupAndTenantLinesCross(t *testing.T) {
+	w := newWorld(t)
+	w.serveWith(func(c *supervisor.Config) { c.TenantConcurrency = 1 })
+	ctx := ctxT(t)
+	yaml := groupYAML(1, "queue", "0.1")
+	vars := map[string]string{"env": "prod"}
+	wf := w.workflow(yaml)
+	// x-1 as a submit makes it, its message not published yet.
+	x := &store.Run{ID: "x-1", TenantID: "acme", Workflow: wf, Vars: vars, ConcurrencyGroup: "deploy-prod", ConcurrencyLimit: 1, OnConflict: "queue"}
+	if err := w.st.Create(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	lines := admission.New(w.q.AdmissionKV())
+	if _, err := lines.Join(ctx, admission.Group("acme", "deploy-prod"), admission.Ticket{RunID: "x-1", Limit: 1, Tenant: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	w.submit("y-1", yaml, vars)
+	parked := func() bool {
+		for _, l := range strings.Split(w.logs.String(), "\n") {
+			if has(l, `"run_id":"y-1"`) && has(l, "waiting for its turn") {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.Eventually(t, 30*time.Second, parked, "y-1 never waited behind x-1 in their group\nlogs:\n%s", w.logs.String)
+	if err := w.q.Publish(ctx, &queue.Message{V: queue.Version, RunID: "x-1", TenantID: "acme", Workflow: wf, Vars: vars, PublishedAt: time.Now().UTC()}, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"x-1", "y-1"} {
+		w.waitStatus(id, runnerd.StatusSucceeded, 30*time.Second)
+	}
+	xr, _ := w.c.Get(ctx, "x-1")
+	yr, _ := w.c.Get(ctx, "y-1")
+	if !xr.FinishedAt.Before(yr.StartedAt) && !xr.FinishedAt.Equal(yr.StartedAt) {
+		t.Errorf("y-1 started at %s, before x-1 (ahead of it in the group) ended at %s", yr.StartedAt, xr.FinishedAt)
+	}
+}

@@ -129,34 +129,57 @@ func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.S
 	if vanished {
 		return admission.Standing{}, false // the store says what became of it
 	}
-	if n := s.tenantLimit(msg.TenantID); n > 0 {
-		sc := admission.Tenant(msg.TenantID)
-		rev, err := s.adm.lines.Join(ctx, sc, admission.Ticket{RunID: msg.RunID, Tenant: msg.TenantID})
-		if err == nil {
-			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err = s.adm.mirror.WaitRev(wctx, rev)
-			cancel()
-		}
-		if err != nil {
-			return admission.Standing{}, false // the check under the lease decides
-		}
-	}
+	// Its group first: a run its group holds back takes no place in its
+	// tenant's line (see groupHolds).
 	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
-		sc := t.Scope()
-		limit := t.Limit
-		if t.Kind == admission.KindTenant {
-			if limit = s.tenantLimit(t.Name); limit <= 0 {
-				continue
-			}
+		if t.Kind != admission.KindGroup {
+			continue
 		}
-		if limit <= 0 {
-			limit = 1
-		}
-		if st := s.adm.mirror.Standing(sc, msg.RunID, limit, nil); st.Position > limit {
+		limit := max(t.Limit, 1)
+		if st := s.adm.mirror.Standing(t.Scope(), msg.RunID, limit, nil); st.Position > limit {
+			s.groupHolds(ctx, msg.RunID, msg.TenantID)
 			return st, true
 		}
 	}
+	n := s.tenantLimit(msg.TenantID)
+	if n <= 0 {
+		return admission.Standing{}, false
+	}
+	sc := admission.Tenant(msg.TenantID)
+	rev, err := s.adm.lines.Join(ctx, sc, admission.Ticket{RunID: msg.RunID, Tenant: msg.TenantID})
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = s.adm.mirror.WaitRev(wctx, rev)
+		cancel()
+	}
+	if err != nil {
+		return admission.Standing{}, false // the check under the lease decides
+	}
+	if st := s.adm.mirror.Standing(sc, msg.RunID, n, nil); st.Position > n {
+		return st, true
+	}
 	return admission.Standing{}, false
+}
+
+// groupHolds is what a run its concurrency group holds back does in its
+// tenant's line: it leaves it (its ticket; a mark, if any, stays), and joins
+// it again, at the end, once its group lets it through. A group's line is in
+// submission order, a tenant's in pickup order, so run X may be ahead of Y in
+// their group while Y is ahead of X in their tenant's line; if Y kept its
+// tenant place while its group holds it back behind X, and X waited behind Y
+// for its tenant, neither would ever run.
+func (s *Supervisor) groupHolds(ctx context.Context, runID, tenant string) {
+	for _, t := range s.adm.mirror.Tickets(runID) {
+		if t.Kind != admission.KindTenant {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.adm.lines.Withdraw(wctx, t.Scope(), runID)
+		cancel()
+		if err != nil {
+			s.log.Warn().Err(err).Str("run_id", runID).Str("tenant_id", tenant).Msg("leave the tenant's line while the group holds the run back")
+		}
+	}
 }
 
 // admit is the check under the run's lease, before its claim: the run
@@ -176,7 +199,12 @@ func (a *attempt) admit(ctx context.Context) (outcome, bool) {
 	if len(lines) == 0 {
 		return 0, true
 	}
+	// Line by line, the group's first (linesOf): a run its group holds back
+	// takes no place in its tenant's line (groupHolds).
 	var last uint64
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	live := s.live(ctx)
 	for _, l := range lines {
 		rev, err := s.adm.lines.Join(ctx, l.scope, l.ticket)
 		if err != nil {
@@ -184,15 +212,13 @@ func (a *attempt) admit(ctx context.Context) (outcome, bool) {
 			return outStoreUnavailable, false
 		}
 		last = max(last, rev)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := s.adm.mirror.WaitRev(wctx, last); err != nil {
-		return outStoreUnavailable, false
-	}
-	live := s.live(ctx)
-	for _, l := range lines {
+		if err := s.adm.mirror.WaitRev(wctx, rev); err != nil {
+			return outStoreUnavailable, false
+		}
 		if st := s.adm.mirror.Standing(l.scope, a.runID, l.limit, live); !st.Admitted {
+			if l.scope.Kind == admission.KindGroup {
+				s.groupHolds(ctx, a.runID, a.run.TenantID)
+			}
 			a.standing = &st
 			return outAdmissionWait, false
 		}
@@ -370,6 +396,7 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 // admit it now. It is checked again under the lease.
 func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bool {
 	live := s.live(ctx)
+	// Tickets come sorted by kind: its group's line is looked at first.
 	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
 		limit := t.Limit
 		if t.Kind == admission.KindTenant {
@@ -379,6 +406,9 @@ func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bo
 			continue
 		}
 		if !s.adm.mirror.Standing(t.Scope(), msg.RunID, limit, live).Admitted {
+			if t.Kind == admission.KindGroup {
+				s.groupHolds(ctx, msg.RunID, msg.TenantID)
+			}
 			return false
 		}
 	}
