@@ -18,6 +18,7 @@ import (
 // (InProgress from a heartbeat while the run loop acks).
 type Delivery struct {
 	msg        jetstream.Msg
+	nc         *nats.Conn             // for Hold
 	meta       *jetstream.MsgMetadata // nil if the reply subject could not be parsed
 	maxDeliver int
 	retryDelay func(uint64) time.Duration
@@ -26,8 +27,8 @@ type Delivery struct {
 	runID string
 }
 
-func newDelivery(msg jetstream.Msg, cfg Config) *Delivery {
-	d := &Delivery{msg: msg, maxDeliver: cfg.MaxDeliver, retryDelay: cfg.RetryDelay}
+func newDelivery(msg jetstream.Msg, cfg Config, nc *nats.Conn) *Delivery {
+	d := &Delivery{msg: msg, nc: nc, maxDeliver: cfg.MaxDeliver, retryDelay: cfg.RetryDelay}
 	d.meta, _ = msg.Metadata() // a pulled message always has it; NumDelivered reads 0 if not
 	d.runID = runIDFromMsgID(msg.Headers().Get(jetstream.MsgIDHeader))
 	return d
@@ -137,6 +138,25 @@ func (d *Delivery) Term(reason string) error {
 
 // InProgress restarts the server's AckWait clock for this delivery.
 func (d *Delivery) InProgress() error { return d.wrap("in progress", d.msg.InProgress()) }
+
+// Hold keeps the delivery for at most another ttl: the server redelivers
+// the message ttl from now unless this delivery is held again, marked in
+// progress, acked, nak'ed or termed before. It is how a delivery that waits
+// in the process (a run waiting for its turn) comes back soon after its
+// process died, however long AckWait is, and spends no delivery while held.
+//
+// It is a Nak with a delay sent without marking the message acknowledged on
+// our side: the server keeps the message pending on this delivery and moves
+// only its deadline (now + the delay), so every later call on the delivery
+// still applies, and the delivery count does not grow unless the message is
+// redelivered.
+func (d *Delivery) Hold(ttl time.Duration) error {
+	if d.nc == nil || d.msg.Reply() == "" {
+		return d.wrap("hold", jetstream.ErrMsgNoReply)
+	}
+	body := fmt.Sprintf("-NAK {\"delay\": %d}", ttl.Nanoseconds())
+	return d.wrap("hold", d.nc.Publish(d.msg.Reply(), []byte(body)))
+}
 
 func (d *Delivery) what() string {
 	if id := d.RunID(); id != "" {

@@ -286,7 +286,7 @@ func (q *Queue) fetchNoWait(n int) ([]*Delivery, error) {
 func (q *Queue) collect(batch jetstream.MessageBatch) []*Delivery {
 	var out []*Delivery
 	for msg := range batch.Messages() {
-		out = append(out, newDelivery(msg, q.cfg))
+		out = append(out, newDelivery(msg, q.cfg, q.nc))
 	}
 	return out
 }

@@ -460,3 +460,50 @@ func waitPending(t *testing.T, q *Queue, want uint64, when string) {
 		return err == nil && n == want
 	}, "Pending %s = %s; want %d", when, func() string { return fmt.Sprint(n, err) }, want)
 }
+
+// TestHold: a held delivery stays ours as long as it is held again in
+// time (no redelivery, even past the first hold's deadline), can still be
+// marked in progress and acked, and spends no delivery; one held and then
+// left alone comes back after its hold, long before AckWait.
+func TestHold(t *testing.T) {
+	cfg := testConfig()
+	cfg.AckWait = time.Minute
+	q := setup(t, cfg)
+	publish(t, q, "run-1", 0)
+	d := fetchOne(t, q, time.Second)
+	for range 6 { // 3 s, past the 1 s hold each time
+		if err := d.Hold(time.Second); err != nil {
+			t.Fatalf("Hold: %v", err)
+		}
+		expectNone(t, q, 500*time.Millisecond)
+	}
+	info, err := q.consumer.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 {
+		t.Fatalf("held 6 times: %d messages redelivered, want 0", info.NumRedelivered)
+	}
+	if err := d.InProgress(); err != nil {
+		t.Fatalf("InProgress after Hold: %v", err)
+	}
+	if err := d.Ack(ctxT(t)); err != nil {
+		t.Fatalf("Ack after Hold: %v", err)
+	}
+	expectNone(t, q, 1500*time.Millisecond) // acked: gone for good
+	waitPending(t, q, 0, "after the ack of a held delivery")
+
+	publish(t, q, "run-2", 0)
+	d = fetchOne(t, q, time.Second)
+	held := time.Now()
+	if err := d.Hold(time.Second); err != nil {
+		t.Fatalf("Hold: %v", err)
+	}
+	d = fetchOne(t, q, 10*time.Second) // its holder gone: back after the hold, not AckWait
+	if took := time.Since(held); took < 800*time.Millisecond || took > 5*time.Second {
+		t.Errorf("redelivered %s after a hold of 1s (AckWait 1m)", took)
+	}
+	if d.RunID() != "run-2" || d.NumDelivered() != 2 {
+		t.Errorf("redelivery: run %s, delivery %d, want run-2, 2", d.RunID(), d.NumDelivered())
+	}
+}

@@ -16,9 +16,10 @@ import (
 // the lines in NATS KV). A run whose turn has not come is never claimed: it
 // stays queued, spends no attempt, and its delivery leaves the run slot.
 // Up to MaxWaiting such deliveries per process (TenantWaiting per tenant)
-// are parked — kept in progress, outside the slots — and started when the
-// bucket's watch says their line moved; beyond that a delivery is Nak'ed with
-// a delay that grows with its place in the line.
+// are parked — held for a lease TTL at a time (queue.Delivery.Hold), outside
+// the slots — and started when the bucket's watch says their line moved;
+// beyond that a delivery is Nak'ed with a delay that grows with its place in
+// the line.
 
 // Defaults of the waiting room.
 const (
@@ -40,8 +41,11 @@ type admitter struct {
 	// was cancelled, or settled elsewhere): their next pickup loads the run
 	// at once rather than join its tenant's line again.
 	vanished map[*queue.Delivery]bool
-	ready    chan *queue.Delivery // parked deliveries whose turn may have come
-	wg       sync.WaitGroup
+	// ready hands a parked delivery whose turn may have come to the consumer
+	// loop; unbuffered, so its parked goroutine keeps holding it until the
+	// loop takes it.
+	ready chan *queue.Delivery
+	wg    sync.WaitGroup
 }
 
 func (s *Supervisor) startAdmission(ctx context.Context) error {
@@ -54,7 +58,7 @@ func (s *Supervisor) startAdmission(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, checked: map[string]time.Time{}, vanished: map[*queue.Delivery]bool{}, ready: make(chan *queue.Delivery, 1024)}
+	s.adm = &admitter{lines: admission.New(kv), mirror: m, byTenant: map[string]int{}, checked: map[string]time.Time{}, vanished: map[*queue.Delivery]bool{}, ready: make(chan *queue.Delivery)}
 	return nil
 }
 
@@ -345,7 +349,13 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 			adm.mu.Unlock()
 			s.m.waiting.WithLabelValues(onAdmission).Dec()
 		}()
-		keepAlive := time.NewTicker(max(s.q.Config().AckWait/3, time.Second))
+		// Held for a lease TTL at a time, not marked in progress (which
+		// would keep it for AckWait): if this process dies, the run comes
+		// back to another runner about when the places its holder's death
+		// freed do, and waiting spends no delivery.
+		hold := s.q.Config().LeaseTTL
+		_ = d.Hold(hold)
+		keepAlive := time.NewTicker(max(hold/3, 250*time.Millisecond))
 		defer keepAlive.Stop()
 		// A holder whose runner died frees its place when its lease expires,
 		// which no watch event says: the line is looked at every second too.
@@ -358,7 +368,7 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 				_ = d.NakWithDelay(s.cfg.RetryDelay)
 				return
 			case <-keepAlive.C:
-				_ = d.InProgress()
+				_ = d.Hold(hold)
 				continue
 			case <-adm.mirror.Changed():
 			case <-recheck.C:
@@ -378,15 +388,23 @@ func (s *Supervisor) park(ctx context.Context, a *attempt) bool {
 				adm.vanished[d] = true
 				adm.mu.Unlock()
 			}
-			select {
-			case adm.ready <- d:
-			case <-ctx.Done():
-				adm.mu.Lock()
-				delete(adm.vanished, d)
-				adm.mu.Unlock()
-				_ = d.NakWithDelay(s.cfg.RetryDelay)
+			for {
+				select {
+				case adm.ready <- d:
+					// The attempt marks it in progress once it runs; until
+					// then it has AckWait.
+					_ = d.InProgress()
+				case <-keepAlive.C:
+					_ = d.Hold(hold)
+					continue
+				case <-ctx.Done():
+					adm.mu.Lock()
+					delete(adm.vanished, d)
+					adm.mu.Unlock()
+					_ = d.NakWithDelay(s.cfg.RetryDelay)
+				}
+				return
 			}
-			return
 		}
 	}()
 	return true

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -252,27 +253,53 @@ func TestProcessGroupOnConflict(t *testing.T) {
 }
 
 // TestProcessGroupHolderKilled: the runner of a group's running member is
-// SIGKILLed; the next member starts once the dead runner's lease expires,
-// and the killed member runs again after it.
+// SIGKILLed while the group's next member waits parked on that same runner
+// (the other runner is stopped meanwhile, so that it does not pick the
+// next member up). With the default AckWait (1 min), the next member starts
+// on the other runner within about a lease TTL of the kill: its parked
+// delivery was held for a lease TTL at a time, not for AckWait. The killed
+// member runs again after it.
 func TestProcessGroupHolderKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two runnerd serve processes, one SIGKILLed")
 	}
-	f := startFleet(t, "--lease-ttl", "3s", "--ack-wait", "6s")
+	const leaseTTL = 3 * time.Second
+	f := startFleet(t, "--lease-ttl", leaseTTL.String())
 	vars := map[string]string{"env": "prod"}
-	f.submit(t, "held-1", "acme", groupYAML("queue", "8"), vars)
+	f.submit(t, "held-1", "acme", groupYAML("queue", "15"), vars)
 	r1 := f.waitFor(t, "held-1", "running", func(r *client.Run) bool { return r.Status == runnerd.StatusRunning })
-	f.submit(t, "held-2", "acme", groupYAML("queue", "0.1"), vars)
-	var holder *proc
+	var holder, other *proc
 	for _, p := range f.serves {
 		if strings.Contains(p.name, r1.RunnerID) {
 			holder = p
+		} else {
+			other = p
 		}
 	}
-	if holder == nil {
+	if holder == nil || other == nil {
 		t.Fatalf("no serve process named %s", r1.RunnerID)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The other runner stops long enough for its pending fetch (5 s) to
+	// expire on the server: held-2 can only go to the holder's runner.
+	if err := syscall.Kill(other.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(other.cmd.Process.Pid, syscall.SIGCONT)
+		}
+	}()
+	time.Sleep(6 * time.Second)
+	f.submit(t, "held-2", "acme", groupYAML("queue", "0.1"), vars)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		for _, l := range strings.Split(holder.stderr.String(), "\n") {
+			if strings.Contains(l, `"run_id":"held-2"`) && strings.Contains(l, "waiting for its turn: parked") {
+				return true
+			}
+		}
+		return false
+	}, "held-2 was not parked on the holder's runner\n%s", func() string { return tail(holder.stderr.String(), 50) })
 	if r, _ := f.c.Get(ctxT(t), "held-2"); r.Status != runnerd.StatusQueued {
 		t.Fatalf("held-2 is %s while held-1 runs, want queued", r.Status)
 	}
@@ -280,16 +307,34 @@ func TestProcessGroupHolderKilled(t *testing.T) {
 	if err := syscall.Kill(-holder.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	if err := syscall.Kill(other.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
 	r2 := f.wait(t, "held-2")
-	if r2.Status != runnerd.StatusSucceeded {
-		t.Fatalf("held-2: %s/%s", r2.Status, r2.Reason)
+	if r2.Status != runnerd.StatusSucceeded || r2.Attempt != 1 {
+		t.Fatalf("held-2: %s/%s attempt %d", r2.Status, r2.Reason, r2.Attempt)
 	}
 	s2 := stepSpan(t, r2, "work")
-	t.Logf("held-2 started %s after its holder's runner was killed (lease TTL 3s)", time.Duration(s2.start-killed.UnixNano()).Round(time.Millisecond))
+	after := time.Duration(s2.start - killed.UnixNano())
+	t.Logf("held-2, parked on the killed runner, started %s after the kill (lease TTL %s, AckWait 1m)", after.Round(time.Millisecond), leaseTTL)
 	if s2.start < killed.UnixNano() {
 		t.Errorf("held-2 started before the holder's runner died")
 	}
-	r1 = f.wait(t, "held-1")
+	// Liveness, not speed: a lease TTL for the parked delivery's hold, one
+	// for the holder's lease, and a wide margin for a loaded machine; the
+	// AckWait it waited before is a minute.
+	if bound := 2*leaseTTL + 15*time.Second; after > bound {
+		t.Errorf("held-2 started %s after the kill, want within %s: its parked delivery waited for AckWait", after, bound)
+	}
+	// held-1's own delivery was marked in progress while it ran: it comes
+	// back after AckWait.
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	r1, err := f.c.Wait(ctx, "held-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if r1.Status != runnerd.StatusSucceeded || r1.Attempt != 2 {
 		t.Fatalf("held-1: %s/%s attempt %d, want succeeded on its second attempt", r1.Status, r1.Reason, r1.Attempt)
 	}
