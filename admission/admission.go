@@ -5,10 +5,14 @@
 //
 //   - a ticket, key q.<scope>.<run id>, is a run's place in a line. Tickets
 //     are created once (KV Create) and never updated, so the bucket's
-//     revision of a ticket orders the line: FIFO. A group's tickets are made
-//     by the client at submit, in submission order; a tenant's by the first
-//     runner to pick the run up. A ticket goes when its run settles
-//     (terminal or paused) or is cancelled while queued.
+//     revision of a ticket orders the line: FIFO. A group's tickets (groups
+//     are per tenant) are made by the client at submit, in submission order;
+//     a tenant's by the first runner to pick the run up, once the run's group
+//     lets it through. A ticket goes when its run settles (terminal or
+//     paused), its delivery is termed, or it is cancelled while queued; a
+//     run its group holds back withdraws its tenant ticket; a ticket left
+//     behind anyway is dropped by a run waiting behind it once the store
+//     says its run settled or does not exist.
 //   - a mark, key h.<scope>.<run id>, says the run holds one of the line's
 //     places. A runner writes it after it took the run's lease and before it
 //     claims the run, and deletes it when the attempt ends. A mark counts
