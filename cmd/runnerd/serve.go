@@ -128,8 +128,8 @@ func (c *serveConfig) validate() []string {
 	} else {
 		c.sup.TenantLimits = limits
 	}
-	if c.retention < 0 || (c.retention > 0 && c.retention < time.Minute) {
-		add(fmt.Errorf("--retention %s: want 0 (keep everything) or at least 1m", c.retention))
+	if c.retention < 0 {
+		add(fmt.Errorf("--retention %s: want 0 (keep everything) or a positive duration", c.retention))
 	}
 	c.finish()
 	add(c.queue.Validate())
