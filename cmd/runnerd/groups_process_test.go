@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -358,6 +360,24 @@ func TestProcessTenantLimitPerTenant(t *testing.T) {
 	for i := range 4 {
 		solo = append(solo, f.submit(t, fmt.Sprintf("solo-%d", i), "solo", yaml, nil).ID)
 		pair = append(pair, f.submit(t, fmt.Sprintf("pair-%d", i), "pair", yaml, nil).ID)
+	}
+	// The last of solo's runs waits seconds behind three others of its
+	// tenant, and status says so on its status line.
+	var last struct {
+		Reason  string          `json:"reason"`
+		Waiting *client.Waiting `json:"waiting"`
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		r := f.e.run("status", "--json", solo[3])
+		return r.code == exitOK && json.Unmarshal([]byte(r.stdout), &last) == nil && last.Waiting != nil && last.Waiting.Kind == client.WaitTenantLimit
+	}, "status of %s never said it waits for its tenant's limit: %+v", solo[3], last.Waiting)
+	// The limit is the runners' setting: the client knows it only where
+	// the line's tickets carry it.
+	if w := last.Waiting; last.Reason != "tenant_limit" || w.Name != "solo" || (w.Limit != 0 && w.Limit != 1) || w.Position < 1 || w.Position > 3 || w.Of < w.Position {
+		t.Errorf("status --json of %s: reason %q waiting %+v, want tenant_limit, solo, position 1-3", solo[3], last.Reason, w)
+	}
+	if st := f.e.run("status", solo[3]); !regexp.MustCompile(`status: +queued \(waiting for tenant "solo"'s limit( of 1)?, position [1-3] of [1-4]\)\n`).MatchString(st.stdout) {
+		t.Logf("status of %s (it may have started already):\n%s", solo[3], st.stdout)
 	}
 	most := func(ids []string) int {
 		type edge struct {
