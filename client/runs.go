@@ -129,10 +129,7 @@ func (c *Client) announce(ctx context.Context, id string) {
 	if err != nil || c.nc == nil {
 		return
 	}
-	_ = queue.PublishNotice(c.nc, queue.Notice{
-		RunID: r.ID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
-		Attempt: r.Attempt, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-	})
+	_ = queue.PublishNotice(c.nc, queue.NoticeOf(r))
 }
 
 // Resume answers a paused run's human steps (step id → key → value) and
