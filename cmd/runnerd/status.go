@@ -250,12 +250,16 @@ func printRun(w io.Writer, r *store.Run, atts []attempt, wt *client.Waiting) {
 	if r.Workflow != nil {
 		name = r.Workflow.Name
 	}
+	var why []string
+	if r.Reason != "" {
+		why = append(why, string(r.Reason))
+	}
+	if wt != nil && r.Status == runnerd.StatusQueued {
+		why = append(why, waitingText(wt))
+	}
 	status := string(r.Status)
-	switch {
-	case r.Reason != "":
-		status += " (" + string(r.Reason) + ")"
-	case wt != nil && r.Status == runnerd.StatusQueued:
-		status += " (" + waitingText(wt) + ")"
+	if len(why) > 0 {
+		status += " (" + strings.Join(why, "; ") + ")"
 	}
 	if r.CancelRequested && !r.Status.Terminal() {
 		status += ", cancel requested"
