@@ -338,7 +338,7 @@ func (a *attempt) acquireLease(ctx context.Context) (outcome, bool) {
 		if wait := ttl - s.conn.connectedFor(); wait > 0 {
 			a.retryAfter = wait
 			s.m.waits.WithLabelValues(onLease).Inc()
-			a.log.Info().Str("runner", a.run.RunnerID).Dur("retry_in", wait).
+			a.log.Info().Str("runner", a.run.RunnerID).Dur("retry_in_ms", wait).
 				Msg("run is running elsewhere and NATS was back only now: its runner may re-take its lease")
 			return outLeaseHeld, false
 		}
