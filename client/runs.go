@@ -362,7 +362,7 @@ func Shown(r *store.Run) *store.Run {
 		}
 		st.StartedAt, st.FinishedAt = utc(st.StartedAt), utc(st.FinishedAt)
 		for i := range st.Tries {
-			st.Tries[i].At = utc(st.Tries[i].At)
+			st.Tries[i].StartedAt, st.Tries[i].FinishedAt = utc(st.Tries[i].StartedAt), utc(st.Tries[i].FinishedAt)
 		}
 	}
 	r.CreatedAt, r.UpdatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.UpdatedAt), utc(r.StartedAt), utc(r.FinishedAt)

@@ -843,8 +843,10 @@ func (a *attempt) stepFinished(e runnerd.Event) {
 		ev = a.log.Warn()
 	}
 	ev = ev.Str("step", e.Step).Str("status", e.Status).Str("reason", e.Reason).
-		Int("exit_code", e.ExitCode).Int("step_attempt", e.Attempt).
-		Int64("duration_ms", e.DurationMS)
+		Int("step_attempt", e.Attempt).Int64("duration_ms", e.DurationMS)
+	if e.Exited() {
+		ev = ev.Int("exit_code", e.ExitCode)
+	}
 	if e.Signal != "" {
 		ev = ev.Str("signal", e.Signal)
 	}
@@ -924,7 +926,7 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 	// workdir): a refusal is noted in the log before the log is uploaded.
 	var arts []*os.File
 	var refused error
-	if !st.StartedAt.Before(a.started) { // an earlier attempt uploaded its own
+	if !st.TryStartedAt.Before(a.started) { // an earlier attempt uploaded its own
 		var err error
 		if arts, err = openArtifacts(a.dir.work(), st.Artifacts); errors.Is(err, errFileRefused) {
 			refused = err

@@ -262,24 +262,33 @@ func printRun(w io.Writer, r *store.Run, atts []attempt) {
 		}
 		fmt.Fprintf(w, "\nfailed attempts of %s:\n", id)
 		for _, t := range st.Tries {
-			exit := fmt.Sprintf("exit %d", t.ExitCode)
-			if t.Signal != "" {
+			exit := "did not exit"
+			switch {
+			case t.Signal != "":
 				exit = t.Signal
+			case t.ExitCode != nil:
+				exit = fmt.Sprintf("exit %d", *t.ExitCode)
 			}
 			verdict := "not retried"
 			if t.Retried {
 				verdict = "retried"
 			}
 			fmt.Fprintf(w, "  attempt %d: %s (%s), %s: %s\n", t.Attempt, exit, t.Reason, verdict, t.Why)
+			if !t.StartedAt.IsZero() || !t.FinishedAt.IsZero() {
+				fmt.Fprintf(w, "    started %s, finished %s\n", fmtTime(t.StartedAt), fmtTime(t.FinishedAt))
+			}
 		}
 	}
 }
 
+// exitText is the EXIT column: the exit status of a step whose process
+// exited, the signal that killed one, else "-" (a human step, a step that
+// never started).
 func exitText(st *runnerd.StepState) string {
 	switch {
 	case st.Signal != "":
 		return st.Signal
-	case st.Status == runnerd.StepSucceeded || st.Status == runnerd.StepFailed:
+	case st.Exited():
 		return fmt.Sprint(st.ExitCode)
 	}
 	return "-"

@@ -174,7 +174,11 @@ func (p *Progress) finished(at string, e runnerd.Event) {
 	label, colour := StepLabel(runnerd.StepStatus(e.Status))
 	line := fmt.Sprintf("%s %s %-20s %8s  %s", at, p.paint(colour, label), e.Step,
 		(time.Duration(e.DurationMS) * time.Millisecond).String(), e.Reason)
-	if e.Status == string(runnerd.StepFailed) && e.ExitCode != 0 {
+	switch {
+	case e.Status != string(runnerd.StepFailed):
+	case e.Signal != "":
+		line += " (" + e.Signal + ")"
+	case e.Exited() && e.ExitCode != 0:
 		line += fmt.Sprintf(" (exit %d)", e.ExitCode)
 	}
 	if e.Message != "" {
