@@ -49,7 +49,7 @@ func TestLogsMissingObjectFails(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitFailed, "logs", id)
+	r := e.mustRun(exitSoftware, "logs", id)
 	if !strings.Contains(r.stderr, "missing from S3") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
