@@ -452,3 +452,27 @@ func TestEveryCommandConventions(t *testing.T) {
 		t.Errorf("validate --json: %v %+v\nstdout:\n%s\nstderr:\n%s", err, v, r.stdout, r.stderr)
 	}
 }
+
+// A bad --sandbox or --step-network exits 2 before anything is created: no
+// banner, no workdir in TMPDIR, the problem said once.
+func TestBadSandboxFlagCreatesNothing(t *testing.T) {
+	wf := writeFile(t, t.TempDir(), "wf.yaml", "steps:\n  - id: a\n    run: [\"true\"]\n")
+	for _, args := range [][]string{{"--sandbox", "bogus"}, {"--step-network", "bogus"}} {
+		tmp := t.TempDir()
+		cmd := exec.Command(binary, append([]string{"run", wf}, args...)...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != ExitUsage {
+			t.Errorf("runexec run %v: exit %d, want %d\n%s", args, code, ExitUsage, stderr.String())
+		}
+		want := fmt.Sprintf("runexec run: %s %q: want", args[0], args[1])
+		if n := strings.Count(stderr.String(), args[0]+" "); n != 1 || !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "workdir") {
+			t.Errorf("runexec run %v: stderr %q, want %q once and no run banner", args, stderr.String(), want)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) != 0 {
+			t.Errorf("runexec run %v left %v in TMPDIR", args, left)
+		}
+	}
+}

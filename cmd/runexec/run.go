@@ -133,6 +133,12 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 	if missing := w.MissingSecrets(secrets); len(missing) > 0 {
 		return cli.Usagef("secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)", strings.Join(missing, ", "))
 	}
+	// Every flag is checked, and the sandbox found, before anything is
+	// created: exit 2 leaves no workdir behind.
+	sb, err := sandboxFor(ra, stderr)
+	if err != nil {
+		return cli.Usage(err)
+	}
 	saved, err := loadState(ra.state)
 	if err != nil {
 		return cli.Usage(err)
@@ -197,11 +203,6 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "runexec: save state: %v\n", err)
 			}
 		}
-	}
-	sb, err := sandboxFor(ra, stderr)
-	if err != nil {
-		p.Close()
-		return cli.Usage(err)
 	}
 	var res executor.Result
 	if sb != nil {
