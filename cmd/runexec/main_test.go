@@ -333,7 +333,7 @@ func TestValidateAndUsage(t *testing.T) {
 		{[]string{"validate", bad}, ExitUsage, "cycle"},
 		{[]string{"run", bad}, ExitUsage, "cycle"},
 		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
-		{[]string{}, ExitUsage, "Usage"},
+		{[]string{}, ExitSucceeded, "Usage"},
 		{[]string{"frobnicate"}, ExitUsage, "unknown command"},
 		{[]string{"--help"}, ExitSucceeded, "3 paused"},
 		{[]string{"--version"}, ExitSucceeded, "runexec "},
@@ -373,7 +373,7 @@ steps:
 		t.Errorf("stdout is not empty:\n%s", r.stdout)
 	}
 	lines := strings.Split(r.stderr, "\n")
-	for _, want := range []string{"left | left line 1", "left | left line 3", "right | right part whole", "right | no newline", "after | after left and right"} {
+	for _, want := range []string{"left  | left line 1", "left  | left line 3", "right | right part whole", "right | no newline", "after | after left and right"} {
 		if !slices.Contains(lines, want) {
 			t.Errorf("stderr lacks the line %q:\n%s", want, r.stderr)
 		}

@@ -173,8 +173,9 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 
 	logdir := ra.logdir
 	p := cli.NewProgress(stderr, cli.ProgressOptions{
-		Logs: !ra.quiet, Terminal: !ra.json && cli.IsTerminal(stderr), Colour: cli.Colour(stderr),
-		Tail: func(step string) []string { return tail(filepath.Join(logdir, step+".log"), cli.TailLines) },
+		Logs: !ra.quiet, Terminal: !ra.json && cli.Redraws(stderr), Colour: cli.Colour(stderr),
+		Tail:  func(step string) []string { return tail(filepath.Join(logdir, step+".log"), cli.TailLines) },
+		Steps: stepIDs(w),
 	})
 	sink := func(e runnerd.Event) { p.Event(e) }
 	if ra.json {
@@ -335,4 +336,13 @@ func secretsFor(w *workflow.Workflow, ra *runArgs) map[string]string {
 		}
 	}
 	return out
+}
+
+// stepIDs are the workflow's step ids, in its order.
+func stepIDs(w *workflow.Workflow) []string {
+	ids := make([]string, len(w.Steps))
+	for i, s := range w.Steps {
+		ids[i] = s.ID
+	}
+	return ids
 }

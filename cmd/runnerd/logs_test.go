@@ -91,7 +91,7 @@ func TestLogsFollow(t *testing.T) {
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if want := "greet | hello\nbye | bye\ngreet | world\n"; r.stdout != want {
+	if want := "greet | hello\nbye   | bye\ngreet | world\n"; r.stdout != want {
 		t.Errorf("logs =\n%q\nwant\n%q", r.stdout, want)
 	}
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/creack/pty"
+
 	"github.com/runnerd/runnerd"
 )
 
@@ -29,5 +31,35 @@ func TestProgressFailedStepExit(t *testing.T) {
 		if !strings.HasSuffix(lines[i], want) {
 			t.Errorf("line %d = %q, want it to end in %q", i, lines[i], want)
 		}
+	}
+}
+
+// On a terminal the status line is redrawn in place; TERM=dumb gets plain
+// lines (no "\r\x1b[K") and no colour. Live output's prefixes are padded to
+// the longest step id.
+func TestProgressOnATerminal(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	t.Setenv("NO_COLOR", "")
+	for term, want := range map[string]bool{"xterm": true, "dumb": false} {
+		t.Setenv("TERM", term)
+		if Redraws(tty) != want || Colour(tty) != want {
+			t.Errorf("TERM=%s: redraws %v, colour %v; want %v", term, Redraws(tty), Colour(tty), want)
+		}
+	}
+	var b strings.Builder
+	if Redraws(&b) {
+		t.Error("a buffer is not a terminal")
+	}
+	p := NewProgress(&b, ProgressOptions{Logs: true, Steps: []string{"a", "build", "go"}})
+	p.Event(runnerd.Event{Type: runnerd.EventLog, Step: "a", Text: "one\n"})
+	p.Event(runnerd.Event{Type: runnerd.EventLog, Step: "build", Text: "two\n"})
+	p.Close()
+	if want := "a     | one\nbuild | two\n"; b.String() != want {
+		t.Errorf("live output %q, want %q", b.String(), want)
 	}
 }
