@@ -29,7 +29,7 @@ func TestStatusExitColumn(t *testing.T) {
 			Tries: []runnerd.Try{{Attempt: 1, ExitCode: &three, Reason: runnerd.StepReasonExitCode, Retried: true, StartedAt: at, FinishedAt: at.Add(time.Second)}}},
 	}}
 	var b bytes.Buffer
-	printRun(&b, r, nil)
+	printRun(&b, r, nil, nil)
 	out := b.String()
 	for step, exit := range map[string]string{"approve": "-", "nope": "-", "slow": "SIGKILL", "three": "3"} {
 		row := regexp.MustCompile(`(?m)^  ` + step + ` +\S+ +\S+ +\S+ +(\S+)`).FindStringSubmatch(out)
