@@ -6,7 +6,11 @@ TAGS     := ferretdb_no_postgresql
 # checkout, else "dev".
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-IMAGE    ?= runnerd:$(VERSION)
+# The image's tag: one committed place (IMAGE_TAG), which
+# deploy/kubernetes names too (a test keeps them in agreement); bump it
+# with a release.
+IMAGE_TAG := $(shell cat IMAGE_TAG)
+IMAGE    ?= runnerd:$(IMAGE_TAG)
 TEST_TIMEOUT ?= 9m
 # The supervisor's end-to-end tests that also run on the store's other write
 # path (the conditional update of MongoDB; `make test` runs on FerretDB,
@@ -81,10 +85,9 @@ chaos: build
 
 # The container image (Dockerfile): runnerd and runexec, runnerd serve as
 # the default command. Needs a Docker engine.
+# The manifests (kubectl apply -k deploy/kubernetes/) run the tag it builds.
 image:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
-	@# The manifests run the image just built (kubectl apply -k deploy/kubernetes/).
-	sed -i 's|^\(    newTag:\).*|\1 "$(VERSION)"|' deploy/kubernetes/kustomization.yaml
 
 clean:
 	rm -rf $(BIN)

@@ -127,20 +127,28 @@ type StepState struct {
 	LogKey    string            `json:"log_key,omitempty" bson:"log_key,omitempty"`
 	// Tries records each failed attempt: its exit, and whether and why it
 	// was retried (the step's retry rules).
-	Tries      []Try     `json:"tries,omitempty" bson:"tries,omitempty"`
+	Tries []Try `json:"tries,omitempty" bson:"tries,omitempty"`
+	// StartedAt is the step's first start in the run; a retry keeps it.
 	StartedAt  time.Time `json:"started_at,omitzero" bson:"started_at,omitempty"`
 	FinishedAt time.Time `json:"finished_at,omitzero" bson:"finished_at,omitempty"`
+	// TryStartedAt is the start of the step's latest try: the start a
+	// failed try records, and how a run attempt tells the steps it ran.
+	TryStartedAt time.Time `json:"-" bson:"try_started_at,omitempty"`
 }
 
 // Try is one failed attempt of a step.
 type Try struct {
-	Attempt  int        `json:"attempt" bson:"attempt"`
-	ExitCode int        `json:"exit_code" bson:"exit_code"`
-	Signal   string     `json:"signal,omitempty" bson:"signal,omitempty"`
-	Reason   StepReason `json:"reason,omitempty" bson:"reason,omitempty"`
-	Retried  bool       `json:"retried" bson:"retried"`
-	Why      string     `json:"why,omitempty" bson:"why,omitempty"`
-	At       time.Time  `json:"at,omitzero" bson:"at,omitempty"`
+	Attempt int `json:"attempt" bson:"attempt"`
+	// ExitCode is nil when the try's process did not exit by itself: it
+	// could not start, or a signal (also a timeout's) killed it.
+	ExitCode  *int       `json:"exit_code,omitempty" bson:"exit_code,omitempty"`
+	Signal    string     `json:"signal,omitempty" bson:"signal,omitempty"`
+	Reason    StepReason `json:"reason,omitempty" bson:"reason,omitempty"`
+	Retried   bool       `json:"retried" bson:"retried"`
+	Why       string     `json:"why,omitempty" bson:"why,omitempty"`
+	StartedAt time.Time  `json:"started_at,omitzero" bson:"started_at,omitempty"`
+	// FinishedAt is stored as "at", its name before tries had a start.
+	FinishedAt time.Time `json:"finished_at,omitzero" bson:"at,omitempty"`
 }
 
 // maxTries bounds the failed attempts a step's state keeps.

@@ -19,6 +19,10 @@ func (s StepStates) Apply(e Event) {
 	}
 	switch e.Type {
 	case EventStepStarted:
+		if st.Status != StepRunning || st.StartedAt.IsZero() {
+			// A retry, or a restart after a crash, keeps the step's first start.
+			st.StartedAt = e.Time
+		}
 		st.Status = StepRunning
 		st.Reason = ""
 		st.Attempts = e.Attempt
@@ -26,7 +30,7 @@ func (s StepStates) Apply(e Event) {
 		st.Signal = ""
 		st.Outputs = nil
 		st.Artifacts = nil
-		st.StartedAt = e.Time
+		st.TryStartedAt = e.Time
 		st.FinishedAt = time.Time{}
 	case EventOutput:
 		if st.Outputs == nil {
@@ -56,8 +60,13 @@ func (s StepStates) Apply(e Event) {
 // executor calls it on its own state, Apply on a folded one).
 func (st *StepState) AddTry(e Event) {
 	if len(st.Tries) < maxTries {
-		st.Tries = append(st.Tries, Try{Attempt: e.Attempt, ExitCode: e.ExitCode, Signal: e.Signal,
-			Reason: StepReason(e.Reason), Retried: e.Status == AttemptRetried, Why: e.Message, At: e.Time})
+		t := Try{Attempt: e.Attempt, Signal: e.Signal, Reason: StepReason(e.Reason), Retried: e.Status == AttemptRetried,
+			Why: e.Message, StartedAt: st.TryStartedAt, FinishedAt: e.Time}
+		if ranToExit(t.Reason, t.Signal, t.Attempt) {
+			code := e.ExitCode
+			t.ExitCode = &code
+		}
+		st.Tries = append(st.Tries, t)
 	}
 }
 
@@ -78,7 +87,30 @@ func (st StepState) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// Exited reports whether the step's process ran to an exit status.
+// Exited reports whether the step's process ran to an exit status: not a
+// human step, a step that could not start, or one a signal killed (a
+// timeout's included; Signal names it).
 func (st *StepState) Exited() bool {
-	return (st.Status == StepSucceeded || st.Status == StepFailed) && st.Signal == "" && !st.StartedAt.IsZero()
+	return (st.Status == StepSucceeded || st.Status == StepFailed) && ranToExit(st.Reason, st.Signal, st.Attempts) &&
+		!st.StartedAt.IsZero()
+}
+
+// Exited reports whether the step_finished or attempt_failed event reports a
+// process that exited by itself, so that its ExitCode means something.
+func (e Event) Exited() bool {
+	switch e.Type {
+	case EventStepFinished:
+		s := StepStatus(e.Status)
+		return (s == StepSucceeded || s == StepFailed) && ranToExit(StepReason(e.Reason), e.Signal, e.Attempt)
+	case EventAttemptFailed:
+		return ranToExit(StepReason(e.Reason), e.Signal, e.Attempt)
+	}
+	return false
+}
+
+// ranToExit reports whether a step's try ran a process that exited by
+// itself: it had a try (a human step has none), it started, and no signal
+// ended it.
+func ranToExit(reason StepReason, signal string, tries int) bool {
+	return tries > 0 && signal == "" && reason != StepReasonStartError && reason != StepReasonTemplate
 }

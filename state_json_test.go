@@ -19,8 +19,13 @@ func TestStepStateJSONExitCode(t *testing.T) {
 		{StepState{Status: StepWaiting, Prompt: "ok?"}, false},
 		{StepState{Status: StepSkipped}, false},
 		{StepState{Status: StepCancelled, Signal: "SIGTERM", StartedAt: at}, false},
-		{StepState{Status: StepSucceeded, StartedAt: at, FinishedAt: at}, true},
-		{StepState{Status: StepFailed, ExitCode: 3, StartedAt: at, FinishedAt: at}, true},
+		{StepState{Status: StepSucceeded, Attempts: 1, StartedAt: at, FinishedAt: at}, true},
+		{StepState{Status: StepFailed, Attempts: 1, Reason: StepReasonExitCode, ExitCode: 3, StartedAt: at, FinishedAt: at}, true},
+		// A human step answered: no process.
+		{StepState{Status: StepSucceeded, Answers: map[string]string{"ok": "yes"}, StartedAt: at, FinishedAt: at}, false},
+		// Could not start, or killed at its timeout.
+		{StepState{Status: StepFailed, Attempts: 1, Reason: StepReasonStartError, ExitCode: -1, StartedAt: at, FinishedAt: at}, false},
+		{StepState{Status: StepFailed, Attempts: 1, Reason: StepReasonTimeout, Signal: "SIGKILL", ExitCode: -1, StartedAt: at, FinishedAt: at}, false},
 	} {
 		b, err := json.Marshal(tc.st)
 		if err != nil {
@@ -30,7 +35,7 @@ func TestStepStateJSONExitCode(t *testing.T) {
 			t.Errorf("%s: exit_code in JSON %v, want %v: %s", tc.st.Status, got, tc.want, b)
 		}
 		var back StepState
-		if err := json.Unmarshal(b, &back); err != nil || back.ExitCode != tc.st.ExitCode || back.Status != tc.st.Status {
+		if err := json.Unmarshal(b, &back); err != nil || (tc.want && back.ExitCode != tc.st.ExitCode) || back.Status != tc.st.Status {
 			t.Errorf("%s: read back %+v (%v) from %s", tc.st.Status, back, err, b)
 		}
 	}

@@ -365,11 +365,11 @@ type RunLine struct {
 	FinishedAt time.Time      `json:"finished_at,omitzero"`
 }
 
-// LineOf is r's line in a list.
+// LineOf is r's line in a list; StartedAt is the first attempt's start.
 func LineOf(r *store.Run) RunLine {
 	l := RunLine{
 		ID: r.ID, TenantID: r.TenantID, Status: r.Status, Reason: r.Reason, Attempt: r.Attempt,
-		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		CreatedAt: r.CreatedAt, StartedAt: utc(firstStart(r)), FinishedAt: r.FinishedAt,
 	}
 	if r.Workflow != nil {
 		l.Workflow = r.Workflow.Name
@@ -377,12 +377,52 @@ func LineOf(r *store.Run) RunLine {
 	return l
 }
 
+// Attempt is one attempt of a run: its claim and, once its runner wrote
+// how it ended, that end.
+type Attempt struct {
+	Attempt    int            `json:"attempt"`
+	Epoch      uint64         `json:"epoch"`
+	RunnerID   string         `json:"runner_id,omitempty"`
+	StartedAt  time.Time      `json:"started_at"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"` // none while it runs, nor when its runner vanished
+	Status     runnerd.Status `json:"status,omitempty"`     // the status its end wrote
+	Reason     runnerd.Reason `json:"reason,omitempty"`
+}
+
+// Attempts lists r's attempts as the run document records them, first
+// first (nil for a run stored before it recorded them).
+func Attempts(r *store.Run) []Attempt {
+	var out []Attempt
+	for i, s := range r.AttemptStarts {
+		a := Attempt{Attempt: r.Attempt - len(r.AttemptStarts) + i + 1, Epoch: s.Epoch, RunnerID: s.RunnerID, StartedAt: utc(s.At)}
+		for _, e := range r.AttemptEnds {
+			if e.Epoch == s.Epoch {
+				a.FinishedAt, a.Status, a.Reason = utc(e.At), e.Status, e.Reason
+				break
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// firstStart is when r first started: its first recorded claim, else (a run
+// stored before claims were recorded) its latest.
+func firstStart(r *store.Run) time.Time {
+	if len(r.AttemptStarts) > 0 {
+		return r.AttemptStarts[0].At
+	}
+	return r.StartedAt
+}
+
 // Shown is r as `runnerd status` and the web API show it: every workflow
 // step without saved state is pending, so readers see the whole workflow,
 // not only what has run; a cancelled run's waiting steps (a paused run
-// cancelled) say cancelled, since nothing waits any more; times are in UTC,
-// as run ids are. It changes r and returns it.
+// cancelled) say cancelled, since nothing waits any more; StartedAt is the
+// first attempt's start (Attempts lists each); times are in UTC, as run ids
+// are. It changes r and returns it.
 func Shown(r *store.Run) *store.Run {
+	r.StartedAt = firstStart(r)
 	if r.Workflow != nil {
 		for _, s := range r.Workflow.Steps {
 			if r.Steps == nil {
@@ -399,7 +439,7 @@ func Shown(r *store.Run) *store.Run {
 		}
 		st.StartedAt, st.FinishedAt = utc(st.StartedAt), utc(st.FinishedAt)
 		for i := range st.Tries {
-			st.Tries[i].At = utc(st.Tries[i].At)
+			st.Tries[i].StartedAt, st.Tries[i].FinishedAt = utc(st.Tries[i].StartedAt), utc(st.Tries[i].FinishedAt)
 		}
 	}
 	r.CreatedAt, r.UpdatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.UpdatedAt), utc(r.StartedAt), utc(r.FinishedAt)

@@ -63,12 +63,12 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.Mode != "" { // "" is auto
 		if _, err := ParseMode(string(o.Mode)); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("--sandbox %q: want auto, required or off", o.Mode))
 		}
 	}
 	if o.Network != "" {
 		if _, err := ParseNetwork(string(o.Network)); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("--step-network %q: want host or none", o.Network))
 		}
 	}
 	for _, l := range []struct {

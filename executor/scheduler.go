@@ -196,14 +196,16 @@ func startedAt(st runnerd.StepState) time.Time {
 func (r *run) finished(id string, started time.Time, msg string) {
 	st := r.states[id]
 	e := runnerd.Event{
-		Type:     runnerd.EventStepFinished,
-		Step:     id,
-		Attempt:  st.Attempts,
-		Status:   string(st.Status),
-		Reason:   string(st.Reason),
-		ExitCode: st.ExitCode,
-		Signal:   st.Signal,
-		Message:  msg,
+		Type:    runnerd.EventStepFinished,
+		Step:    id,
+		Attempt: st.Attempts,
+		Status:  string(st.Status),
+		Reason:  string(st.Reason),
+		Signal:  st.Signal,
+		Message: msg,
+	}
+	if st.Exited() { // a step that never started or was killed has no exit code
+		e.ExitCode = st.ExitCode
 	}
 	if !started.IsZero() && !st.FinishedAt.IsZero() {
 		e.DurationMS = st.FinishedAt.Sub(started).Milliseconds()

@@ -100,7 +100,8 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 			backoff = min(backoff*2, capBackoff)
 		}
 		st.Attempts++
-		j.event(runnerd.Event{Type: runnerd.EventStepStarted, Attempt: st.Attempts, Message: note})
+		st.TryStartedAt = time.Now()
+		j.event(runnerd.Event{Type: runnerd.EventStepStarted, Attempt: st.Attempts, Message: note, Time: st.TryStartedAt})
 		res := j.attempt(ctx, st.Attempts, cmd, lg)
 		st.ExitCode, st.Signal, st.Reason = res.exitCode, res.signal, res.reason
 		switch {
@@ -128,8 +129,11 @@ func (j *stepJob) execute(ctx context.Context, st *runnerd.StepState) string {
 		if retry {
 			decision = runnerd.AttemptRetried
 		}
-		failed := runnerd.Event{Type: runnerd.EventAttemptFailed, Attempt: st.Attempts, ExitCode: res.exitCode,
+		failed := runnerd.Event{Type: runnerd.EventAttemptFailed, Attempt: st.Attempts,
 			Signal: res.signal, Reason: string(res.reason), Status: decision, Message: why, Time: time.Now()}
+		if failed.Exited() {
+			failed.ExitCode = res.exitCode
+		}
 		st.AddTry(failed)
 		j.event(failed)
 		note = fmt.Sprintf("attempt %d failed: %s", st.Attempts, res.msg)

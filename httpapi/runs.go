@@ -32,8 +32,10 @@ type RunPage struct {
 // when it has not started; reason always present).
 type RunDoc struct {
 	*store.Run
-	Reason    runnerd.Reason `json:"reason"`
-	Artifacts []Artifact     `json:"artifacts"`
+	Reason runnerd.Reason `json:"reason"`
+	// Attempts lists each attempt: runner, start, end and what it wrote.
+	Attempts  []client.Attempt `json:"attempts,omitempty"`
+	Artifacts []Artifact       `json:"artifacts"`
 }
 
 var statuses = client.Statuses
@@ -135,5 +137,5 @@ func (s silent) Unwrap() error { return s.err }
 // (client.Shown), with its artifacts.
 func docOf(r *store.Run) RunDoc {
 	r = client.Shown(r)
-	return RunDoc{Run: r, Reason: r.Reason, Artifacts: artifactsOf(r)}
+	return RunDoc{Run: r, Reason: r.Reason, Attempts: client.Attempts(r), Artifacts: artifactsOf(r)}
 }

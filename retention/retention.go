@@ -143,7 +143,7 @@ func Sweeper(ctx context.Context, st *store.Store, blobs *blob.Store, retention 
 			ev = log.Warn().Err(err)
 		}
 		if n > 0 || err != nil {
-			ev.Int("runs", n).Dur("retention", retention).Dur("took", time.Since(start)).Msg("retention sweep")
+			ev.Int("runs", n).Dur("retention_ms", retention).Dur("took_ms", time.Since(start)).Msg("retention sweep")
 		}
 		timer.Reset(interval)
 	}

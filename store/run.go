@@ -52,8 +52,23 @@ type Run struct {
 
 	CreatedAt  time.Time `bson:"created_at" json:"created_at"`
 	UpdatedAt  time.Time `bson:"updated_at" json:"updated_at"`
-	StartedAt  time.Time `bson:"started_at,omitempty" json:"started_at,omitzero"` // start of the latest attempt
+	StartedAt  time.Time `bson:"started_at,omitempty" json:"started_at,omitzero"` // start of the latest attempt (client.Shown: the first)
 	FinishedAt time.Time `bson:"finished_at,omitempty" json:"finished_at,omitzero"`
+	// AttemptStarts has one mark per claim (its epoch, runner and time),
+	// AttemptEnds one per fenced write that ended an attempt (the status it
+	// wrote): an attempt whose runner vanished has none. client.Attempts
+	// pairs them by epoch.
+	AttemptStarts []AttemptMark `bson:"attempt_starts,omitempty" json:"-"`
+	AttemptEnds   []AttemptMark `bson:"attempt_ends,omitempty" json:"-"`
+}
+
+// AttemptMark is the start or the end of one attempt of a run.
+type AttemptMark struct {
+	Epoch    uint64         `bson:"epoch"`
+	RunnerID string         `bson:"runner_id,omitempty"`
+	At       time.Time      `bson:"at"`
+	Status   runnerd.Status `bson:"status,omitempty"` // an end: the status written
+	Reason   runnerd.Reason `bson:"reason,omitempty"`
 }
 
 // transitions lists, for each status, the statuses a run may come from

@@ -140,6 +140,7 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 		}},
 		{Key: "$unset", Value: bson.D{{Key: "reason", Value: ""}}},
 		{Key: "$inc", Value: bson.D{{Key: "attempt", Value: 1}}},
+		{Key: "$push", Value: bson.D{{Key: "attempt_starts", Value: AttemptMark{Epoch: epoch, RunnerID: runnerID, At: t}}}},
 	}
 	if s.revision {
 		ctx, cancel := s.callCtx(ctx)
@@ -350,6 +351,10 @@ func (s *Store) transition(ctx context.Context, id string, c change) (*Run, erro
 	update = append(update, bson.E{Key: "$set", Value: set})
 	if len(c.inc) > 0 {
 		update = append(update, bson.E{Key: "$inc", Value: c.inc})
+	}
+	if epoch != nil { // a fenced change leaves running: the attempt ends
+		end := AttemptMark{Epoch: *epoch, At: t, Status: to, Reason: reason}
+		update = append(update, bson.E{Key: "$push", Value: bson.D{{Key: "attempt_ends", Value: end}}})
 	}
 	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to, seq: c.seq, landed: c.landed}, update, c.returnRun)
 }

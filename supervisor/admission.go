@@ -573,7 +573,7 @@ func (a *attempt) waitForTurn(ctx context.Context) {
 		return
 	}
 	delay := waitDelay(a.standing)
-	ev.Dur("delay", delay).Msg("waiting for its turn: redelivered later")
+	ev.Dur("delay_ms", delay).Msg("waiting for its turn: redelivered later")
 	s.m.waits.WithLabelValues(onAdmission).Inc()
 	s.m.deliveries.WithLabelValues(actNakDelay.String()).Inc()
 	if err := a.delivery().NakWithDelay(delay); err != nil {

@@ -338,7 +338,7 @@ func (a *attempt) acquireLease(ctx context.Context) (outcome, bool) {
 		if wait := ttl - s.conn.connectedFor(); wait > 0 {
 			a.retryAfter = wait
 			s.m.waits.WithLabelValues(onLease).Inc()
-			a.log.Info().Str("runner", a.run.RunnerID).Dur("retry_in", wait).
+			a.log.Info().Str("runner", a.run.RunnerID).Dur("retry_in_ms", wait).
 				Msg("run is running elsewhere and NATS was back only now: its runner may re-take its lease")
 			return outLeaseHeld, false
 		}
@@ -843,8 +843,10 @@ func (a *attempt) stepFinished(e runnerd.Event) {
 		ev = a.log.Warn()
 	}
 	ev = ev.Str("step", e.Step).Str("status", e.Status).Str("reason", e.Reason).
-		Int("exit_code", e.ExitCode).Int("step_attempt", e.Attempt).
-		Int64("duration_ms", e.DurationMS)
+		Int("step_attempt", e.Attempt).Int64("duration_ms", e.DurationMS)
+	if e.Exited() {
+		ev = ev.Int("exit_code", e.ExitCode)
+	}
 	if e.Signal != "" {
 		ev = ev.Str("signal", e.Signal)
 	}
@@ -924,7 +926,7 @@ func (a *attempt) putStepFiles(ctx context.Context, step string) error {
 	// workdir): a refusal is noted in the log before the log is uploaded.
 	var arts []*os.File
 	var refused error
-	if !st.StartedAt.Before(a.started) { // an earlier attempt uploaded its own
+	if !st.TryStartedAt.Before(a.started) { // an earlier attempt uploaded its own
 		var err error
 		if arts, err = openArtifacts(a.dir.work(), st.Artifacts); errors.Is(err, errFileRefused) {
 			refused = err

@@ -102,7 +102,7 @@ func TestRefusedArtifactIsNotUploadedAndFailsTheStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.state = runnerd.StepStates{"leak": {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted,
-		Artifacts: []string{"shadow.txt"}, StartedAt: time.Now()}}
+		Artifacts: []string{"shadow.txt"}, StartedAt: time.Now(), TryStartedAt: time.Now()}}
 
 	err = a.uploadStep("leak")
 	if !errors.Is(err, errFileRefused) {

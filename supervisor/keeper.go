@@ -49,7 +49,7 @@ func (a *attempt) keepLease(ctx context.Context) {
 		switch {
 		case err == nil:
 			if !failingSince.IsZero() {
-				a.log.Info().Dur("after", time.Since(failingSince).Round(time.Millisecond)).Msg("lease renewed again")
+				a.log.Info().Dur("after_ms", time.Since(failingSince).Round(time.Millisecond)).Msg("lease renewed again")
 				failingSince = time.Time{}
 				s.m.waiting.WithLabelValues(onNATS).Dec()
 				if noted {

@@ -30,7 +30,7 @@ type metrics struct {
 	uploadBytes      *prometheus.CounterVec // kind: log, artifact
 	storeErrors      *prometheus.CounterVec // op
 	s3Errors         *prometheus.CounterVec // op
-	waiting          *prometheus.GaugeVec   // on: mongodb, s3, nats, lease
+	waiting          *prometheus.GaugeVec   // on: mongodb, s3, nats, admission
 	waits            *prometheus.CounterVec // on
 	sandboxLayer     *prometheus.GaugeVec   // layer (sandbox.go)
 	queueWait        prometheus.Histogram
@@ -140,11 +140,11 @@ func newMetrics(reg prometheus.Registerer) (m *metrics, err error) {
 		}, []string{"op"}),
 		waiting: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "runnerd_runs_waiting",
-			Help: "Claimed runs whose runner is waiting, retrying in place, for a server to come back (mongodb, s3, nats).",
+			Help: "Claimed runs whose runner is waiting, retrying in place, for a server to come back (mongodb, s3, nats); admission: deliveries of queued runs parked until their group or tenant has a place.",
 		}, []string{"on"}),
 		waits: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "runnerd_waits_total",
-			Help: "Times a run was delayed by an unreachable server or a held lease (on: mongodb, s3, nats, lease): an in-place wait or a delayed redelivery. None spends an attempt.",
+			Help: "Times a run was delayed by an unreachable server, a held lease or a full group or tenant (on: mongodb, s3, nats, lease, admission): an in-place wait or a delayed redelivery. None spends an attempt.",
 		}, []string{"on"}),
 		sandboxLayer: newSandboxMetric(f),
 		queueWait: f.NewHistogram(prometheus.HistogramOpts{
@@ -171,10 +171,10 @@ func (m *metrics) zero() {
 	for _, op := range []string{opGetWorkflow, opPutLog, opPutArtifact} {
 		m.s3Errors.WithLabelValues(op)
 	}
-	for _, on := range []string{onMongoDB, onS3, onNATS, onLease} {
+	for _, on := range []string{onMongoDB, onS3, onNATS, onLease, onAdmission} {
 		m.waits.WithLabelValues(on)
 	}
-	for _, on := range []string{onMongoDB, onS3, onNATS} {
+	for _, on := range []string{onMongoDB, onS3, onNATS, onAdmission} {
 		m.waiting.WithLabelValues(on)
 	}
 	for _, kind := range []string{"log", "artifact"} {
@@ -190,11 +190,12 @@ func (m *metrics) zero() {
 		if v.reason == "" {
 			continue
 		}
-		status := statusUnchanged
+		// A row that writes counts as unchanged when nothing was written:
+		// a message naming no run, or a failed write.
+		m.runsFinished.WithLabelValues(statusUnchanged, string(v.reason))
 		if v.write {
-			status = string(v.status)
+			m.runsFinished.WithLabelValues(string(v.status), string(v.reason))
 		}
-		m.runsFinished.WithLabelValues(status, string(v.reason))
 	}
 	m.runsFinished.WithLabelValues(string(runnerd.StatusFailed), string(runnerd.ReasonMaxAttemptsExceeded))
 	for _, r := range []runnerd.Reason{runnerd.ReasonCompleted, runnerd.ReasonStepFailed, runnerd.ReasonPaused,

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +35,12 @@ func lockRunnerID(id string) (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lock runner id %s: %w", id, err)
 		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		err = flockSoon(f)
+		if errors.Is(err, unix.EWOULDBLOCK) && !atPath(f, path) {
+			f.Close()
+			continue // swept as stale while we waited: open again
+		}
+		if err != nil {
 			holder, _ := os.ReadFile(path)
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
@@ -41,10 +48,10 @@ func lockRunnerID(id string) (*os.File, error) {
 			}
 			return nil, fmt.Errorf("lock runner id %s: %w", id, err)
 		}
-		// The holder removes the file before it lets go (unlockRunnerID): a
-		// lock taken on a file no longer at path locks nothing; open again.
-		var held, now unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+		// The holder removes the file before it lets go (unlockRunnerID,
+		// removeStaleLocks): a lock taken on a file no longer at path locks
+		// nothing; open again.
+		if atPath(f, path) {
 			_ = f.Truncate(0)
 			_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
 			return f, nil
@@ -53,10 +60,59 @@ func lockRunnerID(id string) (*os.File, error) {
 	}
 }
 
+// flockSoon takes f's exclusive lock without blocking, trying again for a
+// moment: removeStaleLocks holds a free lock only long enough to unlink its
+// file, and a runner starting under that id must not take it for a holder.
+func flockSoon(f *os.File) error {
+	var err error
+	for range 20 {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return err
+}
+
+// atPath reports whether the open file f is still the file at path.
+func atPath(f *os.File, path string) bool {
+	var held, now unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev
+}
+
+// removeStaleLocks removes the lock files no process holds but own's: a
+// runnerd that was SIGKILLed cannot remove its own. Each is locked first,
+// without waiting, so a held one is left alone, and unlinked while locked,
+// as its holder would: a runner that opened it meanwhile finds it gone once
+// it holds the lock, and opens it again.
+func removeStaleLocks(own string) {
+	entries, err := os.ReadDir(lockDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".lock") || name == own+".lock" {
+			continue
+		}
+		path := filepath.Join(lockDir(), name)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			continue // gone, or another user's
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && atPath(f, path) {
+			_ = os.Remove(path)
+		}
+		f.Close()
+	}
+}
+
 // unlockRunnerID removes the lock file while it still holds the lock, then
 // lets go: no lock file is left behind, and a process that opened it just
-// before finds it gone once it holds the lock, and opens it again.
+// before finds it gone once it holds the lock, and opens it again. Stale
+// files of other ids go too, so the directory goes with the last runner.
 func unlockRunnerID(f *os.File) error {
+	removeStaleLocks(strings.TrimSuffix(filepath.Base(f.Name()), ".lock"))
 	_ = os.Remove(f.Name())
 	_ = os.Remove(lockDir()) // when it was the last one
 	return f.Close()
@@ -69,11 +125,15 @@ func unlockRunnerID(f *os.File) error {
 func claimRunnerID(id string, fallback bool) (*os.File, string, error) {
 	f, err := lockRunnerID(id)
 	if err == nil || !fallback || !errors.Is(err, ErrRunnerIDInUse) {
+		if err == nil {
+			removeStaleLocks(id)
+		}
 		return f, id, err
 	}
 	for n := 2; n <= 9; n++ {
 		alt := id + "-" + strconv.Itoa(n)
 		if f, err := lockRunnerID(alt); err == nil {
+			removeStaleLocks(alt)
 			return f, alt, nil
 		}
 	}

@@ -54,6 +54,50 @@ func TestRunnerIDIsLockedMachineWide(t *testing.T) {
 	}
 }
 
+// A lock file no process holds (its runner was SIGKILLed) is removed by
+// the next runner to start or stop cleanly; a held one stays.
+func TestStaleLockFilesAreRemoved(t *testing.T) {
+	held, heldID, err := claimRunnerID(testutil.UniqueID("held"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(id string) string { return filepath.Join(lockDir(), id+".lock") }
+	exists := func(id string) bool { _, err := os.Stat(file(id)); return err == nil }
+	stale := func() string {
+		f, id, err := claimRunnerID(testutil.UniqueID("stale"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close() // as the kernel does for a killed holder: the lock goes, the file stays
+		if !exists(id) {
+			t.Fatalf("the stale lock file of %s is not there to be removed", id)
+		}
+		return id
+	}
+	before := stale()
+	next, nextID, err := claimRunnerID(testutil.UniqueID("next"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists(before) || !exists(heldID) || !exists(nextID) {
+		t.Errorf("after a start: stale %v, held %v, own %v; want false, true, true", exists(before), exists(heldID), exists(nextID))
+	}
+	after := stale()
+	if err := unlockRunnerID(next); err != nil {
+		t.Fatal(err)
+	}
+	if exists(after) || !exists(heldID) || exists(nextID) {
+		t.Errorf("after a clean stop: stale %v, held %v, own %v; want false, true, false", exists(after), exists(heldID), exists(nextID))
+	}
+	// The held id is still locked: its holder is told so.
+	if _, _, err := claimRunnerID(heldID, false); !errors.Is(err, ErrRunnerIDInUse) {
+		t.Errorf("claim of a held id after the sweeps: %v, want ErrRunnerIDInUse", err)
+	}
+	if err := unlockRunnerID(held); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRunnerIDFromHost(t *testing.T) {
 	for host, want := range map[string]string{
 		"vm": "vm", "node-1.example.com": "node-1-example-com", "": "runnerd", "_x": "runnerd_x", "a b": "a-b",

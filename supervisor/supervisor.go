@@ -370,7 +370,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-time.After(s.cfg.ShutdownGrace):
-		s.log.Warn().Dur("grace", s.cfg.ShutdownGrace).Msg("shutdown grace over: killing the remaining children")
+		s.log.Warn().Dur("grace_ms", s.cfg.ShutdownGrace).Msg("shutdown grace over: killing the remaining children")
 		s.StopNow()
 		<-done
 	case <-s.hardStop:

@@ -55,7 +55,7 @@ func (a *attempt) waitOn(on, what string, tryTimeout time.Duration, f func(conte
 	notify := func(err error, next time.Duration) {
 		if time.Since(lastLog) >= waitLogEvery {
 			lastLog = time.Now()
-			a.log.Warn().Err(err).Str("on", on).Str("what", what).Dur("waiting", time.Since(since).Round(time.Millisecond)).
+			a.log.Warn().Err(err).Str("on", on).Str("what", what).Dur("waiting_ms", time.Since(since).Round(time.Millisecond)).
 				Msg("waiting for a server: retrying")
 		}
 		if !noted && on != onMongoDB && time.Since(since) >= waitNoteAfter {
@@ -75,7 +75,7 @@ func (a *attempt) waitOn(on, what string, tryTimeout time.Duration, f func(conte
 		return struct{}{}, err
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
 	if err == nil {
-		a.log.Info().Str("on", on).Str("what", what).Dur("waited", time.Since(since).Round(time.Millisecond)).Msg("server back: going on")
+		a.log.Info().Str("on", on).Str("what", what).Dur("waited_ms", time.Since(since).Round(time.Millisecond)).Msg("server back: going on")
 		if noted {
 			_ = a.noteWait(nil)
 		}

@@ -333,7 +333,7 @@ func TestValidateAndUsage(t *testing.T) {
 		{[]string{"validate", bad}, ExitUsage, "cycle"},
 		{[]string{"run", bad}, ExitUsage, "cycle"},
 		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
-		{[]string{}, ExitUsage, "Usage"},
+		{[]string{}, ExitSucceeded, "Usage"},
 		{[]string{"frobnicate"}, ExitUsage, "unknown command"},
 		{[]string{"--help"}, ExitSucceeded, "3 paused"},
 		{[]string{"--version"}, ExitSucceeded, "runexec "},
@@ -373,7 +373,7 @@ steps:
 		t.Errorf("stdout is not empty:\n%s", r.stdout)
 	}
 	lines := strings.Split(r.stderr, "\n")
-	for _, want := range []string{"left | left line 1", "left | left line 3", "right | right part whole", "right | no newline", "after | after left and right"} {
+	for _, want := range []string{"left  | left line 1", "left  | left line 3", "right | right part whole", "right | no newline", "after | after left and right"} {
 		if !slices.Contains(lines, want) {
 			t.Errorf("stderr lacks the line %q:\n%s", want, r.stderr)
 		}
@@ -450,5 +450,29 @@ func TestEveryCommandConventions(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.OK || v.Steps == 0 || r.stderr != "" || strings.Count(r.stdout, "Usage") > 0 {
 		t.Errorf("validate --json: %v %+v\nstdout:\n%s\nstderr:\n%s", err, v, r.stdout, r.stderr)
+	}
+}
+
+// A bad --sandbox or --step-network exits 2 before anything is created: no
+// banner, no workdir in TMPDIR, the problem said once.
+func TestBadSandboxFlagCreatesNothing(t *testing.T) {
+	wf := writeFile(t, t.TempDir(), "wf.yaml", "steps:\n  - id: a\n    run: [\"true\"]\n")
+	for _, args := range [][]string{{"--sandbox", "bogus"}, {"--step-network", "bogus"}} {
+		tmp := t.TempDir()
+		cmd := exec.Command(binary, append([]string{"run", wf}, args...)...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != ExitUsage {
+			t.Errorf("runexec run %v: exit %d, want %d\n%s", args, code, ExitUsage, stderr.String())
+		}
+		want := fmt.Sprintf("runexec run: %s %q: want", args[0], args[1])
+		if n := strings.Count(stderr.String(), args[0]+" "); n != 1 || !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "workdir") {
+			t.Errorf("runexec run %v: stderr %q, want %q once and no run banner", args, stderr.String(), want)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) != 0 {
+			t.Errorf("runexec run %v left %v in TMPDIR", args, left)
+		}
 	}
 }

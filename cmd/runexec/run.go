@@ -133,6 +133,12 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 	if missing := w.MissingSecrets(secrets); len(missing) > 0 {
 		return cli.Usagef("secrets the workflow declares were not given: %s (give --secret NAME=VALUE or --secrets-dir DIR)", strings.Join(missing, ", "))
 	}
+	// Every flag is checked, and the sandbox found, before anything is
+	// created: exit 2 leaves no workdir behind.
+	sb, err := sandboxFor(ra, stderr)
+	if err != nil {
+		return cli.Usage(err)
+	}
 	saved, err := loadState(ra.state)
 	if err != nil {
 		return cli.Usage(err)
@@ -167,8 +173,9 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 
 	logdir := ra.logdir
 	p := cli.NewProgress(stderr, cli.ProgressOptions{
-		Logs: !ra.quiet, Terminal: !ra.json && cli.IsTerminal(stderr), Colour: cli.Colour(stderr),
-		Tail: func(step string) []string { return tail(filepath.Join(logdir, step+".log"), cli.TailLines) },
+		Logs: !ra.quiet, Terminal: !ra.json && cli.Redraws(stderr), Colour: cli.Colour(stderr),
+		Tail:  func(step string) []string { return tail(filepath.Join(logdir, step+".log"), cli.TailLines) },
+		Steps: stepIDs(w),
 	})
 	sink := func(e runnerd.Event) { p.Event(e) }
 	if ra.json {
@@ -197,11 +204,6 @@ func run(ctx context.Context, ra *runArgs, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "runexec: save state: %v\n", err)
 			}
 		}
-	}
-	sb, err := sandboxFor(ra, stderr)
-	if err != nil {
-		p.Close()
-		return cli.Usage(err)
 	}
 	var res executor.Result
 	if sb != nil {
@@ -334,4 +336,13 @@ func secretsFor(w *workflow.Workflow, ra *runArgs) map[string]string {
 		}
 	}
 	return out
+}
+
+// stepIDs are the workflow's step ids, in its order.
+func stepIDs(w *workflow.Workflow) []string {
+	ids := make([]string, len(w.Steps))
+	for i, s := range w.Steps {
+		ids[i] = s.ID
+	}
+	return ids
 }

@@ -46,7 +46,7 @@ func validate(file string, asJSON bool, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, err) // workflow.Errors renders one problem per line
 			return cli.Quiet(cli.Usage(err))
 		}
-		fmt.Fprintf(stdout, "%s: ok (%d steps)\n", file, len(w.Steps))
+		fmt.Fprintf(stdout, "%s: ok (%s)\n", file, cli.Count(len(w.Steps), "step", ""))
 		return nil
 	}
 	doc := struct {

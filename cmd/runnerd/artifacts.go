@@ -108,7 +108,7 @@ func artifacts(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step, dir
 	for _, f := range files {
 		fmt.Fprintf(env.stderr, "%s (%d bytes)\n", f.File, f.Size)
 	}
-	fmt.Fprintf(env.stderr, "%d artifacts of run %s (%d bytes) in %s\n", len(files), id, total, dir)
+	fmt.Fprintf(env.stderr, "%s of run %s (%s) in %s\n", cli.Count(len(files), "artifact", ""), id, cli.Count(int(total), "byte", ""), dir)
 	return nil
 }
 

@@ -62,11 +62,27 @@ func TestEveryCommandHelpAndBadFlag(t *testing.T) {
 			}
 		})
 	}
-	for _, args := range [][]string{{}, {"frobnicate"}, {"status"}, {"status", "a", "b"}, {"list", "extra"}, {"submit"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"status", "a", "b"}, {"list", "extra"}, {"submit"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &errb}, args); code != exitUsage || out.Len() > 0 || errb.Len() == 0 {
 			t.Errorf("runnerd %v: exit %d, want %d, stdout %q, stderr %q", args, code, exitUsage, out.String(), errb.String())
 		}
+	}
+	// A bare runnerd prints its help on stdout and exits 0, as kubectl does.
+	var bare, bareErr bytes.Buffer
+	if code := run(context.Background(), &cmdEnv{stdout: &bare, stderr: &bareErr}, nil); code != exitOK || bareErr.Len() > 0 || !strings.Contains(bare.String(), "Commands:") {
+		t.Errorf("runnerd with no arguments: exit %d, stdout %q, stderr %q; want its help on stdout, exit 0", code, bare.String(), bareErr.String())
+	}
+	// The flags' heading explains the variables only where a flag has one.
+	var help bytes.Buffer
+	run(context.Background(), &cmdEnv{stdout: &help, stderr: &help}, []string{"version", "--help"})
+	if strings.Contains(help.String(), "variable in brackets") {
+		t.Errorf("runnerd version --help explains variables no flag of it has:\n%s", help.String())
+	}
+	help.Reset()
+	run(context.Background(), &cmdEnv{stdout: &help, stderr: &help}, []string{"serve", "--help"})
+	if !strings.Contains(help.String(), "Flags (a variable in brackets is read when its flag is not given):") {
+		t.Errorf("runnerd serve --help does not explain its variables:\n%s", help.String())
 	}
 	var out bytes.Buffer
 	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"--version"}); code != exitOK || out.String() != "runnerd "+version+"\n" {

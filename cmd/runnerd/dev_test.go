@@ -39,8 +39,8 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 	first.waitLog(`"message":"serving"`, 60*time.Second)
 
 	second := startDev(t, "dev-second", data)
-	if code := second.wait(30 * time.Second); code != exitFailed {
-		t.Errorf("second dev on the same data exited %d, want %d", code, exitFailed)
+	if code := second.wait(30 * time.Second); code != exitSoftware {
+		t.Errorf("second dev on the same data exited %d, want %d", code, exitSoftware)
 	}
 	want := fmt.Sprintf("is held by pid %d", first.cmd.Process.Pid)
 	if !strings.Contains(second.stderr.String(), want) {
@@ -60,8 +60,8 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 		t.Run(tc.server, func(t *testing.T) {
 			other := filepath.Join(t.TempDir(), "data")
 			p := startDev(t, "dev-"+tc.server, other, tc.flag, port)
-			if code := p.wait(30 * time.Second); code != exitFailed {
-				t.Errorf("dev with %s %s in use exited %d, want %d", tc.flag, port, code, exitFailed)
+			if code := p.wait(30 * time.Second); code != exitSoftware {
+				t.Errorf("dev with %s %s in use exited %d, want %d", tc.flag, port, code, exitSoftware)
 			}
 			want := "address 127.0.0.1:" + port + " in use (" + tc.server + ")"
 			if !strings.Contains(p.stderr.String(), want) {

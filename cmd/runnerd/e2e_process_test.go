@@ -13,8 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,9 +57,35 @@ type proc struct {
 
 // startProc starts bin with args and exactly the environment env. It is
 // SIGKILLed (its group) at the end of the test if it is still running.
+// Without a TMPDIR in env it gets the test's own (shared by the test's
+// processes), so whatever a killed one leaves there goes with the test.
 func startProc(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "TMPDIR=") }) {
+		env = append(slices.Clip(env), "TMPDIR="+testTmp(t))
+	}
 	return startProcAs(t, name, env, nil, bin, args...)
+}
+
+var testTmps sync.Map // *testing.T → its processes' TMPDIR
+
+// testTmp is the test's TMPDIR for its processes: short (a go-plugin socket
+// path under it must fit in 108 bytes), removed after the test.
+func testTmp(t *testing.T) string {
+	t.Helper()
+	if d, ok := testTmps.Load(t); ok {
+		return d.(string)
+	}
+	d, err := os.MkdirTemp("", "rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testTmps.Store(t, d)
+	t.Cleanup(func() {
+		testTmps.Delete(t)
+		_ = os.RemoveAll(d)
+	})
+	return d
 }
 
 // startProcAs is startProc as another user (cred nil: the test's own).

@@ -93,6 +93,6 @@ func gc(ctx context.Context, env *cmdEnv, cfg clientConfig, olderThan time.Durat
 		}
 		fmt.Fprintln(env.stdout, line)
 	}})
-	fmt.Fprintf(env.stderr, "gc: %s %d runs finished before %s, %d S3 objects\n", verb, n, fmtTime(before), objects)
+	fmt.Fprintf(env.stderr, "gc: %s %s finished before %s, %s\n", verb, cli.Count(n, "run", ""), fmtTime(before), cli.Count(objects, "S3 object", ""))
 	return cfg.classify(err)
 }

@@ -24,7 +24,7 @@ func TestGC(t *testing.T) {
 	}
 	e.get(done) // still there
 	r = e.mustRun(exitOK, "gc", "--older-than", "5ms")
-	if !strings.Contains(r.stdout, "removed run gc-done (succeeded") || !strings.Contains(r.stderr, "removed 1 runs") {
+	if !strings.Contains(r.stdout, "removed run gc-done (succeeded") || !strings.Contains(r.stderr, "removed 1 run finished") {
 		t.Errorf("gc printed:\n%s\n%s", r.stdout, r.stderr)
 	}
 	if r := e.run("status", done); r.code != exitNotFound || !strings.Contains(r.stderr, `no run "gc-done"`) {

@@ -67,7 +67,7 @@ func logs(ctx context.Context, env *cmdEnv, cfg clientConfig, id, step string, f
 		if err != nil {
 			return cfg.classify(err)
 		}
-		return followLogs(ctx, env, cl, id, step, asJSON)
+		return followLogs(ctx, env, cl, id, step, asJSON, cli.PrefixWidth(client.StepOrder(r)))
 	}
 	// S3 only now: a followed run's output comes from its events.
 	blobs, err := c.blob(ctx)
@@ -143,9 +143,10 @@ func (l *lastByteWriter) Write(p []byte) (int, error) {
 }
 
 // followLogs prints the run's log events until it settles, as JSON lines
-// under asJSON. only, when set, keeps one step's output, unprefixed.
-func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string, asJSON bool) error {
-	lp := &logPrinter{w: env.stdout, prefix: only == ""}
+// under asJSON. only, when set, keeps one step's output, unprefixed; else
+// prefixes are padded to width.
+func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only string, asJSON bool, width int) error {
+	lp := &logPrinter{w: env.stdout, prefix: only == "", width: width}
 	enc := jsonLines(env.stdout)
 	_, err := cl.Watch(ctx, id, 0, func(e store.StoredEvent) error {
 		if only != "" && e.Step != only {
@@ -178,6 +179,7 @@ func followLogs(ctx context.Context, env *cmdEnv, cl *client.Client, id, only st
 type logPrinter struct {
 	w      io.Writer
 	prefix bool
+	width  int // of the prefixes
 	lines  cli.StepLines
 }
 
@@ -189,7 +191,7 @@ func (p *logPrinter) write(step, text string) {
 	p.lines.Write(step, text, p.line)
 }
 
-func (p *logPrinter) line(step, l string) { fmt.Fprintf(p.w, "%s | %s\n", step, l) }
+func (p *logPrinter) line(step, l string) { fmt.Fprintf(p.w, "%s %s\n", cli.Prefix(step, p.width), l) }
 
 // flush ends a step's unfinished last line.
 func (p *logPrinter) flush(step string) { p.lines.Flush(step, p.line) }

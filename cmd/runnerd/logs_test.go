@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 func TestLogsFromS3(t *testing.T) {
@@ -49,7 +53,7 @@ func TestLogsMissingObjectFails(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitFailed, "logs", id)
+	r := e.mustRun(exitSoftware, "logs", id)
 	if !strings.Contains(r.stderr, "missing from S3") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -87,7 +91,7 @@ func TestLogsFollow(t *testing.T) {
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if want := "greet | hello\nbye | bye\ngreet | world\n"; r.stdout != want {
+	if want := "greet | hello\nbye   | bye\ngreet | world\n"; r.stdout != want {
 		t.Errorf("logs =\n%q\nwant\n%q", r.stdout, want)
 	}
 
@@ -95,5 +99,35 @@ func TestLogsFollow(t *testing.T) {
 	// prints that step's output as it came.
 	if r = e.mustRun(exitOK, "logs", id, "--follow", "--step", "greet"); r.stdout != "hello\nworld" {
 		t.Errorf("logs --follow --step greet = %q", r.stdout)
+	}
+}
+
+// Ctrl-C on logs --follow of a running run exits 130 and says the run goes
+// on, after printing what it followed.
+func TestLogsFollowInterruptedExits130(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("logs-int", helloYAML)
+	e.claim(id, 1)
+	e.appendEvents(id, 1,
+		runnerd.Event{Type: runnerd.EventStepStarted, Step: "greet", Attempt: 1},
+		runnerd.Event{Type: runnerd.EventLog, Step: "greet", Text: "hello\n"},
+	)
+	cmd := exec.Command(testbin.MustPath(t, "runnerd"), "logs", id, "--follow")
+	out, errb := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	// Following once it printed the log (its signal handler is set up before).
+	testutil.Eventually(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "greet | hello\n") },
+		"logs --follow printed no log line:\n%s", errb.String)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || !strings.Contains(errb.String(), "stopped following run "+id) {
+		t.Errorf("exit %d, want %d\nstderr:\n%s", code, exitInterrupted, errb.String())
+	}
+	if got := e.get(id).Status; got != runnerd.StatusRunning {
+		t.Errorf("the run is %s after the interrupted follow, want it still running", got)
 	}
 }

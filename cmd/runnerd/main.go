@@ -39,6 +39,7 @@ const (
 	exitNotFound    = cli.ExitNotFound
 	exitConflict    = cli.ExitConflict
 	exitUnavailable = cli.ExitUnavailable
+	exitSoftware    = cli.ExitSoftware
 	exitNoPerm      = cli.ExitNoPerm
 	exitInterrupted = cli.ExitInterrupted
 )

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,9 +69,11 @@ func scrape(addr string) string {
 }
 
 // checkExposition checks a scrape as Prometheus does: `promtool check
-// metrics` when promtool is installed (.ci/run installs it), else
+// metrics` when promtool is installed (.ci/run installs it; with CI or
+// RUNNERD_REQUIRE_PROMTOOL set a missing one fails the test), else
 // client_golang's promlint, the linter promtool runs; and that every series
-// of the metrics table of docs/operations.md is there.
+// of the metrics table of docs/operations.md is there with every label value
+// the table names.
 func checkExposition(t *testing.T, what, body string) {
 	t.Helper()
 	if bin := promtool(); bin != "" {
@@ -80,24 +83,94 @@ func checkExposition(t *testing.T, what, body string) {
 			t.Errorf("promtool check metrics, the scrape %s: %v\n%s", what, err, out)
 		}
 	} else {
+		if os.Getenv("CI") != "" || os.Getenv("RUNNERD_REQUIRE_PROMTOOL") != "" {
+			t.Fatalf("promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0) and CI or RUNNERD_REQUIRE_PROMTOOL is set")
+		}
 		t.Logf("promtool not installed: the scrape %s is linted with promlint", what)
 		problems, err := promlint.New(bytes.NewReader([]byte(body))).Lint()
 		if err != nil || len(problems) > 0 {
 			t.Errorf("promlint, the scrape %s: %v %v", what, err, problems)
 		}
 	}
+	rows := documentedMetrics(t)
+	if len(rows) < 15 {
+		t.Fatalf("the metrics table of docs/operations.md names only %d series", len(rows))
+	}
+	for _, r := range rows {
+		if !regexp.MustCompile(`(?m)^` + r.name + `(_bucket|_count)?[{ ]`).MatchString(body) {
+			t.Errorf("the scrape %s has no series %s (docs/operations.md lists it)", what, r.name)
+		}
+		for _, v := range r.values {
+			if !regexp.MustCompile(`(?m)^` + r.name + `(_bucket|_count)?\{([^}]*,)?[a-z_]+="` + v + `"`).MatchString(body) {
+				t.Errorf("the scrape %s has no series %s with a label %q (docs/operations.md names the value)", what, r.name, v)
+			}
+		}
+		for _, reason := range r.noRun {
+			if !strings.Contains(body, r.name+`{reason="`+reason+`",status="unchanged"}`) {
+				t.Errorf("the scrape %s has no %s{reason=%q,status=\"unchanged\"} (docs/operations.md: a message naming no run)", what, r.name, reason)
+			}
+		}
+	}
+}
+
+// metricRow is a row of the metrics table of docs/operations.md: the series'
+// name, and the label values its description names (each word in backquotes
+// other than a series or label name); noRun are the reasons it says a
+// message naming no run is counted with, as unchanged.
+type metricRow struct {
+	name   string
+	values []string
+	noRun  []string
+}
+
+func documentedMetrics(t *testing.T) []metricRow {
+	t.Helper()
 	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := regexp.MustCompile("(?m)^\\| `(runnerd_[a-z_]+)` \\|").FindAllStringSubmatch(string(doc), -1)
-	if len(names) < 15 {
-		t.Fatalf("the metrics table of docs/operations.md names only %d series", len(names))
-	}
-	for _, n := range names {
-		if !regexp.MustCompile(`(?m)^` + n[1] + `(_bucket|_count)?[{ ]`).MatchString(body) {
-			t.Errorf("the scrape %s has no series %s (docs/operations.md lists it)", what, n[1])
+	quoted := regexp.MustCompile("`([a-z0-9_]+)`")
+	var rows []metricRow
+	for _, m := range regexp.MustCompile("(?m)^\\| `(runnerd_[a-z_]+)` \\| [a-z]+ \\|([^|]*)\\|([^|]*)\\|$").FindAllStringSubmatch(string(doc), -1) {
+		r := metricRow{name: m[1]}
+		labels := map[string]bool{}
+		for _, l := range quoted.FindAllStringSubmatch(m[2], -1) {
+			labels[l[1]] = true
 		}
+		if len(labels) > 0 {
+			for _, v := range quoted.FindAllStringSubmatch(m[3], -1) {
+				if !labels[v[1]] && !strings.HasPrefix(v[1], "runnerd_") {
+					r.values = append(r.values, v[1])
+				}
+			}
+		}
+		if _, after, ok := strings.Cut(m[3], "naming no run"); ok {
+			list, _, _ := strings.Cut(after, ")")
+			for _, v := range quoted.FindAllStringSubmatch(list, -1) {
+				r.noRun = append(r.noRun, v[1])
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// The parser of the docs' metrics table finds what the test checks: a
+// label value of a one-label series and the reasons of messages naming no
+// run (an empty parse would check nothing).
+func TestDocumentedMetrics(t *testing.T) {
+	got := map[string]metricRow{}
+	for _, r := range documentedMetrics(t) {
+		got[r.name] = r
+	}
+	if !slices.Contains(got["runnerd_runs_waiting"].values, "admission") {
+		t.Errorf("runnerd_runs_waiting's values parsed from docs/operations.md: %v, want admission among them", got["runnerd_runs_waiting"].values)
+	}
+	if !slices.Contains(got["runnerd_runs_finished_total"].noRun, "invalid_message") {
+		t.Errorf("the no-run reasons parsed from docs/operations.md: %v, want invalid_message among them", got["runnerd_runs_finished_total"].noRun)
+	}
+	if v := got["runnerd_runs_started_total"].values; len(v) != 0 {
+		t.Errorf("runnerd_runs_started_total has no labels, parsed values %v", v)
 	}
 }
 

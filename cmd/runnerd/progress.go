@@ -34,8 +34,14 @@ func (o *waitOptions) register(f cli.Flags, jsonWithout string) {
 // otherwise the progress goes to stderr, with a note while the run waits
 // to start.
 func waitRun(ctx context.Context, env *cmdEnv, c *conns, cl *client.Client, id string, seq int64, opt waitOptions) error {
-	p := cli.NewProgress(env.stderr, cli.ProgressOptions{Logs: opt.logs,
-		Terminal: !opt.json && cli.IsTerminal(env.stderr), Colour: cli.Colour(env.stderr)})
+	var steps []string // for the prefixes' width: one read, only for --logs
+	if opt.logs && !opt.json {
+		if r, err := cl.Get(ctx, id); err == nil {
+			steps = client.StepOrder(r)
+		}
+	}
+	p := cli.NewProgress(env.stderr, cli.ProgressOptions{Logs: opt.logs, Steps: steps,
+		Terminal: !opt.json && cli.Redraws(env.stderr), Colour: cli.Colour(env.stderr)})
 	fn := func(e store.StoredEvent) { p.Event(e.Event) }
 	if opt.json {
 		enc := jsonLines(env.stdout)

@@ -111,12 +111,7 @@ func (c *serveConfig) validate() []string {
 	if c.logFormat != "json" && c.logFormat != "console" {
 		add(fmt.Errorf("--log-format %q: want json or console", c.logFormat))
 	}
-	if _, err := contain.ParseMode(c.sandboxMode); err != nil {
-		add(fmt.Errorf("--sandbox: %w", err))
-	}
-	if _, err := contain.ParseNetwork(c.stepNetwork); err != nil {
-		add(fmt.Errorf("--step-network: %w", err))
-	}
+	// --sandbox and --step-network: c.sup.Validate (the sandbox's options).
 	if c.openFiles < 16 {
 		add(fmt.Errorf("--open-files-limit %d: want at least 16", c.openFiles))
 	}

@@ -40,6 +40,8 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 			}},
 		{"a web UI open to the network", map[string]string{"RUNNERD_UI_ADDR": ":8080"}, nil,
 			[]string{`runnerd serve: --ui-addr: refusing to serve the UI without credentials on a non-loopback address: :8080 (set --ui-token or --ui-user and --ui-password, or listen on 127.0.0.1)`}},
+		{"bad sandbox mode and step network, each said once", nil, []string{"--sandbox", "bogus", "--step-network", "x"},
+			[]string{`runnerd serve: --sandbox "bogus": want auto, required or off`, `runnerd serve: --step-network "x": want host or none`}},
 		{"half a basic-auth pair", map[string]string{"RUNNERD_UI_USER": "ops"}, []string{"--ui-addr", "127.0.0.1:0"},
 			[]string{`runnerd serve: --ui-user and --ui-password go together: set both, or neither`}},
 	} {

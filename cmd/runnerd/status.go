@@ -105,22 +105,20 @@ func getRun(ctx context.Context, cl *client.Client, id string) (*store.Run, erro
 	return r, err
 }
 
-// attempt is one attempt of a run, as its events tell it (each attempt
-// writes under its own epoch): the run document keeps only the latest
-// start.
-type attempt struct {
-	Epoch      uint64    `json:"epoch"`
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"` // its last event; none while it runs
-}
+// attempt is one attempt of a run (client.Attempts).
+type attempt = client.Attempt
 
-// attempts lists the run's attempts, first first. A run claimed once
-// (epoch 1) that runs or has finished had one attempt, which its document
-// times; otherwise the events tell them, each attempt writing under its own
-// epoch (a chatty run has many events to read).
+// attempts lists the run's attempts, first first: as the run document
+// records them; a run stored before it recorded them has its events tell
+// them, each attempt writing under its own epoch (a chatty run has many
+// events to read). A run claimed once (epoch 1) that runs or has finished
+// had one attempt, which its document times.
 func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, error) {
+	if atts := client.Attempts(r); len(atts) > 0 {
+		return atts, nil
+	}
 	if r.Epoch == 1 && !r.StartedAt.IsZero() && (r.Status == runnerd.StatusRunning || r.Status.Terminal()) {
-		a := attempt{Epoch: 1, StartedAt: r.StartedAt.UTC()}
+		a := attempt{Attempt: 1, Epoch: 1, RunnerID: r.RunnerID, StartedAt: r.StartedAt.UTC()}
 		if r.Status.Terminal() {
 			a.FinishedAt = r.FinishedAt.UTC()
 		}
@@ -136,7 +134,7 @@ func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, er
 		for _, e := range events {
 			seq = e.Seq
 			if len(out) == 0 || out[len(out)-1].Epoch != e.Epoch {
-				out = append(out, attempt{Epoch: e.Epoch, StartedAt: e.Time.UTC()})
+				out = append(out, attempt{Attempt: len(out) + 1, Epoch: e.Epoch, StartedAt: e.Time.UTC()})
 			}
 			out[len(out)-1].FinishedAt = e.Time.UTC()
 		}
@@ -296,10 +294,26 @@ func printRun(w io.Writer, r *store.Run, atts []attempt, wt *client.Waiting) {
 		fmt.Fprintln(w, "\nattempts:")
 		for i, a := range atts {
 			end := "running"
-			if !a.FinishedAt.IsZero() {
+			switch {
+			case !a.FinishedAt.IsZero() && a.Status != "":
+				end = fmt.Sprintf("until %s: %s", fmtTime(a.FinishedAt), a.Status)
+				if a.Reason != "" {
+					end += " (" + string(a.Reason) + ")"
+				}
+			case !a.FinishedAt.IsZero():
 				end = "until " + fmtTime(a.FinishedAt)
+			case i < len(atts)-1 || r.Status != runnerd.StatusRunning:
+				end = "no end recorded (its runner vanished)"
 			}
-			fmt.Fprintf(w, "  %d: %s, %s\n", i+1, fmtTime(a.StartedAt), end)
+			n := a.Attempt
+			if n == 0 {
+				n = i + 1
+			}
+			runner := ""
+			if a.RunnerID != "" {
+				runner = " on " + a.RunnerID
+			}
+			fmt.Fprintf(w, "  %d: %s%s, %s\n", n, fmtTime(a.StartedAt), runner, end)
 		}
 	}
 
@@ -325,24 +339,33 @@ func printRun(w io.Writer, r *store.Run, atts []attempt, wt *client.Waiting) {
 		}
 		fmt.Fprintf(w, "\nfailed attempts of %s:\n", id)
 		for _, t := range st.Tries {
-			exit := fmt.Sprintf("exit %d", t.ExitCode)
-			if t.Signal != "" {
+			exit := "did not exit"
+			switch {
+			case t.Signal != "":
 				exit = t.Signal
+			case t.ExitCode != nil:
+				exit = fmt.Sprintf("exit %d", *t.ExitCode)
 			}
 			verdict := "not retried"
 			if t.Retried {
 				verdict = "retried"
 			}
 			fmt.Fprintf(w, "  attempt %d: %s (%s), %s: %s\n", t.Attempt, exit, t.Reason, verdict, t.Why)
+			if !t.StartedAt.IsZero() || !t.FinishedAt.IsZero() {
+				fmt.Fprintf(w, "    started %s, finished %s\n", fmtTime(t.StartedAt), fmtTime(t.FinishedAt))
+			}
 		}
 	}
 }
 
+// exitText is the EXIT column: the exit status of a step whose process
+// exited, the signal that killed one, else "-" (a human step, a step that
+// never started).
 func exitText(st *runnerd.StepState) string {
 	switch {
 	case st.Signal != "":
 		return st.Signal
-	case st.Status == runnerd.StepSucceeded || st.Status == runnerd.StepFailed:
+	case st.Exited():
 		return fmt.Sprint(st.ExitCode)
 	}
 	return "-"

@@ -118,6 +118,7 @@ func TestStatusIsTruthful(t *testing.T) {
 	id := e.submitted("truth-1", approvalYAML)
 	first := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
 	e.claim(id, 1)
+	firstClaim := e.get(id).StartedAt // the run document records each claim
 	e.appendEvents(id, 1, runnerd.Event{Type: runnerd.EventRunStarted, Time: first})
 	e.claim(id, 2) // a second attempt: the first runner lost the run
 	e.appendEvents(id, 2, runnerd.Event{Type: runnerd.EventRunStarted})
@@ -135,15 +136,22 @@ func TestStatusIsTruthful(t *testing.T) {
 		StartedAt string `json:"started_at"`
 		CreatedAt string `json:"created_at"`
 		Attempts  []struct {
-			StartedAt string `json:"started_at"`
+			Attempt    int    `json:"attempt"`
+			StartedAt  string `json:"started_at"`
+			FinishedAt string `json:"finished_at"`
+			Status     string `json:"status"`
 		} `json:"attempts"`
 		Steps map[string]map[string]any `json:"steps"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := time.Parse(time.RFC3339Nano, doc.StartedAt); !got.Equal(first) || len(doc.Attempts) != 2 {
-		t.Errorf("started_at %s with %d attempts, want the first start %s and 2 attempts", doc.StartedAt, len(doc.Attempts), first)
+	// The first runner lost the run (no end recorded); the second paused it.
+	if a := doc.Attempts; len(a) == 2 && (a[0].Attempt != 1 || a[0].FinishedAt != "" || a[1].Attempt != 2 || a[1].Status != "paused" || a[1].FinishedAt == "") {
+		t.Errorf("attempts %+v, want 1 with no end and 2 that ended paused", a)
+	}
+	if got, _ := time.Parse(time.RFC3339Nano, doc.StartedAt); !got.Equal(firstClaim) || len(doc.Attempts) != 2 {
+		t.Errorf("started_at %s with %d attempts, want the first start %s and 2 attempts", doc.StartedAt, len(doc.Attempts), firstClaim)
 	}
 	if !strings.HasSuffix(doc.CreatedAt, "Z") || !strings.HasSuffix(doc.StartedAt, "Z") {
 		t.Errorf("JSON times not in UTC: created %s started %s", doc.CreatedAt, doc.StartedAt)

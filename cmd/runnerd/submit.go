@@ -109,7 +109,7 @@ func submit(ctx context.Context, env *cmdEnv, cfg clientConfig, file string, var
 	case !opt.json:
 		fmt.Fprintln(env.stdout, run.ID)
 	}
-	fmt.Fprintf(env.stderr, "run %s queued (workflow %q, %d steps, tenant %s)\n", run.ID, run.Workflow.Name, len(run.Workflow.Steps), run.TenantID)
+	fmt.Fprintf(env.stderr, "run %s queued (workflow %q, %s, tenant %s)\n", run.ID, run.Workflow.Name, cli.Count(len(run.Workflow.Steps), "step", ""), run.TenantID)
 	if !wait {
 		return nil
 	}

@@ -253,7 +253,7 @@ func playRunner(t *testing.T, e *testEnv, id string, status runnerd.Status, reas
 		runnerd.Event{Type: runnerd.EventLog, Step: "bye", Text: "line 1 of bye\nline 2 of bye\nno newline"},
 	)
 	if status == runnerd.StatusFailed {
-		e.appendEvents(id, 1, runnerd.Event{Type: runnerd.EventStepFinished, Step: "bye", Status: "failed", Reason: "exit_code", ExitCode: 3, DurationMS: 40})
+		e.appendEvents(id, 1, runnerd.Event{Type: runnerd.EventStepFinished, Step: "bye", Status: "failed", Reason: "exit_code", Attempt: 1, ExitCode: 3, DurationMS: 40})
 	}
 	e.finish(id, 1, status, reason, nil)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -90,9 +91,9 @@ func (w *waitNotes) note(ctx context.Context, r *store.Run) string {
 	case err != nil:
 		return "queued"
 	case p.Found && p.Ahead == 0:
-		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%d runs in flight)", p.InFlight)
+		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%s in flight)", cli.Count(p.InFlight, "run", ""))
 	case p.Found:
-		return fmt.Sprintf("queued: position %d in the queue (%d runs ahead, %d in flight)", p.Ahead+1, p.Ahead, p.InFlight)
+		return fmt.Sprintf("queued: position %d in the queue (%s ahead, %d in flight)", p.Ahead+1, cli.Count(p.Ahead, "run", ""), p.InFlight)
 	case p.Ahead > positionScan:
 		return fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", positionScan, p.InFlight)
 	}

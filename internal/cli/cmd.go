@@ -15,8 +15,9 @@ import (
 
 // Root prepares a binary's root command: help and --version on stdout,
 // errors on stderr, flag errors as usage errors, every flag's RUNNERD_*
-// variable applied before a command runs. A root given no command is a
-// usage error (exit 2), as is an unknown command.
+// variable applied before a command runs. A root given no command prints
+// its help on stdout and exits 0 (as kubectl does); an unknown command is a
+// usage error (exit 2).
 func Root(root *cobra.Command, version string) *cobra.Command {
 	root.Version = version
 	root.SetVersionTemplate(root.Name() + " {{.Version}}\n")
@@ -24,6 +25,7 @@ func Root(root *cobra.Command, version string) *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	cobra.EnableCommandSorting = false // in the order the binary adds them
 	cobra.AddTemplateFunc("runnerdFlagUsages", FlagUsages)
+	cobra.AddTemplateFunc("runnerdFlagsHeading", FlagsHeading)
 	root.SetUsageTemplate(usageTemplate)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
 	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
@@ -33,8 +35,8 @@ func Root(root *cobra.Command, version string) *cobra.Command {
 		if len(args) > 0 {
 			return Usagef("unknown command %q", args[0])
 		}
-		fmt.Fprint(c.ErrOrStderr(), c.UsageString())
-		return Usagef("missing command")
+		_, err := fmt.Fprint(c.OutOrStdout(), c.UsageString())
+		return err
 	}
 	root.Args = cobra.ArbitraryArgs
 	return root
@@ -113,6 +115,10 @@ func IsTerminal(w io.Writer) bool {
 	return err == nil
 }
 
+// Redraws reports whether a status line may be redrawn in place on w
+// ("\r\x1b[K"): a terminal other than TERM=dumb, which gets plain lines.
+func Redraws(w io.Writer) bool { return IsTerminal(w) && os.Getenv("TERM") != "dumb" }
+
 // Colour reports whether to colour what goes to w: a terminal, NO_COLOR
 // unset or empty (no-color.org), TERM not dumb.
 func Colour(w io.Writer) bool {
@@ -128,11 +134,22 @@ const usageTemplate = `Usage:{{if .Runnable}}
 Commands:{{range .Commands}}{{if (or .IsAvailableCommand (eq .Name "help"))}}
   {{rpad .Name .NamePadding }} {{.Short}}{{end}}{{end}}{{end}}{{if .HasAvailableLocalFlags}}
 
-Flags (a variable in brackets is read when its flag is not given):
+{{runnerdFlagsHeading .LocalFlags}}
 {{runnerdFlagUsages .LocalFlags}}{{end}}{{if .HasAvailableSubCommands}}
 
 "{{.CommandPath}} <command> --help" lists a command's flags.{{end}}
 `
+
+// FlagsHeading heads the flag list: it explains the variables in brackets
+// only where some flag has one.
+func FlagsHeading(fs *pflag.FlagSet) string {
+	vars := false
+	fs.VisitAll(func(fl *pflag.Flag) { vars = vars || (!fl.Hidden && len(fl.Annotations[envAnnotation]) > 0) })
+	if vars {
+		return "Flags (a variable in brackets is read when its flag is not given):"
+	}
+	return "Flags:"
+}
 
 // FlagUsages lists flags one per line: name, value type, what it does,
 // default and variable.

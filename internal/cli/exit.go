@@ -12,13 +12,14 @@ import (
 // itself could not do its job, and why. README.md has the table.
 const (
 	ExitOK          = 0   // succeeded
-	ExitFailed      = 1   // the run failed, or an error of no class below
+	ExitFailed      = 1   // the run failed
 	ExitUsage       = 2   // bad flag, argument, setting or workflow
 	ExitPaused      = 3   // a human step waits for answers
 	ExitCancelled   = 4   // the run was cancelled
 	ExitNotFound    = 5   // no such run (or step)
 	ExitConflict    = 6   // the run exists already, or its status refuses the command
 	ExitUnavailable = 69  // a server cannot be reached (EX_UNAVAILABLE)
+	ExitSoftware    = 70  // the command failed for a reason of no class here: I/O, an internal error (EX_SOFTWARE)
 	ExitNoPerm      = 77  // a server refused the credentials (EX_NOPERM)
 	ExitInterrupted = 130 // SIGINT/SIGTERM stopped a follow (128 + SIGINT)
 )
@@ -102,7 +103,8 @@ func Code(err error) int {
 	case errors.Is(err, ErrConflict):
 		return ExitConflict
 	}
-	return ExitFailed
+	// Not 1: that says the run failed, and this run may have done fine.
+	return ExitSoftware
 }
 
 // Silent reports whether err needs no message of its own (a run outcome,

@@ -25,7 +25,22 @@ type ProgressOptions struct {
 	// Tail returns the last lines of a failed step's log (runexec reads
 	// its log file); nil keeps them from the log events.
 	Tail func(step string) []string
+	// Steps are the run's step ids: live output's prefixes are padded to
+	// the longest, as docker compose pads its services'.
+	Steps []string
 }
+
+// PrefixWidth is the width step prefixes are padded to: the longest id.
+func PrefixWidth(steps []string) int {
+	w := 0
+	for _, s := range steps {
+		w = max(w, len(s))
+	}
+	return w
+}
+
+// Prefix is a line's step prefix, padded to width: "build  |".
+func Prefix(step string, width int) string { return fmt.Sprintf("%-*s |", width, step) }
 
 // Progress renders a run's events for people: one line per step start and
 // finish, live output when asked, the tail of a failed step's log, and on
@@ -174,7 +189,11 @@ func (p *Progress) finished(at string, e runnerd.Event) {
 	label, colour := StepLabel(runnerd.StepStatus(e.Status))
 	line := fmt.Sprintf("%s %s %-20s %8s  %s", at, p.paint(colour, label), e.Step,
 		(time.Duration(e.DurationMS) * time.Millisecond).String(), e.Reason)
-	if e.Status == string(runnerd.StepFailed) && e.ExitCode != 0 {
+	switch {
+	case e.Status != string(runnerd.StepFailed):
+	case e.Signal != "":
+		line += " (" + e.Signal + ")"
+	case e.Exited() && e.ExitCode != 0:
 		line += fmt.Sprintf(" (exit %d)", e.ExitCode)
 	}
 	if e.Message != "" {
@@ -222,7 +241,7 @@ func StepLabel(s runnerd.StepStatus) (label, colour string) {
 func (p *Progress) output(step, text string) { p.lines.Write(step, text, p.outputLine) }
 
 func (p *Progress) outputLine(step, l string) {
-	p.println(p.paint(p.colours[step], step+" |") + " " + l)
+	p.println(p.paint(p.colours[step], Prefix(step, PrefixWidth(p.opt.Steps))) + " " + l)
 }
 
 // flushLine ends a step's unfinished last output line.

@@ -493,7 +493,7 @@ class RunView {
       const st = this.stepState(s.id);
       let exit = "–";
       if (st.signal) exit = st.signal;
-      else if (st.status === "succeeded" || st.status === "failed") exit = String(st.exit_code || 0);
+      else if (st.exit_code !== undefined) exit = String(st.exit_code); // only a step whose process exited has one
       const outs = Object.entries(st.outputs || {});
       const answers = Object.entries(st.answers || {});
       const detail = [];
@@ -501,7 +501,7 @@ class RunView {
       if (answers.length) detail.push(h("ul", { class: "kv" }, answers.map(([k, v]) => h("li", {}, `answer ${k}=${v}`))));
       if (st.status === "waiting" && st.prompt) detail.push(h("span", {}, `asks: ${st.prompt}`));
       for (const t of st.tries || []) {
-        detail.push(h("div", { class: "muted" }, `attempt ${t.attempt}: ${t.signal || "exit " + t.exit_code} (${t.reason || ""}), ${t.retried ? "retried" : "not retried"}${t.why ? ": " + t.why : ""}`));
+        detail.push(h("div", { class: "muted" }, `attempt ${t.attempt}: ${t.signal || (t.exit_code !== undefined ? "exit " + t.exit_code : "did not exit")} (${t.reason || ""}), ${t.retried ? "retried" : "not retried"}${t.why ? ": " + t.why : ""}`));
       }
       return h("tr", { class: `clickable${s.id === this.selected ? " selected" : ""}`, "data-step": s.id, onclick: () => this.select(s.id) },
         h("td", { class: "mono" }, s.id), h("td", {}, badge(st.status)), h("td", {}, dash(st.reason)),
