@@ -236,7 +236,7 @@ func (a *attempt) leaveLines(written runnerd.Status, out outcome) {
 	if s.adm == nil || out == outLeaseLost || out == outAdmissionWait {
 		return
 	}
-	settled := written.Terminal() || written == runnerd.StatusPaused || out == outStale || out == outRunNotFound
+	settled := written.Settled() || out == outStale || out == outRunNotFound
 	if !settled {
 		if a.held != nil {
 			a.releasePlaces(a.held)

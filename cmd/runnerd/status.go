@@ -111,7 +111,7 @@ type attempt struct {
 // (epoch 1) that runs or has finished had one attempt, which its document
 // times; otherwise the events tell them, each attempt writing under its own
 // epoch (a chatty run has many events to read).
-func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, error) {
+func attempts(ctx context.Context, runs *store.Store, r *store.Run) ([]attempt, error) {
 	if r.Epoch == 1 && !r.StartedAt.IsZero() && (r.Status == runnerd.StatusRunning || r.Status.Terminal()) {
 		a := attempt{Epoch: 1, StartedAt: r.StartedAt.UTC()}
 		if r.Status.Terminal() {
@@ -122,7 +122,7 @@ func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, er
 	var out []attempt
 	var seq int64
 	for {
-		events, err := st.Events(ctx, r.ID, seq, 500)
+		events, err := runs.Events(ctx, r.ID, seq, 500)
 		if err != nil {
 			return nil, err
 		}
