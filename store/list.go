@@ -7,7 +7,7 @@ package store
 //
 // FerretDB v1 on SQLite pushes down only a lookup of one string _id: any
 // other filter, and any sort, is evaluated in Go over every document of the
-// collection (about 160 µs per run document: 8 s at 50k runs). So on the
+// collection (seconds at 50k runs; docs/benchmarks.md). So on the
 // revision path (FerretDB) the store keeps the creation order itself, in
 // the small documents of run_index: entry n (_id "e:<n>", n = 1, 2, …
 // dense) names the n-th run created, with its tenant and incarnation.
