@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -258,10 +259,17 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 		return cli.Quiet(err)
 	}
 	defer c.Close()
+	// The background work below is stopped and awaited before the
+	// connections close (the deferred calls run in reverse): a sweep never
+	// meets a closed store.
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer stopBg()
 	if err := ui.serve(c, cfg.ui.auth, log); err != nil {
 		return err
 	}
-	go health.WatchNATS(ctx, c.nc)
+	bg.Go(func() { health.WatchNATS(bgCtx, c.nc) })
 	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)
 	if err != nil {
@@ -269,13 +277,18 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 	}
 	defer sup.Close()
 	if cfg.retention > 0 {
-		go retention.Sweeper(ctx, c.st, c.blobs, cfg.retention, log)
+		bg.Go(func() { retention.Sweeper(bgCtx, c.st, c.blobs, cfg.retention, log) })
 	}
-	go func() {
-		<-env.signals
-		log.Warn().Msg("second signal: skipping the shutdown grace")
-		sup.StopNow()
-	}()
+	serving := make(chan struct{})
+	defer close(serving)
+	bg.Go(func() {
+		select {
+		case <-env.signals:
+			log.Warn().Msg("second signal: skipping the shutdown grace")
+			sup.StopNow()
+		case <-serving:
+		}
+	})
 	if err := sup.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("serve")
 		return cli.Quiet(err)
