@@ -108,7 +108,8 @@ func (s *Store) AppendEvents(ctx context.Context, id string, epoch uint64, event
 }
 
 // maxInsertTries bounds the rounds of insertEvents that meet events in the
-// way.
+// way. A round is no plain retry (it inserts what the last one found
+// missing), hence a loop of its own rather than backoff.Retry.
 const maxInsertTries = 4
 
 // insertEvents inserts the batch's events, stamped with epoch. Where a seq

@@ -173,7 +173,8 @@ const (
 	// indexChunk is how many entries List looks up at once.
 	indexChunk = 16
 	// maxIndexTries bounds the inserts of one Create that lose the race
-	// for an entry.
+	// for an entry. Each takes the next entry, so it is a search, not a
+	// retry: no backoff.
 	maxIndexTries = 1000
 )
 
