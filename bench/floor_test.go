@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -162,7 +163,7 @@ func (f *floor) waitDrained(interval, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for f.queued() > 0 {
 		if time.Now().After(deadline) {
-			f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, tailString(f.e.logs.String(), 4000))
+			f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, testutil.Tail(f.e.logs.String(), 30))
 		}
 		time.Sleep(interval)
 	}

@@ -84,11 +84,11 @@ func (p *serveProc) waitLog(s string, timeout time.Duration) {
 	for !strings.Contains(p.stderr.String(), s) {
 		select {
 		case <-p.done:
-			p.b.Fatalf("runnerd serve exited before writing %s:\n%s", s, tailString(p.stderr.String(), 4000))
+			p.b.Fatalf("runnerd serve exited before writing %s:\n%s", s, testutil.Tail(p.stderr.String(), 30))
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.b.Fatalf("runnerd serve did not write %s within %s:\n%s", s, timeout, tailString(p.stderr.String(), 4000))
+			p.b.Fatalf("runnerd serve did not write %s within %s:\n%s", s, timeout, testutil.Tail(p.stderr.String(), 30))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -274,7 +274,7 @@ func (e *env) logRun(b *testing.B, id string) (*store.Run, time.Duration) {
 		b.Fatal(err)
 	}
 	if run.Status != runnerd.StatusSucceeded {
-		b.Fatalf("run: %s %s\n%s", run.Status, run.Reason, tailString(e.logs.String(), 4000))
+		b.Fatalf("run: %s %s\n%s", run.Status, run.Reason, testutil.Tail(e.logs.String(), 30))
 	}
 	if got := logBytes(b, e.blobs, blob.StepLogKey(id, 1, "a")); got != logSize {
 		b.Fatalf("log in S3 holds %d bytes of output, want %d", got, logSize)
@@ -332,7 +332,7 @@ func BenchmarkMemory(b *testing.B) {
 			if c := childrenNamed(p.pid(), "runexec"); len(c) > 0 {
 				child = c[0]
 			} else if time.Now().After(deadline) {
-				b.Fatalf("no runexec child\n%s", tailString(p.stderr.String(), 4000))
+				b.Fatalf("no runexec child\n%s", testutil.Tail(p.stderr.String(), 30))
 			} else {
 				time.Sleep(10 * time.Millisecond)
 			}

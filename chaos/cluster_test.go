@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -124,15 +124,8 @@ func TestNATSCluster(t *testing.T) {
 
 	// The test's own connection, and the queue on the cluster (it retries
 	// until the cluster has a JetStream meta leader).
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := devstacktest.JetStream(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
+	var err error
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

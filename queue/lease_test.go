@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/testutil"
@@ -208,15 +207,7 @@ func TestRenewRetakesAnExpiredLease(t *testing.T) {
 // keys when it recovers the bucket): the next runner gets it at once.
 func TestLeaseOfAGoneHolderExpiresAfterARestart(t *testing.T) {
 	stack := devstacktest.Start(t)
-	nc, err := nats.Connect(stack.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := devstacktest.JetStream(t, stack.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	cfg := testConfig()
 	cfg.LeaseTTL = 2 * time.Second
 	q, err := Setup(ctxT(t), js, cfg)

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,34 +22,16 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // dev is `runnerd dev` running as a process for one test.
 type dev struct {
 	t      *testing.T
 	bin    string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	ui     string   // http://127.0.0.1:port
 	env    []string // what a client command needs to reach it
@@ -69,11 +50,11 @@ func startDev(t *testing.T, side string) *dev {
 		t.Skip("RUNNERD_BIN is not set (make test-ui builds the binaries and sets it)")
 	}
 	root := t.TempDir()
-	d := &dev{t: t, bin: filepath.Join(binDir, "runnerd"), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d := &dev{t: t, bin: filepath.Join(binDir, "runnerd"), stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(d.bin, "dev", "--data", filepath.Join(root, "data"),
 		"--nats-port", "0", "--mongo-port", "0", "--s3-port", "0", "--ui-addr", "127.0.0.1:0",
 		"--metrics-addr", "127.0.0.1:0", "--runexec", filepath.Join(binDir, "runexec"),
-		"--run-dir", filepath.Join(root, "runs"), "--runner-id", fmt.Sprintf("ui-e2e-%d", os.Getpid()),
+		"--run-dir", filepath.Join(root, "runs"), "--runner-id", testutil.UniqueID("ui-e2e"),
 		"--concurrency", "2", "--kill-grace", "1s", "--grace", "5s", "--sandbox-rw", side)
 	d.cmd.Env = os.Environ()
 	d.cmd.Stderr = d.stderr
@@ -92,7 +73,7 @@ func startDev(t *testing.T, side string) *dev {
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("runnerd dev stderr:\n%s", tail(d.stderr.String(), 60))
+			t.Logf("runnerd dev stderr:\n%s", testutil.Tail(d.stderr.String(), 60))
 		}
 	})
 	d.waitLog(`"message":"serving"`, 90*time.Second)
@@ -121,7 +102,7 @@ func (d *dev) waitLog(s string, timeout time.Duration) {
 	for !strings.Contains(d.stderr.String(), s) {
 		select {
 		case <-d.done:
-			d.t.Fatalf("runnerd dev exited before writing %q:\n%s", s, tail(d.stderr.String(), 60))
+			d.t.Fatalf("runnerd dev exited before writing %q:\n%s", s, testutil.Tail(d.stderr.String(), 60))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -159,14 +140,6 @@ func (d *dev) store() *store.Store {
 	}
 	d.t.Cleanup(func() { _ = st.Close(context.Background()) })
 	return st
-}
-
-func tail(s string, lines int) string {
-	all := strings.Split(s, "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
 
 // browser starts a headless Chromium for the test.
@@ -210,7 +183,7 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 		}
 		if time.Now().After(deadline) {
 			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-			t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, tail(body, 80))
+			t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 var bidiListening = regexp.MustCompile(`WebDriver BiDi listening on (ws://\S+)`)
@@ -62,7 +63,7 @@ func startFirefox(t *testing.T) *ff {
 		t.Skip("no Firefox: neither firefox-esr nor firefox is in PATH (apt-get install firefox-esr, or set FIREFOX to the binary)")
 	}
 	profile := t.TempDir()
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(exe, "--headless", "--no-remote", "--profile", profile,
 		"--remote-debugging-port=0", "--window-size=1400,1000", "about:blank")
 	cmd.Env = append(os.Environ(), "MOZ_CRASHREPORTER_DISABLE=1")
@@ -92,7 +93,7 @@ func startFirefox(t *testing.T) *ff {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("firefox output:\n%s", tail(out.String(), 40))
+			t.Logf("firefox output:\n%s", testutil.Tail(out.String(), 40))
 			f.mu.Lock()
 			t.Logf("the page's console:\n%s", strings.Join(f.console, "\n"))
 			f.mu.Unlock()
@@ -108,11 +109,11 @@ func startFirefox(t *testing.T) *ff {
 		}
 		select {
 		case <-done:
-			t.Fatalf("firefox exited before it listened:\n%s", tail(out.String(), 40))
+			t.Fatalf("firefox exited before it listened:\n%s", testutil.Tail(out.String(), 40))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("firefox did not say where BiDi listens within 60s:\n%s", tail(out.String(), 40))
+			t.Fatalf("firefox did not say where BiDi listens within 60s:\n%s", testutil.Tail(out.String(), 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -208,7 +209,7 @@ func (f *ff) waitJS(what, expr string) {
 		}
 		if time.Now().After(deadline) {
 			body, _ := f.c.evalString(context.Background(), f.tab, `document.body.innerText`)
-			f.t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, tail(body, 80))
+			f.t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -268,7 +269,7 @@ func (f *ff) clickUntil(sel, what, expr string) {
 		}
 	}
 	body, _ := f.c.evalString(context.Background(), f.tab, `document.body.innerText`)
-	f.t.Fatalf("click %s for %s (%s): last error %v\npage text:\n%s", sel, what, expr, lastErr, tail(body, 80))
+	f.t.Fatalf("click %s for %s (%s): last error %v\npage text:\n%s", sel, what, expr, lastErr, testutil.Tail(body, 80))
 }
 
 // typeInto clicks the input sel names and types s.

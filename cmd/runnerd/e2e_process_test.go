@@ -90,7 +90,7 @@ func startProcAs(t *testing.T, name string, env []string, cred *syscall.Credenti
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s stderr:\n%s", p.name, tail(p.stderr.String(), 200))
+			t.Logf("%s stderr:\n%s", p.name, testutil.Tail(p.stderr.String(), 200))
 		}
 	})
 	return p
@@ -110,7 +110,7 @@ func (p *proc) wait(timeout time.Duration) int {
 	case <-p.done:
 		return p.code
 	case <-time.After(timeout):
-		p.t.Fatalf("%s did not exit within %s\nstderr:\n%s", p.name, timeout, tail(p.stderr.String(), 100))
+		p.t.Fatalf("%s did not exit within %s\nstderr:\n%s", p.name, timeout, testutil.Tail(p.stderr.String(), 100))
 		return 0
 	}
 }
@@ -120,7 +120,7 @@ func (p *proc) stop(timeout time.Duration) {
 	p.t.Helper()
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(timeout); code != exitOK {
-		p.t.Errorf("%s exited %d after SIGTERM, want 0\nstderr:\n%s", p.name, code, tail(p.stderr.String(), 100))
+		p.t.Errorf("%s exited %d after SIGTERM, want 0\nstderr:\n%s", p.name, code, testutil.Tail(p.stderr.String(), 100))
 	}
 }
 
@@ -131,23 +131,14 @@ func (p *proc) waitLog(s string, timeout time.Duration) {
 	for !strings.Contains(p.stderr.String(), s) {
 		select {
 		case <-p.done:
-			p.t.Fatalf("%s exited %d before writing %q\nstderr:\n%s", p.name, p.code, s, tail(p.stderr.String(), 100))
+			p.t.Fatalf("%s exited %d before writing %q\nstderr:\n%s", p.name, p.code, s, testutil.Tail(p.stderr.String(), 100))
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not write %q within %s\nstderr:\n%s", p.name, s, timeout, tail(p.stderr.String(), 100))
+			p.t.Fatalf("%s did not write %q within %s\nstderr:\n%s", p.name, s, timeout, testutil.Tail(p.stderr.String(), 100))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
 }
 
 // baseEnv is the test's environment without any RUNNERD_* variable, plus vars.
@@ -618,7 +609,7 @@ func noErrorLogged(t *testing.T, p *proc) {
 		}
 	}
 	if len(errs) > 0 {
-		t.Errorf("%s logged %d errors:\n%s", p.name, len(errs), tail(strings.Join(errs, "\n"), 20))
+		t.Errorf("%s logged %d errors:\n%s", p.name, len(errs), testutil.Tail(strings.Join(errs, "\n"), 20))
 	}
 }
 

@@ -145,6 +145,16 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
+// Tail is the last n lines of s (a process's output, for a failure
+// message), after a line saying how many were left out.
+func Tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
 // CountLines counts the lines of a file; a missing file has none.
 func CountLines(t testing.TB, path string) int {
 	t.Helper()
