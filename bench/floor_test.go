@@ -160,12 +160,8 @@ func (f *floor) queued() uint64 {
 }
 
 func (f *floor) waitDrained(interval, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for f.queued() > 0 {
-		if time.Now().After(deadline) {
-			f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, testutil.Tail(f.e.logs.String(), 30))
-		}
-		time.Sleep(interval)
+	if !testutil.Poll(interval, timeout, func() bool { return f.queued() == 0 }) {
+		f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, testutil.Tail(f.e.logs.String(), 30))
 	}
 }
 

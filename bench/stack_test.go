@@ -144,12 +144,8 @@ func (e *env) queued() uint64 {
 // waitDrained polls the stream every interval until it is empty.
 func (e *env) waitDrained(interval, timeout time.Duration) {
 	e.b.Helper()
-	deadline := time.Now().Add(timeout)
-	for e.queued() > 0 {
-		if time.Now().After(deadline) {
-			e.b.Fatalf("%d messages still queued after %s\nsupervisor log:\n%s", e.queued(), timeout, testutil.Tail(e.logs.String(), 30))
-		}
-		time.Sleep(interval)
+	if !testutil.Poll(interval, timeout, func() bool { return e.queued() == 0 }) {
+		e.b.Fatalf("%d messages still queued after %s\nsupervisor log:\n%s", e.queued(), timeout, testutil.Tail(e.logs.String(), 30))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -126,18 +127,13 @@ func TestNATSCluster(t *testing.T) {
 	// until the cluster has a JetStream meta leader).
 	nc, js := devstacktest.JetStream(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
 	var err error
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	if !testutil.Poll(time.Second, 60*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		s.q, err = queue.Setup(ctx, js, qcfg)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue on the cluster: %v", err)
-		}
-		time.Sleep(time.Second)
+		return err == nil
+	}) {
+		t.Fatalf("queue on the cluster: %v", err)
 	}
 	s.nc, s.js, s.qcfg = nc, js, qcfg
 	s.urls["nats"] = url

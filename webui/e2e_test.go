@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,18 +99,7 @@ func startDev(t *testing.T, side string) *dev {
 
 func (d *dev) waitLog(s string, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(d.stderr.String(), s) {
-		select {
-		case <-d.done:
-			d.t.Fatalf("runnerd dev exited before writing %q:\n%s", s, testutil.Tail(d.stderr.String(), 60))
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("runnerd dev did not write %q within %s", s, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitLog(d.t, timeout, "runnerd dev", strconv.Quote(s), 60, d.stderr.String, d.done, testutil.Contains(s))
 }
 
 // submit runs `runnerd submit` and returns the run id it prints.
@@ -173,19 +163,16 @@ func browser(t *testing.T) context.Context {
 // keeps a broken page from hanging the test.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var err error
+	if !testutil.Poll(50*time.Millisecond, 60*time.Second, func() bool {
 		// An evaluation during a page load fails (its context goes away):
 		// ask again.
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-			t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
-		}
-		time.Sleep(50 * time.Millisecond)
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		return err == nil && ok
+	}) {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
 	}
 }
 

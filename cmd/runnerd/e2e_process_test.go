@@ -127,18 +127,7 @@ func (p *proc) stop(timeout time.Duration) {
 // waitLog waits until the process has written s to stderr.
 func (p *proc) waitLog(s string, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.stderr.String(), s) {
-		select {
-		case <-p.done:
-			p.t.Fatalf("%s exited %d before writing %q\nstderr:\n%s", p.name, p.code, s, testutil.Tail(p.stderr.String(), 100))
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not write %q within %s\nstderr:\n%s", p.name, s, timeout, testutil.Tail(p.stderr.String(), 100))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitLog(p.t, timeout, p.name, strconv.Quote(s), 100, p.stderr.String, p.done, testutil.Contains(s))
 }
 
 // baseEnv is the test's environment without any RUNNERD_* variable, plus vars.
@@ -798,23 +787,21 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 // retention: a message leaves it when acked or termed).
 func waitStreamEmpty(t *testing.T, c *conns, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var msgs uint64
-	for {
-		s, err := c.js.Stream(ctxT(t), queue.DefaultConfig().Stream)
-		if err == nil {
-			var info *jetstream.StreamInfo
-			if info, err = s.Info(ctxT(t)); err == nil {
-				if msgs = info.State.Msgs; msgs == 0 {
-					return
-				}
-			}
+	var err error
+	if !testutil.Wait(timeout, func() bool {
+		var s jetstream.Stream
+		if s, err = c.js.Stream(ctxT(t), queue.DefaultConfig().Stream); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("runs stream not empty after %s: %d messages (%v)", timeout, msgs, err)
-			return
+		var info *jetstream.StreamInfo
+		if info, err = s.Info(ctxT(t)); err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		msgs = info.State.Msgs
+		return msgs == 0
+	}) {
+		t.Errorf("runs stream not empty after %s: %d messages (%v)", timeout, msgs, err)
 	}
 }
 
