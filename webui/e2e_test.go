@@ -312,19 +312,7 @@ func TestBrowser(t *testing.T) {
 	pageStatus := text(t, ctx, `document.querySelector("#run-status").innerText`)
 	saveScreenshot(t, ctx, "run-page.png")
 
-	r, err := st.Get(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
-		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
-	}
-	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
-		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
-	}
-	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
-		t.Errorf("store's deploy step: %+v", s)
-	}
+	checkApprovedRun(t, st, id, pageStatus)
 
 	// Another run, cancelled from its page while its step runs.
 	other := d.submit(block)
@@ -391,4 +379,23 @@ func writeScreenshot(t *testing.T, name string, png []byte) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of the run page: %s", p)
+}
+
+// checkApprovedRun checks in the store the approval run the browser tests
+// drive (its human step answered ok=yes), against the status its page shows.
+func checkApprovedRun(t *testing.T, st *store.Store, id, pageStatus string) {
+	t.Helper()
+	r, err := st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
+		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
+	}
+	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
+		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
+	}
+	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
+		t.Errorf("store's deploy step: %+v", s)
+	}
 }

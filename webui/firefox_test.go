@@ -400,19 +400,7 @@ func TestBrowserFirefox(t *testing.T) {
 	pageStatus := f.text(`document.querySelector("#run-status").innerText`)
 	f.screenshot("run-page-firefox.png")
 
-	r, err := st.Get(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
-		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
-	}
-	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
-		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
-	}
-	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
-		t.Errorf("store's deploy step: %+v", s)
-	}
+	checkApprovedRun(t, st, id, pageStatus)
 
 	// Another run, cancelled from its page while its step runs: the button
 	// asks confirm(), which the session accepts.

@@ -173,11 +173,7 @@ func (c *clientProc) run(args ...string) result {
 
 func (c *clientProc) mustRun(want int, args ...string) result {
 	c.t.Helper()
-	r := c.run(args...)
-	if r.code != want {
-		c.t.Fatalf("runnerd %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, want, r.stdout, r.stderr)
-	}
-	return r
+	return wantCode(c.t, c.run(args...), want, args)
 }
 
 // submit submits a workflow file and returns the run id (stdout's first line).
