@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -265,5 +266,42 @@ func TestWaitPollsWhenNoNoticeComes(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Wait: %v", err)
+	}
+}
+
+// ListPage pages through runs newest first, by status and tenant; List is
+// its first page.
+func TestListPages(t *testing.T) {
+	w := newWorld(t)
+	ctx := ctxT(t)
+	for _, id := range []string{"lp-1", "lp-2", "lp-3"} {
+		w.submit(id, helloYAML, nil)
+	}
+	var ids []string
+	o := client.ListOptions{Status: runnerd.StatusQueued, Limit: 2}
+	for range 3 {
+		p, err := w.c.ListPage(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Runs {
+			ids = append(ids, r.ID)
+		}
+		if p.Next == "" {
+			break
+		}
+		o.Cursor = p.Next
+	}
+	if fmt.Sprint(ids) != "[lp-3 lp-2 lp-1]" {
+		t.Errorf("pages of 2 gave %v, want lp-3 lp-2 lp-1", ids)
+	}
+	if runs, err := w.c.List(ctx, client.ListOptions{Limit: 2}); err != nil || len(runs) != 2 || runs[0].ID != "lp-3" {
+		t.Errorf("List limit 2: %v, %v", runs, err)
+	}
+	if p, err := w.c.ListPage(ctx, client.ListOptions{TenantID: "nobody"}); err != nil || len(p.Runs) != 0 {
+		t.Errorf("another tenant's page: %v, %v", p, err)
+	}
+	if _, err := w.c.ListPage(ctx, client.ListOptions{Status: "nope"}); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("ListPage of status nope: %v, want ErrInvalid", err)
 	}
 }

@@ -28,13 +28,31 @@ func (c *Client) Get(ctx context.Context, id string) (*Run, error) {
 // tenant's runs.
 type ListOptions = store.ListOptions
 
-// List returns runs, newest first.
+// Page is one page of runs, newest first, and the cursor of the next one
+// (ListOptions.Cursor). A page can be short and still have a Next: on
+// FerretDB the search stops at ListOptions.Budget.
+type Page = store.Page
+
+// List returns runs, newest first: the first page of ListPage.
 func (c *Client) List(ctx context.Context, o ListOptions) ([]*Run, error) {
+	p, err := c.ListPage(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return p.Runs, nil
+}
+
+// ListPage returns one page of runs matching o (status, tenant, from
+// o.Cursor on), newest first, with the cursor of the next page.
+func (c *Client) ListPage(ctx context.Context, o ListOptions) (*Page, error) {
 	if o.Status != "" && !knownStatus(o.Status) {
 		return nil, fmt.Errorf("%w: status %q: want one of %v", ErrInvalid, o.Status, Statuses)
 	}
-	runs, err := c.st.List(ctx, o)
-	return runs, classify(err)
+	p, err := c.st.ListPage(ctx, o)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return p, nil
 }
 
 // Statuses are every run status, in the order a run goes through them.
@@ -123,10 +141,7 @@ func (c *Client) announce(ctx context.Context, id string) {
 	if err != nil || c.nc == nil {
 		return
 	}
-	_ = queue.PublishNotice(c.nc, queue.Notice{
-		RunID: r.ID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
-		Attempt: r.Attempt, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-	})
+	_ = queue.PublishNotice(c.nc, queue.NoticeOf(r))
 }
 
 // Resume answers a paused run's human steps (step id → key → value) and

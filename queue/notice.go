@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/store"
 )
 
 // Notices travel on core NATS, at most once, after the store write they
@@ -23,17 +26,46 @@ const (
 )
 
 // Notice says that a run reached a status it stays in until someone acts:
-// terminal (succeeded, failed, cancelled) or paused.
+// terminal (succeeded, failed, cancelled) or paused. Its times are the run
+// document's as stored by the write it announces (NoticeOf).
 type Notice struct {
-	RunID      string    `json:"id"`
+	RunID  string `json:"id"`
+	Tenant string `json:"tenant"`
+	// TenantID is Tenant again, under the name of the run document's
+	// field (tenant_id), for consumers written against it.
 	TenantID   string    `json:"tenant_id,omitempty"`
 	Status     string    `json:"status"`
 	Reason     string    `json:"reason,omitempty"`
 	Attempt    int       `json:"attempt"`
 	CreatedAt  time.Time `json:"created_at,omitzero"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	At         time.Time `json:"at"` // when the notice was sent
+	StartedAt  time.Time `json:"started_at,omitzero"`  // the latest attempt's start
+	FinishedAt time.Time `json:"finished_at,omitzero"` // terminal only
+	PausedAt   time.Time `json:"paused_at,omitzero"`   // paused only: when it paused
+	At         time.Time `json:"at"`                   // when the notice was sent
+}
+
+// NoticeOf is the notice of run r as stored: its status, reason, attempt
+// and times. A paused run has no finished_at; its paused_at is the
+// document's updated_at, the time of the write that paused it.
+func NoticeOf(r *store.Run) Notice {
+	n := Notice{
+		RunID: r.ID, Tenant: r.TenantID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
+		Attempt: r.Attempt, CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt),
+	}
+	switch {
+	case r.Status.Terminal():
+		n.FinishedAt = utc(r.FinishedAt)
+	case r.Status == runnerd.StatusPaused:
+		n.PausedAt = utc(r.UpdatedAt)
+	}
+	return n
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
 }
 
 // Progress says that a run's events up to Seq are stored.
@@ -59,6 +91,12 @@ func PublishNotice(nc *nats.Conn, n Notice) error {
 	}
 	if n.At.IsZero() {
 		n.At = time.Now().UTC()
+	}
+	if n.Tenant == "" {
+		n.Tenant = n.TenantID
+	}
+	if n.TenantID == "" {
+		n.TenantID = n.Tenant
 	}
 	data, err := json.Marshal(n)
 	if err != nil {

@@ -5,7 +5,7 @@
 // workflow objects (workflows/<sha256>.json, content-addressed, possibly
 // used by other runs) are kept.
 //
-// `runnerd serve --retention D` sweeps every few minutes (Sweeper);
+// `runnerd serve --retention D` sweeps every D/10, 1 s to 1 h (Sweeper);
 // `runnerd gc` sweeps once (Sweep).
 package retention
 
@@ -119,12 +119,12 @@ func removeRun(ctx context.Context, st *store.Store, blobs *blob.Store, r *store
 	return rm, nil
 }
 
-// Sweeper sweeps every interval, removing runs finished more than
-// retention ago, until ctx ends. Every runner of a fleet may run one: the
-// sweeps are idempotent, and each starts at a random point of its interval.
+// Sweeper sweeps soon after it starts, then every Interval(retention),
+// removing runs finished more than retention ago, until ctx ends. Every
+// runner of a fleet may run one: the sweeps are idempotent.
 func Sweeper(ctx context.Context, st *store.Store, blobs *blob.Store, retention time.Duration, log zerolog.Logger) {
 	interval := Interval(retention)
-	timer := time.NewTimer(time.Duration(rand.Int64N(int64(interval))) + time.Second)
+	timer := time.NewTimer(FirstSweep(interval))
 	defer timer.Stop()
 	for {
 		select {
@@ -150,7 +150,16 @@ func Sweeper(ctx context.Context, st *store.Store, blobs *blob.Store, retention 
 }
 
 // Interval is how often a Sweeper sweeps: a tenth of the retention, from
-// one minute to one hour.
+// one second to one hour (so a run outlives its retention by at most a
+// tenth of it, or a second, or an hour).
 func Interval(retention time.Duration) time.Duration {
-	return min(max(retention/10, time.Minute), time.Hour)
+	return min(max(retention/10, time.Second), time.Hour)
+}
+
+// FirstSweep is how long a Sweeper waits before its first sweep: a random
+// part of a second, or of the interval where that is shorter, so that a
+// fleet started at once does not sweep in one instant, while a runner
+// started after a long stop catches up at once.
+func FirstSweep(interval time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(min(interval, time.Second))))
 }

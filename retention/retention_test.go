@@ -214,3 +214,23 @@ func same(a, b []string) bool {
 	}
 	return true
 }
+
+// A sweeper sweeps every tenth of the retention, 1 s to 1 h, and first
+// within a second of its start (or of its interval, where shorter).
+func TestInterval(t *testing.T) {
+	for bound, want := range map[time.Duration]time.Duration{
+		time.Millisecond: time.Second, 3 * time.Second: time.Second, 100 * time.Second: 10 * time.Second,
+		720 * time.Hour: time.Hour,
+	} {
+		if got := retention.Interval(bound); got != want {
+			t.Errorf("Interval(%s) = %s, want %s", bound, got, want)
+		}
+	}
+	for _, interval := range []time.Duration{time.Second, time.Hour, 500 * time.Millisecond} {
+		for range 100 {
+			if d := retention.FirstSweep(interval); d < 0 || d >= min(interval, time.Second) {
+				t.Fatalf("FirstSweep(%s) = %s, want from 0 to under %s", interval, d, min(interval, time.Second))
+			}
+		}
+	}
+}

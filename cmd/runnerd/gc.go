@@ -16,30 +16,38 @@ func gcCmd(env *cmdEnv) *cobra.Command {
 	var (
 		cfg       clientConfig
 		olderThan time.Duration
+		kept      time.Duration
 		dryRun    bool
 		asJSON    bool
 	)
 	c := &cobra.Command{
-		Use:   "gc --older-than DURATION [--dry-run] [--json]",
+		Use:   "gc [--dry-run] [--older-than DURATION] [--json]",
 		Short: "remove finished runs older than a bound (documents, events, S3 objects)",
 		Long: `Removes the runs that finished (succeeded, failed or cancelled) more than
 DURATION ago: the run document, its events and its S3 objects (step logs,
 artifacts). Queued, running and paused runs are never removed. Prints one line
 per run removed (--json: one JSON object per line), then a total on stderr.
-With --dry-run, prints what it would remove and removes nothing. runnerd serve
---retention does the same every few minutes.`,
+With --dry-run, prints what it would remove and removes nothing. Without
+--older-than, DURATION is the fleet's --retention (RUNNERD_RETENTION, as
+runnerd serve reads it), which serve applies continuously.`,
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if olderThan <= 0 {
-				return cli.Usagef("want --older-than DURATION, more than 0 (e.g. 720h)")
+			bound := olderThan
+			if !c.Flags().Changed("older-than") {
+				bound = kept
 			}
-			return gc(c.Context(), env, cfg, olderThan, dryRun, asJSON)
+			if bound <= 0 {
+				return cli.Usagef("want --older-than DURATION or --retention DURATION (RUNNERD_RETENTION), more than 0 (e.g. 720h)")
+			}
+			return gc(c.Context(), env, cfg, bound, dryRun, asJSON)
 		},
 	}
 	f := cli.FlagsOf(c)
 	cfg.register(f)
-	// Flags of one invocation have no RUNNERD_* variable (see submit).
-	f.Duration(&olderThan, "older-than", 0, "remove runs finished longer ago than this (e.g. 720h for 30 days)").NoEnv()
+	// Flags of one invocation have no RUNNERD_* variable (see submit);
+	// --retention is the fleet's setting, read from serve's variable.
+	f.Duration(&olderThan, "older-than", 0, "remove runs finished longer ago than this (e.g. 720h for 30 days; default: --retention)").NoEnv()
+	f.Duration(&kept, "retention", 0, "the fleet's retention (as runnerd serve --retention), the default of --older-than")
 	f.Bool(&dryRun, "dry-run", false, "print what would be removed; remove nothing").NoEnv()
 	f.Bool(&asJSON, "json", false, `print {"id", "status", "finished_at", "objects", "events", "dry_run"} per run, one per line`).NoEnv()
 	return c

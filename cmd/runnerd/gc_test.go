@@ -31,5 +31,31 @@ func TestGC(t *testing.T) {
 		t.Errorf("status of a removed run: exit %d\n%s", r.code, r.stderr)
 	}
 	e.get(paused)
-	e.mustRun(exitUsage, "gc")
+	r = e.mustRun(exitUsage, "gc")
+	if !strings.Contains(r.stderr, "want --older-than DURATION or --retention DURATION (RUNNERD_RETENTION)") {
+		t.Errorf("gc without a bound: %s", r.stderr)
+	}
+	e.mustRun(exitUsage, "gc", "--older-than", "0s")
+
+	// Without --older-than, the bound is the fleet's retention: the
+	// variable serve reads, or --retention; --older-than wins.
+	again := e.submitted("gc-again", helloYAML)
+	e.claim(again, 1)
+	e.finish(again, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil)
+	time.Sleep(10 * time.Millisecond)
+	r = e.mustRun(exitOK, "gc", "--dry-run", "--retention", "5ms")
+	if !strings.Contains(r.stdout, "would remove run gc-again") {
+		t.Errorf("gc --dry-run --retention 5ms printed:\n%s", r.stdout)
+	}
+	t.Setenv("RUNNERD_RETENTION", "1h")
+	r = e.mustRun(exitOK, "gc", "--dry-run")
+	if strings.Contains(r.stdout, "gc-again") || !strings.Contains(r.stderr, "would remove 0 runs") {
+		t.Errorf("gc --dry-run with RUNNERD_RETENTION=1h printed:\n%s\n%s", r.stdout, r.stderr)
+	}
+	r = e.mustRun(exitOK, "gc", "--older-than", "5ms")
+	if !strings.Contains(r.stdout, "removed run gc-again") {
+		t.Errorf("gc --older-than 5ms with RUNNERD_RETENTION=1h printed:\n%s", r.stdout)
+	}
+	t.Setenv("RUNNERD_RETENTION", "5ms")
+	e.mustRun(exitOK, "gc") // nothing left; the variable alone is enough
 }

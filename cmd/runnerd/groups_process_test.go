@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -337,5 +339,73 @@ func TestProcessTenantFairness(t *testing.T) {
 	// Most of the backlog: at least 80% of it still waits.
 	if done > big/5 {
 		t.Errorf("tenant big finished %d of %d runs before tenant small's 10: its flood held the fleet", done, big)
+	}
+}
+
+// TestProcessTenantLimitPerTenant: --tenant-concurrency 2 for every tenant
+// and, from a file, solo=1: tenant solo's runs never overlap, by the steps'
+// own clocks, while tenant pair's run two at once and never three.
+func TestProcessTenantLimitPerTenant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two runnerd serve processes")
+	}
+	limits := writeFile(t, "tenants", "# one at a time\nsolo=1\n")
+	f := startFleet(t, "--tenant-concurrency", "2", "--tenant-concurrency", "@"+limits)
+	yaml := "name: timed\nsteps:" + fmt.Sprintf(timedStep, "1")
+	var solo, pair []string
+	for i := range 4 {
+		solo = append(solo, f.submit(t, fmt.Sprintf("solo-%d", i), "solo", yaml, nil).ID)
+		pair = append(pair, f.submit(t, fmt.Sprintf("pair-%d", i), "pair", yaml, nil).ID)
+	}
+	// The last of solo's runs waits seconds behind three others of its
+	// tenant, and status says so on its status line.
+	var last struct {
+		Reason  string          `json:"reason"`
+		Waiting *client.Waiting `json:"waiting"`
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		r := f.e.run("status", "--json", solo[3])
+		return r.code == exitOK && json.Unmarshal([]byte(r.stdout), &last) == nil && last.Waiting != nil && last.Waiting.Kind == client.WaitTenantLimit
+	}, "status of %s never said it waits for its tenant's limit: %+v", solo[3], last.Waiting)
+	// The limit is the runners' setting: the client knows it only where
+	// the line's tickets carry it.
+	if w := last.Waiting; last.Reason != "tenant_limit" || w.Name != "solo" || (w.Limit != 0 && w.Limit != 1) || w.Position < 1 || w.Position > 3 || w.Of < w.Position {
+		t.Errorf("status --json of %s: reason %q waiting %+v, want tenant_limit, solo, position 1-3", solo[3], last.Reason, w)
+	}
+	if st := f.e.run("status", solo[3]); !regexp.MustCompile(`status: +queued \(waiting for tenant "solo"'s limit( of 1)?, position [1-3] of [1-4]\)\n`).MatchString(st.stdout) {
+		t.Logf("status of %s (it may have started already):\n%s", solo[3], st.stdout)
+	}
+	most := func(ids []string) int {
+		type edge struct {
+			at    int64
+			delta int
+		}
+		var edges []edge
+		for _, id := range ids {
+			r := f.wait(t, id)
+			if r.Status != runnerd.StatusSucceeded {
+				t.Fatalf("run %s: %s/%s", id, r.Status, r.Reason)
+			}
+			s := stepSpan(t, r, "work")
+			edges = append(edges, edge{s.start, 1}, edge{s.end, -1})
+		}
+		sort.Slice(edges, func(i, j int) bool {
+			if edges[i].at != edges[j].at {
+				return edges[i].at < edges[j].at
+			}
+			return edges[i].delta < edges[j].delta // an end before a start at the same instant
+		})
+		n, top := 0, 0
+		for _, e := range edges {
+			n += e.delta
+			top = max(top, n)
+		}
+		return top
+	}
+	if n := most(solo); n != 1 {
+		t.Errorf("tenant solo (solo=1 from the file) had %d runs at once, want 1", n)
+	}
+	if n := most(pair); n != 2 {
+		t.Errorf("tenant pair (the default, 2) had at most %d runs at once, want 2 (4 slots in the fleet)", n)
 	}
 }

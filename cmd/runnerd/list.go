@@ -12,17 +12,13 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
-	"github.com/runnerd/runnerd/store"
 )
 
 // listBudget bounds the store's search for a filtered list (on FerretDB,
 // where a status few runs have means walking many runs).
 const listBudget = 150 * time.Millisecond
 
-var allStatuses = []runnerd.Status{
-	runnerd.StatusQueued, runnerd.StatusRunning, runnerd.StatusPaused,
-	runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled,
-}
+var allStatuses = client.Statuses
 
 func listCmd(env *cmdEnv) *cobra.Command {
 	var (
@@ -44,7 +40,7 @@ func listCmd(env *cmdEnv) *cobra.Command {
 			if limit <= 0 {
 				return cli.Usagef("--limit %d: want 1 or more", limit)
 			}
-			opts := store.ListOptions{Status: runnerd.Status(status), Limit: limit}
+			opts := client.ListOptions{Status: runnerd.Status(status), Limit: limit}
 			if !allTenants {
 				opts.TenantID = cfg.Tenant
 			}
@@ -60,14 +56,18 @@ func listCmd(env *cmdEnv) *cobra.Command {
 	return c
 }
 
-func list(ctx context.Context, env *cmdEnv, cfg clientConfig, opts store.ListOptions, asJSON bool) error {
+func list(ctx context.Context, env *cmdEnv, cfg clientConfig, opts client.ListOptions, asJSON bool) error {
 	c, err := connectClient(ctx, cfg, needMongo, "runnerd list")
 	if err != nil {
 		return cfg.classify(err)
 	}
 	defer c.Close()
+	cl, err := c.client()
+	if err != nil {
+		return cfg.classify(err)
+	}
 	opts.Budget = listBudget
-	page, err := c.st.ListPage(ctx, opts)
+	page, err := cl.ListPage(ctx, opts)
 	if err != nil {
 		return cfg.classify(err)
 	}

@@ -42,9 +42,10 @@ type serveConfig struct {
 	cpuTimeLimit  time.Duration
 	openFiles     int
 
-	tenantLimits     []string // tenant=N, copied into sup by validate
-	tenantLimitsFile string
-	retention        time.Duration // finished runs older than this are removed; 0: kept
+	tenantConcurrency *tenantConcurrency // N, tenant=N, @file; the default goes straight into sup
+	tenantLimits      []string           // --tenant-limit tenant=N (an alias), merged into sup by validate
+	tenantLimitsFile  string             // --tenant-limits-file (an alias)
+	retention         time.Duration      // finished runs older than this are removed; 0: kept
 
 	ui              uiConfig      // the web UI and /api/v1/
 	metricsAddr     string        // /metrics, /healthz, /readyz; "" serves none
@@ -84,9 +85,10 @@ func (c *serveConfig) register(f cli.Flags) {
 	f.Duration(&c.cpuTimeLimit, "cpu-time-limit", 0, "CPU time of each process of a run, whole seconds (RLIMIT_CPU; 0: unlimited)")
 	f.Int(&c.openFiles, "open-files-limit", int(s.NoFileLimit), "open files of each process of a run (RLIMIT_NOFILE)")
 	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes the child's start off every run's path; 0: none)")
-	f.Int(&s.TenantConcurrency, "tenant-concurrency", 0, "runs of one tenant running at once across the fleet (0: no limit); give every runner the same value")
-	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; overrides --tenant-concurrency)")
-	f.String(&c.tenantLimitsFile, "tenant-limits-file", "", "file of tenant=N lines, one tenant's limit per line (# comments)")
+	c.tenantConcurrency = newTenantConcurrency(&s.TenantConcurrency)
+	f.Var(c.tenantConcurrency, "tenant-concurrency", "", "runs of one tenant running at once across the fleet: N for every tenant (0: no limit), tenant=N for one tenant, @FILE (or a path with a /) for a file of tenant=N lines; repeatable, the variable comma-separated, a later value wins; give every runner the same values")
+	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; the same as --tenant-concurrency tenant=N)")
+	f.String(&c.tenantLimitsFile, "tenant-limits-file", "", "file of tenant=N lines (# comments; the same as --tenant-concurrency @FILE)")
 	f.Duration(&c.retention, "retention", 0, "remove finished runs (documents, events, S3 objects) this long after they finished; paused and queued runs are kept (0: keep everything)")
 	f.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -122,13 +124,13 @@ func (c *serveConfig) validate() []string {
 	if c.cpuTimeLimit != 0 && c.cpuTimeLimit < time.Second {
 		add(fmt.Errorf("--cpu-time-limit %s: want 0 (unlimited) or at least 1s", c.cpuTimeLimit))
 	}
-	if limits, err := parseTenantLimits(c.tenantLimits, c.tenantLimitsFile); err != nil {
+	if limits, err := tenantLimits(c.tenantConcurrency, c.tenantLimits, c.tenantLimitsFile); err != nil {
 		add(err)
 	} else {
 		c.sup.TenantLimits = limits
 	}
-	if c.retention < 0 || (c.retention > 0 && c.retention < time.Minute) {
-		add(fmt.Errorf("--retention %s: want 0 (keep everything) or at least 1m", c.retention))
+	if c.retention < 0 {
+		add(fmt.Errorf("--retention %s: want 0 (keep everything) or a positive duration", c.retention))
 	}
 	c.finish()
 	add(c.queue.Validate())

@@ -32,16 +32,16 @@ the run document; steps of the workflow that have not started yet appear with
 status "pending". Exit 5 if there is no such run.`,
 		Args: cli.ExactArgs(1, "run id"),
 		RunE: func(c *cobra.Command, args []string) error {
-			r, places, atts, err := fetchRun(c.Context(), cfg, args[0])
+			r, wv, atts, err := fetchRun(c.Context(), cfg, args[0])
 			if err != nil {
 				return err
 			}
 			client.Shown(r)
 			if asJSON {
-				return writeRunJSON(env.stdout, r, places, atts)
+				return writeRunJSON(env.stdout, r, wv, atts)
 			}
-			printRun(env.stdout, r, atts)
-			printPlaces(env.stdout, places)
+			printRun(env.stdout, r, atts, wv.waiting)
+			printPlaces(env.stdout, wv.places)
 			return nil
 		},
 	}
@@ -51,9 +51,16 @@ status "pending". Exit 5 if there is no such run.`,
 	return c
 }
 
+// waitView is why a queued run waits, read from NATS: its places in its
+// lines and the one it waits in.
+type waitView struct {
+	places  []client.Place
+	waiting *client.Waiting
+}
+
 // fetchRun loads run id from MongoDB and, for a queued run, where it waits
-// for admission (from NATS, when it answers).
-func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []client.Place, []attempt, error) {
+// (from NATS, when it answers).
+func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, *waitView, []attempt, error) {
 	c, _, r, err := openRun(ctx, cfg, needMongo, "runnerd status", id)
 	if err != nil {
 		return nil, nil, nil, err
@@ -63,14 +70,14 @@ func fetchRun(ctx context.Context, cfg clientConfig, id string) (*store.Run, []c
 	if err != nil {
 		return nil, nil, nil, cfg.classify(err)
 	}
-	var places []client.Place
+	wv := &waitView{}
 	if r.Status == runnerd.StatusQueued { // which line it waits in, from NATS
 		c.tryNATS(ctx, "runnerd status")
 		if cl, err := c.client(); err == nil {
-			places, _ = cl.Places(ctx, r)
+			wv.waiting, wv.places, _ = cl.Waiting(ctx, r)
 		}
 	}
-	return r, places, atts, nil
+	return r, wv, atts, nil
 }
 
 // openRun connects as the command name to what need names, and loads run
@@ -145,10 +152,15 @@ func attempts(ctx context.Context, runs *store.Store, r *store.Run) ([]attempt, 
 
 // runJSON is the run document as status --json prints it. Reason is always
 // present (empty while the run has none), so scripts can read it without
-// checking that the key exists.
+// checking that the key exists; a queued run waiting in a line has the
+// derived reason concurrency_group or tenant_limit.
 type runJSON struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
+	// ConcurrencyGroup is the run's group, from its workflow and vars.
+	ConcurrencyGroup string `json:"concurrency_group,omitempty"`
+	// Waiting: why a queued run has not started (derived from NATS).
+	Waiting *client.Waiting `json:"waiting,omitempty"`
 	// StartedAt is the first attempt's start; Attempts lists each one.
 	StartedAt time.Time `json:"started_at,omitzero"`
 	Attempts  []attempt `json:"attempts,omitempty"`
@@ -180,8 +192,14 @@ func placeLine(p client.Place) string {
 	return fmt.Sprintf("waits in %s: position %d of %d waiting (%s)", what, p.Position, p.Waiting, counts)
 }
 
-func writeRunJSON(w io.Writer, r *store.Run, places []client.Place, atts []attempt) error {
-	doc := runJSON{Run: r, Reason: r.Reason, Admission: places, StartedAt: r.StartedAt, Attempts: atts}
+func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error {
+	doc := runJSON{Run: r, Reason: r.Reason, ConcurrencyGroup: groupName(r), StartedAt: r.StartedAt, Attempts: atts}
+	if wv != nil {
+		doc.Admission, doc.Waiting = wv.places, wv.waiting
+		if doc.Reason == "" {
+			doc.Reason = wv.waiting.Reason()
+		}
+	}
 	if len(atts) > 0 {
 		doc.StartedAt = atts[0].StartedAt
 	}
@@ -191,15 +209,57 @@ func writeRunJSON(w io.Writer, r *store.Run, places []client.Place, atts []attem
 	return nil
 }
 
-// printRun writes the readable summary of a run.
-func printRun(w io.Writer, r *store.Run, atts []attempt) {
+// groupName is the run's concurrency group, from its workflow and vars
+// ("" when it has none).
+func groupName(r *store.Run) string {
+	if r.Workflow == nil {
+		return ""
+	}
+	g, err := r.Workflow.GroupOf(r.Vars)
+	if err != nil {
+		return ""
+	}
+	return g
+}
+
+// waitingText says where a queued run waits, for its status line.
+func waitingText(wt *client.Waiting) string {
+	pos := fmt.Sprintf("position %d", wt.Position)
+	if wt.AtLeast {
+		pos = fmt.Sprintf("more than %d runs ahead", wt.Position-1)
+	}
+	if wt.Of > 0 {
+		pos += fmt.Sprintf(" of %d", wt.Of)
+	}
+	switch wt.Kind {
+	case client.WaitConcurrencyGroup:
+		return fmt.Sprintf("waiting in concurrency group %q, %s", wt.Name, pos)
+	case client.WaitTenantLimit:
+		if wt.Limit > 0 {
+			return fmt.Sprintf("waiting for tenant %q's limit of %d, %s", wt.Name, wt.Limit, pos)
+		}
+		return fmt.Sprintf("waiting for tenant %q's limit, %s", wt.Name, pos) // the runners' setting, unknown here
+	}
+	return "waiting for a free runner slot, " + pos
+}
+
+// printRun writes the readable summary of a run; wt is where a queued run
+// waits (nil: unknown, or not waiting).
+func printRun(w io.Writer, r *store.Run, atts []attempt, wt *client.Waiting) {
 	name := ""
 	if r.Workflow != nil {
 		name = r.Workflow.Name
 	}
-	status := string(r.Status)
+	var why []string
 	if r.Reason != "" {
-		status += " (" + string(r.Reason) + ")"
+		why = append(why, string(r.Reason))
+	}
+	if wt != nil && r.Status == runnerd.StatusQueued {
+		why = append(why, waitingText(wt))
+	}
+	status := string(r.Status)
+	if len(why) > 0 {
+		status += " (" + strings.Join(why, "; ") + ")"
 	}
 	if r.CancelRequested && !r.Status.Terminal() {
 		status += ", cancel requested"
@@ -208,6 +268,9 @@ func printRun(w io.Writer, r *store.Run, atts []attempt) {
 	fmt.Fprintf(tw, "run:\t%s\n", r.ID)
 	fmt.Fprintf(tw, "workflow:\t%s\n", name)
 	fmt.Fprintf(tw, "tenant:\t%s\n", r.TenantID)
+	if g := groupName(r); g != "" {
+		fmt.Fprintf(tw, "group:\t%s\n", g)
+	}
 	fmt.Fprintf(tw, "status:\t%s\n", status)
 	fmt.Fprintf(tw, "attempt:\t%d\n", r.Attempt)
 	if r.Crashes > 0 {

@@ -195,3 +195,67 @@ func TestStatusOfARunClaimedOnce(t *testing.T) {
 		t.Fatalf("attempts %+v, want one from %s to %s", doc.Attempts, run.StartedAt, run.FinishedAt)
 	}
 }
+
+// A queued run says on its status line why it waits: its concurrency
+// group's line, or the queue for a free runner slot; --json has the derived
+// waiting object and reason. The group stays shown after the run ends.
+func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
+	e := startEnv(t)
+	group := writeFile(t, "deploy.yaml", "name: deploy\nvars: {env: dev}\n"+
+		"concurrency: {group: \"deploy-${{ vars.env }}\", limit: 1}\nsteps:\n  - id: s\n    shell: echo hi\n")
+	e.mustRun(exitOK, "submit", group, "--id", "wq-1", "--var", "env=prod")
+	e.mustRun(exitOK, "submit", group, "--id", "wq-2", "--var", "env=prod")
+	e.mustRun(exitOK, "submit", writeFile(t, "hello.yaml", helloYAML), "--id", "wq-3")
+
+	type doc struct {
+		Reason           string          `json:"reason"`
+		ConcurrencyGroup string          `json:"concurrency_group"`
+		Waiting          *client.Waiting `json:"waiting"`
+	}
+	read := func(id string) doc {
+		t.Helper()
+		var d doc
+		if err := json.Unmarshal([]byte(e.mustRun(exitOK, "status", "--json", id).stdout), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	// No runner took wq-1's place: both wait in the group's line.
+	if d := read("wq-2"); d.Reason != "concurrency_group" || d.ConcurrencyGroup != "deploy-prod" || d.Waiting == nil ||
+		*d.Waiting != (client.Waiting{Kind: client.WaitConcurrencyGroup, Name: "deploy-prod", Position: 2, Of: 2, Limit: 1}) {
+		t.Errorf("wq-2: reason %q group %q waiting %+v, want concurrency_group, deploy-prod, position 2 of 2", d.Reason, d.ConcurrencyGroup, d.Waiting)
+	}
+	out := e.mustRun(exitOK, "status", "wq-2").stdout
+	if field(out, "status") != `queued (waiting in concurrency group "deploy-prod", position 2 of 2)` || field(out, "group") != "deploy-prod" {
+		t.Errorf("status wq-2:\n%s", out)
+	}
+	// wq-3 is in no line: its message is third in the queue.
+	if d := read("wq-3"); d.Reason != "" || d.ConcurrencyGroup != "" || d.Waiting == nil ||
+		*d.Waiting != (client.Waiting{Kind: client.WaitRunnerSlot, Position: 3}) {
+		t.Errorf("wq-3: reason %q group %q waiting %+v, want a runner slot, position 3", d.Reason, d.ConcurrencyGroup, d.Waiting)
+	}
+	if out := e.mustRun(exitOK, "status", "wq-3").stdout; field(out, "status") != "queued (waiting for a free runner slot, position 3)" || strings.Contains(out, "group:") {
+		t.Errorf("status wq-3:\n%s", out)
+	}
+
+	// Ended: the group is still shown, nothing waits.
+	e.fetch(time.Second)
+	e.claim("wq-1", 1)
+	e.finish("wq-1", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil)
+	if d := read("wq-1"); d.Reason != "completed" || d.ConcurrencyGroup != "deploy-prod" || d.Waiting != nil {
+		t.Errorf("wq-1 ended: reason %q group %q waiting %+v", d.Reason, d.ConcurrencyGroup, d.Waiting)
+	}
+	if out := e.mustRun(exitOK, "status", "wq-1").stdout; field(out, "group") != "deploy-prod" || field(out, "status") != "succeeded (completed)" {
+		t.Errorf("status wq-1:\n%s", out)
+	}
+}
+
+// field is the value of a "name:  value" line of status's summary.
+func field(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

@@ -8,9 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
 )
 
 // inlineWorkflowMax is the largest workflow JSON carried in the message
@@ -88,6 +90,17 @@ func submit(ctx context.Context, env *cmdEnv, cfg clientConfig, file string, var
 	if queued.Again {
 		fmt.Fprintf(env.stderr, "run %s already exists and is queued: queueing it again (a duplicate message is dropped)\n", run.ID)
 	}
+	if run.Status.Terminal() { // on_conflict: cancel_new, its group full
+		if opt.json {
+			if err := writeRunJSON(env.stdout, client.Shown(run), nil, nil); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintln(env.stdout, run.ID)
+		}
+		fmt.Fprintf(env.stderr, "run %s %s at once: %s\n", run.ID, run.Status, settledWhy(run))
+		return cli.Outcome(run.Status)
+	}
 	switch {
 	case opt.json && !wait:
 		if err := writeRunJSON(env.stdout, client.Shown(run), nil, nil); err != nil {
@@ -121,4 +134,13 @@ func newSubmission(file, id, tenant string, overrides map[string]string, timeout
 		return client.Submission{}, fmt.Errorf("--var: %w", err)
 	}
 	return client.Submission{Workflow: w, ID: id, TenantID: tenant, Vars: overrides, Timeout: timeout}, nil
+}
+
+// settledWhy says why a run ended as it was submitted.
+func settledWhy(r *store.Run) string {
+	if r.Reason == runnerd.ReasonGroupFull && r.Workflow != nil && r.Workflow.Concurrency != nil {
+		return fmt.Sprintf("%s: concurrency group %q already has its limit of %d runs (on_conflict: cancel_new)",
+			r.Reason, groupName(r), r.Workflow.Concurrency.EffectiveLimit())
+	}
+	return string(r.Reason)
 }

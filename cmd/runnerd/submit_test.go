@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"regexp"
@@ -266,4 +267,30 @@ func createdRun(t *testing.T, file, id, tenant string) *store.Run {
 	}
 	return &store.Run{ID: id, TenantID: tenant, Workflow: w, Vars: vars,
 		TraceParent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"}
+}
+
+// A run that on_conflict: cancel_new cancels at once is no queued run:
+// submit says so on stderr, with why, and exits 4 (cancelled); the id stays
+// on stdout, --json prints the document.
+func TestSubmitCancelledAtOnce(t *testing.T) {
+	e := startEnv(t)
+	file := writeFile(t, "cn.yaml", "name: deploy\nvars: {env: dev}\n"+
+		"concurrency: {group: \"deploy-${{ vars.env }}\", limit: 1, on_conflict: cancel_new}\nsteps:\n  - id: s\n    shell: echo hi\n")
+	r := e.mustRun(exitOK, "submit", file, "--id", "cn-1", "--var", "env=qa")
+	if !strings.Contains(r.stderr, "run cn-1 queued") {
+		t.Errorf("first run of the group:\n%s", r.stderr)
+	}
+	r = e.mustRun(exitCancelled, "submit", file, "--id", "cn-2", "--var", "env=qa")
+	if r.stdout != "cn-2\n" || strings.Contains(r.stderr, "queued") ||
+		!strings.Contains(r.stderr, `run cn-2 cancelled at once: group_full: concurrency group "deploy-qa" already has its limit of 1 runs (on_conflict: cancel_new)`) {
+		t.Errorf("submit of a run cancel_new cancels: stdout %q\nstderr:\n%s", r.stdout, r.stderr)
+	}
+	if got := e.get("cn-2"); got.Status != runnerd.StatusCancelled || got.Reason != runnerd.ReasonGroupFull {
+		t.Errorf("cn-2 stored as %s/%s, want cancelled/group_full", got.Status, got.Reason)
+	}
+	r = e.mustRun(exitCancelled, "submit", file, "--id", "cn-3", "--var", "env=qa", "--json")
+	var doc struct{ ID, Status, Reason string }
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.ID != "cn-3" || doc.Status != "cancelled" || doc.Reason != "group_full" {
+		t.Errorf("submit --json of a run cancel_new cancels: %v\n%s", err, r.stdout)
+	}
 }

@@ -11,10 +11,13 @@ import (
 )
 
 // positionScan bounds how far a waiting client looks for its run's
-// message; notesEvery is how often it looks.
+// message; notesEvery is how often it looks (in NATS: the admission bucket,
+// the stream); storeEvery is how often it reads the run document again, for
+// the server a runner says it waits on.
 const (
 	positionScan = 100
 	notesEvery   = 2 * time.Second
+	storeEvery   = 10 * time.Second
 )
 
 // waitNotes says why a followed run is not running yet, and where it
@@ -31,10 +34,16 @@ func newWaitNotes(c *conns, cl *client.Client, id string) *waitNotes {
 }
 
 // run calls note with a line about the run at once and every notesEvery
-// while it is queued, until stop closes or ctx ends.
+// while it is queued, until stop closes or ctx ends. The lines come from
+// NATS; the run document is read at the start and then only every
+// storeEvery (the follower's Watch reads it when a notice says it settled).
 func (w *waitNotes) run(ctx context.Context, stop <-chan struct{}, note func(string)) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var (
+		r      *store.Run
+		readAt time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -43,8 +52,12 @@ func (w *waitNotes) run(ctx context.Context, stop <-chan struct{}, note func(str
 			return
 		case <-t.C:
 		}
-		r, err := w.cl.Get(ctx, w.id)
-		if err == nil {
+		if r == nil || time.Since(readAt) >= storeEvery {
+			if got, err := w.cl.Get(ctx, w.id); err == nil {
+				r, readAt = got, time.Now()
+			}
+		}
+		if r != nil {
 			if line := w.note(ctx, r); line != "" {
 				note(line)
 			}
