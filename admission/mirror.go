@@ -54,9 +54,11 @@ func Watch(ctx context.Context, kv jetstream.KeyValue) (*Mirror, error) {
 		byRun:   map[string]map[string]bool{},
 		changed: make(chan struct{}),
 	}
-	m.stop = func() { cancel(); _ = w.Stop() }
-	ready := make(chan struct{})
+	ready, done := make(chan struct{}), make(chan struct{})
+	// Stopping the watcher closes Updates, which ends the goroutine.
+	m.stop = func() { cancel(); _ = w.Stop(); <-done }
 	go func() {
+		defer close(done)
 		initial := true
 		for e := range w.Updates() {
 			if e == nil { // the end of the current contents
@@ -84,7 +86,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue) (*Mirror, error) {
 	}
 }
 
-// Stop ends the watch.
+// Stop ends the watch and waits for its goroutine.
 func (m *Mirror) Stop() { m.stop() }
 
 func (m *Mirror) apply(e jetstream.KeyValueEntry) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/supervisor"
 )
 
@@ -78,7 +79,7 @@ func drain(b *testing.B, concurrency, n, prestart int) {
 	e.waitDrained(10*time.Millisecond, 10*time.Minute)
 	elapsed := time.Since(start)
 	if got := e.countStatus("tp-", runnerd.StatusSucceeded); got != int64(n) {
-		b.Fatalf("%d of %d runs succeeded\nsupervisor log:\n%s", got, n, tailString(e.logs.String(), 4000))
+		b.Fatalf("%d of %d runs succeeded\nsupervisor log:\n%s", got, n, testutil.Tail(e.logs.String(), 30))
 	}
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "runs/s")
 	b.ReportMetric(elapsed.Seconds(), "drain-s")

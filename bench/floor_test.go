@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -159,12 +160,8 @@ func (f *floor) queued() uint64 {
 }
 
 func (f *floor) waitDrained(interval, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for f.queued() > 0 {
-		if time.Now().After(deadline) {
-			f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, tailString(f.e.logs.String(), 4000))
-		}
-		time.Sleep(interval)
+	if !testutil.Poll(interval, timeout, func() bool { return f.queued() == 0 }) {
+		f.e.b.Fatalf("floor %s: %d messages still queued after %s\n%s", f.name, f.queued(), timeout, testutil.Tail(f.e.logs.String(), 30))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -60,7 +61,7 @@ func BenchmarkList(b *testing.B) {
 				cli = append(cli, time.Since(start))
 				if err != nil {
 					failures++
-					b.Logf("%s: %v\n%s", c.name, err, tailString(out, 2000))
+					b.Logf("%s: %v\n%s", c.name, err, testutil.Tail(out, 15))
 				}
 				shown = strings.Count(out, "\n")
 				start = time.Now()

@@ -80,18 +80,7 @@ func (p *serveProc) pid() int { return p.cmd.Process.Pid }
 
 func (p *serveProc) waitLog(s string, timeout time.Duration) {
 	p.b.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.stderr.String(), s) {
-		select {
-		case <-p.done:
-			p.b.Fatalf("runnerd serve exited before writing %s:\n%s", s, tailString(p.stderr.String(), 4000))
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.b.Fatalf("runnerd serve did not write %s within %s:\n%s", s, timeout, tailString(p.stderr.String(), 4000))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitLog(p.b, timeout, "runnerd serve", s, 30, p.stderr.String, p.done, testutil.Contains(s))
 }
 
 // procStatus returns the kB figures of /proc/<pid>/status (VmRSS, VmHWM).
@@ -274,7 +263,7 @@ func (e *env) logRun(b *testing.B, id string) (*store.Run, time.Duration) {
 		b.Fatal(err)
 	}
 	if run.Status != runnerd.StatusSucceeded {
-		b.Fatalf("run: %s %s\n%s", run.Status, run.Reason, tailString(e.logs.String(), 4000))
+		b.Fatalf("run: %s %s\n%s", run.Status, run.Reason, testutil.Tail(e.logs.String(), 30))
 	}
 	if got := logBytes(b, e.blobs, blob.StepLogKey(id, 1, "a")); got != logSize {
 		b.Fatalf("log in S3 holds %d bytes of output, want %d", got, logSize)
@@ -327,16 +316,12 @@ func BenchmarkMemory(b *testing.B) {
 
 		e.submit("sleepy", `steps: [{id: a, run: ["sleep", "3"]}]`)
 		var child int
-		deadline := time.Now().Add(20 * time.Second)
-		for child == 0 {
+		testutil.Eventually(b, 20*time.Second, func() bool {
 			if c := childrenNamed(p.pid(), "runexec"); len(c) > 0 {
 				child = c[0]
-			} else if time.Now().After(deadline) {
-				b.Fatalf("no runexec child\n%s", tailString(p.stderr.String(), 4000))
-			} else {
-				time.Sleep(10 * time.Millisecond)
 			}
-		}
+			return child != 0
+		}, "no runexec child\n%s", func() string { return testutil.Tail(p.stderr.String(), 30) })
 		// The step sleeps from about 20 ms after the child starts; take the
 		// figures mid-step.
 		time.Sleep(1500 * time.Millisecond)

@@ -144,12 +144,8 @@ func (e *env) queued() uint64 {
 // waitDrained polls the stream every interval until it is empty.
 func (e *env) waitDrained(interval, timeout time.Duration) {
 	e.b.Helper()
-	deadline := time.Now().Add(timeout)
-	for e.queued() > 0 {
-		if time.Now().After(deadline) {
-			e.b.Fatalf("%d messages still queued after %s\nsupervisor log:\n%s", e.queued(), timeout, tailString(e.logs.String(), 4000))
-		}
-		time.Sleep(interval)
+	if !testutil.Poll(interval, timeout, func() bool { return e.queued() == 0 }) {
+		e.b.Fatalf("%d messages still queued after %s\nsupervisor log:\n%s", e.queued(), timeout, testutil.Tail(e.logs.String(), 30))
 	}
 }
 
@@ -225,7 +221,7 @@ func (e *env) sequential(prefix string, n int) (client, stored []time.Duration) 
 			e.b.Fatal(err)
 		}
 		if r.Status != runnerd.StatusSucceeded {
-			e.b.Fatalf("run %s: %s %s\nsupervisor log:\n%s", id, r.Status, r.Reason, tailString(e.logs.String(), 4000))
+			e.b.Fatalf("run %s: %s %s\nsupervisor log:\n%s", id, r.Status, r.Reason, testutil.Tail(e.logs.String(), 30))
 		}
 		stored = append(stored, r.FinishedAt.Sub(r.CreatedAt))
 	}
@@ -255,11 +251,4 @@ func reportLatency(b *testing.B, client, stored []time.Duration) {
 	b.ReportMetric(ms(percentile(stored, 50)), "store-p50-ms")
 	b.ReportMetric(ms(percentile(stored, 99)), "store-p99-ms")
 	b.ReportMetric(float64(len(client)), "runs")
-}
-
-func tailString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[len(s)-n:]
 }

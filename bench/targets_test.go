@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/supervisor"
 )
 
@@ -195,7 +196,7 @@ func (e *env) drainRunnerd(prefix string, concurrency, n, prestart int) (rate fl
 		prefix, n, concurrency, ms((self1-self0)/time.Duration(n)), ms((children1-children0)/time.Duration(n)))
 	stop()
 	if got := e.countStatus(prefix+"-", runnerd.StatusSucceeded); got != int64(n) {
-		e.b.Fatalf("%d of %d runs succeeded\nsupervisor log:\n%s", got, n, tailString(e.logs.String(), 4000))
+		e.b.Fatalf("%d of %d runs succeeded\nsupervisor log:\n%s", got, n, testutil.Tail(e.logs.String(), 30))
 	}
 	return float64(n) / elapsed.Seconds(), (cpu1 - cpu0) / time.Duration(n)
 }

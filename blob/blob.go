@@ -49,8 +49,8 @@ const (
 	DefaultPartSize = 8 << 20
 	// DefaultConcurrency is how many parts of one upload are in flight when
 	// Config.Concurrency is zero: a Put holds (2+1) × 8 MiB at most, which
-	// keeps runnerd under 100 MiB while it uploads a 200 MiB log and is
-	// enough to reach the 100 MB/s a run dir's disk gives here.
+	// keeps runnerd's memory small while it uploads a large log and still
+	// keeps up with a run dir's disk (docs/benchmarks.md).
 	DefaultConcurrency = 2
 	// DefaultRegion is used when Config.Region is empty; S3 servers other
 	// than AWS usually accept any region.

@@ -244,9 +244,7 @@ func TestChaos(t *testing.T) {
 		}
 		return len(final)
 	}
-	for time.Since(start) < maxChaos && countTerminal() < nRuns*9/10 {
-		time.Sleep(2 * time.Second)
-	}
+	testutil.Poll(2*time.Second, maxChaos-time.Since(start), func() bool { return countTerminal() >= nRuns*9/10 })
 	close(stop)
 	wg.Wait()
 	chaosStop := time.Now()
@@ -258,9 +256,7 @@ func TestChaos(t *testing.T) {
 			r.start()
 		}
 	}
-	for time.Since(chaosStop) < drainBudget && countTerminal() < nRuns {
-		time.Sleep(2 * time.Second)
-	}
+	testutil.Poll(2*time.Second, drainBudget-time.Since(chaosStop), func() bool { return countTerminal() >= nRuns })
 	queueEmpty := s.waitQueueEmpty(time.Minute)
 	drain := time.Since(chaosStop)
 

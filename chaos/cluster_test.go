@@ -16,8 +16,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -124,27 +125,15 @@ func TestNATSCluster(t *testing.T) {
 
 	// The test's own connection, and the queue on the cluster (it retries
 	// until the cluster has a JetStream meta leader).
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	nc, js := devstacktest.JetStream(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
+	var err error
+	if !testutil.Poll(time.Second, 60*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		s.q, err = queue.Setup(ctx, js, qcfg)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue on the cluster: %v", err)
-		}
-		time.Sleep(time.Second)
+		return err == nil
+	}) {
+		t.Fatalf("queue on the cluster: %v", err)
 	}
 	s.nc, s.js, s.qcfg = nc, js, qcfg
 	s.urls["nats"] = url

@@ -13,6 +13,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
 
@@ -79,13 +80,14 @@ func TestFencing(t *testing.T) {
 	final := s.mustTerminal("fence1", 60*time.Second)
 	// A's verdict on its attempt.
 	var aDone map[string]any
-	for deadline := time.Now().Add(20 * time.Second); aDone == nil && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	testutil.Poll(200*time.Millisecond, 20*time.Second, func() bool {
 		for _, m := range a.logs() {
 			if str(m, "message") == "run attempt done" && str(m, "run_id") == "fence1" && m["attempt"] != nil && aDone == nil {
 				aDone = m // its own attempt (later deliveries to it find the lease held)
 			}
 		}
-	}
+		return aDone != nil
+	}) // the checks below say what is missing
 	var aLater []string
 	for _, m := range a.logs() {
 		if str(m, "message") == "run attempt done" && str(m, "run_id") == "fence1" && m["attempt"] == nil {

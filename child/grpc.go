@@ -90,6 +90,11 @@ func (c *grpcClient) Execute(ctx context.Context, req *Request, emit func([]runn
 			}
 		}
 		if err := emit(events); err != nil {
+			// End the stream and wait for the receiver: it closes received
+			// when it returns.
+			cancel()
+			for range received {
+			}
 			return err
 		}
 	}

@@ -1,12 +1,10 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/storetest"
 	"github.com/runnerd/runnerd/internal/testbin"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/supervisor"
@@ -50,23 +49,16 @@ type world struct {
 	blobs *blob.Store
 	c     *client.Client
 	reads *atomic.Int64 // read commands the client's store sent
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 }
 
 // newWorld starts the servers and a client on them; serve starts a runner.
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, stack: devstacktest.Start(t), reads: &atomic.Int64{}, logs: &syncBuffer{}}
+	w := &world{t: t, stack: devstacktest.Start(t), reads: &atomic.Int64{}, logs: &testutil.SyncBuffer{}}
 	ctx := context.Background()
-	nc, err := nats.Connect(w.stack.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := devstacktest.JetStream(t, w.stack.NATSURL)
+	var err error
 	qcfg := queue.DefaultConfig()
 	qcfg.LeaseTTL = 3 * time.Second
 	if w.q, err = queue.Setup(ctx, js, qcfg); err != nil {
@@ -119,7 +111,7 @@ func (w *world) serve() { w.t.Helper(); w.serveWith(nil) }
 func (w *world) serveWith(tweak func(*supervisor.Config)) {
 	w.t.Helper()
 	cfg := supervisor.Config{
-		RunnerID:      fmt.Sprintf("client-test-%d", time.Now().UnixNano()),
+		RunnerID:      testutil.UniqueID("client-test"),
 		Concurrency:   2,
 		RunDirRoot:    w.t.TempDir(),
 		RunexecPath:   runexecPath,
@@ -169,23 +161,6 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func has(s, sub string) bool { return strings.Contains(s, sub) }

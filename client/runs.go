@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -60,14 +61,7 @@ var Statuses = []runnerd.Status{
 	runnerd.StatusSucceeded, runnerd.StatusFailed, runnerd.StatusCancelled,
 }
 
-func knownStatus(s runnerd.Status) bool {
-	for _, k := range Statuses {
-		if k == s {
-			return true
-		}
-	}
-	return false
-}
+func knownStatus(s runnerd.Status) bool { return slices.Contains(Statuses, s) }
 
 // CancelOutcome says what a Cancel did.
 type CancelOutcome int

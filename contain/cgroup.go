@@ -200,7 +200,10 @@ func (cg *Cgroup) Procs() []int {
 }
 
 // Kill SIGKILLs every process in the cgroup, including those that escaped
-// the process group, and waits (briefly) until it is empty.
+// the process group, and waits (briefly) until it is empty. It polls: a v1
+// cgroup sends no event when it empties, and processes forked meanwhile
+// need the signal again; no context, since a stop must not leave the
+// cgroup half-killed, and 5 s bounds it.
 func (cg *Cgroup) Kill() {
 	if cg.v2 {
 		_ = os.WriteFile(filepath.Join(cg.mem, "cgroup.kill"), []byte("1"), 0o644)

@@ -148,7 +148,7 @@ func TestCgroupKillsEverythingInIt(t *testing.T) {
 	if v2 == "" && mem == "" && pids == "" {
 		t.Skip("no cgroup hierarchy on this machine")
 	}
-	cg, err := NewCgroup(filepath.Join("contain-test-"+strconv.Itoa(os.Getpid()), "a"), 64<<20, 64)
+	cg, err := NewCgroup(filepath.Join(testutil.UniqueID("contain-test"), "a"), 64<<20, 64)
 	if err != nil {
 		t.Skipf("no writable cgroup: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 // bounding set of the thread that forks it, so the rest of runexec keeps
 // its own. The thread stays locked for the life of the process, so a step's
 // death signal (which fires when the forking thread exits) still means
-// "runexec died".
+// "runexec died": its goroutine is never stopped, by design.
 type spawner struct {
 	reqs chan spawnReq
 }

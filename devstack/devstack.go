@@ -92,8 +92,9 @@ type Stack struct {
 	mongoLn    net.Listener // the authenticating front's, bound by Start
 	mongoAuth  *mongoAuth
 
-	s3srv *http.Server
-	s3ln  net.Listener
+	s3srv    *http.Server
+	s3ln     net.Listener
+	s3served sync.WaitGroup // the S3 server's accept loop
 
 	lock *os.File // the data dir's lock, held until Close
 }
@@ -320,7 +321,7 @@ func (s *Stack) startFerret() error {
 	if err != nil {
 		return err
 	}
-	go s.mongoAuth.serve()
+	s.mongoAuth.start()
 	return nil
 }
 
@@ -348,7 +349,7 @@ func (s *Stack) startS3() error {
 		ReadHeaderTimeout: 30 * time.Second,
 	}
 	s.s3srv = srv
-	go func() { _ = srv.Serve(ln) }()
+	s.s3served.Go(func() { _ = srv.Serve(ln) })
 	s.S3Endpoint = "http://" + ln.Addr().String()
 	return nil
 }
@@ -370,6 +371,7 @@ func (s *Stack) Close() error {
 			errs = append(errs, fmt.Errorf("devstack: s3 shutdown: %w", err))
 		}
 		cancel()
+		s.s3served.Wait()
 		s.s3srv = nil
 	}
 	if s.mongoAuth != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 func TestStackServesAllThree(t *testing.T) {
@@ -101,23 +102,17 @@ func TestRestartNATSKeepsStreams(t *testing.T) {
 		t.Fatalf("URL changed across restart: %s -> %s", url, s.NATSURL)
 	}
 	// The client reconnects on its own; the stream and its message survived.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var st jetstream.Stream
+	testutil.Eventually(t, 10*time.Second, func() bool {
 		// A request sent while the client reconnects can be lost: bound
 		// each try, not only the whole wait.
 		tryCtx, cancelTry := context.WithTimeout(ctx, time.Second)
-		st, err := js.Stream(tryCtx, "T")
-		cancelTry()
-		if err == nil {
-			if n := st.CachedInfo().State.Msgs; n != 1 {
-				t.Fatalf("stream has %d messages after restart, want 1", n)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream after restart: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer cancelTry()
+		st, err = js.Stream(tryCtx, "T")
+		return err == nil
+	}, "stream after restart: %v", func() string { return fmt.Sprint(err) })
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("stream has %d messages after restart, want 1", n)
 	}
 }
 

@@ -48,7 +48,9 @@ type mongoAuth struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the connections
+
+	accepting sync.WaitGroup // the accept loop
 }
 
 // scramIterations is the PBKDF2 iteration count of the stored keys: the
@@ -115,6 +117,9 @@ func newMongoAuth(ln net.Listener, upstream string, tlsConf *tls.Config, user, p
 	return a, nil
 }
 
+// start serves clients from a goroutine that close stops and awaits.
+func (a *mongoAuth) start() { a.accepting.Go(a.serve) }
+
 // serve accepts clients until close.
 func (a *mongoAuth) serve() {
 	for {
@@ -162,6 +167,7 @@ func (a *mongoAuth) close() {
 		c.Close()
 	}
 	a.mu.Unlock()
+	a.accepting.Wait() // then no connection is added to wg
 	a.wg.Wait()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/runnerd/runnerd"
@@ -328,7 +329,7 @@ func (r *run) human(s *workflow.Step, sc workflow.Scope) {
 	now := time.Now()
 	if len(answers) > 0 {
 		st.Status, st.Reason = runnerd.StepSucceeded, runnerd.StepReasonCompleted
-		st.Answers = cloneStrings(answers)
+		st.Answers = maps.Clone(answers)
 		st.StartedAt, st.FinishedAt = now, now
 		st.Prompt = ""
 		r.finished(s.ID, now, "answered")
@@ -354,8 +355,8 @@ func (r *run) scope() workflow.Scope {
 	for id, st := range r.states {
 		sc.Steps[id] = workflow.StepScope{
 			Status:  string(st.Status),
-			Outputs: cloneStrings(st.Outputs),
-			Answers: cloneStrings(st.Answers),
+			Outputs: maps.Clone(st.Outputs),
+			Answers: maps.Clone(st.Answers),
 		}
 	}
 	return sc
@@ -397,15 +398,4 @@ func (r *run) result() Result {
 	}
 	res.Status, res.Reason = runnerd.StatusSucceeded, runnerd.ReasonCompleted
 	return res
-}
-
-func cloneStrings(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -247,12 +248,7 @@ func (j *stepJob) expand() (command, error) {
 	if len(c.argv) == 0 {
 		return c, errors.New("nothing to run")
 	}
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		v, err := workflow.Expand(s.Env[k], j.scope)
 		if err != nil {
 			return c, fmt.Errorf("env.%s: %w", k, err)

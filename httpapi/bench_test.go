@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -219,15 +217,7 @@ func seed(b *testing.B, uri string, n, perRun int) string {
 // store opened after the seeding.
 func benchServer(b *testing.B, natsURL, mongoURI string, bc blob.Config) *httptest.Server {
 	ctx := context.Background()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, js := devstacktest.JetStream(b, natsURL)
 	q, err := queue.Setup(ctx, js, queue.DefaultConfig())
 	if err != nil {
 		b.Fatal(err)

@@ -138,9 +138,13 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	s := &sse{w: w, f: flusher}
+	// The keep-alive is stopped and awaited before the handler returns:
+	// no tick writes to a finished response.
 	ctx, stop := context.WithCancel(r.Context())
+	var keep sync.WaitGroup
+	defer keep.Wait()
 	defer stop()
-	go s.keepAlive(ctx, keepAliveEvery)
+	keep.Go(func() { s.keepAlive(ctx, keepAliveEvery) })
 	if err := a.follow(ctx, s, run, after); err != nil && ctx.Err() == nil && !errors.Is(err, errGone) {
 		a.cfg.Log.Warn().Err(err).Str("run_id", id).Msg("event stream ended")
 		s.send("", "error", apiError{Error: err.Error()})

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/runnerd/runnerd"
@@ -40,15 +38,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	stack := devstacktest.Start(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(stack.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := devstacktest.JetStream(t, stack.NATSURL)
+	var err error
 	e := &env{t: t}
 	if e.q, err = queue.Setup(ctx, js, queue.DefaultConfig()); err != nil {
 		t.Fatal(err)

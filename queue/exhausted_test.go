@@ -9,6 +9,7 @@ import (
 // A message read back by its stream sequence names its run and generation;
 // deleting it twice is fine; then it is gone.
 func TestMessageBySeqAndDelete(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	publish(t, q, "run-7", 3)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/runnerd/runnerd/devstack/devstacktest"
 	"github.com/runnerd/runnerd/internal/testutil"
@@ -30,6 +29,7 @@ func acquireWhenExpired(t *testing.T, q *Queue, runID, runnerID string) *Lease {
 }
 
 func TestLeaseHeld(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
@@ -59,6 +59,7 @@ func TestLeaseHeld(t *testing.T) {
 }
 
 func TestLeaseRenewKeepsIt(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig()) // TTL 1s
 	ctx := ctxT(t)
 	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
@@ -80,6 +81,7 @@ func TestLeaseRenewKeepsIt(t *testing.T) {
 }
 
 func TestLeaseExpiresAndEpochGrows(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
@@ -130,6 +132,7 @@ func TestLeaseExpiresAndEpochGrows(t *testing.T) {
 // Renew, keeping its epoch: a runner that claimed the run meanwhile would
 // have a newer epoch in the store, which fences the holder's writes.
 func TestLeaseExpiredIsRetakenByItsHolder(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	a, err := q.AcquireLease(ctx, "run-1", "runner-a")
@@ -154,6 +157,7 @@ func TestLeaseExpiredIsRetakenByItsHolder(t *testing.T) {
 // than the TTL) is re-taken by its holder's next Renew, with the same epoch;
 // one taken by another runner meanwhile is lost.
 func TestRenewRetakesAnExpiredLease(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.LeaseTTL = time.Hour
 	q := setup(t, cfg)
@@ -207,16 +211,9 @@ func TestRenewRetakesAnExpiredLease(t *testing.T) {
 // even when NATS was away for longer than the TTL (the server drops expired
 // keys when it recovers the bucket): the next runner gets it at once.
 func TestLeaseOfAGoneHolderExpiresAfterARestart(t *testing.T) {
+	t.Parallel()
 	stack := devstacktest.Start(t)
-	nc, err := nats.Connect(stack.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := devstacktest.JetStream(t, stack.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	cfg := testConfig()
 	cfg.LeaseTTL = 2 * time.Second
 	q, err := Setup(ctxT(t), js, cfg)

@@ -40,6 +40,7 @@ func msgJSON(t testing.TB, replace map[string]any) []byte {
 }
 
 func TestDecode(t *testing.T) {
+	t.Parallel()
 	ref := WorkflowRef([]byte(goodWorkflow))
 	cases := []struct {
 		name  string
@@ -137,6 +138,7 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeFields(t *testing.T) {
+	t.Parallel()
 	m, err := Decode(msgJSON(t, map[string]any{"resume": map[string]any{"answers": map[string]any{"approve": map[string]string{"ok": "yes"}}}}))
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +159,7 @@ func TestDecodeFields(t *testing.T) {
 }
 
 func TestValidateRunID(t *testing.T) {
+	t.Parallel()
 	for _, id := range []string{"a", "0", "run-01", "01HZX3K9Q8B7_abc-DEF", "550e8400-e29b-41d4-a716-446655440000", strings.Repeat("x", 128)} {
 		if err := ValidateRunID(id); err != nil {
 			t.Errorf("ValidateRunID(%q) = %v, want nil", id, err)
@@ -165,6 +168,7 @@ func TestValidateRunID(t *testing.T) {
 }
 
 func TestWorkflowRef(t *testing.T) {
+	t.Parallel()
 	ref := WorkflowRef([]byte("{}"))
 	if ref != "workflows/44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a.json" {
 		t.Fatalf("WorkflowRef = %s", ref)
@@ -175,6 +179,7 @@ func TestWorkflowRef(t *testing.T) {
 }
 
 func TestRunIDFromMsgID(t *testing.T) {
+	t.Parallel()
 	for id, want := range map[string]string{
 		"run-01-0":  "run-01",
 		"abc-12":    "abc",
@@ -193,6 +198,7 @@ func TestRunIDFromMsgID(t *testing.T) {
 }
 
 func TestRetryDelay(t *testing.T) {
+	t.Parallel()
 	c := Config{Backoff: []time.Duration{time.Second, 5 * time.Second}}
 	for n, want := range map[uint64]time.Duration{0: time.Second, 1: time.Second, 2: 5 * time.Second, 3: 5 * time.Second, 99: 5 * time.Second} {
 		if got := c.RetryDelay(n); got != want {
@@ -205,6 +211,7 @@ func TestRetryDelay(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}

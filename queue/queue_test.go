@@ -114,6 +114,7 @@ func expectNone(t *testing.T, q *Queue, wait time.Duration) {
 }
 
 func TestSetupIdempotent(t *testing.T) {
+	t.Parallel()
 	js := start(t)
 	ctx := ctxT(t)
 	cfg := testConfig()
@@ -172,6 +173,7 @@ func TestSetupIdempotent(t *testing.T) {
 }
 
 func TestPublishFetchAck(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	hdr := nats.Header{}
@@ -219,6 +221,7 @@ func TestPublishFetchAck(t *testing.T) {
 }
 
 func TestPublishRefusesInvalid(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	m := testMessage("bad.id")
@@ -236,6 +239,7 @@ func TestPublishRefusesInvalid(t *testing.T) {
 }
 
 func TestPublishDuplicate(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	publish(t, q, "run-1", 0)
@@ -254,6 +258,7 @@ func TestPublishDuplicate(t *testing.T) {
 }
 
 func TestFetchAtMostN(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	for i, id := range []string{"a", "b", "c", "d", "e"} {
@@ -292,6 +297,7 @@ func TestFetchAtMostN(t *testing.T) {
 }
 
 func TestFetchWaitsForFirst(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	go func() {
 		time.Sleep(300 * time.Millisecond)
@@ -308,6 +314,7 @@ func TestFetchWaitsForFirst(t *testing.T) {
 }
 
 func TestFetchCancelled(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx, cancel := context.WithCancel(ctxT(t))
 	time.AfterFunc(200*time.Millisecond, cancel)
@@ -322,6 +329,7 @@ func TestFetchCancelled(t *testing.T) {
 }
 
 func TestNakWithDelay(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	publish(t, q, "run-1", 0)
 	d := fetchOne(t, q, time.Second)
@@ -350,6 +358,7 @@ func TestNakWithDelay(t *testing.T) {
 }
 
 func TestTermStopsRedelivery(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	publish(t, q, "run-1", 0)
 	d := fetchOne(t, q, time.Second)
@@ -361,6 +370,7 @@ func TestTermStopsRedelivery(t *testing.T) {
 }
 
 func TestMaxDeliver(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.MaxDeliver = 3
 	q := setup(t, cfg)
@@ -378,6 +388,7 @@ func TestMaxDeliver(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	q := setup(t, testConfig())
 	ctx := ctxT(t)
 	var calls, otherCalls atomic.Int32
@@ -421,6 +432,7 @@ func TestCancel(t *testing.T) {
 }
 
 func TestOpenChangesNothing(t *testing.T) {
+	t.Parallel()
 	js := start(t)
 	ctx := ctxT(t)
 	if _, err := Open(ctx, js, DefaultConfig()); err == nil {

@@ -17,6 +17,7 @@ import (
 // of majority unless configured otherwise; the server (FerretDB ignores
 // both) accepts each combination runnerd offers.
 func TestConcernsAreSentAndAccepted(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	u, err := url.Parse(uri)
 	if err != nil {

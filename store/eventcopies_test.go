@@ -19,6 +19,7 @@ import (
 // read them. A missing copy falls back to the query; a purge removes the
 // copies; events never made visible get no copy.
 func TestVisibleEventsAreCopiedAndReadByKey(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	if os.Getenv("RUNNERD_TEST_MONGO_URI") != "" {
 		t.Skip("the copies are for FerretDB on SQLite, the embedded server")
@@ -113,6 +114,7 @@ func TestVisibleEventsAreCopiedAndReadByKey(t *testing.T) {
 // The run's last batch, written with its outcome (FinishWith), is copied
 // too.
 func TestOutcomeBatchIsCopied(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	if !s.keyedEvents(ctx) {

@@ -108,7 +108,8 @@ func (s *Store) AppendEvents(ctx context.Context, id string, epoch uint64, event
 }
 
 // maxInsertTries bounds the rounds of insertEvents that meet events in the
-// way.
+// way. A round is no plain retry (it inserts what the last one found
+// missing), hence a loop of its own rather than backoff.Retry.
 const maxInsertTries = 4
 
 // insertEvents inserts the batch's events, stamped with epoch. Where a seq
@@ -186,7 +187,7 @@ func (s *Store) reconcileEvents(ctx context.Context, id string, epoch uint64, b 
 
 // Copies of the visible events, by key. FerretDB on SQLite finds a
 // document without reading its whole collection only by a lone _id, so a
-// run's events would cost a scan of every event stored (4.9 s at 100k).
+// run's events would cost a scan of every event stored (seconds at 100k).
 // There the store also keeps a copy of each event once it is visible, in
 // EventCopiesCollection under _id "<run id>:<seq>" (run ids have no ':'),
 // and Events reads the copies by lookups. The events themselves cannot be

@@ -7,7 +7,7 @@ package store
 //
 // FerretDB v1 on SQLite pushes down only a lookup of one string _id: any
 // other filter, and any sort, is evaluated in Go over every document of the
-// collection (about 160 µs per run document: 8 s at 50k runs). So on the
+// collection (seconds at 50k runs; docs/benchmarks.md). So on the
 // revision path (FerretDB) the store keeps the creation order itself, in
 // the small documents of run_index: entry n (_id "e:<n>", n = 1, 2, …
 // dense) names the n-th run created, with its tenant and incarnation.
@@ -173,7 +173,8 @@ const (
 	// indexChunk is how many entries List looks up at once.
 	indexChunk = 16
 	// maxIndexTries bounds the inserts of one Create that lose the race
-	// for an entry.
+	// for an entry. Each takes the next entry, so it is a search, not a
+	// retry: no backoff.
 	maxIndexTries = 1000
 )
 

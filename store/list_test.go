@@ -35,6 +35,7 @@ func listAll(t *testing.T, s *Store, o ListOptions) []string {
 }
 
 func TestListPagesNewestFirst(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var want, wantOther, wantRunning []string
@@ -80,6 +81,7 @@ func TestListPagesNewestFirst(t *testing.T) {
 }
 
 func TestListRefusesBadInput(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	mustCreate(t, s, "r1")
 	for _, c := range []string{"x", "i", "i0", "t12", "t:abc", "tabc:r1"} {
@@ -95,6 +97,7 @@ func TestListRefusesBadInput(t *testing.T) {
 // A second Create of an id fails after its index entry is in (the entry
 // goes first): the run is listed once, as first created.
 func TestListAfterDuplicateCreate(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	mustCreate(t, s, "dup")
 	if err := s.Create(context.Background(), testRun("dup")); !errors.Is(err, ErrExists) {
@@ -109,6 +112,7 @@ func TestListAfterDuplicateCreate(t *testing.T) {
 // Runs stored before the run index existed get their entries when a store
 // opens the database (the revision path; MongoDB has no run index).
 func TestListBackfillsOlderRuns(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	ctx := context.Background()
 	var want []string
@@ -143,6 +147,7 @@ func TestListBackfillsOlderRuns(t *testing.T) {
 }
 
 func TestFinishWithRecordsAndFinishesInOneWrite(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "fw")

@@ -146,6 +146,7 @@ func raceRun(ctx context.Context, s *Store, cfg raceConfig, id string, report fu
 // told had succeeded is there, the run's epoch, attempt and steps are those
 // of its last claim, and only the last owner finished it.
 func TestFencingAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	ctx := context.Background()
 	if !s.revision && s.isFerretDB(ctx) {

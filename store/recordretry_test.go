@@ -42,6 +42,7 @@ func logBatch(first int64, n int, tag string) Batch {
 // retried with the same batch: each event is stored once, under the seq
 // the batch gave it, whichever of the batch's writes lost its reply.
 func TestRecordRetriedAfterItsWriteLandedWritesOnce(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	ps, proxy := openProxied(t, s, uri)
 	ctx := context.Background()
@@ -109,6 +110,7 @@ func TestRecordRetriedAfterItsWriteLandedWritesOnce(t *testing.T) {
 // the run, or gave up) are not returned, and the next owner's batch takes
 // their seqs; an older epoch cannot take a newer one's.
 func TestLeftoverEventsAreInvisibleAndReplaced(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "left")

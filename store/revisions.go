@@ -45,7 +45,9 @@ const (
 )
 
 // maxRevisionTries bounds the inserts of one write that lose to a
-// concurrent write of the same run.
+// concurrent write of the same run. The next try reads the revision that
+// won and is made at once; a try refused on the document alone is read
+// again at its latest, hence a loop of its own rather than backoff.Retry.
 const maxRevisionTries = 16
 
 // revision is one write of a run on the revision path.

@@ -15,6 +15,7 @@ import (
 // one): readers and writers follow the revisions, and a reader puts the
 // document right.
 func TestRevisionReadersFollowPastALaggingRunDocument(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	if !s.revision {
 		t.Skip("revision path only")
@@ -72,6 +73,7 @@ func TestRevisionReadersFollowPastALaggingRunDocument(t *testing.T) {
 // does (the conditional path leaves it to the server); the same
 // expectations hold on both.
 func TestUpdateOperatorsOnBothPaths(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "ops")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -153,7 +154,7 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 		}
 		return r, err
 	}
-	for range maxAttempts {
+	return retryContended(ctx, func() (*Run, error) {
 		r, err := s.update(ctx, filter, update, withDoc)
 		if err == nil {
 			return r, nil
@@ -169,8 +170,8 @@ func (s *Store) Claim(ctx context.Context, id, runnerID string, epoch uint64) (*
 			return done, err
 		}
 		// The run changed between the update and the read: try again.
-	}
-	return nil, fmt.Errorf("claim run %s: %w", id, errContended)
+		return nil, fmt.Errorf("claim run %s: %w", id, errContended)
+	})
 }
 
 // claimRefused says why cur cannot be claimed at epoch, or returns cur when
@@ -379,9 +380,27 @@ const (
 	withDoc = true
 )
 
-// maxAttempts bounds the retries of a conditional write whose diagnosis found
+// maxAttempts bounds the tries of a conditional write whose diagnosis found
 // nothing wrong (the run changed between the write and the read).
 const maxAttempts = 3
+
+// retryContended calls op up to maxAttempts times, at once (the next try
+// meets the run as it now is: no reason to wait), while it fails with
+// errContended; any other outcome is final.
+func retryContended(ctx context.Context, op func() (*Run, error)) (*Run, error) {
+	r, err := backoff.Retry(ctx, func() (*Run, error) {
+		r, err := op()
+		if err != nil && !errors.Is(err, errContended) {
+			return r, backoff.Permanent(err)
+		}
+		return r, err
+	}, backoff.WithMaxTries(maxAttempts), backoff.WithBackOff(&backoff.ZeroBackOff{}))
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		return r, perm.Err
+	}
+	return r, err
+}
 
 var (
 	errContended = errors.New("run changed concurrently, retries exhausted")
@@ -416,7 +435,7 @@ func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, wa
 	if g.seq != nil {
 		filter = append(filter, bson.E{Key: "event_seq", Value: *g.seq})
 	}
-	for range maxAttempts {
+	return retryContended(ctx, func() (*Run, error) {
 		r, err := s.update(ctx, filter, update, want)
 		if err == nil {
 			return r, nil
@@ -434,8 +453,8 @@ func (s *Store) apply(ctx context.Context, id string, g guard, update bson.D, wa
 			}
 			return nil, err
 		}
-	}
-	return nil, errContended
+		return nil, errContended
+	})
 }
 
 // errLanded: the guard found its write made already.

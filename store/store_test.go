@@ -111,6 +111,7 @@ func mustGet(t *testing.T, s *Store, id string) *Run {
 }
 
 func TestCreateGetList(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	created := mustCreate(t, s, "r1")
@@ -156,6 +157,7 @@ func TestCreateGetList(t *testing.T) {
 }
 
 func TestCreateDuplicateRefused(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	mustCreate(t, s, "dup")
 	err := s.Create(context.Background(), testRun("dup"))
@@ -168,6 +170,7 @@ func TestCreateDuplicateRefused(t *testing.T) {
 }
 
 func TestClaimBumpsEpoch(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "c")
@@ -203,6 +206,7 @@ func TestClaimBumpsEpoch(t *testing.T) {
 }
 
 func TestOldEpochIsFencedAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "f")
@@ -256,6 +260,7 @@ func TestOldEpochIsFencedAndChangesNothing(t *testing.T) {
 }
 
 func TestIllegalTransitionsRefused(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	const epoch = 10
@@ -332,6 +337,7 @@ func TestIllegalTransitionsRefused(t *testing.T) {
 }
 
 func TestLegalLifecycle(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "l")
@@ -453,6 +459,7 @@ func readAll(ctx context.Context, s *Store, id string, total int) error {
 const eventCount = 10_000
 
 func TestEventsInOrder(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "e")
@@ -474,6 +481,7 @@ func TestEventsInOrder(t *testing.T) {
 }
 
 func TestEventsTwoConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	ids := []string{"w1", "w2"}
@@ -500,6 +508,7 @@ func TestEventsTwoConcurrentWriters(t *testing.T) {
 }
 
 func TestEventsConcurrentAppendsToOneRun(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "one")
@@ -536,6 +545,7 @@ func TestEventsConcurrentAppendsToOneRun(t *testing.T) {
 }
 
 func TestUnavailable(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("RUNNERD_TEST_MONGO_URI") != "" {
 		t.Skip("needs the embedded server, to stop it")
 	}
@@ -570,6 +580,7 @@ func runIDs(rs []*Run) []string {
 }
 
 func TestOpenTwiceKeepsIndexes(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	ctx := context.Background()
 	again, err := Open(ctx, Config{URI: uri, Database: s.runs.Database().Name()})
@@ -590,6 +601,7 @@ func TestOpenTwiceKeepsIndexes(t *testing.T) {
 // auto picks the revision path on FerretDB and the conditional one
 // elsewhere; a path named in Config is used as named.
 func TestWritePathFollowsTheServer(t *testing.T) {
+	t.Parallel()
 	s, uri := openTestURI(t)
 	ctx := context.Background()
 	ferret := s.isFerretDB(ctx)
@@ -616,6 +628,7 @@ func TestWritePathFollowsTheServer(t *testing.T) {
 }
 
 func TestRecordSavesEventsAndStepsInOneWrite(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	mustCreate(t, s, "rec")

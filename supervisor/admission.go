@@ -291,7 +291,7 @@ func (a *attempt) leaveLines(written runnerd.Status, out outcome, act action) {
 		}
 		return
 	}
-	settled := written.Terminal() || written == runnerd.StatusPaused || out == outStale || out == outRunNotFound || act == actTerm
+	settled := written.Settled() || out == outStale || out == outRunNotFound || act == actTerm
 	if !settled {
 		if a.held != nil {
 			a.releasePlaces(a.held)

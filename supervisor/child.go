@@ -107,10 +107,11 @@ func (s *Supervisor) startChild(a *attempt) (*child.Process, *contain.Cgroup, er
 // called, so its steps are all born inside the cgroup.
 func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, pluginLog hclog.Logger, log zerolog.Logger) (*child.Process, error) {
 	var joined chan error
+	var joining sync.WaitGroup // awaited also when the start fails: the caller discards cg
 	started := func(int) {}
 	if cg != nil {
 		joined = make(chan error, 1)
-		started = func(pid int) { go func() { joined <- cg.Add(pid) }() }
+		started = func(pid int) { joining.Go(func() { joined <- cg.Add(pid) }) }
 	}
 	proc, err := child.Start(child.Config{
 		Cmd:       cmd,
@@ -120,6 +121,7 @@ func (s *Supervisor) launch(cmd *exec.Cmd, sockDir string, cg *contain.Cgroup, p
 		Started:   started,
 	})
 	if err != nil {
+		joining.Wait()
 		return nil, err
 	}
 	children.add(proc.Pid())

@@ -51,13 +51,7 @@ func newEnv(t *testing.T, tweak func(*queue.Config)) *env {
 	e := &env{t: t, stack: devstacktest.Start(t), logs: &testutil.SyncBuffer{}, side: t.TempDir(), runs: t.TempDir()}
 	ctx := context.Background()
 	var err error
-	if e.nc, err = nats.Connect(e.stack.NATSURL); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.nc.Close)
-	if e.js, err = jetstream.New(e.nc); err != nil {
-		t.Fatal(err)
-	}
+	e.nc, e.js = devstacktest.JetStream(t, e.stack.NATSURL)
 	e.qcfg = queue.DefaultConfig()
 	e.qcfg.LeaseTTL = 3 * time.Second
 	e.qcfg.Backoff = []time.Duration{100 * time.Millisecond}
@@ -120,6 +114,12 @@ func (e *env) serve(cfg Config) *running {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return e.run(sup, cfg)
+}
+
+// run serves sup (made with cfg) in the background; at the test's end it
+// stops it at once and checks it left nothing behind.
+func (e *env) run(sup *Supervisor, cfg Config) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{sup: sup, cancel: cancel, done: make(chan struct{})}
 	go func() { r.err = sup.Run(ctx); close(r.done) }()

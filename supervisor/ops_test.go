@@ -49,17 +49,8 @@ func (e *env) serveOps(cfg Config, stall time.Duration, hook func()) *ops {
 	}
 	sup.loopHook = hook
 	srv := httptest.NewServer(OpsHandler(cfg.Health, reg))
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{sup: sup, cancel: cancel, done: make(chan struct{})}
-	go func() { r.err = sup.Run(ctx); close(r.done) }()
-	e.t.Cleanup(func() {
-		cancel()
-		sup.StopNow()
-		<-r.done
-		_ = sup.Close()
-		srv.Close()
-	})
-	return &ops{running: r, srv: srv}
+	e.t.Cleanup(srv.Close) // after the supervisor's stop (cleanups run last first)
+	return &ops{running: e.run(sup, cfg), srv: srv}
 }
 
 // get returns the status code and body of one endpoint.

@@ -75,6 +75,8 @@ steps:
 	if run.Reason != runnerd.ReasonSecretMissing || run.Attempt != 1 || len(run.Steps) != 0 {
 		t.Fatalf("missing secret: %s/%s attempt %d steps %v", run.Status, run.Reason, run.Attempt, run.Steps)
 	}
+	// The run document has no steps to name it in: the log is where an
+	// operator reads which secret is missing.
 	if !strings.Contains(e.logs.String(), `"secrets":["NOT_CONFIGURED"]`) {
 		t.Errorf("the log does not name the missing secret")
 	}

@@ -74,6 +74,7 @@ steps:
 		}
 		parents[f[0]] = id
 	}
+	// The log is the only record of a spare's use (no metric counts it).
 	if n := strings.Count(e.logs.String(), "runexec taken from the spares"); n < len(ids)-1 {
 		t.Fatalf("%d of %d runs used a spare\n%s", n, len(ids), e.logs.String())
 	}
@@ -109,6 +110,7 @@ func TestDeadSpareIsNotUsed(t *testing.T) {
 	if run.Attempt != 1 {
 		t.Fatalf("attempt %d, want 1", run.Attempt)
 	}
+	// No metric counts discarded spares: the log line is the record.
 	if !strings.Contains(e.logs.String(), "a spare runexec had exited: discarded") {
 		t.Fatalf("dead spare not noticed:\n%s", e.logs.String())
 	}

@@ -236,14 +236,14 @@ func TestRunnerDeadOnLastDeliveryIsSettledByAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e.serve(e.config("live"))
+	r := e.serve(e.config("live"))
 	run := e.waitStatus("orphan", runnerd.StatusFailed, 30*time.Second)
 	if run.Reason != runnerd.ReasonMaxAttemptsExceeded || run.Epoch <= lease.Epoch() {
 		t.Fatalf("reason %s epoch %d (dead runner's %d)", run.Reason, run.Epoch, lease.Epoch())
 	}
 	e.waitQueueEmpty(10 * time.Second)
-	if !strings.Contains(e.logs.String(), "exhausted message deleted") {
-		t.Fatalf("no deletion logged:\n%s", e.logs.String())
+	if n := promtest.ToFloat64(r.sup.m.deliveries.WithLabelValues(deliveryDeleteExhausted)); n != 1 {
+		t.Fatalf("runnerd_deliveries_total{action=%q} = %v, want 1\nlogs:\n%s", deliveryDeleteExhausted, n, e.logs.String())
 	}
 }
 

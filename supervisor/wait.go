@@ -22,6 +22,9 @@ const (
 	waitNoteAfter = 2 * time.Second
 	// How often a continuing wait is logged again.
 	waitLogEvery = 30 * time.Second
+	// How long a first try goes on once the hard stop has come: enough
+	// for an outcome write, short of an upload's full try.
+	hardStopTry = 10 * time.Second
 )
 
 // waitOn calls f, each time with a fresh timeout of tryTimeout, until it
@@ -29,7 +32,7 @@ const (
 // backoff; it gives up when the attempt's context ends (lease lost, shutdown
 // grace over) and returns f's last error. The first try is always made,
 // even if the attempt's context has ended, so that an outcome can still be
-// written at a hard stop.
+// written at a hard stop; from the hard stop on it gets at most hardStopTry.
 //
 // on names the server for the metrics and the run's wait note; what says
 // what is being done, for the log.
@@ -39,7 +42,9 @@ func (a *attempt) waitOn(on, what string, tryTimeout time.Duration, f func(conte
 		defer cancel()
 		return f(ctx)
 	}
-	err := try(context.WithoutCancel(a.ctx))
+	first, endFirst := a.firstTryContext()
+	err := try(first)
+	endFirst()
 	if err == nil || final(err) || a.ctx.Err() != nil {
 		return err
 	}
@@ -86,6 +91,31 @@ func (a *attempt) waitOn(on, what string, tryTimeout time.Duration, f func(conte
 		return perm.Err
 	}
 	return lastErr
+}
+
+// firstTryContext is the context of waitOn's first try: the attempt's
+// values without its end, cut hardStopTry after the supervisor's hard stop
+// (a shutdown that waits for an upload's whole try would outlast its grace
+// by minutes). end releases it, and awaits the cut if it has begun.
+func (a *attempt) firstTryContext() (ctx context.Context, end func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(a.ctx))
+	cut := make(chan struct{})
+	stop := context.AfterFunc(a.sup.hardCtx, func() {
+		defer close(cut)
+		t := time.NewTimer(hardStopTry)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	return ctx, func() {
+		cancel()
+		if !stop() {
+			<-cut
+		}
+	}
 }
 
 // noteWait writes (or clears, w nil) the run's wait note, best effort.

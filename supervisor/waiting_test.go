@@ -3,14 +3,20 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
+	"github.com/runnerd/runnerd/store"
 )
 
 // A lease held elsewhere delays a run as long as it is held, and never
@@ -93,4 +99,60 @@ func TestOwnLeaseOfAPreviousProcessIsTakenOver(t *testing.T) {
 	if run.Attempt != 2 || run.Crashes != 1 || run.Epoch <= lease.Epoch() {
 		t.Fatalf("attempt %d crashes %d epoch %d (old %d); want 2, 1, newer", run.Attempt, run.Crashes, run.Epoch, lease.Epoch())
 	}
+}
+
+// A hard stop cuts a wait on S3 short: at a SIGTERM the interrupted step's
+// log is uploaded to a server that never answers, a first try of up to 5
+// minutes; once the shutdown grace is over (the hard stop) it gets
+// hardStopTry more, and the supervisor stops well within the try.
+func TestHardStopCutsAHangingUpload(t *testing.T) {
+	e := newEnv(t, nil)
+	e.blobs = hangingS3(t)
+	r := e.serve(e.config("r1"))
+	marker := testutil.Marker()
+	e.submit("hang1", `steps: [{id: long, shell: "sleep `+marker+`"}]`, nil)
+	e.waitRun("hang1", 30*time.Second, "running its step", func(r *store.Run) bool {
+		return r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	r.cancel() // the first SIGTERM: the grace (10 s) runs out in the upload
+	// Without the cut the upload's first try lasts 5 minutes.
+	const within = 2 * time.Minute
+	select {
+	case <-r.done:
+	case <-time.After(within):
+		t.Fatalf("Run still going %s after the SIGTERM\nlogs:\n%s", within, e.logs.String())
+	}
+	if !strings.Contains(e.logs.String(), "shutdown grace over") {
+		t.Fatalf("the supervisor stopped before its grace was over: the hard stop was not tested\nlogs:\n%s", e.logs.String())
+	}
+	testutil.NoProcess(t, 5*time.Second, marker)
+}
+
+// hangingS3 is a blob store whose server accepts connections and never
+// answers.
+func hangingS3(t *testing.T) *blob.Store {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); conns.Wait() })
+	conns.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() { _, _ = io.Copy(io.Discard, c); c.Close() })
+		}
+	})
+	bl, err := blob.New(context.Background(), blob.Config{
+		Endpoint: "http://" + ln.Addr().String(), Region: "us-east-1", Bucket: "runnerd",
+		AccessKey: "k", SecretKey: "s", PathStyle: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bl
 }

@@ -14,8 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,34 +23,16 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // dev is `runnerd dev` running as a process for one test.
 type dev struct {
 	t      *testing.T
 	bin    string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	ui     string   // http://127.0.0.1:port
 	env    []string // what a client command needs to reach it
@@ -69,11 +51,11 @@ func startDev(t *testing.T, side string) *dev {
 		t.Skip("RUNNERD_BIN is not set (make test-ui builds the binaries and sets it)")
 	}
 	root := t.TempDir()
-	d := &dev{t: t, bin: filepath.Join(binDir, "runnerd"), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d := &dev{t: t, bin: filepath.Join(binDir, "runnerd"), stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(d.bin, "dev", "--data", filepath.Join(root, "data"),
 		"--nats-port", "0", "--mongo-port", "0", "--s3-port", "0", "--ui-addr", "127.0.0.1:0",
 		"--metrics-addr", "127.0.0.1:0", "--runexec", filepath.Join(binDir, "runexec"),
-		"--run-dir", filepath.Join(root, "runs"), "--runner-id", fmt.Sprintf("ui-e2e-%d", os.Getpid()),
+		"--run-dir", filepath.Join(root, "runs"), "--runner-id", testutil.UniqueID("ui-e2e"),
 		"--concurrency", "2", "--kill-grace", "1s", "--grace", "5s", "--sandbox-rw", side)
 	d.cmd.Env = os.Environ()
 	d.cmd.Stderr = d.stderr
@@ -92,7 +74,7 @@ func startDev(t *testing.T, side string) *dev {
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("runnerd dev stderr:\n%s", tail(d.stderr.String(), 60))
+			t.Logf("runnerd dev stderr:\n%s", testutil.Tail(d.stderr.String(), 60))
 		}
 	})
 	d.waitLog(`"message":"serving"`, 90*time.Second)
@@ -117,18 +99,7 @@ func startDev(t *testing.T, side string) *dev {
 
 func (d *dev) waitLog(s string, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(d.stderr.String(), s) {
-		select {
-		case <-d.done:
-			d.t.Fatalf("runnerd dev exited before writing %q:\n%s", s, tail(d.stderr.String(), 60))
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("runnerd dev did not write %q within %s", s, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitLog(d.t, timeout, "runnerd dev", strconv.Quote(s), 60, d.stderr.String, d.done, testutil.Contains(s))
 }
 
 // submit runs `runnerd submit` and returns the run id it prints.
@@ -159,14 +130,6 @@ func (d *dev) store() *store.Store {
 	}
 	d.t.Cleanup(func() { _ = st.Close(context.Background()) })
 	return st
-}
-
-func tail(s string, lines int) string {
-	all := strings.Split(s, "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
 
 // browser starts a headless Chromium for the test.
@@ -200,19 +163,16 @@ func browser(t *testing.T) context.Context {
 // keeps a broken page from hanging the test.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var err error
+	if !testutil.Poll(50*time.Millisecond, 60*time.Second, func() bool {
 		// An evaluation during a page load fails (its context goes away):
 		// ask again.
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-			t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, tail(body, 80))
-		}
-		time.Sleep(50 * time.Millisecond)
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		return err == nil && ok
+	}) {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
 	}
 }
 
@@ -352,19 +312,7 @@ func TestBrowser(t *testing.T) {
 	pageStatus := text(t, ctx, `document.querySelector("#run-status").innerText`)
 	saveScreenshot(t, ctx, "run-page.png")
 
-	r, err := st.Get(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
-		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
-	}
-	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
-		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
-	}
-	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
-		t.Errorf("store's deploy step: %+v", s)
-	}
+	checkApprovedRun(t, st, id, pageStatus)
 
 	// Another run, cancelled from its page while its step runs.
 	other := d.submit(block)
@@ -431,4 +379,23 @@ func writeScreenshot(t *testing.T, name string, png []byte) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of the run page: %s", p)
+}
+
+// checkApprovedRun checks in the store the approval run the browser tests
+// drive (its human step answered ok=yes), against the status its page shows.
+func checkApprovedRun(t *testing.T, st *store.Store, id, pageStatus string) {
+	t.Helper()
+	r, err := st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
+		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
+	}
+	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
+		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
+	}
+	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
+		t.Errorf("store's deploy step: %+v", s)
+	}
 }

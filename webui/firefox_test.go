@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/testutil"
 )
 
 var bidiListening = regexp.MustCompile(`WebDriver BiDi listening on (ws://\S+)`)
@@ -62,7 +63,7 @@ func startFirefox(t *testing.T) *ff {
 		t.Skip("no Firefox: neither firefox-esr nor firefox is in PATH (apt-get install firefox-esr, or set FIREFOX to the binary)")
 	}
 	profile := t.TempDir()
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(exe, "--headless", "--no-remote", "--profile", profile,
 		"--remote-debugging-port=0", "--window-size=1400,1000", "about:blank")
 	cmd.Env = append(os.Environ(), "MOZ_CRASHREPORTER_DISABLE=1")
@@ -92,30 +93,19 @@ func startFirefox(t *testing.T) *ff {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("firefox output:\n%s", tail(out.String(), 40))
+			t.Logf("firefox output:\n%s", testutil.Tail(out.String(), 40))
 			f.mu.Lock()
 			t.Logf("the page's console:\n%s", strings.Join(f.console, "\n"))
 			f.mu.Unlock()
 		}
 	})
 
-	var url string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if m := bidiListening.FindStringSubmatch(out.String()); m != nil {
-			url = m[1] + "/session"
-			break
-		}
-		select {
-		case <-done:
-			t.Fatalf("firefox exited before it listened:\n%s", tail(out.String(), 40))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("firefox did not say where BiDi listens within 60s:\n%s", tail(out.String(), 40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var m []string
+	testutil.WaitLog(t, 60*time.Second, "firefox", "where BiDi listens", 40, out.String, done, func(log string) bool {
+		m = bidiListening.FindStringSubmatch(log)
+		return m != nil
+	})
+	url := m[1] + "/session"
 	ctx := context.Background()
 	c, err := dialBiDi(ctx, url)
 	if err != nil {
@@ -200,17 +190,14 @@ func (f *ff) navigate(url string) {
 // hanging the test.
 func (f *ff) waitJS(what, expr string) {
 	f.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ok, err := f.c.evalBool(context.Background(), f.tab, expr)
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			body, _ := f.c.evalString(context.Background(), f.tab, `document.body.innerText`)
-			f.t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, tail(body, 80))
-		}
-		time.Sleep(50 * time.Millisecond)
+	var err error
+	if !testutil.Poll(50*time.Millisecond, 60*time.Second, func() bool {
+		var ok bool
+		ok, err = f.c.evalBool(context.Background(), f.tab, expr)
+		return err == nil && ok
+	}) {
+		body, _ := f.c.evalString(context.Background(), f.tab, `document.body.innerText`)
+		f.t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, testutil.Tail(body, 80))
 	}
 }
 
@@ -230,18 +217,16 @@ func (f *ff) text(expr string) string {
 func (f *ff) click(sel string) {
 	f.t.Helper()
 	find := fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (!el) return null; el.scrollIntoView({block: "center"}); return el; })()`, sel)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		v, err := f.c.evaluate(context.Background(), f.tab, find)
-		if err == nil && v.Type == "node" {
-			if err = f.c.clickNode(context.Background(), f.tab, v.SharedID); err == nil {
-				return
-			}
+	var v remoteValue
+	var err error
+	if !testutil.Poll(50*time.Millisecond, 60*time.Second, func() bool {
+		if v, err = f.c.evaluate(context.Background(), f.tab, find); err != nil || v.Type != "node" {
+			return false
 		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("click %s: last error %v (last found: %s)", sel, err, v)
-		}
-		time.Sleep(50 * time.Millisecond)
+		err = f.c.clickNode(context.Background(), f.tab, v.SharedID)
+		return err == nil
+	}) {
+		f.t.Fatalf("click %s: last error %v (last found: %s)", sel, err, v)
 	}
 }
 
@@ -252,23 +237,23 @@ func (f *ff) click(sel string) {
 func (f *ff) clickUntil(sel, what, expr string) {
 	f.t.Helper()
 	find := fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (!el) return null; el.scrollIntoView({block: "center"}); return el; })()`, sel)
-	deadline := time.Now().Add(60 * time.Second)
 	var lastErr error
-	for time.Now().Before(deadline) {
+	// Each round clicks, then gives the page 3 s to show the click's effect.
+	if testutil.Poll(0, 60*time.Second, func() bool {
 		v, err := f.c.evaluate(context.Background(), f.tab, find)
 		if err == nil && v.Type == "node" {
 			err = f.c.clickNode(context.Background(), f.tab, v.SharedID)
 		}
 		lastErr = err
-		for wait := time.Now().Add(3 * time.Second); time.Now().Before(wait); {
-			if ok, _ := f.c.evalBool(context.Background(), f.tab, expr); ok {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		return testutil.Poll(50*time.Millisecond, 3*time.Second, func() bool {
+			ok, _ := f.c.evalBool(context.Background(), f.tab, expr)
+			return ok
+		})
+	}) {
+		return
 	}
 	body, _ := f.c.evalString(context.Background(), f.tab, `document.body.innerText`)
-	f.t.Fatalf("click %s for %s (%s): last error %v\npage text:\n%s", sel, what, expr, lastErr, tail(body, 80))
+	f.t.Fatalf("click %s for %s (%s): last error %v\npage text:\n%s", sel, what, expr, lastErr, testutil.Tail(body, 80))
 }
 
 // typeInto clicks the input sel names and types s.
@@ -415,19 +400,7 @@ func TestBrowserFirefox(t *testing.T) {
 	pageStatus := f.text(`document.querySelector("#run-status").innerText`)
 	f.screenshot("run-page-firefox.png")
 
-	r, err := st.Get(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != runnerd.StatusSucceeded || !strings.Contains(pageStatus, string(r.Reason)) {
-		t.Errorf("store: %s (%s); page: %q", r.Status, r.Reason, pageStatus)
-	}
-	if r.Answers["approve"]["ok"] != "yes" || r.Steps["approve"].Answers["ok"] != "yes" {
-		t.Errorf("store's answers: %v, step %+v", r.Answers, r.Steps["approve"])
-	}
-	if s := r.Steps["deploy"]; s == nil || s.Status != runnerd.StepSucceeded {
-		t.Errorf("store's deploy step: %+v", s)
-	}
+	checkApprovedRun(t, st, id, pageStatus)
 
 	// Another run, cancelled from its page while its step runs: the button
 	// asks confirm(), which the session accepts.

@@ -6,6 +6,7 @@ import (
 )
 
 func TestConcurrencyParse(t *testing.T) {
+	t.Parallel()
 	w, err := Parse([]byte(`name: deploy
 vars: {env: dev}
 concurrency: {group: "deploy-${{ vars.env }}", limit: 2, on_conflict: cancel_in_progress}
@@ -33,6 +34,7 @@ steps:
 }
 
 func TestConcurrencyErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, conc string
 		want       []string

@@ -10,6 +10,7 @@ import (
 // Sizes past the documented limits are refused as invalid input, naming the
 // limit, before anything is stored or sent.
 func TestSizeLimits(t *testing.T) {
+	t.Parallel()
 	big := "steps:\n  - id: a\n    shell: |\n      " + strings.Repeat("echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n      ", MaxWorkflowBytes/36+1)
 	_, err := Parse([]byte(big), "big.yaml")
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "the limit is 4194304 (4 MiB)") {
@@ -41,6 +42,7 @@ func TestSizeLimits(t *testing.T) {
 }
 
 func TestNestingLimit(t *testing.T) {
+	t.Parallel()
 	deep := "vars: {a: x}\nsteps:\n  - id: s\n    run: [\"true\"]\n    env: " + strings.Repeat("[", 80) + strings.Repeat("]", 80) + "\n"
 	if _, err := Parse([]byte(deep), "deep.yaml"); err == nil || !strings.Contains(err.Error(), "nested deeper than 64 levels") {
 		t.Fatalf("deep YAML: %v", err)

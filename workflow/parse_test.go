@@ -40,6 +40,7 @@ steps:
 `
 
 func TestParseDesignExample(t *testing.T) {
+	t.Parallel()
 	w, err := Parse([]byte(designExample), "wf.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +87,7 @@ var fullWorkflow = &Workflow{
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	if err := fullWorkflow.Validate(); err != nil {
 		t.Fatalf("fullWorkflow is invalid: %v", err)
 	}
@@ -130,6 +132,7 @@ func mustParse(t *testing.T, src string) *Workflow {
 }
 
 func TestParseAccepts(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, src string
 		check     func(*Workflow) bool
@@ -173,6 +176,7 @@ func TestParseAccepts(t *testing.T) {
 // TestParseErrors covers each validation class. Each want is a full line of
 // the error, so file, line, step and field are all checked.
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		src  string
@@ -318,6 +322,7 @@ func hasLinePrefix(lines []string, want string) bool {
 // TestNoFollowOnErrors checks that a field rejected while decoding is not
 // reported again by validation.
 func TestNoFollowOnErrors(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte("steps:\n  - id: a\n    run: make test\n"), "wf.yaml")
 	if got := len(err.(Errors)); got != 1 {
 		t.Errorf("want 1 problem, got %d:\n%v", got, err)
@@ -325,6 +330,7 @@ func TestNoFollowOnErrors(t *testing.T) {
 }
 
 func TestErrorFields(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte("steps:\n  - id: fetch\n    run: [x]\n  - id: test\n    needs: [fetch2]\n    run: [x]\n"), "wf.yaml")
 	errs := err.(Errors)
 	want := &Error{File: "wf.yaml", Line: 5, Step: "test", Field: "needs[0]", Msg: `"fetch2" names no step (did you mean "fetch"?)`}
@@ -340,6 +346,7 @@ func TestErrorFields(t *testing.T) {
 }
 
 func TestErrorsTruncated(t *testing.T) {
+	t.Parallel()
 	var src strings.Builder
 	src.WriteString("steps:\n")
 	for range 80 {
@@ -358,6 +365,7 @@ func TestErrorsTruncated(t *testing.T) {
 // TestValidateStruct checks a workflow built in memory (as decoded from a
 // queue message): same rules, no lines.
 func TestValidateStruct(t *testing.T) {
+	t.Parallel()
 	w := &Workflow{
 		Timeout: Duration(-time.Second),
 		Steps: []Step{
@@ -398,6 +406,7 @@ func TestValidateStruct(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "wf.yaml")
 	if err := os.WriteFile(p, []byte("steps:\n  - id: a\n    run: [x]\n    bogus: 1\n"), 0o600); err != nil {
@@ -413,6 +422,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestAncestors(t *testing.T) {
+	t.Parallel()
 	w := mustParse(t, designExample)
 	got := w.Ancestors("deploy")
 	want := map[string]bool{"approve": true, "test": true, "fetch": true}
@@ -433,6 +443,7 @@ func TestAncestors(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
+	t.Parallel()
 	// A "billion laughs": each step is an alias to a step with a long argv.
 	var b strings.Builder
 	b.WriteString("x: &argv [")

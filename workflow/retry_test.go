@@ -7,6 +7,7 @@ import (
 )
 
 func TestRetriesLongForm(t *testing.T) {
+	t.Parallel()
 	w, err := Parse([]byte(`
 steps:
   - id: s
@@ -34,6 +35,7 @@ steps:
 }
 
 func TestRetriesLongFormErrors(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte(`
 steps:
   - id: s

@@ -8,6 +8,7 @@ import (
 )
 
 func TestSecretsForms(t *testing.T) {
+	t.Parallel()
 	w, err := Parse([]byte(`
 steps:
   - id: a
@@ -37,6 +38,7 @@ steps:
 }
 
 func TestSecretsRefused(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte(`
 steps:
   - id: a
@@ -60,6 +62,7 @@ steps:
 
 // Secret names and step ids are bounded: 128 and 64 bytes.
 func TestNameLengths(t *testing.T) {
+	t.Parallel()
 	wf := func(id, secret string) string {
 		return "steps:\n  - id: " + id + "\n    run: [\"true\"]\n    secrets: [" + secret + "]\n"
 	}

@@ -6,6 +6,7 @@ import (
 )
 
 func TestRewriteShell(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{`echo ${{ vars.a }}`, `echo "${RUNEXEC_TPL_1}"`},
 		{`echo "x ${{ vars.a }} y"`, `echo "x ${RUNEXEC_TPL_1} y"`},
@@ -24,6 +25,7 @@ func TestRewriteShell(t *testing.T) {
 }
 
 func TestShellTemplatesRefusedWhereNotExpanded(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{`echo '${{ vars.a }}'`, "line 1: ${{ vars.a }} inside single quotes, where nothing is expanded: end the quotes before it and open them again after it ('…'${{ vars.a }}'…'), or use double quotes"},
 		{"echo ok\necho `echo ${{ vars.a }}`", "line 2: ${{ vars.a }} inside backticks: write $( … ) instead of ` … `"},
@@ -38,6 +40,7 @@ func TestShellTemplatesRefusedWhereNotExpanded(t *testing.T) {
 }
 
 func TestValidateRefusesUnsafeShellTemplates(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte("vars: {a: x}\nsteps:\n  - id: s\n    shell: echo '${{ vars.a }}'\n"), "q.yaml")
 	if err == nil || !strings.Contains(err.Error(), "inside single quotes") || !strings.Contains(err.Error(), `step "s"`) {
 		t.Fatalf("validate: %v", err)

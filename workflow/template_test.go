@@ -19,6 +19,7 @@ var testScope = Scope{
 }
 
 func TestExpand(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in, want string
 	}{
@@ -50,6 +51,7 @@ func TestExpand(t *testing.T) {
 }
 
 func TestExpandErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"${{ vars.repo", "unterminated ${{"},
 		{"${{ }}", "empty ${{ }}"},
@@ -66,6 +68,7 @@ func TestExpandErrors(t *testing.T) {
 }
 
 func TestCondition(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		want bool
@@ -88,6 +91,7 @@ func TestCondition(t *testing.T) {
 }
 
 func TestConditionErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"vars.repo", `condition "vars.repo": expected bool, but got string`},
 		{"${{ vars.n }}", `condition "vars.n": expected bool`},
@@ -104,6 +108,7 @@ func TestConditionErrors(t *testing.T) {
 }
 
 func TestResolveVars(t *testing.T) {
+	t.Parallel()
 	w := &Workflow{Vars: map[string]string{"repo": "default", "branch": "main"}}
 	got, err := w.ResolveVars(map[string]string{"branch": "dev"})
 	if err != nil || !reflect.DeepEqual(got, map[string]string{"repo": "default", "branch": "dev"}) {
@@ -128,6 +133,7 @@ func TestResolveVars(t *testing.T) {
 // TestConcurrentEvaluation runs templates from many goroutines, as the
 // executor does for parallel steps; run it with -race.
 func TestConcurrentEvaluation(t *testing.T) {
+	t.Parallel()
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -147,6 +153,7 @@ func TestConcurrentEvaluation(t *testing.T) {
 }
 
 func TestReferences(t *testing.T) {
+	t.Parallel()
 	refs, problems, err := references("steps.a.outputs.x + steps['b-c'].status + vars.v + vars['w-x'] + (steps?.d?.answers?.y ?? '')")
 	if err != nil || len(problems) != 0 {
 		t.Fatalf("references: %v %v", problems, err)

@@ -15,7 +15,7 @@ import (
 // hence the small alphabet. An id with '-' is read in expressions with the
 // index form, steps['deploy-prod'], since steps.deploy-prod is a subtraction.
 // At most 64 bytes, checked apart: a counted repetition ({0,63}) compiles
-// into one copy of its class per count, ~0.4 ms of every runexec's start.
+// into one copy of its class per count, a cost paid at every runexec's start.
 var idSyntax = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
 func validID(id string) bool { return len(id) <= 64 && idSyntax.MatchString(id) }

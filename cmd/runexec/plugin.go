@@ -45,6 +45,8 @@ func servePlugin() int {
 		// step runexec starts (a `yes | head` step would print "Broken
 		// pipe", a step's SIGTERM to its own children would do nothing),
 		// while a handled one is back to its default in the step.
+		// The dropping goroutine lives as long as the process, which gets
+		// such signals until it exits: nothing stops or awaits it.
 		dropped := make(chan os.Signal, 8)
 		signal.Notify(dropped, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 		go func() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -301,21 +300,13 @@ func summary(w io.Writer, res executor.Result, ra *runArgs, elapsed time.Duratio
 // tail returns the last n lines of a file (nil if it cannot be read). Logs
 // are capped, so reading the whole file is bounded.
 func tail(path string, n int) []string {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return lines
+	t := cli.LineTail{Max: n}
+	t.Write(string(data))
+	return t.Lines()
 }
 
 // secretsFor gathers the secrets the workflow declares from --secret and

@@ -81,9 +81,15 @@ func (e *testEnv) run(args ...string) result {
 // mustRun runs a command that must exit with want.
 func (e *testEnv) mustRun(want int, args ...string) result {
 	e.t.Helper()
-	r := e.run(args...)
+	return wantCode(e.t, e.run(args...), want, args)
+}
+
+// wantCode fails the test unless r, the result of `runnerd args`, exited
+// with want.
+func wantCode(t testing.TB, r result, want int, args []string) result {
+	t.Helper()
 	if r.code != want {
-		e.t.Fatalf("runnerd %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, want, r.stdout, r.stderr)
+		t.Fatalf("runnerd %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, want, r.stdout, r.stderr)
 	}
 	return r
 }

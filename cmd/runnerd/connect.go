@@ -419,20 +419,23 @@ func probeS3(ctx context.Context, cfg clientConfig) error {
 }
 
 // probeTCP returns nil as soon as one of hosts accepts a TCP connection, and
-// a serverError when none does within timeout.
+// a serverError when none does within timeout. The other dials are
+// cancelled and awaited before it returns.
 func probeTCP(ctx context.Context, hosts []string, timeout time.Duration, server, addr, flag string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
+	var dials sync.WaitGroup
+	defer dials.Wait()
 	defer cancel()
 	errs := make(chan error, len(hosts))
 	for _, h := range hosts {
-		go func() {
+		dials.Go(func() {
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, "tcp", h)
 			if err == nil {
 				conn.Close()
 			}
 			errs <- err
-		}()
+		})
 	}
 	var last error
 	for range hosts {

@@ -140,10 +140,21 @@ func indexDevStore(ctx context.Context, stack *devstack.Stack) error {
 	return stack.IndexIDLookups(ctx)
 }
 
+// devUIAddr is where `runnerd dev` serves the UI unless told otherwise.
+const devUIAddr = "127.0.0.1:8080"
+
 // uiBanner is the banner's line about the web UI.
 func uiBanner(c *uiConfig) string {
 	if c.ln == nil {
 		return "\nNo web UI (--ui-addr is empty).\n"
 	}
 	return "\nWeb UI and JSON API (/api/v1/): " + c.url() + "\n"
+}
+
+// url is the UI's address for people (after listen).
+func (c *uiConfig) url() string {
+	if c.ln == nil {
+		return ""
+	}
+	return "http://" + c.ln.Addr().String() + "/"
 }

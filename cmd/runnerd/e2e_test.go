@@ -37,7 +37,7 @@ func (e *testEnv) startServe(extra ...string) {
 	go func() {
 		env := &cmdEnv{stdout: logs, stderr: logs, signals: make(chan os.Signal)}
 		done <- run(ctx, env, append([]string{"serve",
-			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", fmt.Sprintf("cmd-test-%d", os.Getpid()),
+			"--runexec", bin, "--run-dir", t.TempDir(), "--runner-id", testutil.UniqueID("cmd-test"),
 			"--concurrency", "2", "--log-format", "console", "--log-level", "warn",
 			"--metrics-addr", "127.0.0.1:0", "--sandbox-rw", e.side,
 		}, extra...))

@@ -90,17 +90,13 @@ func (f *fleet) wait(t *testing.T, id string) *client.Run {
 // waitFor polls the run until ok.
 func (f *fleet) waitFor(t *testing.T, id, what string, ok func(*client.Run) bool) *client.Run {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := f.c.Get(ctxT(t), id)
-		if err == nil && ok(r) {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s not %s after 60s: %+v %v", id, what, r, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var r *client.Run
+	var err error
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		r, err = f.c.Get(ctxT(t), id)
+		return err == nil && ok(r)
+	}, "run %s not %s: %s", id, what, func() string { return fmt.Sprintf("%+v %v", r, err) })
+	return r
 }
 
 // span is when a step said it started and ended (its own clock, in ns).
@@ -301,7 +297,7 @@ func TestProcessGroupHolderKilled(t *testing.T) {
 			}
 		}
 		return false
-	}, "held-2 was not parked on the holder's runner\n%s", func() string { return tail(holder.stderr.String(), 50) })
+	}, "held-2 was not parked on the holder's runner\n%s", func() string { return testutil.Tail(holder.stderr.String(), 50) })
 	if r, _ := f.c.Get(ctxT(t), "held-2"); r.Status != runnerd.StatusQueued {
 		t.Fatalf("held-2 is %s while held-1 runs, want queued", r.Status)
 	}

@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -73,18 +74,37 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	later := make(chan os.Signal, 4)
-	go func() {
+	// The forwarder stops when the command has returned (sigs is never
+	// closed: signal.Stop only stops the delivery).
+	done := make(chan struct{})
+	var forwarder sync.WaitGroup
+	defer forwarder.Wait()
+	defer close(done)
+	forwarder.Go(func() { forwardSignals(sigs, later, cancel, done) })
+	return run(ctx, &cmdEnv{stdout: stdout, stderr: stderr, signals: later}, args)
+}
+
+// forwardSignals cancels on the first signal of sigs and hands the later
+// ones to later, until done is closed.
+func forwardSignals(sigs <-chan os.Signal, later chan<- os.Signal, cancel func(), done <-chan struct{}) {
+	select {
+	case <-sigs:
+	case <-done:
+		return
+	}
+	cancel()
+	for {
 		select {
-		case <-sigs:
-		case <-ctx.Done():
+		case s := <-sigs:
+			select {
+			case later <- s:
+			case <-done:
+				return
+			}
+		case <-done:
 			return
 		}
-		cancel()
-		for s := range sigs {
-			later <- s
-		}
-	}()
-	return run(ctx, &cmdEnv{stdout: stdout, stderr: stderr, signals: later}, args)
+	}
 }
 
 // run runs the command args name with env and returns its exit code.

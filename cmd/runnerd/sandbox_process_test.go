@@ -109,7 +109,7 @@ func TestProcessSandboxAttacks(t *testing.T) {
 			layers := w.dev.stderr.String()
 			for _, l := range []string{"pid_namespace", "no_capabilities", "landlock_fs", "landlock_scope", "network_none"} {
 				if !strings.Contains(layers, `"`+l+`":"on:`) {
-					t.Fatalf("layer %s is not on:\n%s", l, tail(layers, 20))
+					t.Fatalf("layer %s is not on:\n%s", l, testutil.Tail(layers, 20))
 				}
 			}
 			victimMarker := testutil.Marker()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,7 +76,7 @@ func (c *serveConfig) register(f cli.Flags) {
 	f.Bytes(&s.MemoryLimit, "memory-limit", s.MemoryLimit, "memory of one run's child and steps (cgroup, where writable; 0: none)")
 	f.Int(&s.PidsLimit, "pids-limit", s.PidsLimit, "processes of one run (cgroup, where writable; 0: none)")
 	f.Bytes(&s.LogLimit, "log-limit", 64<<20, "bytes of log kept per step")
-	f.Bool(&s.AutoMTLS, "auto-mtls", s.AutoMTLS, "mutual TLS between runnerd and runexec (costs ~30 ms per run)")
+	f.Bool(&s.AutoMTLS, "auto-mtls", s.AutoMTLS, "mutual TLS between runnerd and runexec (adds a certificate exchange to every run's start)")
 	f.String(&c.sandboxMode, "sandbox", string(contain.ModeAuto), "per-run sandbox: auto (every layer this machine allows, missing ones logged), required (refuse to start without all of them), off (debugging)")
 	f.Paths(&s.Sandbox.RO, "sandbox-ro", "a path steps may read and execute, beside the system paths (repeatable; the variable is colon-separated)")
 	f.Paths(&s.Sandbox.RW, "sandbox-rw", "a path steps may read and write, beside their run dir (repeatable; the variable is colon-separated)")
@@ -83,7 +84,7 @@ func (c *serveConfig) register(f cli.Flags) {
 	f.Bytes(&c.fileSizeLimit, "file-size-limit", supervisor.DefaultFileSizeMax, "largest file a step may write (RLIMIT_FSIZE; 0: unlimited)")
 	f.Duration(&c.cpuTimeLimit, "cpu-time-limit", 0, "CPU time of each process of a run, whole seconds (RLIMIT_CPU; 0: unlimited)")
 	f.Int(&c.openFiles, "open-files-limit", int(s.NoFileLimit), "open files of each process of a run (RLIMIT_NOFILE)")
-	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes ~10 ms off every run's start; 0: none)")
+	f.Int(&s.Prestart, "prestart", s.Prestart, "runexec children kept started ahead of runs, each still used for one run (takes the child's start off every run's path; 0: none)")
 	c.tenantConcurrency = newTenantConcurrency(&s.TenantConcurrency)
 	f.Var(c.tenantConcurrency, "tenant-concurrency", "", "runs of one tenant running at once across the fleet: N for every tenant (0: no limit), tenant=N for one tenant, @FILE (or a path with a /) for a file of tenant=N lines; repeatable, the variable comma-separated, a later value wins; give every runner the same values")
 	f.List(&c.tenantLimits, "tenant-limit", "a tenant's own limit, tenant=N (repeatable; the same as --tenant-concurrency tenant=N)")
@@ -255,10 +256,17 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 		return cli.Quiet(err)
 	}
 	defer c.Close()
+	// The background work below is stopped and awaited before the
+	// connections close (the deferred calls run in reverse): a sweep never
+	// meets a closed store.
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer stopBg()
 	if err := ui.serve(c, cfg.ui.auth, log); err != nil {
 		return err
 	}
-	go health.WatchNATS(ctx, c.nc)
+	bg.Go(func() { health.WatchNATS(bgCtx, c.nc) })
 	cfg.sup.Registerer, cfg.sup.Health = reg, health
 	sup, err := supervisor.New(cfg.sup, c.q, c.st, c.blobs)
 	if err != nil {
@@ -266,13 +274,18 @@ func serve(ctx context.Context, env *cmdEnv, cfg serveConfig) error {
 	}
 	defer sup.Close()
 	if cfg.retention > 0 {
-		go retention.Sweeper(ctx, c.st, c.blobs, cfg.retention, log)
+		bg.Go(func() { retention.Sweeper(bgCtx, c.st, c.blobs, cfg.retention, log) })
 	}
-	go func() {
-		<-env.signals
-		log.Warn().Msg("second signal: skipping the shutdown grace")
-		sup.StopNow()
-	}()
+	serving := make(chan struct{})
+	defer close(serving)
+	bg.Go(func() {
+		select {
+		case <-env.signals:
+			log.Warn().Msg("second signal: skipping the shutdown grace")
+			sup.StopNow()
+		case <-serving:
+		}
+	})
 	if err := sup.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("serve")
 		return cli.Quiet(err)

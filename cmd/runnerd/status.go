@@ -113,7 +113,7 @@ type attempt = client.Attempt
 // them, each attempt writing under its own epoch (a chatty run has many
 // events to read). A run claimed once (epoch 1) that runs or has finished
 // had one attempt, which its document times.
-func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, error) {
+func attempts(ctx context.Context, runs *store.Store, r *store.Run) ([]attempt, error) {
 	if atts := client.Attempts(r); len(atts) > 0 {
 		return atts, nil
 	}
@@ -127,7 +127,7 @@ func attempts(ctx context.Context, st *store.Store, r *store.Run) ([]attempt, er
 	var out []attempt
 	var seq int64
 	for {
-		events, err := st.Events(ctx, r.ID, seq, 500)
+		events, err := runs.Events(ctx, r.ID, seq, 500)
 		if err != nil {
 			return nil, err
 		}

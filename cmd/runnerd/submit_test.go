@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 	"github.com/runnerd/runnerd/workflow"
@@ -234,12 +235,7 @@ func TestSubmitWait(t *testing.T) {
 // runner would, ending in status.
 func playRunner(t *testing.T, e *testEnv, id string, status runnerd.Status, reason runnerd.Reason) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(e.fetch(time.Second)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no message from submit")
-		}
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(e.fetch(time.Second)) > 0 }, "no message from submit")
 	e.claim(id, 1)
 	e.appendEvents(id, 1,
 		runnerd.Event{Type: runnerd.EventRunStarted},

@@ -24,9 +24,6 @@ type uiConfig struct {
 	ln   net.Listener // opened early by dev, so its banner can name it
 }
 
-// devUIAddr is where `runnerd dev` serves the UI unless told otherwise.
-const devUIAddr = "127.0.0.1:8080"
-
 func (c *uiConfig) register(f cli.Flags, defAddr string) {
 	f.String(&c.addr, "ui-addr", defAddr, "address of the web UI and its JSON API under /api/v1/ (empty: none); a non-loopback address needs --ui-token or --ui-user/--ui-password")
 	f.String(&c.auth.Token, "ui-token", "", "token the UI and API require (Authorization: Bearer, or the UI's sign-in page)")
@@ -59,14 +56,6 @@ func (c *uiConfig) listen() error {
 	}
 	c.ln = ln
 	return nil
-}
-
-// url is the UI's address for people (after listen).
-func (c *uiConfig) url() string {
-	if c.ln == nil {
-		return ""
-	}
-	return "http://" + c.ln.Addr().String() + "/"
 }
 
 // uiServer serves the UI from its listener; until the connections are

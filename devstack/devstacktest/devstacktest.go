@@ -6,6 +6,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/runnerd/runnerd/devstack"
 )
 
@@ -23,4 +26,20 @@ func Start(t testing.TB) *devstack.Stack {
 		}
 	})
 	return s
+}
+
+// JetStream connects to the NATS server(s) at url with opts, closes the
+// connection when t ends, and returns it with its JetStream.
+func JetStream(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connect to NATS at %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("JetStream: %v", err)
+	}
+	return nc, js
 }

@@ -36,12 +36,18 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 // within timeout. For goroutines other than the test's, and for conditions
 // whose failure the caller words itself.
 func Wait(timeout time.Duration, cond func() bool) bool {
+	return Poll(pollEvery, timeout, cond)
+}
+
+// Poll is Wait checking every interval: for benchmarks, whose figures
+// include the time to notice.
+func Poll(interval, timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(interval)
 	}
 	return true
 }
@@ -55,6 +61,37 @@ func lazy(args []any) []any {
 		out[i] = a
 	}
 	return out
+}
+
+// WaitLog waits until found(log()) holds, where log is what a process
+// named name wrote so far and exited is closed when it has ended. It fails
+// the test (t.Fatalf) with the log's last tailLines lines if the process
+// ends first or timeout passes; what says what was awaited.
+func WaitLog(t testing.TB, timeout time.Duration, name, what string, tailLines int, log func() string, exited <-chan struct{}, found func(log string) bool) {
+	t.Helper()
+	gone := false
+	ok := Wait(timeout, func() bool {
+		select {
+		case <-exited:
+			gone = true
+		default:
+		}
+		// Read after the exit check: what it wrote before ending counts.
+		return found(log()) || gone
+	})
+	switch {
+	case ok && (!gone || found(log())):
+		return
+	case gone:
+		t.Fatalf("%s exited before writing %s:\n%s", name, what, Tail(log(), tailLines))
+	default:
+		t.Fatalf("%s did not write %s within %s:\n%s", name, what, timeout, Tail(log(), tailLines))
+	}
+}
+
+// Contains is a WaitLog condition: the log holds s.
+func Contains(s string) func(string) bool {
+	return func(log string) bool { return strings.Contains(log, s) }
 }
 
 // Proc is a live process found by Procs.
@@ -143,6 +180,16 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Tail is the last n lines of s (a process's output, for a failure
+// message), after a line saying how many were left out.
+func Tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // CountLines counts the lines of a file; a missing file has none.

@@ -71,3 +71,9 @@ func procList(ps []Proc) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestWaitLogTakesWhatAnEndedProcessWrote(t *testing.T) {
+	exited := make(chan struct{})
+	close(exited)
+	WaitLog(t, time.Second, "p", `"ready"`, 5, func() string { return "a\nready\n" }, exited, Contains("ready"))
+}
