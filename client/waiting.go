@@ -22,9 +22,9 @@ const (
 	ReasonTenantLimit      runnerd.Reason = "tenant_limit"
 )
 
-// positionScan bounds how many queued messages Waiting reads to find a
+// PositionScan bounds how many queued messages Waiting reads to find a
 // run's place in the queue.
-const positionScan = 100
+const PositionScan = 100
 
 // Waiting says why a queued run has not started: the line it waits in and
 // its place there.
@@ -34,6 +34,8 @@ type Waiting struct {
 	Position int    `json:"position"`       // 1: next
 	Of       int    `json:"of,omitempty"`   // runs waiting in the line, this one included (unknown for a runner slot)
 	Limit    int    `json:"limit,omitempty"`
+	// InFlight: for a runner slot, the runs the runners hold now.
+	InFlight int `json:"in_flight,omitempty"`
 	// AtLeast: the queue holds more runs ahead than were read; Position is
 	// a lower bound.
 	AtLeast bool `json:"at_least,omitempty"`
@@ -85,14 +87,14 @@ func (c *Client) Waiting(ctx context.Context, r *Run) (*Waiting, []Place, error)
 	if w := WaitingIn(places); w != nil {
 		return w, places, nil
 	}
-	p, err := c.q.Position(ctx, r.ID, positionScan)
+	p, err := c.q.Position(ctx, r.ID, PositionScan)
 	switch {
 	case err != nil:
 		return nil, places, classify(err)
 	case p.Found:
-		return &Waiting{Kind: WaitRunnerSlot, Position: p.Ahead + 1}, places, nil
-	case p.Ahead > positionScan:
-		return &Waiting{Kind: WaitRunnerSlot, Position: p.Ahead + 1, AtLeast: true}, places, nil
+		return &Waiting{Kind: WaitRunnerSlot, Position: p.Ahead + 1, InFlight: p.InFlight}, places, nil
+	case p.Ahead > PositionScan:
+		return &Waiting{Kind: WaitRunnerSlot, Position: p.Ahead + 1, AtLeast: true, InFlight: p.InFlight}, places, nil
 	}
 	return nil, places, nil
 }

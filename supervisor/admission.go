@@ -78,6 +78,16 @@ func (s *Supervisor) tenantLimit(tenant string) int {
 	return s.cfg.TenantConcurrency
 }
 
+// ticketLimit is the limit of the line ticket t stands in: a group's as its
+// ticket carries it (at least 1), a tenant's as this runner is set; 0: the
+// line sets no limit here.
+func (s *Supervisor) ticketLimit(t admission.Ticket) int {
+	if t.Kind == admission.KindTenant {
+		return max(s.tenantLimit(t.Name), 0)
+	}
+	return max(t.Limit, 1)
+}
+
 // line is one line a run must pass.
 type line struct {
 	scope  admission.Scope
@@ -139,7 +149,7 @@ func (a *attempt) mustWait(ctx context.Context, msg *queue.Message) (admission.S
 		if t.Kind != admission.KindGroup {
 			continue
 		}
-		limit := max(t.Limit, 1)
+		limit := s.ticketLimit(t)
 		if st := s.adm.mirror.Standing(t.Scope(), msg.RunID, limit, nil); st.Position > limit {
 			s.groupHolds(ctx, msg.RunID, msg.TenantID)
 			return st, true
@@ -416,11 +426,8 @@ func (s *Supervisor) turnMayHaveCome(ctx context.Context, msg *queue.Message) bo
 	live := s.live(ctx)
 	// Tickets come sorted by kind: its group's line is looked at first.
 	for _, t := range s.adm.mirror.Tickets(msg.RunID) {
-		limit := t.Limit
-		if t.Kind == admission.KindTenant {
-			limit = s.tenantLimit(t.Name)
-		}
-		if limit <= 0 {
+		limit := s.ticketLimit(t)
+		if limit == 0 {
 			continue
 		}
 		if !s.adm.mirror.Standing(t.Scope(), msg.RunID, limit, live).Admitted {
@@ -450,11 +457,8 @@ const (
 func (s *Supervisor) dropStale(ctx context.Context, runID string) {
 	adm := s.adm
 	for _, t := range adm.mirror.Tickets(runID) {
-		limit := t.Limit
-		if t.Kind == admission.KindTenant {
-			limit = s.tenantLimit(t.Name)
-		}
-		if limit <= 0 {
+		limit := s.ticketLimit(t)
+		if limit == 0 {
 			continue
 		}
 		sc := t.Scope()

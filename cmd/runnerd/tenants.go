@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -68,9 +69,7 @@ func (v *tenantConcurrency) Set(s string) error {
 	if haveDef {
 		*v.def = def
 	}
-	for t, n := range per {
-		v.per[t] = n
-	}
+	maps.Copy(v.per, per)
 	v.raw = append(v.raw, s)
 	return nil
 }
@@ -130,9 +129,7 @@ func tenantLimits(tc *tenantConcurrency, items []string, file string) (map[strin
 			return nil, fmt.Errorf("--tenant-limits-file: %w", err)
 		}
 	}
-	for t, n := range tc.per {
-		out[t] = n
-	}
+	maps.Copy(out, tc.per)
 	for _, it := range items {
 		if err := addTenantLimit(fmt.Sprintf("--tenant-limit %q", it), it, out); err != nil {
 			return nil, err

@@ -11,14 +11,13 @@ import (
 	"github.com/runnerd/runnerd/store"
 )
 
-// positionScan bounds how far a waiting client looks for its run's
-// message; notesEvery is how often it looks (in NATS: the admission bucket,
-// the stream); storeEvery is how often it reads the run document again, for
-// the server a runner says it waits on.
+// notesEvery is how often a waiting client looks where its run waits (in
+// NATS: the admission bucket and the stream, client.Waiting); storeEvery is
+// how often it reads the run document again, for the server a runner says
+// it waits on.
 const (
-	positionScan = 100
-	notesEvery   = 2 * time.Second
-	storeEvery   = 10 * time.Second
+	notesEvery = 2 * time.Second
+	storeEvery = 10 * time.Second
 )
 
 // waitNotes says why a followed run is not running yet, and where it
@@ -79,23 +78,23 @@ func (w *waitNotes) note(ctx context.Context, r *store.Run) string {
 		return "queued"
 	}
 	// A concurrency group or a tenant limit holds it back before the queue.
-	if places, err := w.cl.Places(ctx, r); err == nil {
+	wt, places, err := w.cl.Waiting(ctx, r)
+	switch {
+	case err != nil:
+		return "queued"
+	case wt == nil:
+		return "queued: taken by a runner, starting"
+	case wt.Kind != client.WaitRunnerSlot:
 		for _, p := range places {
 			if p.Position > 0 {
 				return "queued: " + placeLine(p)
 			}
 		}
-	}
-	p, err := w.c.q.Position(ctx, w.id, positionScan)
-	switch {
-	case err != nil:
 		return "queued"
-	case p.Found && p.Ahead == 0:
-		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%s in flight)", cli.Count(p.InFlight, "run", ""))
-	case p.Found:
-		return fmt.Sprintf("queued: position %d in the queue (%s ahead, %d in flight)", p.Ahead+1, cli.Count(p.Ahead, "run", ""), p.InFlight)
-	case p.Ahead > positionScan:
-		return fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", positionScan, p.InFlight)
+	case wt.AtLeast:
+		return fmt.Sprintf("queued: more than %d runs ahead in the queue (%d in flight)", client.PositionScan, wt.InFlight)
+	case wt.Position == 1:
+		return fmt.Sprintf("queued: next in the queue, waiting for a free runner slot (%s in flight)", cli.Count(wt.InFlight, "run", ""))
 	}
-	return "queued: taken by a runner, starting"
+	return fmt.Sprintf("queued: position %d in the queue (%s ahead, %d in flight)", wt.Position, cli.Count(wt.Position-1, "run", ""), wt.InFlight)
 }
