@@ -69,7 +69,11 @@ func TestProcessRetention(t *testing.T) {
 	// The removal was whole: the sweeper's log counts what it removed, and
 	// nothing of the run is left.
 	removed := regexp.MustCompile(`"run_id":"` + done.ID + `"[^\n]*"objects":([1-9][0-9]*),"events":([1-9][0-9]*)[^\n]*retention: run removed`)
-	if !removed.MatchString(f.serves[0].stderr.String() + f.serves[1].stderr.String()) {
+	// The sweeper logs after its purge returns, so the line can trail the
+	// document's removal by a moment.
+	if !testutil.Wait(5*time.Second, func() bool {
+		return removed.MatchString(f.serves[0].stderr.String() + f.serves[1].stderr.String())
+	}) {
 		t.Errorf("no runner logged removing run %s with its S3 objects and events", done.ID)
 	}
 	if evs, err := f.e.c.st.Events(ctxT(t), done.ID, 0, 0); err != nil || len(evs) != 0 {
