@@ -60,12 +60,3 @@ human step waits for --answer), 4 cancelled (SIGINT/SIGTERM).`,
 	root.SetContext(ctx)
 	return cli.Execute(root, args, stdout, stderr)
 }
-
-// The exit codes of runexec run (cli's table, shared with runnerd).
-const (
-	ExitSucceeded = cli.ExitOK
-	ExitFailed    = cli.ExitFailed
-	ExitUsage     = cli.ExitUsage
-	ExitPaused    = cli.ExitPaused
-	ExitCancelled = cli.ExitCancelled
-)

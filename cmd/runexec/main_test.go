@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
 
@@ -88,7 +89,7 @@ func TestExamples(t *testing.T) {
 	for _, name := range []string{"hello", "fanout", "outputs", "retries"} {
 		t.Run(name, func(t *testing.T) {
 			r := runexec(t, "run", filepath.Join("..", "..", "examples", name+".yaml"), "--workdir", filepath.Join(t.TempDir(), "w"))
-			wantCode(t, r, ExitSucceeded)
+			wantCode(t, r, cli.ExitOK)
 			if !strings.Contains(r.stderr, "run succeeded (completed)") {
 				t.Fatalf("no summary line:\n%s", r.stderr)
 			}
@@ -99,13 +100,13 @@ func TestExamples(t *testing.T) {
 		file := filepath.Join("..", "..", "examples", "approval.yaml")
 		state := filepath.Join(dir, "state.json")
 		r := runexec(t, "run", file, "--state", state)
-		wantCode(t, r, ExitPaused)
+		wantCode(t, r, cli.ExitPaused)
 		if !strings.Contains(r.stderr, `"Deploy 2.0.1 to staging? (answer ok=yes)"`) {
 			t.Fatalf("no prompt in output:\n%s", r.stderr)
 		}
 		// The same command plus an answer; the workdir comes from the state.
 		r = runexec(t, "run", file, "--state", state, "--answer", "approve.ok=yes")
-		wantCode(t, r, ExitSucceeded)
+		wantCode(t, r, cli.ExitOK)
 		sf, err := loadState(state)
 		if err != nil {
 			t.Fatal(err)
@@ -146,14 +147,14 @@ steps:
 	work, state := filepath.Join(dir, "work"), filepath.Join(dir, "state.json")
 	args := []string{"run", wf, "--workdir", work, "--state", state}
 	r := runexec(t, args...)
-	wantCode(t, r, ExitPaused)
+	wantCode(t, r, cli.ExitPaused)
 	if !strings.Contains(r.stderr, `"ship v9?"`) || !strings.Contains(r.stderr, "--answer gate.") {
 		t.Fatalf("paused output lacks prompt or hint:\n%s", r.stderr)
 	}
 	// Still paused without an answer; nothing runs again.
-	wantCode(t, runexec(t, args...), ExitPaused)
+	wantCode(t, runexec(t, args...), cli.ExitPaused)
 	r = runexec(t, append(args, "--answer", "gate.go=yes", "--answer", "gate.who=ann")...)
-	wantCode(t, r, ExitSucceeded)
+	wantCode(t, r, cli.ExitOK)
 	for f, want := range map[string]int{"count.one": 1, "count.two": 1, "count.side": 1, "count.ship": 1} {
 		if got := testutil.CountLines(t, filepath.Join(work, f)); got != want {
 			t.Errorf("%s has %d lines, want %d", f, got, want)
@@ -243,8 +244,8 @@ steps:
 		last = e
 	}
 	err := cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != ExitCancelled {
-		t.Fatalf("exit code %d (%v), want %d", code, err, ExitCancelled)
+	if code := cmd.ProcessState.ExitCode(); code != cli.ExitCancelled {
+		t.Fatalf("exit code %d (%v), want %d", code, err, cli.ExitCancelled)
 	}
 	if last.Type != runnerd.EventRunFinished || last.Status != string(runnerd.StatusCancelled) {
 		t.Fatalf("last event = %+v", last)
@@ -277,7 +278,7 @@ steps:
     run: ["true"]
 `)
 	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"), "--quiet")
-	wantCode(t, r, ExitFailed)
+	wantCode(t, r, cli.ExitFailed)
 	for _, want := range []string{"FAIL", "exit code 5", "| the real problem", "| noise 29", "skip   never", "run failed (step_failed)"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
@@ -292,7 +293,7 @@ func TestJSONEvents(t *testing.T) {
 	dir := t.TempDir()
 	r := runexec(t, "run", filepath.Join("..", "..", "examples", "outputs.yaml"), "--json", "--var", "base=3.3",
 		"--workdir", filepath.Join(dir, "work"))
-	wantCode(t, r, ExitSucceeded)
+	wantCode(t, r, cli.ExitOK)
 	var evs []runnerd.Event
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
 		var e struct {
@@ -329,19 +330,19 @@ func TestValidateAndUsage(t *testing.T) {
 		code int
 		out  string // in stdout or stderr
 	}{
-		{[]string{"validate", filepath.Join("..", "..", "examples", "hello.yaml")}, ExitSucceeded, "ok"},
-		{[]string{"validate", bad}, ExitUsage, "cycle"},
-		{[]string{"run", bad}, ExitUsage, "cycle"},
-		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
-		{[]string{}, ExitSucceeded, "Usage"},
-		{[]string{"frobnicate"}, ExitUsage, "unknown command"},
-		{[]string{"--help"}, ExitSucceeded, "3 paused"},
-		{[]string{"--version"}, ExitSucceeded, "runexec "},
-		{[]string{"run"}, ExitUsage, "exactly one workflow file"},
-		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "nokey"}, ExitUsage, "want key=value"},
-		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "undeclared=1"}, ExitUsage, "undeclared"},
-		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--answer", "greet.ok=yes"}, ExitUsage, "no human step"},
-		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--bogus"}, ExitUsage, "bogus"},
+		{[]string{"validate", filepath.Join("..", "..", "examples", "hello.yaml")}, cli.ExitOK, "ok"},
+		{[]string{"validate", bad}, cli.ExitUsage, "cycle"},
+		{[]string{"run", bad}, cli.ExitUsage, "cycle"},
+		{[]string{"validate", filepath.Join(dir, "missing.yaml")}, cli.ExitUsage, "missing.yaml"},
+		{[]string{}, cli.ExitOK, "Usage"},
+		{[]string{"frobnicate"}, cli.ExitUsage, "unknown command"},
+		{[]string{"--help"}, cli.ExitOK, "3 paused"},
+		{[]string{"--version"}, cli.ExitOK, "runexec "},
+		{[]string{"run"}, cli.ExitUsage, "exactly one workflow file"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "nokey"}, cli.ExitUsage, "want key=value"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--var", "undeclared=1"}, cli.ExitUsage, "undeclared"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--answer", "greet.ok=yes"}, cli.ExitUsage, "no human step"},
+		{[]string{"run", filepath.Join("..", "..", "examples", "hello.yaml"), "--bogus"}, cli.ExitUsage, "bogus"},
 	}
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer
@@ -368,7 +369,7 @@ steps:
     shell: echo "after left and right"; exit 4
 `)
 	r := runexec(t, "run", wf, "--workdir", filepath.Join(dir, "work"), "--sandbox", "off")
-	wantCode(t, r, ExitFailed)
+	wantCode(t, r, cli.ExitFailed)
 	if r.stdout != "" {
 		t.Errorf("stdout is not empty:\n%s", r.stdout)
 	}
@@ -400,7 +401,7 @@ func TestEveryCommandConventions(t *testing.T) {
 		if name == "" {
 			args = args[1:]
 		}
-		if code := Main(context.Background(), args, &out, &errb); code != ExitSucceeded || errb.Len() > 0 || !strings.Contains(out.String(), "Usage:") {
+		if code := Main(context.Background(), args, &out, &errb); code != cli.ExitOK || errb.Len() > 0 || !strings.Contains(out.String(), "Usage:") {
 			t.Errorf("runexec %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out.String(), errb.String())
 		}
 		out.Reset()
@@ -410,8 +411,8 @@ func TestEveryCommandConventions(t *testing.T) {
 			args = args[1:]
 		}
 		want := strings.TrimSpace("runexec "+name) + ": unknown flag: --no-such-flag\n"
-		if code := Main(context.Background(), args, &out, &errb); code != ExitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) {
-			t.Errorf("runexec %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, ExitUsage, want, out.String(), errb.String())
+		if code := Main(context.Background(), args, &out, &errb); code != cli.ExitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) {
+			t.Errorf("runexec %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, cli.ExitUsage, want, out.String(), errb.String())
 		}
 	}
 	isJSON := func(args []string, stdin string, code int) {
@@ -438,10 +439,10 @@ func TestEveryCommandConventions(t *testing.T) {
 			t.Errorf("runexec %v: no JSON on stdout", args)
 		}
 	}
-	isJSON([]string{"version", "--json"}, "", ExitSucceeded)
-	isJSON([]string{"validate", "--json", hello}, "", ExitSucceeded)
-	isJSON([]string{"validate", "--json", "-"}, "steps:\n  - id: a\n    needs: [nope]\n    run: [\"true\"]\n", ExitUsage)
-	isJSON([]string{"run", "--json", "-", "--workdir", filepath.Join(t.TempDir(), "w"), "--sandbox", "off"}, "steps:\n  - id: a\n    shell: echo from stdin\n", ExitSucceeded)
+	isJSON([]string{"version", "--json"}, "", cli.ExitOK)
+	isJSON([]string{"validate", "--json", hello}, "", cli.ExitOK)
+	isJSON([]string{"validate", "--json", "-"}, "steps:\n  - id: a\n    needs: [nope]\n    run: [\"true\"]\n", cli.ExitUsage)
+	isJSON([]string{"run", "--json", "-", "--workdir", filepath.Join(t.TempDir(), "w"), "--sandbox", "off"}, "steps:\n  - id: a\n    shell: echo from stdin\n", cli.ExitOK)
 	r := runexec(t, "validate", "--json", hello)
 	var v struct {
 		OK     bool  `json:"ok"`
@@ -464,8 +465,8 @@ func TestBadSandboxFlagCreatesNothing(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		_ = cmd.Run()
-		if code := cmd.ProcessState.ExitCode(); code != ExitUsage {
-			t.Errorf("runexec run %v: exit %d, want %d\n%s", args, code, ExitUsage, stderr.String())
+		if code := cmd.ProcessState.ExitCode(); code != cli.ExitUsage {
+			t.Errorf("runexec run %v: exit %d, want %d\n%s", args, code, cli.ExitUsage, stderr.String())
 		}
 		want := fmt.Sprintf("runexec run: %s %q: want", args[0], args[1])
 		if n := strings.Count(stderr.String(), args[0]+" "); n != 1 || !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "workdir") {

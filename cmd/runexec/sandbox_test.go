@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
 // `runexec run` runs a workflow in the sandbox runnerd gives a run, unless
@@ -24,7 +26,7 @@ func TestRunIsSandboxedByDefault(t *testing.T) {
 	for _, mode := range []string{"auto", "off"} {
 		work := filepath.Join(dir, "work-"+mode)
 		r := runexec(t, "run", wf, "--workdir", work, "--sandbox", mode)
-		wantCode(t, r, ExitSucceeded)
+		wantCode(t, r, cli.ExitOK)
 		log, err := os.ReadFile(filepath.Join(work+".logs", "probe.log"))
 		if err != nil {
 			t.Fatal(err)

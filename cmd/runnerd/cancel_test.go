@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
 // TestCancelQueuedCancelsNow: a queued run has no runner: cancel ends it
@@ -14,7 +15,7 @@ import (
 func TestCancelQueuedCancelsNow(t *testing.T) {
 	e := startEnv(t)
 	id := e.submitted("c-queued", helloYAML)
-	r := e.mustRun(exitOK, "cancel", id)
+	r := e.mustRun(cli.ExitOK, "cancel", id)
 	if !strings.Contains(r.stderr, "cancelled (it was queued)") || r.stdout != "" {
 		t.Errorf("stdout = %q, stderr = %q", r.stdout, r.stderr)
 	}
@@ -34,7 +35,7 @@ func TestCancelRunningPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unsub()
-	r := e.mustRun(exitOK, "cancel", id)
+	r := e.mustRun(cli.ExitOK, "cancel", id)
 	if !strings.Contains(r.stderr, "its runner stops it now") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -52,19 +53,19 @@ func TestCancelPausedCancelsNow(t *testing.T) {
 	e := startEnv(t)
 	id := e.submitted("c-paused", approvalYAML)
 	e.pause(id, 1)
-	e.mustRun(exitOK, "cancel", id)
+	e.mustRun(cli.ExitOK, "cancel", id)
 	run := e.get(id)
 	if run.Status != runnerd.StatusCancelled || run.Reason != runnerd.ReasonCancelled || run.FinishedAt.IsZero() {
 		t.Errorf("run: status %s reason %s finished %v, want cancelled/cancelled", run.Status, run.Reason, run.FinishedAt)
 	}
 	// Cancelling again is not an error: the run is where the user wants it.
-	r := e.mustRun(exitOK, "cancel", id, "--json")
+	r := e.mustRun(cli.ExitOK, "cancel", id, "--json")
 	var res cancelled
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Status != runnerd.StatusCancelled || !strings.Contains(res.Message, "already cancelled") {
 		t.Errorf("second cancel --json: %q (%v)", r.stdout, err)
 	}
 	// And it cannot be resumed any more: a conflict.
-	e.mustRun(exitConflict, "resume", id, "--answer", "approve.ok=yes")
+	e.mustRun(cli.ExitConflict, "resume", id, "--answer", "approve.ok=yes")
 }
 
 func TestCancelFinishedOrMissing(t *testing.T) {
@@ -74,14 +75,14 @@ func TestCancelFinishedOrMissing(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitConflict, "cancel", id)
+	r := e.mustRun(cli.ExitConflict, "cancel", id)
 	if !strings.Contains(r.stderr, "already finished: succeeded") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
 	if e.get(id).CancelRequested {
 		t.Error("a finished run got cancel_requested")
 	}
-	r = e.mustRun(exitNotFound, "cancel", "nope")
+	r = e.mustRun(cli.ExitNotFound, "cancel", "nope")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/devstack"
 	"github.com/runnerd/runnerd/devstack/devstacktest"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
 )
@@ -233,7 +234,7 @@ steps:
 // and returns the id.
 func (e *testEnv) submitted(id, content string) string {
 	e.t.Helper()
-	e.mustRun(exitOK, "submit", writeFile(e.t, "wf.yaml", content), "--id", id)
+	e.mustRun(cli.ExitOK, "submit", writeFile(e.t, "wf.yaml", content), "--id", id)
 	e.fetchOne()
 	return id
 }

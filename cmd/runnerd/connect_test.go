@@ -69,14 +69,14 @@ func TestClientsLeaveTheFleetSettings(t *testing.T) {
 		t.Fatalf("set up with max deliver %d, ack wait %s, TTL %s", before.consumer.MaxDeliver, before.consumer.AckWait, before.bucket.TTL())
 	}
 
-	e.mustRun(exitNotFound, "status", "x")
-	e.mustRun(exitOK, "list")
+	e.mustRun(cli.ExitNotFound, "status", "x")
+	e.mustRun(cli.ExitOK, "list")
 	id := e.submitted("fleet-1", approvalYAML)
-	e.mustRun(exitOK, "status", id)
+	e.mustRun(cli.ExitOK, "status", id)
 	e.pause(id, 1)
-	e.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes")
-	e.mustRun(exitOK, "logs", id)
-	e.mustRun(exitOK, "cancel", id)
+	e.mustRun(cli.ExitOK, "resume", id, "--answer", "approve.ok=yes")
+	e.mustRun(cli.ExitOK, "logs", id)
+	e.mustRun(cli.ExitOK, "cancel", id)
 
 	after := readFleetSettings(t, e)
 	if after.consumer.MaxDeliver != before.consumer.MaxDeliver || after.consumer.AckWait != before.consumer.AckWait ||
@@ -112,20 +112,20 @@ func TestClientsNeedOnlyWhatTheyUse(t *testing.T) {
 	t.Setenv("RUNNERD_NATS_URL", natsDown)
 	t.Setenv("RUNNERD_S3_ENDPOINT", s3Down)
 
-	if r := e.mustRun(exitOK, "status", id); !strings.Contains(r.stdout, "succeeded") {
+	if r := e.mustRun(cli.ExitOK, "status", id); !strings.Contains(r.stdout, "succeeded") {
 		t.Errorf("status with NATS and S3 down:\n%s", r.stdout)
 	}
-	if r := e.mustRun(exitOK, "list"); !strings.Contains(r.stdout, id) {
+	if r := e.mustRun(cli.ExitOK, "list"); !strings.Contains(r.stdout, id) {
 		t.Errorf("list with NATS and S3 down:\n%s", r.stdout)
 	}
-	if r := e.mustRun(exitOK, "status", id, "--json"); !strings.Contains(r.stdout, `"status": "succeeded"`) {
+	if r := e.mustRun(cli.ExitOK, "status", id, "--json"); !strings.Contains(r.stdout, `"status": "succeeded"`) {
 		t.Errorf("status --json with NATS and S3 down:\n%s", r.stdout)
 	}
-	r := e.mustRun(exitUnavailable, "logs", id)
+	r := e.mustRun(cli.ExitUnavailable, "logs", id)
 	if !strings.Contains(r.stderr, "cannot reach S3 at "+s3Down) || !strings.Contains(r.stderr, "RUNNERD_S3_ENDPOINT") {
 		t.Errorf("logs with S3 down: stderr %q", r.stderr)
 	}
-	r = e.mustRun(exitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
+	r = e.mustRun(cli.ExitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
 	if !strings.Contains(r.stderr, "cannot reach NATS at "+natsDown) || !strings.Contains(r.stderr, "--nats-url or RUNNERD_NATS_URL") {
 		t.Errorf("submit with NATS down: stderr %q", r.stderr)
 	}
@@ -146,7 +146,7 @@ func TestClientWithoutMongoDB(t *testing.T) {
 		{"status", "x"}, {"list"}, {"logs", "x"}, {"cancel", "x"},
 		{"resume", "x", "--answer", "a.b=c"}, {"submit", file},
 	} {
-		r := e.mustRun(exitUnavailable, args...)
+		r := e.mustRun(cli.ExitUnavailable, args...)
 		want := "cannot reach MongoDB at mongodb://runnerd:xxxxx@" + addr + "/: connection refused"
 		if !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "--mongo-uri or RUNNERD_MONGO_URI") {
 			t.Errorf("%s: stderr %q, want %q and the flag", args[0], r.stderr, want)
@@ -164,7 +164,7 @@ func TestClientWithoutStream(t *testing.T) {
 	if err := e.c.js.DeleteStream(ctxT(t), queue.DefaultConfig().Stream); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
+	r := e.mustRun(cli.ExitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
 	want := "no stream RUNNERD_RUNS on " + redactNATSURL(e.stack.NATSURL) + ": is runnerd serve or dev running?"
 	if !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr %q, want %q", r.stderr, want)
@@ -182,12 +182,12 @@ func TestClientWithoutStream(t *testing.T) {
 func TestNATSServerList(t *testing.T) {
 	e := startEnv(t)
 	t.Setenv("RUNNERD_NATS_URL", "nats://"+closedPort(t)+", "+e.stack.NATSURL)
-	e.mustRun(exitOK, "submit", writeFile(t, "wf.yaml", helloYAML), "--id", "list-1")
+	e.mustRun(cli.ExitOK, "submit", writeFile(t, "wf.yaml", helloYAML), "--id", "list-1")
 	e.fetchOne()
-	e.mustRun(exitOK, "cancel", "list-1")
+	e.mustRun(cli.ExitOK, "cancel", "list-1")
 
 	t.Setenv("RUNNERD_NATS_URL", "nats://"+closedPort(t)+",nats://"+closedPort(t))
-	r := e.mustRun(exitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
+	r := e.mustRun(cli.ExitUnavailable, "submit", writeFile(t, "wf.yaml", helloYAML))
 	if !strings.Contains(r.stderr, "cannot reach NATS") {
 		t.Errorf("stderr %q", r.stderr)
 	}
@@ -220,7 +220,7 @@ func TestProbeTCP(t *testing.T) {
 		t.Errorf("one host up: %v", err)
 	}
 	err = probeTCP(context.Background(), []string{down}, time.Second, "NATS", "nats://"+down, "nats-url")
-	if cli.Code(err) != exitUnavailable || !strings.Contains(err.Error(), "connection refused") {
+	if cli.Code(err) != cli.ExitUnavailable || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("host down: %v (exit %d)", err, cli.Code(err))
 	}
 	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1:4222", "[::1]": "[::1]:4222", "h:1": "h:1", "[::1]:5": "[::1]:5"} {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
@@ -45,7 +46,7 @@ func TestEveryCommandHelpAndBadFlag(t *testing.T) {
 			}
 			var out, errb bytes.Buffer
 			code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &errb}, args)
-			if code != exitOK || errb.Len() > 0 || !strings.Contains(out.String(), strings.TrimSpace("Usage:\n  runnerd "+name)) {
+			if code != cli.ExitOK || errb.Len() > 0 || !strings.Contains(out.String(), strings.TrimSpace("Usage:\n  runnerd "+name)) {
 				t.Errorf("runnerd %s --help: exit %d\nstdout:\n%s\nstderr:\n%s", name, code, out.String(), errb.String())
 			}
 		})
@@ -57,20 +58,20 @@ func TestEveryCommandHelpAndBadFlag(t *testing.T) {
 			var out, errb bytes.Buffer
 			code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &errb}, args)
 			want := "runnerd" + map[bool]string{true: " " + name}[name != ""] + ": unknown flag: --no-such-flag\n"
-			if code != exitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) || !strings.Contains(errb.String(), "--help' for usage") {
-				t.Errorf("runnerd %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, exitUsage, want, out.String(), errb.String())
+			if code != cli.ExitUsage || out.Len() > 0 || !strings.HasPrefix(errb.String(), want) || !strings.Contains(errb.String(), "--help' for usage") {
+				t.Errorf("runnerd %v: exit %d, want %d and %q\nstdout:\n%s\nstderr:\n%s", args, code, cli.ExitUsage, want, out.String(), errb.String())
 			}
 		})
 	}
 	for _, args := range [][]string{{"frobnicate"}, {"status"}, {"status", "a", "b"}, {"list", "extra"}, {"submit"}} {
 		var out, errb bytes.Buffer
-		if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &errb}, args); code != exitUsage || out.Len() > 0 || errb.Len() == 0 {
-			t.Errorf("runnerd %v: exit %d, want %d, stdout %q, stderr %q", args, code, exitUsage, out.String(), errb.String())
+		if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &errb}, args); code != cli.ExitUsage || out.Len() > 0 || errb.Len() == 0 {
+			t.Errorf("runnerd %v: exit %d, want %d, stdout %q, stderr %q", args, code, cli.ExitUsage, out.String(), errb.String())
 		}
 	}
 	// A bare runnerd prints its help on stdout and exits 0, as kubectl does.
 	var bare, bareErr bytes.Buffer
-	if code := run(context.Background(), &cmdEnv{stdout: &bare, stderr: &bareErr}, nil); code != exitOK || bareErr.Len() > 0 || !strings.Contains(bare.String(), "Commands:") {
+	if code := run(context.Background(), &cmdEnv{stdout: &bare, stderr: &bareErr}, nil); code != cli.ExitOK || bareErr.Len() > 0 || !strings.Contains(bare.String(), "Commands:") {
 		t.Errorf("runnerd with no arguments: exit %d, stdout %q, stderr %q; want its help on stdout, exit 0", code, bare.String(), bareErr.String())
 	}
 	// The flags' heading explains the variables only where a flag has one.
@@ -85,7 +86,7 @@ func TestEveryCommandHelpAndBadFlag(t *testing.T) {
 		t.Errorf("runnerd serve --help does not explain its variables:\n%s", help.String())
 	}
 	var out bytes.Buffer
-	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"--version"}); code != exitOK || out.String() != "runnerd "+version+"\n" {
+	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"--version"}); code != cli.ExitOK || out.String() != "runnerd "+version+"\n" {
 		t.Errorf("runnerd --version: exit %d, %q", code, out.String())
 	}
 }
@@ -136,51 +137,51 @@ steps:
 		return e.mustRun(want, append([]string{cmd, "--json"}, args...)...)
 	}
 
-	if v := doc(t, check("version", exitOK)); v["version"] != version {
+	if v := doc(t, check("version", cli.ExitOK)); v["version"] != version {
 		t.Errorf("version --json: %v", v)
 	}
-	if v := doc(t, check("submit", exitOK, long, "--id", "j-queued")); v["id"] != "j-queued" || v["status"] != "queued" {
+	if v := doc(t, check("submit", cli.ExitOK, long, "--id", "j-queued")); v["id"] != "j-queued" || v["status"] != "queued" {
 		t.Errorf("submit --json: %v", v)
 	}
-	evs := lines(t, check("submit", exitOK, arts, "--id", "j-arts", "--wait"))
+	evs := lines(t, check("submit", cli.ExitOK, arts, "--id", "j-arts", "--wait"))
 	if len(evs) == 0 || evs[len(evs)-1]["type"] != string(runnerd.EventRunFinished) || evs[0]["run_id"] != "j-arts" {
 		t.Errorf("submit --wait --json: first %v, last %v", evs[0], evs[len(evs)-1])
 	}
-	if v := doc(t, check("status", exitOK, "j-arts")); v["status"] != "succeeded" || v["reason"] != "completed" {
+	if v := doc(t, check("status", cli.ExitOK, "j-arts")); v["status"] != "succeeded" || v["reason"] != "completed" {
 		t.Errorf("status --json: %v", v)
 	}
-	if ls := lines(t, check("list", exitOK)); len(ls) < 2 {
+	if ls := lines(t, check("list", cli.ExitOK)); len(ls) < 2 {
 		t.Errorf("list --json: %v", ls)
 	}
-	if ls := lines(t, check("logs", exitOK, "j-arts")); len(ls) == 0 || ls[0]["type"] != string(runnerd.EventLog) {
+	if ls := lines(t, check("logs", cli.ExitOK, "j-arts")); len(ls) == 0 || ls[0]["type"] != string(runnerd.EventLog) {
 		t.Errorf("logs --json: %v", ls)
 	}
 	dir := t.TempDir()
-	v := doc(t, check("artifacts", exitOK, "j-arts", "-o", dir))
+	v := doc(t, check("artifacts", cli.ExitOK, "j-arts", "-o", dir))
 	if files, _ := v["files"].([]any); len(files) != 1 {
 		t.Errorf("artifacts --json: %v", v)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "make", "out", "report.txt")); err != nil || string(b) != "report\n" {
 		t.Errorf("artifact file: %q, %v", b, err)
 	}
-	e.mustRun(exitPaused, "submit", approval, "--id", "j-paused", "--wait")
-	if v := doc(t, check("resume", exitOK, "j-paused", "--answer", "approve.ok=no")); v["id"] != "j-paused" {
+	e.mustRun(cli.ExitPaused, "submit", approval, "--id", "j-paused", "--wait")
+	if v := doc(t, check("resume", cli.ExitOK, "j-paused", "--answer", "approve.ok=no")); v["id"] != "j-paused" {
 		t.Errorf("resume --json: %v", v)
 	}
-	if v := doc(t, check("cancel", exitOK, "j-queued")); v["id"] != "j-queued" {
+	if v := doc(t, check("cancel", cli.ExitOK, "j-queued")); v["id"] != "j-queued" {
 		t.Errorf("cancel --json: %v", v)
 	}
 	waitStatus(t, e, "j-queued", runnerd.StatusCancelled)
-	if v := doc(t, check("retry", exitOK, "j-queued")); v["id"] != "j-queued" || v["status"] != "queued" {
+	if v := doc(t, check("retry", cli.ExitOK, "j-queued")); v["id"] != "j-queued" || v["status"] != "queued" {
 		t.Errorf("retry --json: %v", v)
 	}
-	e.mustRun(exitOK, "cancel", "j-queued")
+	e.mustRun(cli.ExitOK, "cancel", "j-queued")
 	_ = hello
-	if ls := lines(t, check("gc", exitOK, "--older-than", "1ms", "--dry-run")); len(ls) == 0 || ls[0]["dry_run"] != true {
+	if ls := lines(t, check("gc", cli.ExitOK, "--older-than", "1ms", "--dry-run")); len(ls) == 0 || ls[0]["dry_run"] != true {
 		t.Errorf("gc --json: %v", ls)
 	}
 	// Errors keep stdout clean under --json too.
-	if r := e.mustRun(exitNotFound, "status", "--json", "j-nope"); r.stdout != "" {
+	if r := e.mustRun(cli.ExitNotFound, "status", "--json", "j-nope"); r.stdout != "" {
 		t.Errorf("status --json of a missing run printed %q", r.stdout)
 	}
 
@@ -217,7 +218,7 @@ func TestInterruptedFollowExits130(t *testing.T) {
 		"submit --wait did not queue the run:\n%s", errb.String)
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	_ = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || !strings.Contains(errb.String(), "stopped following run int-1; it goes on") {
-		t.Errorf("exit %d, want %d\nstderr:\n%s", code, exitInterrupted, errb.String())
+	if code := cmd.ProcessState.ExitCode(); code != cli.ExitInterrupted || !strings.Contains(errb.String(), "stopped following run int-1; it goes on") {
+		t.Errorf("exit %d, want %d\nstderr:\n%s", code, cli.ExitInterrupted, errb.String())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
 	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/queue"
 )
 
@@ -56,22 +57,22 @@ func TestClientsWithoutCredentialsAreRefused(t *testing.T) {
 	e.finishedWithLog("cred-1")
 	c := e.plainEnv(t)
 
-	r := e.mustRun(exitNoPerm, "status", "cred-1")
+	r := e.mustRun(cli.ExitNoPerm, "status", "cred-1")
 	if !strings.Contains(r.stderr, "MongoDB at "+c.MongoURI+" refused the credentials") || !strings.Contains(r.stderr, "--credentials") {
 		t.Errorf("status without MongoDB credentials: %q", r.stderr)
 	}
 	t.Setenv("RUNNERD_MONGO_URI", e.stack.MongoURI)
-	r = e.mustRun(exitNoPerm, "submit", writeFile(t, "wf.yaml", helloYAML))
+	r = e.mustRun(cli.ExitNoPerm, "submit", writeFile(t, "wf.yaml", helloYAML))
 	if !strings.Contains(r.stderr, "NATS at "+c.NATSURL+" refused the credentials: nats: ") {
 		t.Errorf("submit without NATS credentials: %q", r.stderr)
 	}
-	r = e.mustRun(exitNoPerm, "logs", "cred-1")
+	r = e.mustRun(cli.ExitNoPerm, "logs", "cred-1")
 	if !strings.Contains(r.stderr, "S3 at "+c.S3Endpoint+" refused the credentials") || !strings.Contains(r.stderr, "--s3-access-key") {
 		t.Errorf("logs without S3 keys: %q", r.stderr)
 	}
 	t.Setenv("RUNNERD_S3_ACCESS_KEY", e.stack.S3AccessKey)
 	t.Setenv("RUNNERD_S3_SECRET_KEY", "wrong")
-	if r := e.mustRun(exitNoPerm, "logs", "cred-1"); !strings.Contains(r.stderr, "SignatureDoesNotMatch") {
+	if r := e.mustRun(cli.ExitNoPerm, "logs", "cred-1"); !strings.Contains(r.stderr, "SignatureDoesNotMatch") {
 		t.Errorf("logs with a wrong S3 secret: %q", r.stderr)
 	}
 }
@@ -87,17 +88,17 @@ func TestClientsUseTheCredentialsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("RUNNERD_CREDENTIALS", file)
-	e.mustRun(exitOK, "status", "cred-2")
-	if r := e.mustRun(exitOK, "logs", "cred-2", "--step", "greet"); r.stdout != "hello\n" {
+	e.mustRun(cli.ExitOK, "status", "cred-2")
+	if r := e.mustRun(cli.ExitOK, "logs", "cred-2", "--step", "greet"); r.stdout != "hello\n" {
 		t.Errorf("logs = %q", r.stdout)
 	}
-	e.mustRun(exitOK, "submit", writeFile(t, "wf.yaml", helloYAML), "--id", "cred-3")
+	e.mustRun(cli.ExitOK, "submit", writeFile(t, "wf.yaml", helloYAML), "--id", "cred-3")
 	e.fetchOne()
-	e.mustRun(exitOK, "cancel", "cred-3")
+	e.mustRun(cli.ExitOK, "cancel", "cred-3")
 
 	// "localhost" is the same loopback server as 127.0.0.1.
 	t.Setenv("RUNNERD_MONGO_URI", strings.Replace(c.MongoURI, "127.0.0.1", "localhost", 1))
-	e.mustRun(exitOK, "status", "cred-2")
+	e.mustRun(cli.ExitOK, "status", "cred-2")
 
 	// Secrets go only to the servers the file names.
 	other := c
@@ -106,24 +107,24 @@ func TestClientsUseTheCredentialsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("RUNNERD_MONGO_URI", c.MongoURI)
-	e.mustRun(exitNoPerm, "status", "cred-2")
+	e.mustRun(cli.ExitNoPerm, "status", "cred-2")
 
 	// Credentials given explicitly win over the file's.
 	if err := devstack.WriteCredentials(file, c); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("RUNNERD_MONGO_URI", strings.Replace(e.stack.MongoURI, c.MongoPassword, "wrong", 1))
-	e.mustRun(exitNoPerm, "status", "cred-2")
+	e.mustRun(cli.ExitNoPerm, "status", "cred-2")
 
 	// A file asked for that is not there is an error; the default one
 	// missing is not.
 	t.Setenv("RUNNERD_MONGO_URI", e.stack.MongoURI)
 	t.Setenv("RUNNERD_CREDENTIALS", filepath.Join(t.TempDir(), "nope.json"))
-	if r := e.mustRun(exitUsage, "status", "cred-2"); !strings.Contains(r.stderr, "--credentials") {
+	if r := e.mustRun(cli.ExitUsage, "status", "cred-2"); !strings.Contains(r.stderr, "--credentials") {
 		t.Errorf("missing file: %q", r.stderr)
 	}
 	os.Unsetenv("RUNNERD_CREDENTIALS")
-	e.mustRun(exitOK, "status", "cred-2")
+	e.mustRun(cli.ExitOK, "status", "cred-2")
 }
 
 // TestNATSUserAndNkeyFlags: --nats-user/--nats-password and --nats-nkey
@@ -166,11 +167,11 @@ func TestNATSUserAndNkeyFlags(t *testing.T) {
 	}
 	t.Setenv("RUNNERD_NATS_URL", ns.ClientURL())
 	file := writeFile(t, "wf.yaml", helloYAML)
-	e.mustRun(exitNoPerm, "submit", file)
-	e.mustRun(exitNoPerm, "submit", file, "--nats-user", "alice", "--nats-password", "wrong")
-	e.mustRun(exitOK, "submit", file, "--nats-user", "alice", "--nats-password", "s3cret")
-	e.mustRun(exitOK, "submit", file, "--nats-nkey", seedFile)
-	if r := e.mustRun(exitUsage, "submit", file, "--nats-nkey", filepath.Join(t.TempDir(), "none")); !strings.Contains(r.stderr, "--nats-nkey") {
+	e.mustRun(cli.ExitNoPerm, "submit", file)
+	e.mustRun(cli.ExitNoPerm, "submit", file, "--nats-user", "alice", "--nats-password", "wrong")
+	e.mustRun(cli.ExitOK, "submit", file, "--nats-user", "alice", "--nats-password", "s3cret")
+	e.mustRun(cli.ExitOK, "submit", file, "--nats-nkey", seedFile)
+	if r := e.mustRun(cli.ExitUsage, "submit", file, "--nats-nkey", filepath.Join(t.TempDir(), "none")); !strings.Contains(r.stderr, "--nats-nkey") {
 		t.Errorf("missing seed file: %q", r.stderr)
 	}
 }

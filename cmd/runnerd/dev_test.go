@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd/devstack"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
 
@@ -39,8 +40,8 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 	first.waitLog(`"message":"serving"`, 60*time.Second)
 
 	second := startDev(t, "dev-second", data)
-	if code := second.wait(30 * time.Second); code != exitSoftware {
-		t.Errorf("second dev on the same data exited %d, want %d", code, exitSoftware)
+	if code := second.wait(30 * time.Second); code != cli.ExitSoftware {
+		t.Errorf("second dev on the same data exited %d, want %d", code, cli.ExitSoftware)
 	}
 	want := fmt.Sprintf("is held by pid %d", first.cmd.Process.Pid)
 	if !strings.Contains(second.stderr.String(), want) {
@@ -48,7 +49,7 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 	}
 	// The first one still serves its clients.
 	c := &clientProc{t: t, bin: bin, env: baseEnv(devVars(first.stderr.String()))}
-	c.mustRun(exitOK, "list")
+	c.mustRun(cli.ExitOK, "list")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,8 +61,8 @@ func TestProcessDevOwnsDataDir(t *testing.T) {
 		t.Run(tc.server, func(t *testing.T) {
 			other := filepath.Join(t.TempDir(), "data")
 			p := startDev(t, "dev-"+tc.server, other, tc.flag, port)
-			if code := p.wait(30 * time.Second); code != exitSoftware {
-				t.Errorf("dev with %s %s in use exited %d, want %d", tc.flag, port, code, exitSoftware)
+			if code := p.wait(30 * time.Second); code != cli.ExitSoftware {
+				t.Errorf("dev with %s %s in use exited %d, want %d", tc.flag, port, code, cli.ExitSoftware)
 			}
 			want := "address 127.0.0.1:" + port + " in use (" + tc.server + ")"
 			if !strings.Contains(p.stderr.String(), want) {
@@ -112,13 +113,13 @@ func TestProcessDevCredentials(t *testing.T) {
 		"RUNNERD_S3_ENDPOINT": creds.S3Endpoint, "XDG_CONFIG_HOME": t.TempDir(),
 	}
 	c := &clientProc{t: t, bin: bin, env: baseEnv(plain)}
-	if r := c.mustRun(exitNoPerm, "list"); !strings.Contains(r.stderr, "MongoDB at "+creds.MongoURI+" refused the credentials") {
+	if r := c.mustRun(cli.ExitNoPerm, "list"); !strings.Contains(r.stderr, "MongoDB at "+creds.MongoURI+" refused the credentials") {
 		t.Errorf("list without credentials: %s", r.stderr)
 	}
 	plain["RUNNERD_CREDENTIALS"] = credsFile
 	c = &clientProc{t: t, bin: bin, env: baseEnv(plain)}
-	runID, _ := c.submit(exitOK, example(t, "hello.yaml"), "--wait")
-	if logs := c.mustRun(exitOK, "logs", runID).stdout; !strings.Contains(logs, "hello, world") {
+	runID, _ := c.submit(cli.ExitOK, example(t, "hello.yaml"), "--wait")
+	if logs := c.mustRun(cli.ExitOK, "logs", runID).stdout; !strings.Contains(logs, "hello, world") {
 		t.Errorf("logs: %q", logs)
 	}
 	dev.stop(30 * time.Second)
@@ -142,7 +143,7 @@ func TestProcessDevNoServe(t *testing.T) {
 		"--run-dir", runs, "--runner-id", id, "--metrics-addr", "127.0.0.1:0", "--ui-addr", "", "--log-format", "json")
 	serve.waitLog(`"message":"serving"`, 60*time.Second)
 	c := &clientProc{t: t, bin: bin, env: baseEnv(vars)}
-	runID, _ := c.submit(exitOK, writeFile(t, "hello.yaml", helloYAML), "--wait")
+	runID, _ := c.submit(cli.ExitOK, writeFile(t, "hello.yaml", helloYAML), "--wait")
 	if st := c.status(runID); st.Status != "succeeded" || st.RunnerID != id {
 		t.Errorf("run %s: %s by %q, want succeeded by the joined serve %s", runID, st.Status, st.RunnerID, id)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
@@ -149,7 +150,7 @@ func (p *proc) wait(timeout time.Duration) int {
 func (p *proc) stop(timeout time.Duration) {
 	p.t.Helper()
 	p.signal(syscall.SIGTERM)
-	if code := p.wait(timeout); code != exitOK {
+	if code := p.wait(timeout); code != cli.ExitOK {
 		p.t.Errorf("%s exited %d after SIGTERM, want 0\nstderr:\n%s", p.name, code, testutil.Tail(p.stderr.String(), 100))
 	}
 }
@@ -227,7 +228,7 @@ type statusDoc struct {
 
 func (c *clientProc) status(id string) statusDoc {
 	c.t.Helper()
-	r := c.mustRun(exitOK, "status", id, "--json")
+	r := c.mustRun(cli.ExitOK, "status", id, "--json")
 	var doc statusDoc
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		c.t.Fatalf("status %s --json: %v\n%s", id, err, r.stdout)
@@ -440,7 +441,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	for _, ex := range examples {
 		t.Run(strings.TrimSuffix(ex.file, ".yaml"), func(t *testing.T) {
 			c := &clientProc{t: t, bin: bin, env: c.env}
-			id, r := c.submit(exitOK, example(t, ex.file), "--wait")
+			id, r := c.submit(cli.ExitOK, example(t, ex.file), "--wait")
 			if !strings.Contains(r.stderr, "run "+id+" succeeded (completed)") {
 				t.Errorf("progress lacks the end:\n%s", r.stderr)
 			}
@@ -453,7 +454,7 @@ func TestProcessEndToEnd(t *testing.T) {
 				}
 			}
 			checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 1, want)
-			logs := c.mustRun(exitOK, "logs", id).stdout
+			logs := c.mustRun(cli.ExitOK, "logs", id).stdout
 			for _, s := range append(ex.logs, ex.steps...) {
 				if !strings.Contains(logs, s) {
 					t.Errorf("runnerd logs %s lacks %q:\n%s", id, s, logs)
@@ -476,7 +477,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	t.Run("fails", func(t *testing.T) {
 		c := &clientProc{t: t, bin: bin, env: c.env}
 		file := writeFile(t, "fail.yaml", "name: fail\nsteps:\n  - id: ok\n    shell: echo fine\n  - id: boom\n    needs: [ok]\n    shell: |\n      echo about to fail\n      exit 3\n  - id: never\n    needs: [boom]\n    shell: echo never\n")
-		id, r := c.submit(exitFailed, file, "--wait")
+		id, r := c.submit(cli.ExitFailed, file, "--wait")
 		if !strings.Contains(r.stderr, "failed (step_failed)") {
 			t.Errorf("progress lacks the end:\n%s", r.stderr)
 		}
@@ -487,7 +488,7 @@ func TestProcessEndToEnd(t *testing.T) {
 		if st := doc.Steps["boom"]; st != nil && st.ExitCode != 3 {
 			t.Errorf("boom exit code %d, want 3", st.ExitCode)
 		}
-		if logs := c.mustRun(exitOK, "logs", id, "--step", "boom").stdout; !strings.Contains(logs, "about to fail") {
+		if logs := c.mustRun(cli.ExitOK, "logs", id, "--step", "boom").stdout; !strings.Contains(logs, "about to fail") {
 			t.Errorf("logs of boom: %q", logs)
 		}
 		checkEvents(t, conn.st, id, true, map[string]int{"ok": 1, "boom": 1, "never": 0})
@@ -495,11 +496,11 @@ func TestProcessEndToEnd(t *testing.T) {
 
 	t.Run("paused and resumed", func(t *testing.T) {
 		c := &clientProc{t: t, bin: bin, env: c.env}
-		id, _ := c.submit(exitPaused, example(t, "approval.yaml"), "--id", "e2e-approval", "--wait")
+		id, _ := c.submit(cli.ExitPaused, example(t, "approval.yaml"), "--id", "e2e-approval", "--wait")
 		checkRun(t, c.status(id), runnerd.StatusPaused, runnerd.ReasonPaused, 1, map[string]runnerd.StepStatus{
 			"build": runnerd.StepSucceeded, "approve": runnerd.StepWaiting, "deploy": runnerd.StepPending,
 		})
-		r := c.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes", "--wait")
+		r := c.mustRun(cli.ExitOK, "resume", id, "--answer", "approve.ok=yes", "--wait")
 		if !strings.Contains(r.stderr, "succeeded (completed)") {
 			t.Errorf("resume progress lacks the end:\n%s", r.stderr)
 		}
@@ -510,7 +511,7 @@ func TestProcessEndToEnd(t *testing.T) {
 		if got := doc.Steps["approve"].Answers["ok"]; got != "yes" {
 			t.Errorf("approve answers %v", doc.Steps["approve"].Answers)
 		}
-		if logs := c.mustRun(exitOK, "logs", id, "--step", "deploy").stdout; !strings.Contains(logs, "deploying 2.0.1 to staging") {
+		if logs := c.mustRun(cli.ExitOK, "logs", id, "--step", "deploy").stdout; !strings.Contains(logs, "deploying 2.0.1 to staging") {
 			t.Errorf("logs of deploy: %q", logs)
 		}
 		checkEvents(t, conn.st, id, true, map[string]int{"build": 1, "deploy": 1})
@@ -519,11 +520,11 @@ func TestProcessEndToEnd(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		c := &clientProc{t: t, bin: bin, env: c.env}
 		file := writeFile(t, "slow.yaml", fmt.Sprintf("name: slow\nsteps:\n  - id: nap\n    shell: sleep %[1]s & sleep %[1]s\n", napMarker))
-		id, _ := c.submit(exitOK, file)
+		id, _ := c.submit(cli.ExitOK, file)
 		c.waitStatus(id, "running its step", 60*time.Second, func(d statusDoc) bool {
 			return d.Steps["nap"] != nil && d.Steps["nap"].Status == runnerd.StepRunning
 		})
-		c.mustRun(exitOK, "cancel", id)
+		c.mustRun(cli.ExitOK, "cancel", id)
 		doc := c.waitStatus(id, "cancelled", 60*time.Second, func(d statusDoc) bool { return d.Status.Terminal() })
 		checkRun(t, doc, runnerd.StatusCancelled, runnerd.ReasonCancelled, 1, map[string]runnerd.StepStatus{"nap": runnerd.StepCancelled})
 		checkEvents(t, conn.st, id, false, map[string]int{"nap": 1})
@@ -548,7 +549,7 @@ steps:
       if [ ! -e %[2]s ]; then touch %[2]s; sleep 2; kill -ABRT $PPID; sleep %[3]s; fi
       echo survived
 `, first, marker, crashMarker))
-		id, _ := c.submit(exitOK, file, "--wait")
+		id, _ := c.submit(cli.ExitOK, file, "--wait")
 		doc := c.status(id)
 		checkRun(t, doc, runnerd.StatusSucceeded, runnerd.ReasonCompleted, 2, map[string]runnerd.StepStatus{
 			"first": runnerd.StepSucceeded, "crash": runnerd.StepSucceeded,
@@ -559,7 +560,7 @@ steps:
 		if st := doc.Steps["crash"]; st != nil && st.LogKey != blob.StepLogKey(id, 2, "crash") {
 			t.Errorf("crash log key %q, want attempt 2's", st.LogKey)
 		}
-		if logs := c.mustRun(exitOK, "logs", id, "--step", "crash").stdout; !strings.Contains(logs, "survived") {
+		if logs := c.mustRun(cli.ExitOK, "logs", id, "--step", "crash").stdout; !strings.Contains(logs, "survived") {
 			t.Errorf("logs of crash: %q", logs)
 		}
 		if r, err := conn.st.Get(ctxT(t), id); err != nil || r.Crashes != 1 {
@@ -696,7 +697,7 @@ steps:
 `, first, marker, sleepMarker))
 
 	a := serve(testutil.UniqueID("e2e-a"))
-	id, _ := c.submit(exitOK, file)
+	id, _ := c.submit(cli.ExitOK, file)
 	c.waitStatus(id, "running its second step", 60*time.Second, func(d statusDoc) bool {
 		return d.Steps["second"] != nil && d.Steps["second"].Status == runnerd.StepRunning
 	})
@@ -724,7 +725,7 @@ steps:
 	if st := doc.Steps["first"]; st.Attempts != 1 || st.LogKey != blob.StepLogKey(id, 1, "first") {
 		t.Errorf("step first: %d attempts, log %s; want 1 and attempt 1's", st.Attempts, st.LogKey)
 	}
-	if logs := c.mustRun(exitOK, "logs", id, "--step", "second").stdout; !strings.Contains(logs, "second done") {
+	if logs := c.mustRun(cli.ExitOK, "logs", id, "--step", "second").stdout; !strings.Contains(logs, "second done") {
 		t.Errorf("logs of second: %q", logs)
 	}
 	checkEvents(t, e.c.st, id, true, map[string]int{"first": 1, "second": 2})
@@ -799,7 +800,7 @@ func TestProcessTwoServesDrainRuns(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 	}
 	for _, p := range serves {
-		if code := p.wait(60 * time.Second); code != exitOK {
+		if code := p.wait(60 * time.Second); code != cli.ExitOK {
 			t.Errorf("%s exited %d after SIGTERM", p.name, code)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
@@ -46,7 +47,7 @@ func (e *testEnv) startServe(extra ...string) {
 		cancel()
 		select {
 		case code := <-done:
-			if code != exitOK {
+			if code != cli.ExitOK {
 				t.Errorf("serve exited %d\n%s", code, logs.String())
 			}
 		case <-time.After(30 * time.Second):
@@ -66,21 +67,21 @@ func TestEndToEndWithServe(t *testing.T) {
 	e.startServe()
 
 	t.Run("succeeds", func(t *testing.T) {
-		r := e.mustRun(exitOK, "submit", "../../examples/hello.yaml", "--var", "who=e2e", "--wait")
+		r := e.mustRun(cli.ExitOK, "submit", "../../examples/hello.yaml", "--var", "who=e2e", "--wait")
 		id := strings.TrimSuffix(r.stdout, "\n")
 		for _, want := range []string{"start  greet", "ok     greet", "ok     bye", "run " + id + " succeeded (completed)"} {
 			if !strings.Contains(r.stderr, want) {
 				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
 			}
 		}
-		if r := e.mustRun(exitOK, "logs", id, "--step", "greet"); !strings.HasSuffix(r.stdout, "\nhello, e2e\n") {
+		if r := e.mustRun(cli.ExitOK, "logs", id, "--step", "greet"); !strings.HasSuffix(r.stdout, "\nhello, e2e\n") {
 			t.Errorf("logs of greet from S3 = %q", r.stdout)
 		}
 	})
 
 	t.Run("fails", func(t *testing.T) {
 		file := writeFile(t, "fail.yaml", "name: fail\nsteps:\n  - id: boom\n    shell: |\n      echo first\n      echo oops >&2\n      exit 3\n")
-		r := e.mustRun(exitFailed, "submit", file, "--wait")
+		r := e.mustRun(cli.ExitFailed, "submit", file, "--wait")
 		for _, want := range []string{"FAIL   boom", "(exit 3)", "| first", "| oops", "failed (step_failed)"} {
 			if !strings.Contains(r.stderr, want) {
 				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
@@ -99,22 +100,22 @@ steps:
     needs: [first]
     shell: test -e %[2]s
 `, side, flag))
-		e.mustRun(exitFailed, "submit", file, "--id", "e2e-retry", "--wait")
-		if r := e.run("retry", "e2e-approval-none"); r.code == exitOK {
+		e.mustRun(cli.ExitFailed, "submit", file, "--id", "e2e-retry", "--wait")
+		if r := e.run("retry", "e2e-approval-none"); r.code == cli.ExitOK {
 			t.Errorf("retry of a missing run exited 0")
 		}
 		if err := os.WriteFile(flag, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e.mustRun(exitOK, "retry", "e2e-retry", "--wait")
+		e.mustRun(cli.ExitOK, "retry", "e2e-retry", "--wait")
 		if got, _ := os.ReadFile(filepath.Join(side, "first.count")); string(got) != "once\n" {
 			t.Errorf("the succeeded step ran again: %q", got)
 		}
-		r := e.mustRun(exitConflict, "retry", "e2e-retry")
+		r := e.mustRun(cli.ExitConflict, "retry", "e2e-retry")
 		if !strings.Contains(r.stderr, "only a failed or cancelled run can be retried") {
 			t.Errorf("retry of a succeeded run: %s", r.stderr)
 		}
-		r = e.mustRun(exitOK, "status", "e2e-retry", "--json")
+		r = e.mustRun(cli.ExitOK, "status", "e2e-retry", "--json")
 		var doc struct {
 			Status  string
 			History []struct{ Status, Reason string }
@@ -128,15 +129,15 @@ steps:
 	})
 
 	t.Run("pauses and resumes", func(t *testing.T) {
-		r := e.mustRun(exitPaused, "submit", "../../examples/approval.yaml", "--id", "e2e-approval", "--wait")
+		r := e.mustRun(cli.ExitPaused, "submit", "../../examples/approval.yaml", "--id", "e2e-approval", "--wait")
 		if !strings.Contains(r.stderr, "continue with: runnerd resume e2e-approval --answer approve.<key>=<value>") {
 			t.Errorf("no resume hint:\n%s", r.stderr)
 		}
-		r = e.mustRun(exitOK, "resume", "e2e-approval", "--answer", "approve.ok=yes", "--wait")
+		r = e.mustRun(cli.ExitOK, "resume", "e2e-approval", "--answer", "approve.ok=yes", "--wait")
 		if !strings.Contains(r.stderr, "ok     deploy") || strings.Contains(r.stderr, "start  build") {
 			t.Errorf("after resume want deploy to run and build not to run again:\n%s", r.stderr)
 		}
-		r = e.mustRun(exitOK, "status", "e2e-approval", "--json")
+		r = e.mustRun(cli.ExitOK, "status", "e2e-approval", "--json")
 		var doc struct {
 			Status string
 			Steps  map[string]struct{ Status string }
@@ -161,11 +162,11 @@ steps:
 			evs, err := e.c.st.Events(ctxT(t), "e2e-cancel", 0, 0)
 			return err == nil && len(evs) > 0 && evs[len(evs)-1].Type == runnerd.EventStepStarted
 		}, "run never started its step")
-		e.mustRun(exitOK, "cancel", "e2e-cancel")
+		e.mustRun(cli.ExitOK, "cancel", "e2e-cancel")
 		select {
 		case r := <-done:
-			if r.code != exitCancelled {
-				t.Errorf("submit --wait exit %d, want %d\n%s", r.code, exitCancelled, r.stderr)
+			if r.code != cli.ExitCancelled {
+				t.Errorf("submit --wait exit %d, want %d\n%s", r.code, cli.ExitCancelled, r.stderr)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("cancelled run did not end")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/workflow"
 )
@@ -152,7 +153,7 @@ func TestProcessGroupLimitOne(t *testing.T) {
 	other := f.submit(t, "staging-1", "acme", groupYAML("queue", "0.05"), map[string]string{"env": "staging"})
 
 	// The last one waits, and says where.
-	if st := f.e.mustRun(exitOK, "status", ids[n-1]); !strings.Contains(st.stdout, `waits in concurrency group "deploy-prod": position`) {
+	if st := f.e.mustRun(cli.ExitOK, "status", ids[n-1]); !strings.Contains(st.stdout, `waits in concurrency group "deploy-prod": position`) {
 		t.Logf("status of the last run (it may have started already):\n%s", st.stdout)
 	}
 	if r := f.wait(t, other.ID); r.Status != runnerd.StatusSucceeded {
@@ -216,7 +217,7 @@ func TestProcessGroupOnConflict(t *testing.T) {
 	f.submit(t, "cn-1", "acme", groupYAML("cancel_new", "60"), map[string]string{"env": "qa"})
 	f.waitFor(t, "cn-1", "running", func(r *client.Run) bool { return r.Status == runnerd.StatusRunning })
 	// submit --wait of the new run ends at once: cancelled, exit 4.
-	r := f.e.mustRun(exitCancelled, "submit", writeFile(t, "cn.yaml", groupYAML("cancel_new", "0.1")), "--var", "env=qa", "--id", "cn-2", "--wait")
+	r := f.e.mustRun(cli.ExitCancelled, "submit", writeFile(t, "cn.yaml", groupYAML("cancel_new", "0.1")), "--var", "env=qa", "--id", "cn-2", "--wait")
 	if !strings.Contains(r.stderr, "group_full") {
 		t.Errorf("submit --wait of a run cancelled by cancel_new:\n%s", r.stderr)
 	}
@@ -235,7 +236,7 @@ func TestProcessGroupOnConflict(t *testing.T) {
 	f.waitFor(t, "q-1", "running", func(r *client.Run) bool { return r.Status == runnerd.StatusRunning })
 	f.submit(t, "q-2", "acme", groupYAML("queue", "0.1"), map[string]string{"env": "uat"})
 	time.Sleep(time.Second) // a runner has seen q-2 by now
-	st := f.e.mustRun(exitOK, "status", "q-2")
+	st := f.e.mustRun(cli.ExitOK, "status", "q-2")
 	if !strings.Contains(st.stdout, `waits in concurrency group "deploy-uat": position 1 of 1 waiting (1 running, limit 1)`) {
 		t.Errorf("status of a waiting run does not say where it waits:\n%s", st.stdout)
 	}
@@ -410,7 +411,7 @@ func TestProcessTenantLimitPerTenant(t *testing.T) {
 	}
 	testutil.Eventually(t, 20*time.Second, func() bool {
 		r := f.e.run("status", "--json", solo[3])
-		return r.code == exitOK && json.Unmarshal([]byte(r.stdout), &last) == nil && last.Waiting != nil && last.Waiting.Kind == client.WaitTenantLimit
+		return r.code == cli.ExitOK && json.Unmarshal([]byte(r.stdout), &last) == nil && last.Waiting != nil && last.Waiting.Kind == client.WaitTenantLimit
 	}, "status of %s never said it waits for its tenant's limit: %+v", solo[3], last.Waiting)
 	// The limit is the runners' setting: the client knows it only where
 	// the line's tickets carry it.

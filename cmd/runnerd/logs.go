@@ -96,7 +96,7 @@ func printStoredLogs(ctx context.Context, env *cmdEnv, cfg clientConfig, blobs *
 			continue
 		}
 		rc, err := client.OpenLog(ctx, blobs, st.LogKey)
-		if c := cli.Code(cfg.classify(err)); c == exitNoPerm || c == exitUnavailable {
+		if c := cli.Code(cfg.classify(err)); c == cli.ExitNoPerm || c == cli.ExitUnavailable {
 			return cfg.classify(err) // S3 refuses us or is away: every step alike
 		}
 		if err != nil {

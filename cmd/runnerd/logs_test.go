@@ -10,6 +10,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/blob"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
@@ -31,15 +32,15 @@ func TestLogsFromS3(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := e.mustRun(exitOK, "logs", id)
+	r := e.mustRun(cli.ExitOK, "logs", id)
 	want := "==> greet (succeeded) <==\nhello, world\n\n==> bye (succeeded) <==\nbye\nsecond line\n"
 	if r.stdout != want {
 		t.Errorf("logs =\n%q\nwant (workflow order)\n%q", r.stdout, want)
 	}
-	if r = e.mustRun(exitOK, "logs", id, "--step", "bye"); r.stdout != logs["bye"] {
+	if r = e.mustRun(cli.ExitOK, "logs", id, "--step", "bye"); r.stdout != logs["bye"] {
 		t.Errorf("logs --step bye = %q, want %q", r.stdout, logs["bye"])
 	}
-	r = e.mustRun(exitNotFound, "logs", id, "--step", "nope")
+	r = e.mustRun(cli.ExitNotFound, "logs", id, "--step", "nope")
 	if !strings.Contains(r.stderr, `no step "nope"`) || !strings.Contains(r.stderr, "greet, bye") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -53,7 +54,7 @@ func TestLogsMissingObjectFails(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitSoftware, "logs", id)
+	r := e.mustRun(cli.ExitSoftware, "logs", id)
 	if !strings.Contains(r.stderr, "missing from S3") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -88,7 +89,7 @@ func TestLogsFollow(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("logs did not return after the run finished")
 	}
-	if r.code != exitOK {
+	if r.code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	if want := "greet | hello\nbye   | bye\ngreet | world\n"; r.stdout != want {
@@ -97,7 +98,7 @@ func TestLogsFollow(t *testing.T) {
 
 	// --follow on a finished run prints its events and returns; --step
 	// prints that step's output as it came.
-	if r = e.mustRun(exitOK, "logs", id, "--follow", "--step", "greet"); r.stdout != "hello\nworld" {
+	if r = e.mustRun(cli.ExitOK, "logs", id, "--follow", "--step", "greet"); r.stdout != "hello\nworld" {
 		t.Errorf("logs --follow --step greet = %q", r.stdout)
 	}
 }
@@ -124,8 +125,8 @@ func TestLogsFollowInterruptedExits130(t *testing.T) {
 		"logs --follow printed no log line:\n%s", errb.String)
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	_ = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || !strings.Contains(errb.String(), "stopped following run "+id) {
-		t.Errorf("exit %d, want %d\nstderr:\n%s", code, exitInterrupted, errb.String())
+	if code := cmd.ProcessState.ExitCode(); code != cli.ExitInterrupted || !strings.Contains(errb.String(), "stopped following run "+id) {
+		t.Errorf("exit %d, want %d\nstderr:\n%s", code, cli.ExitInterrupted, errb.String())
 	}
 	if got := e.get(id).Status; got != runnerd.StatusRunning {
 		t.Errorf("the run is %s after the interrupted follow, want it still running", got)

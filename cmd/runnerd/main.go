@@ -30,21 +30,6 @@ import (
 	"github.com/runnerd/runnerd/store"
 )
 
-// The exit codes (README.md, "Exit codes"); the mapping is cli.Code.
-const (
-	exitOK          = cli.ExitOK
-	exitFailed      = cli.ExitFailed
-	exitUsage       = cli.ExitUsage
-	exitPaused      = cli.ExitPaused
-	exitCancelled   = cli.ExitCancelled
-	exitNotFound    = cli.ExitNotFound
-	exitConflict    = cli.ExitConflict
-	exitUnavailable = cli.ExitUnavailable
-	exitSoftware    = cli.ExitSoftware
-	exitNoPerm      = cli.ExitNoPerm
-	exitInterrupted = cli.ExitInterrupted
-)
-
 // cmdEnv is what a subcommand gets besides its arguments.
 type cmdEnv struct {
 	stdout, stderr io.Writer

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
 
@@ -33,8 +34,8 @@ func TestMetricsExposition(t *testing.T) {
 	}, "no scrape of %s with the free slots", addr)
 	checkExposition(t, "before any run", before)
 
-	e.mustRun(exitOK, "submit", writeFile(t, "hello.yaml", helloYAML), "--wait")
-	e.mustRun(exitFailed, "submit", writeFile(t, "fail.yaml", "name: f\nsteps:\n  - id: boom\n    shell: exit 3\n"), "--wait")
+	e.mustRun(cli.ExitOK, "submit", writeFile(t, "hello.yaml", helloYAML), "--wait")
+	e.mustRun(cli.ExitFailed, "submit", writeFile(t, "fail.yaml", "name: f\nsteps:\n  - id: boom\n    shell: exit 3\n"), "--wait")
 	var after string
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		after = scrape(addr)

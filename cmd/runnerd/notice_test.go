@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/store"
 )
@@ -59,9 +60,9 @@ func TestCompletionNotices(t *testing.T) {
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
 
-	e.mustRun(exitPaused, "submit", writeFile(t, "approval.yaml", approvalYAML), "--id", id, "--wait")
+	e.mustRun(cli.ExitPaused, "submit", writeFile(t, "approval.yaml", approvalYAML), "--id", id, "--wait")
 	testutil.Wait(10*time.Second, func() bool { return count() >= 1 })
-	e.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes", "--wait")
+	e.mustRun(cli.ExitOK, "resume", id, "--answer", "approve.ok=yes", "--wait")
 	testutil.Wait(10*time.Second, func() bool { return count() >= 2 })
 
 	mu.Lock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testbin"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
@@ -60,7 +61,7 @@ func TestSubmitWaitOnATerminal(t *testing.T) {
 			t.Errorf("the terminal lacks %q:\n%q", want, s)
 		}
 	}
-	if code := cmd.ProcessState.ExitCode(); code != exitOK {
+	if code := cmd.ProcessState.ExitCode(); code != cli.ExitOK {
 		t.Errorf("exit %d, want 0:\n%q", code, s)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
 func TestResumePublishesNextGeneration(t *testing.T) {
@@ -13,7 +14,7 @@ func TestResumePublishesNextGeneration(t *testing.T) {
 	e.pause(id, 1)
 	before := e.get(id)
 
-	r := e.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes", "--answer", "approve.note=ship")
+	r := e.mustRun(cli.ExitOK, "resume", id, "--answer", "approve.ok=yes", "--answer", "approve.note=ship")
 	if !strings.Contains(r.stderr, "resumed") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -40,7 +41,7 @@ func TestResumePublishesNextGeneration(t *testing.T) {
 
 	// Repeating the same resume (as after a failed publish) republishes the
 	// same generation, which the stream drops; it is not an error.
-	r = e.mustRun(exitOK, "resume", id, "--answer", "approve.ok=yes")
+	r = e.mustRun(cli.ExitOK, "resume", id, "--answer", "approve.ok=yes")
 	if !strings.Contains(r.stderr, "already has these answers") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -50,7 +51,7 @@ func TestResumePublishesNextGeneration(t *testing.T) {
 	e.expectNoMessage()
 
 	// Other answers to a run that is not paused are refused.
-	r = e.mustRun(exitConflict, "resume", id, "--answer", "approve.ok=no")
+	r = e.mustRun(cli.ExitConflict, "resume", id, "--answer", "approve.ok=no")
 	if !strings.Contains(r.stderr, "is queued, not paused") {
 		t.Errorf("stderr = %q", r.stderr)
 	}
@@ -69,7 +70,7 @@ func TestResumeRefusesBadAnswers(t *testing.T) {
 		{[]string{"resume", id, "--answer", "build.ok=yes"}, `"build" is not a human step`},
 		{[]string{"resume", id, "--answer", "nope.ok=yes"}, "human steps: approve"},
 	} {
-		r := e.mustRun(exitUsage, tc.args...)
+		r := e.mustRun(cli.ExitUsage, tc.args...)
 		if !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%v: stderr %q, want %q", tc.args, r.stderr, tc.want)
 		}
@@ -78,7 +79,7 @@ func TestResumeRefusesBadAnswers(t *testing.T) {
 		t.Errorf("refused resumes changed the run: %s generation %d", run.Status, run.Generation)
 	}
 	e.expectNoMessage()
-	r := e.mustRun(exitNotFound, "resume", "nope", "--answer", "approve.ok=yes")
+	r := e.mustRun(cli.ExitNotFound, "resume", "nope", "--answer", "approve.ok=yes")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 )
 
@@ -113,7 +114,7 @@ func TestProcessSandboxAttacks(t *testing.T) {
 				}
 			}
 			victimMarker := testutil.Marker()
-			victim, _ := w.c.submit(exitOK, writeFile(t, "victim.yaml", fmt.Sprintf(`name: victim
+			victim, _ := w.c.submit(cli.ExitOK, writeFile(t, "victim.yaml", fmt.Sprintf(`name: victim
 steps:
   - id: hold
     shell: echo secret-of-b > secret; sleep %s
@@ -145,13 +146,13 @@ steps:
 				// the same name, so that a failure of the sandbox changes nothing.
 				"try caps hostname \"$(cat /proc/sys/kernel/hostname)\"",
 			}, "\n      ")
-			attack, _ := w.c.submit(exitOK, writeFile(t, "attack.yaml", fmt.Sprintf(`name: attack
+			attack, _ := w.c.submit(cli.ExitOK, writeFile(t, "attack.yaml", fmt.Sprintf(`name: attack
 steps:
   - id: attack
     shell: |
       %s
 `, script)), "--wait")
-			log := w.c.mustRun(exitOK, "logs", attack, "--step", "attack").stdout
+			log := w.c.mustRun(cli.ExitOK, "logs", attack, "--step", "attack").stdout
 			t.Logf("the attacks, as the step saw them:\n%s", log)
 			got := sections(log)
 			want := map[string]string{
@@ -202,13 +203,13 @@ steps:
 				t.Fatal("runnerd died")
 			default:
 			}
-			w.c.mustRun(exitOK, "cancel", victim)
+			w.c.mustRun(cli.ExitOK, "cancel", victim)
 
 			// Network none: not even the host's loopback, where the
 			// embedded servers listen.
 			natsPort := strings.TrimPrefix(devVars(w.dev.stderr.String())["RUNNERD_NATS_URL"], "nats://")
 			_, port, _ := strings.Cut(natsPort[strings.LastIndex(natsPort, "@")+1:], ":")
-			netRun, _ := w.c.submit(exitOK, writeFile(t, "net.yaml", fmt.Sprintf(`name: net
+			netRun, _ := w.c.submit(cli.ExitOK, writeFile(t, "net.yaml", fmt.Sprintf(`name: net
 network: none
 steps:
   - id: connect
@@ -216,7 +217,7 @@ steps:
       echo "== nats"; bash -c 'echo > /dev/tcp/127.0.0.1/%s' 2>&1 || true
       echo "== lo"; cat /sys/class/net/lo/operstate 2>&1 || ip -brief link 2>&1 || true
 `, port)), "--wait")
-			got = sections(w.c.mustRun(exitOK, "logs", netRun, "--step", "connect").stdout)
+			got = sections(w.c.mustRun(cli.ExitOK, "logs", netRun, "--step", "connect").stdout)
 			if !strings.Contains(got["nats"], "Connection refused") {
 				t.Errorf("network none: connect to the host's NATS port %s: %q, want Connection refused", port, got["nats"])
 			}
@@ -224,7 +225,7 @@ steps:
 			// The issue's artifact leak: the link is refused by Landlock (or by
 			// protected_hardlinks); had it been made, runexec and runnerd would
 			// refuse a file of two links.
-			leak, _ := w.c.submit(exitFailed, writeFile(t, "leak.yaml", `name: leak
+			leak, _ := w.c.submit(cli.ExitFailed, writeFile(t, "leak.yaml", `name: leak
 steps:
   - id: leak
     shell: ln /etc/shadow shadow.txt || true
@@ -236,10 +237,10 @@ steps:
 
 			// In the same sandbox, what workflows do still works.
 			for _, ex := range []string{"hello.yaml", "fanout.yaml", "outputs.yaml", "retries.yaml"} {
-				w.c.submit(exitOK, example(t, ex), "--wait")
+				w.c.submit(cli.ExitOK, example(t, ex), "--wait")
 			}
-			w.c.submit(exitPaused, example(t, "approval.yaml"), "--wait")
-			tools, _ := w.c.submit(exitOK, writeFile(t, "tools.yaml", `name: tools
+			w.c.submit(cli.ExitPaused, example(t, "approval.yaml"), "--wait")
+			tools, _ := w.c.submit(cli.ExitOK, writeFile(t, "tools.yaml", `name: tools
 steps:
   - id: tools
     shell: |
@@ -254,7 +255,7 @@ steps:
       echo "== fsize"; ulimit -f
       echo "== cpu"; ulimit -t
 `), "--wait")
-			got = sections(w.c.mustRun(exitOK, "logs", tools, "--step", "tools").stdout)
+			got = sections(w.c.mustRun(cli.ExitOK, "logs", tools, "--step", "tools").stdout)
 			for name, want := range map[string]string{"workdir": "hi", "usr": "/usr/bin/env", "git": "x", "python": "py 2",
 				"tmp": "ok", "shm": "shm"} {
 				if strings.TrimSpace(got[name]) != want {
@@ -290,7 +291,7 @@ func TestProcessKillRunnerdKillsTheRun(t *testing.T) {
 		t.Run(u.name, func(t *testing.T) {
 			w := startSandboxWorld(t, u.cred)
 			marker := testutil.SleepMarker(20)
-			id, _ := w.c.submit(exitOK, writeFile(t, "sleep.yaml", fmt.Sprintf(`name: sleep
+			id, _ := w.c.submit(cli.ExitOK, writeFile(t, "sleep.yaml", fmt.Sprintf(`name: sleep
 steps:
   - id: nap
     run: ["sh", "-c", "sleep %[1]s & setsid sleep %[1]s & sleep %[1]s"]

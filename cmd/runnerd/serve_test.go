@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
 // Invalid settings stop serve before it connects anywhere, each reported on
@@ -54,8 +56,8 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 			code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, append([]string{"serve"}, args...))
 			got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 			tc.want = append(tc.want, "Run 'runnerd serve --help' for usage.")
-			if code != exitUsage || strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
-				t.Errorf("exit %d, output:\n%s\nwant exit %d, output:\n%s", code, out.String(), exitUsage, strings.Join(tc.want, "\n"))
+			if code != cli.ExitUsage || strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("exit %d, output:\n%s\nwant exit %d, output:\n%s", code, out.String(), cli.ExitUsage, strings.Join(tc.want, "\n"))
 			}
 		})
 	}
@@ -63,7 +65,7 @@ func TestServeRejectsInvalidSettings(t *testing.T) {
 
 func TestServeHelpListsFlagsVariablesAndDefaults(t *testing.T) {
 	var out bytes.Buffer
-	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"serve", "--help"}); code != exitOK {
+	if code := run(context.Background(), &cmdEnv{stdout: &out, stderr: &out}, []string{"serve", "--help"}); code != cli.ExitOK {
 		t.Fatalf("exit %d", code)
 	}
 	for _, want := range []string{

@@ -8,6 +8,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 )
 
 func TestStatusJSON(t *testing.T) {
@@ -15,7 +16,7 @@ func TestStatusJSON(t *testing.T) {
 	id := e.submitted("st-1", approvalYAML)
 	e.pause(id, 1)
 
-	r := e.mustRun(exitOK, "status", id, "--json")
+	r := e.mustRun(cli.ExitOK, "status", id, "--json")
 	var doc map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		t.Fatalf("status --json is not JSON: %v\n%s", err, r.stdout)
@@ -35,7 +36,7 @@ func TestStatusJSON(t *testing.T) {
 
 	// A run with no reason yet still has the key.
 	e.submitted("st-2", helloYAML)
-	r = e.mustRun(exitOK, "status", "--json", "st-2")
+	r = e.mustRun(cli.ExitOK, "status", "--json", "st-2")
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestStatusText(t *testing.T) {
 	e := startEnv(t)
 	id := e.submitted("st-text", approvalYAML)
 	e.pause(id, 1)
-	r := e.mustRun(exitOK, "status", id)
+	r := e.mustRun(cli.ExitOK, "status", id)
 	for _, want := range []string{"run:", id, "workflow:", "approval", "paused (paused)", "attempt:", "STEP", "build", "succeeded", "approve", "waiting", `"ship it?"`, "deploy", "pending"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, r.stdout)
@@ -62,11 +63,11 @@ func TestStatusText(t *testing.T) {
 
 func TestStatusNotFound(t *testing.T) {
 	e := startEnv(t)
-	r := e.mustRun(exitNotFound, "status", "nope")
+	r := e.mustRun(cli.ExitNotFound, "status", "nope")
 	if !strings.Contains(r.stderr, `no run "nope"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}
-	e.mustRun(exitUsage, "status")
+	e.mustRun(cli.ExitUsage, "status")
 }
 
 func TestList(t *testing.T) {
@@ -76,7 +77,7 @@ func TestList(t *testing.T) {
 	}
 	e.pause("l-2", 1)
 
-	r := e.mustRun(exitOK, "list")
+	r := e.mustRun(cli.ExitOK, "list")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") {
 		t.Fatalf("list = %d lines, want a header and 3 runs:\n%s", len(lines), r.stdout)
@@ -87,27 +88,27 @@ func TestList(t *testing.T) {
 		}
 	}
 
-	r = e.mustRun(exitOK, "list", "--status", "paused", "--json")
+	r = e.mustRun(cli.ExitOK, "list", "--status", "paused", "--json")
 	var l client.RunLine
 	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || l.ID != "l-2" || l.Status != runnerd.StatusPaused || l.Workflow != "hello" {
 		t.Errorf("list --status paused --json = %q (%v)", r.stdout, err)
 	}
 
-	r = e.mustRun(exitOK, "list", "--limit", "1")
+	r = e.mustRun(cli.ExitOK, "list", "--limit", "1")
 	if n := strings.Count(strings.TrimSpace(r.stdout), "\n"); n != 1 {
 		t.Errorf("--limit 1 printed %d runs:\n%s", n, r.stdout)
 	}
 
 	t.Setenv("RUNNERD_TENANT", "other")
-	if r = e.mustRun(exitOK, "list"); r.stdout != "" {
+	if r = e.mustRun(cli.ExitOK, "list"); r.stdout != "" {
 		t.Errorf("another tenant's list = %q, want empty", r.stdout)
 	}
-	if r = e.mustRun(exitOK, "list", "--all-tenants", "--json"); strings.Count(r.stdout, "\n") != 3 {
+	if r = e.mustRun(cli.ExitOK, "list", "--all-tenants", "--json"); strings.Count(r.stdout, "\n") != 3 {
 		t.Errorf("--all-tenants = %q, want 3 runs", r.stdout)
 	}
 
-	e.mustRun(exitUsage, "list", "--status", "done")
-	e.mustRun(exitUsage, "list", "--limit", "0")
+	e.mustRun(cli.ExitUsage, "list", "--status", "done")
+	e.mustRun(cli.ExitUsage, "list", "--limit", "0")
 }
 
 // status tells the truth: steps that never ran have no exit code, a
@@ -129,9 +130,9 @@ func TestStatusIsTruthful(t *testing.T) {
 	if err := e.c.st.Finish(ctxT(t), id, 2, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
 		t.Fatal(err)
 	}
-	e.mustRun(exitOK, "cancel", id)
+	e.mustRun(cli.ExitOK, "cancel", id)
 
-	r := e.mustRun(exitOK, "status", id, "--json")
+	r := e.mustRun(cli.ExitOK, "status", id, "--json")
 	var doc struct {
 		StartedAt string `json:"started_at"`
 		CreatedAt string `json:"created_at"`
@@ -167,7 +168,7 @@ func TestStatusIsTruthful(t *testing.T) {
 	if _, has := doc.Steps["build"]["exit_code"]; !has {
 		t.Errorf("step build ran but has no exit code: %v", doc.Steps["build"])
 	}
-	human := e.mustRun(exitOK, "status", id).stdout
+	human := e.mustRun(cli.ExitOK, "status", id).stdout
 	zone := time.Now().Format("MST")
 	if !strings.Contains(human, "attempts:") || !strings.Contains(human, " "+zone+"\n") {
 		t.Errorf("status lacks the attempts or the zone %s:\n%s", zone, human)
@@ -195,7 +196,7 @@ func TestStatusOfARunClaimedOnce(t *testing.T) {
 			FinishedAt time.Time `json:"finished_at"`
 		} `json:"attempts"`
 	}
-	if err := json.Unmarshal([]byte(e.mustRun(exitOK, "status", id, "--json").stdout), &doc); err != nil {
+	if err := json.Unmarshal([]byte(e.mustRun(cli.ExitOK, "status", id, "--json").stdout), &doc); err != nil {
 		t.Fatal(err)
 	}
 	if len(doc.Attempts) != 1 || doc.Attempts[0].Epoch != 1 ||
@@ -211,9 +212,9 @@ func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
 	e := startEnv(t)
 	group := writeFile(t, "deploy.yaml", "name: deploy\nvars: {env: dev}\n"+
 		"concurrency: {group: \"deploy-${{ vars.env }}\", limit: 1}\nsteps:\n  - id: s\n    shell: echo hi\n")
-	e.mustRun(exitOK, "submit", group, "--id", "wq-1", "--var", "env=prod")
-	e.mustRun(exitOK, "submit", group, "--id", "wq-2", "--var", "env=prod")
-	e.mustRun(exitOK, "submit", writeFile(t, "hello.yaml", helloYAML), "--id", "wq-3")
+	e.mustRun(cli.ExitOK, "submit", group, "--id", "wq-1", "--var", "env=prod")
+	e.mustRun(cli.ExitOK, "submit", group, "--id", "wq-2", "--var", "env=prod")
+	e.mustRun(cli.ExitOK, "submit", writeFile(t, "hello.yaml", helloYAML), "--id", "wq-3")
 
 	type doc struct {
 		Reason           string          `json:"reason"`
@@ -223,7 +224,7 @@ func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
 	read := func(id string) doc {
 		t.Helper()
 		var d doc
-		if err := json.Unmarshal([]byte(e.mustRun(exitOK, "status", "--json", id).stdout), &d); err != nil {
+		if err := json.Unmarshal([]byte(e.mustRun(cli.ExitOK, "status", "--json", id).stdout), &d); err != nil {
 			t.Fatal(err)
 		}
 		return d
@@ -233,7 +234,7 @@ func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
 		*d.Waiting != (client.Waiting{Kind: client.WaitConcurrencyGroup, Name: "deploy-prod", Position: 2, Of: 2, Limit: 1}) {
 		t.Errorf("wq-2: reason %q group %q waiting %+v, want concurrency_group, deploy-prod, position 2 of 2", d.Reason, d.ConcurrencyGroup, d.Waiting)
 	}
-	out := e.mustRun(exitOK, "status", "wq-2").stdout
+	out := e.mustRun(cli.ExitOK, "status", "wq-2").stdout
 	if field(out, "status") != `queued (waiting in concurrency group "deploy-prod", position 2 of 2)` || field(out, "group") != "deploy-prod" {
 		t.Errorf("status wq-2:\n%s", out)
 	}
@@ -242,7 +243,7 @@ func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
 		*d.Waiting != (client.Waiting{Kind: client.WaitRunnerSlot, Position: 3}) {
 		t.Errorf("wq-3: reason %q group %q waiting %+v, want a runner slot, position 3", d.Reason, d.ConcurrencyGroup, d.Waiting)
 	}
-	if out := e.mustRun(exitOK, "status", "wq-3").stdout; field(out, "status") != "queued (waiting for a free runner slot, position 3)" || strings.Contains(out, "group:") {
+	if out := e.mustRun(cli.ExitOK, "status", "wq-3").stdout; field(out, "status") != "queued (waiting for a free runner slot, position 3)" || strings.Contains(out, "group:") {
 		t.Errorf("status wq-3:\n%s", out)
 	}
 
@@ -253,7 +254,7 @@ func TestStatusSaysWhyAQueuedRunWaits(t *testing.T) {
 	if d := read("wq-1"); d.Reason != "completed" || d.ConcurrencyGroup != "deploy-prod" || d.Waiting != nil {
 		t.Errorf("wq-1 ended: reason %q group %q waiting %+v", d.Reason, d.ConcurrencyGroup, d.Waiting)
 	}
-	if out := e.mustRun(exitOK, "status", "wq-1").stdout; field(out, "group") != "deploy-prod" || field(out, "status") != "succeeded (completed)" {
+	if out := e.mustRun(cli.ExitOK, "status", "wq-1").stdout; field(out, "group") != "deploy-prod" || field(out, "status") != "succeeded (completed)" {
 		t.Errorf("status wq-1:\n%s", out)
 	}
 }

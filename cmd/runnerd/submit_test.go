@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/queue"
 	"github.com/runnerd/runnerd/store"
@@ -22,7 +23,7 @@ func TestSubmitCreatesAndQueues(t *testing.T) {
 	e := startEnv(t)
 	file := writeFile(t, "hello.yaml", helloYAML)
 	// Flags after the file, as in `runnerd submit examples/hello.yaml --wait`.
-	r := e.mustRun(exitOK, "submit", file, "--var", "who=you", "--timeout", "90s")
+	r := e.mustRun(cli.ExitOK, "submit", file, "--var", "who=you", "--timeout", "90s")
 
 	id, rest, _ := strings.Cut(r.stdout, "\n")
 	if rest != "" {
@@ -80,7 +81,7 @@ func TestSubmitAgainWithIDRepublishes(t *testing.T) {
 	if err := e.c.st.Create(ctxT(t), first); err != nil {
 		t.Fatal(err)
 	}
-	r := e.mustRun(exitOK, "submit", "--id", "again-1", file)
+	r := e.mustRun(cli.ExitOK, "submit", "--id", "again-1", file)
 	if line := strings.SplitN(r.stdout, "\n", 2)[0]; line != "again-1" {
 		t.Errorf("first line %q, want again-1", line)
 	}
@@ -93,21 +94,21 @@ func TestSubmitAgainWithIDRepublishes(t *testing.T) {
 	}
 
 	// The message did make it: a repeat is dropped by the stream.
-	e.mustRun(exitOK, "submit", "--id", "again-1", file)
+	e.mustRun(cli.ExitOK, "submit", "--id", "again-1", file)
 	e.expectNoMessage()
 
 	// Anything else under an existing id is refused.
-	r = e.mustRun(exitConflict, "submit", "--id", "again-1", "--var", "who=else", file)
+	r = e.mustRun(cli.ExitConflict, "submit", "--id", "again-1", "--var", "who=else", file)
 	if !strings.Contains(r.stderr, "another workflow, vars or timeout") {
 		t.Errorf("different vars: stderr %q", r.stderr)
 	}
 	e.claim("again-1", 1)
-	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
+	r = e.mustRun(cli.ExitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, "already exists and is running") {
 		t.Errorf("running run: stderr %q", r.stderr)
 	}
 	t.Setenv("RUNNERD_TENANT", "other")
-	r = e.mustRun(exitConflict, "submit", "--id", "again-1", file)
+	r = e.mustRun(cli.ExitConflict, "submit", "--id", "again-1", file)
 	if !strings.Contains(r.stderr, `tenant "acme"`) {
 		t.Errorf("other tenant: stderr %q", r.stderr)
 	}
@@ -140,7 +141,7 @@ steps:
 		{"negative timeout", []string{writeFile(t, "h.yaml", helloYAML), "--timeout", "-1s"}, []string{"--timeout"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.mustRun(exitUsage, append([]string{"submit"}, tc.args...)...)
+			r := e.mustRun(cli.ExitUsage, append([]string{"submit"}, tc.args...)...)
 			for _, w := range tc.want {
 				if !strings.Contains(r.stderr, w) {
 					t.Errorf("stderr does not name %q:\n%s", w, r.stderr)
@@ -163,7 +164,7 @@ func TestSubmitLargeWorkflowGoesToS3(t *testing.T) {
 	inlineWorkflowMax = 100 // hello's JSON is larger
 	t.Cleanup(func() { inlineWorkflowMax = old })
 
-	e.mustRun(exitOK, "submit", "--id", "big", writeFile(t, "hello.yaml", helloYAML))
+	e.mustRun(cli.ExitOK, "submit", "--id", "big", writeFile(t, "hello.yaml", helloYAML))
 	_, m := e.fetchOne()
 	if m.Workflow != nil || m.WorkflowRef == "" {
 		t.Fatalf("message carries workflow %v, ref %q: want only a ref", m.Workflow, m.WorkflowRef)
@@ -189,10 +190,10 @@ func TestSubmitWait(t *testing.T) {
 		reason runnerd.Reason
 		code   int
 	}{
-		{runnerd.StatusFailed, runnerd.ReasonStepFailed, exitFailed},
-		{runnerd.StatusSucceeded, runnerd.ReasonCompleted, exitOK},
-		{runnerd.StatusPaused, runnerd.ReasonPaused, exitPaused},
-		{runnerd.StatusCancelled, runnerd.ReasonCancelled, exitCancelled},
+		{runnerd.StatusFailed, runnerd.ReasonStepFailed, cli.ExitFailed},
+		{runnerd.StatusSucceeded, runnerd.ReasonCompleted, cli.ExitOK},
+		{runnerd.StatusPaused, runnerd.ReasonPaused, cli.ExitPaused},
+		{runnerd.StatusCancelled, runnerd.ReasonCancelled, cli.ExitCancelled},
 	} {
 		t.Run(string(tc.status), func(t *testing.T) {
 			id := fmt.Sprintf("wait-%d", i)
@@ -276,11 +277,11 @@ func TestSubmitCancelledAtOnce(t *testing.T) {
 	e := startEnv(t)
 	file := writeFile(t, "cn.yaml", "name: deploy\nvars: {env: dev}\n"+
 		"concurrency: {group: \"deploy-${{ vars.env }}\", limit: 1, on_conflict: cancel_new}\nsteps:\n  - id: s\n    shell: echo hi\n")
-	r := e.mustRun(exitOK, "submit", file, "--id", "cn-1", "--var", "env=qa")
+	r := e.mustRun(cli.ExitOK, "submit", file, "--id", "cn-1", "--var", "env=qa")
 	if !strings.Contains(r.stderr, "run cn-1 queued") {
 		t.Errorf("first run of the group:\n%s", r.stderr)
 	}
-	r = e.mustRun(exitCancelled, "submit", file, "--id", "cn-2", "--var", "env=qa")
+	r = e.mustRun(cli.ExitCancelled, "submit", file, "--id", "cn-2", "--var", "env=qa")
 	if r.stdout != "cn-2\n" || strings.Contains(r.stderr, "queued") ||
 		!strings.Contains(r.stderr, `run cn-2 cancelled at once: group_full: concurrency group "deploy-qa" already has its limit of 1 runs (on_conflict: cancel_new)`) {
 		t.Errorf("submit of a run cancel_new cancels: stdout %q\nstderr:\n%s", r.stdout, r.stderr)
@@ -288,7 +289,7 @@ func TestSubmitCancelledAtOnce(t *testing.T) {
 	if got := e.get("cn-2"); got.Status != runnerd.StatusCancelled || got.Reason != runnerd.ReasonGroupFull {
 		t.Errorf("cn-2 stored as %s/%s, want cancelled/group_full", got.Status, got.Reason)
 	}
-	r = e.mustRun(exitCancelled, "submit", file, "--id", "cn-3", "--var", "env=qa", "--json")
+	r = e.mustRun(cli.ExitCancelled, "submit", file, "--id", "cn-3", "--var", "env=qa", "--json")
 	var doc struct{ ID, Status, Reason string }
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.ID != "cn-3" || doc.Status != "cancelled" || doc.Reason != "group_full" {
 		t.Errorf("submit --json of a run cancel_new cancels: %v\n%s", err, r.stdout)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/runnerd/runnerd"
+	"github.com/runnerd/runnerd/internal/cli"
 	"github.com/runnerd/runnerd/internal/testutil"
 	"github.com/runnerd/runnerd/internal/wirefault"
 )
@@ -28,7 +29,7 @@ func TestSubmitWaitReadsTheStoreRarely(t *testing.T) {
 	group := func(sleep string) string {
 		return writeFile(t, "g.yaml", "name: deploy\nconcurrency: {group: reads, limit: 1}\nsteps:\n  - id: s\n    shell: sleep "+sleep+"\n")
 	}
-	e.mustRun(exitOK, "submit", group("8"), "--id", "rr-holder")
+	e.mustRun(cli.ExitOK, "submit", group("8"), "--id", "rr-holder")
 	testutil.Eventually(t, 20*time.Second, func() bool { return e.get("rr-holder").Status == runnerd.StatusRunning },
 		"the holder never started")
 
@@ -57,7 +58,7 @@ func TestSubmitWaitReadsTheStoreRarely(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	r := e.mustRun(exitOK, "submit", group("3"), "--id", "rr-waiter", "--wait")
+	r := e.mustRun(cli.ExitOK, "submit", group("3"), "--id", "rr-waiter", "--wait")
 	took := time.Since(start)
 	if !strings.Contains(r.stderr, `queued: waits in concurrency group "reads"`) {
 		t.Errorf("submit --wait never said where the run waits:\n%s", r.stderr)
