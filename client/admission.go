@@ -81,10 +81,11 @@ func (c *Client) joinGroup(ctx context.Context, r *store.Run) (*store.Run, error
 		if err := lines.Leave(ctx, scope, r.ID); err != nil {
 			return nil, classify(err)
 		}
-		if err := c.st.SetStatusUnfenced(ctx, r.ID, runnerd.StatusCancelled, runnerd.ReasonGroupFull); err != nil {
+		at, err := c.st.SetStatusUnfenced(ctx, r.ID, runnerd.StatusCancelled, runnerd.ReasonGroupFull)
+		if err != nil {
 			return nil, classify(fmt.Errorf("cancel run %s (group %q full): %w", r.ID, scope.Name, err))
 		}
-		c.announce(ctx, r.ID)
+		c.announce(r.Written(runnerd.StatusCancelled, runnerd.ReasonGroupFull, at))
 		return c.Get(ctx, r.ID)
 	case workflow.OnConflictCancelInProgress:
 		// As many of the oldest as it takes to make room for this one: with

@@ -178,7 +178,7 @@ func TestLeftBehindTicketsDropped(t *testing.T) {
 	if err := w.st.Create(ctx, &store.Run{ID: "ended-1", TenantID: "acme", Workflow: w.workflow(helloYAML)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.st.SetStatusUnfenced(ctx, "ended-1", runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
+	if _, err := w.st.SetStatusUnfenced(ctx, "ended-1", runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"ghost-1", "ended-1"} {

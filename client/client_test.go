@@ -261,7 +261,7 @@ func TestWaitPollsWhenNoNoticeComes(t *testing.T) {
 	if _, err := w.st.Claim(ctx, run.ID, "silent-runner", 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.st.Finish(ctx, run.ID, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, nil); err != nil {
+	if _, err := w.st.Finish(ctx, run.ID, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -118,10 +118,10 @@ func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
 	// that is not running: one of the two wins). A paused run resumed
 	// meanwhile is queued, and tried again.
 	for try := 0; try < 3 && (r.Status == runnerd.StatusPaused || r.Status == runnerd.StatusQueued); try++ {
-		err := c.st.SetStatusUnfenced(ctx, id, runnerd.StatusCancelled, runnerd.ReasonCancelled)
+		at, err := c.st.SetStatusUnfenced(ctx, id, runnerd.StatusCancelled, runnerd.ReasonCancelled)
 		if err == nil {
 			c.leaveLines(ctx, r)
-			c.announce(ctx, id)
+			c.announce(r.Written(runnerd.StatusCancelled, runnerd.ReasonCancelled, at))
 			if r.Status == runnerd.StatusQueued {
 				// A runner that has the run's message parked looks again
 				// when its lines change, and drops it.
@@ -157,13 +157,13 @@ func (c *Client) Cancel(ctx context.Context, id string) (CancelOutcome, error) {
 	return CancelQueued, nil
 }
 
-// announce publishes the notice of a run this client settled itself.
-func (c *Client) announce(ctx context.Context, id string) {
-	r, err := c.st.Get(ctx, id)
-	if err != nil || c.nc == nil {
+// announce publishes the notice of a run this client settled itself, r as
+// the write stored it (store.Run.Written).
+func (c *Client) announce(r *store.Run) {
+	if c.nc == nil {
 		return
 	}
-	_ = queue.PublishNotice(c.nc, queue.NoticeOf(r))
+	_ = queue.PublishNotice(c.nc, r.Notice())
 }
 
 // Resume answers a paused run's human steps (step id → key → value) and

@@ -126,10 +126,10 @@ func (e *env) record(id string, first int64, steps runnerd.StepStates, events ..
 // finish writes the run's outcome and its notice, as a runner does.
 func (e *env) finish(id string, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) {
 	e.t.Helper()
-	if err := e.st.Finish(context.Background(), id, 1, to, reason, steps); err != nil {
+	if _, err := e.st.Finish(context.Background(), id, 1, to, reason, steps); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.q.PublishNotice(queue.Notice{RunID: id, Status: string(to), Reason: string(reason), Attempt: 1}); err != nil {
+	if err := e.q.PublishNotice(runnerd.Notice{RunID: id, Status: string(to), Reason: string(reason), Attempt: 1}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/runnerd/runnerd"
-	"github.com/runnerd/runnerd/store"
 )
 
 // Notices travel on core NATS, at most once, after the store write they
@@ -25,49 +24,6 @@ const (
 	ProgressPrefix = "runnerd.events"
 )
 
-// Notice says that a run reached a status it stays in until someone acts:
-// terminal (succeeded, failed, cancelled) or paused. Its times are the run
-// document's as stored by the write it announces (NoticeOf).
-type Notice struct {
-	RunID  string `json:"id"`
-	Tenant string `json:"tenant"`
-	// TenantID is Tenant again, under the name of the run document's
-	// field (tenant_id), for consumers written against it.
-	TenantID   string    `json:"tenant_id,omitempty"`
-	Status     string    `json:"status"`
-	Reason     string    `json:"reason,omitempty"`
-	Attempt    int       `json:"attempt"`
-	CreatedAt  time.Time `json:"created_at,omitzero"`
-	StartedAt  time.Time `json:"started_at,omitzero"`  // the latest attempt's start
-	FinishedAt time.Time `json:"finished_at,omitzero"` // terminal only
-	PausedAt   time.Time `json:"paused_at,omitzero"`   // paused only: when it paused
-	At         time.Time `json:"at"`                   // when the notice was sent
-}
-
-// NoticeOf is the notice of run r as stored: its status, reason, attempt
-// and times. A paused run has no finished_at; its paused_at is the
-// document's updated_at, the time of the write that paused it.
-func NoticeOf(r *store.Run) Notice {
-	n := Notice{
-		RunID: r.ID, Tenant: r.TenantID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
-		Attempt: r.Attempt, CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt),
-	}
-	switch {
-	case r.Status.Terminal():
-		n.FinishedAt = utc(r.FinishedAt)
-	case r.Status == runnerd.StatusPaused:
-		n.PausedAt = utc(r.UpdatedAt)
-	}
-	return n
-}
-
-func utc(t time.Time) time.Time {
-	if t.IsZero() {
-		return t
-	}
-	return t.UTC()
-}
-
 // Progress says that a run's events up to Seq are stored.
 type Progress struct {
 	RunID string `json:"id"`
@@ -80,12 +36,12 @@ func FinishedSubject(runID string) string { return FinishedPrefix + "." + runID 
 // ProgressSubject is the subject of run id's progress.
 func ProgressSubject(runID string) string { return ProgressPrefix + "." + runID }
 
-// PublishNotice sends n on its run's subject. It does not wait for the
+// PublishNotice sends n on its run's subject (FinishedSubject). It does not wait for the
 // server: a notice is a hint, and the store holds the truth.
-func (q *Queue) PublishNotice(n Notice) error { return PublishNotice(q.nc, n) }
+func (q *Queue) PublishNotice(n runnerd.Notice) error { return PublishNotice(q.nc, n) }
 
 // PublishNotice sends n on nc (for callers holding a connection, not a Queue).
-func PublishNotice(nc *nats.Conn, n Notice) error {
+func PublishNotice(nc *nats.Conn, n runnerd.Notice) error {
 	if err := ValidateRunID(n.RunID); err != nil {
 		return fmt.Errorf("publish notice: %w", err)
 	}
@@ -121,13 +77,13 @@ func (q *Queue) PublishProgress(runID string, seq int64) error {
 }
 
 // DecodeNotice reads a notice; one that is not for runID is an error.
-func DecodeNotice(runID string, data []byte) (Notice, error) {
-	var n Notice
+func DecodeNotice(runID string, data []byte) (runnerd.Notice, error) {
+	var n runnerd.Notice
 	if err := json.Unmarshal(data, &n); err != nil {
-		return Notice{}, fmt.Errorf("decode notice of run %s: %w", runID, err)
+		return runnerd.Notice{}, fmt.Errorf("decode notice of run %s: %w", runID, err)
 	}
 	if n.RunID != runID {
-		return Notice{}, fmt.Errorf("notice on the subject of run %s names run %q", runID, n.RunID)
+		return runnerd.Notice{}, fmt.Errorf("notice on the subject of run %s names run %q", runID, n.RunID)
 	}
 	return n, nil
 }

@@ -81,7 +81,7 @@ func (w *world) run(id string, status runnerd.Status) {
 	if status == runnerd.StatusRunning {
 		return
 	}
-	if err := w.st.Finish(w.ctx, id, w.epoch, status, "", nil); err != nil {
+	if _, err := w.st.Finish(w.ctx, id, w.epoch, status, "", nil); err != nil {
 		w.t.Fatal(err)
 	}
 }

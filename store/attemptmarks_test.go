@@ -30,10 +30,10 @@ func TestAttemptMarks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first runner, fenced off, writes nothing (nor an end).
-	if err := s.SetStatus(ctx, "am", 3, runnerd.StatusFailed, runnerd.ReasonStepFailed); !errors.Is(err, ErrFenced) {
+	if _, err := s.SetStatus(ctx, "am", 3, runnerd.StatusFailed, runnerd.ReasonStepFailed); !errors.Is(err, ErrFenced) {
 		t.Fatalf("write of the fenced-off attempt: %v, want ErrFenced", err)
 	}
-	if err := s.Finish(ctx, "am", 7, runnerd.StatusSucceeded, runnerd.ReasonCompleted, runnerd.StepStates{}); err != nil {
+	if _, err := s.Finish(ctx, "am", 7, runnerd.StatusSucceeded, runnerd.ReasonCompleted, runnerd.StepStates{}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.Get(ctx, "am")

@@ -40,7 +40,7 @@ func (s *Store) CountLostAttempt(ctx context.Context, id string, epoch uint64) (
 func (s *Store) RequeueCrashed(ctx context.Context, id string, epoch uint64, reason runnerd.Reason, steps runnerd.StepStates) error {
 	set := bson.D{{Key: "steps", Value: steps}}
 	inc := bson.D{{Key: "crashes", Value: 1}}
-	if _, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, set: set, inc: inc}); err != nil {
+	if _, _, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, set: set, inc: inc}); err != nil {
 		return fmt.Errorf("requeue crashed run %s: %w", id, err)
 	}
 	return nil
@@ -49,13 +49,14 @@ func (s *Store) RequeueCrashed(ctx context.Context, id string, epoch uint64, rea
 // FinishCrashed fails a claimed run whose child crashed on its last allowed
 // attempt: the step state, the status and the crash count in one fenced
 // write.
-func (s *Store) FinishCrashed(ctx context.Context, id string, epoch uint64, reason runnerd.Reason, steps runnerd.StepStates) error {
+func (s *Store) FinishCrashed(ctx context.Context, id string, epoch uint64, reason runnerd.Reason, steps runnerd.StepStates) (time.Time, error) {
 	set := bson.D{{Key: "steps", Value: steps}}
 	inc := bson.D{{Key: "crashes", Value: 1}}
-	if _, err := s.transition(ctx, id, change{to: runnerd.StatusFailed, reason: reason, epoch: &epoch, set: set, inc: inc}); err != nil {
-		return fmt.Errorf("fail crashed run %s: %w", id, err)
+	_, at, err := s.transition(ctx, id, change{to: runnerd.StatusFailed, reason: reason, epoch: &epoch, set: set, inc: inc})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fail crashed run %s: %w", id, err)
 	}
-	return nil
+	return at, nil
 }
 
 // SetWaiting records (w non-nil) or clears (nil) why a claimed run waits;

@@ -100,7 +100,7 @@ func TestVisibleEventsAreCopiedAndReadByKey(t *testing.T) {
 	}
 	mu.Unlock()
 
-	if err := ps.Finish(ctx, "copied", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
+	if _, err := ps.Finish(ctx, "copied", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ps.Purge(ctx, "copied", time.Now().Add(time.Hour)); err != nil {
@@ -125,7 +125,7 @@ func TestOutcomeBatchIsCopied(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := logBatch(1, 3, "last")
-	if err := s.FinishWith(ctx, "fin", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, b); err != nil {
+	if _, err := s.FinishWith(ctx, "fin", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, b); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.copies.CountDocuments(ctx, bson.D{{Key: "run_id", Value: "fin"}}); err != nil || n != 3 {

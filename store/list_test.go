@@ -159,21 +159,31 @@ func TestFinishWithRecordsAndFinishesInOneWrite(t *testing.T) {
 	}
 	steps := runnerd.StepStates{"fetch": {Status: runnerd.StepSucceeded}}
 	last := Batch{First: 2, Events: []runnerd.Event{{Type: runnerd.EventStepFinished, Step: "fetch"}, {Type: runnerd.EventRunFinished}}, Steps: steps}
-	if err := s.FinishWith(ctx, "fw", 2, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last); !errors.Is(err, ErrFenced) {
+	if _, err := s.FinishWith(ctx, "fw", 2, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last); !errors.Is(err, ErrFenced) {
 		t.Fatalf("stale epoch: %v, want ErrFenced", err)
 	}
-	if err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, Batch{First: 5, Events: last.Events, Steps: steps}); !errors.Is(err, ErrSeqConflict) {
+	if _, err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, Batch{First: 5, Events: last.Events, Steps: steps}); !errors.Is(err, ErrSeqConflict) {
 		t.Fatalf("a gap in the seqs: %v, want ErrSeqConflict", err)
 	}
+	var ats []time.Time
 	for range 2 { // the second is a retry of a write that landed
-		if err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last); err != nil {
+		time.Sleep(5 * time.Millisecond) // so that the retry's own clock differs
+		at, err := s.FinishWith(ctx, "fw", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted, last)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ats = append(ats, at)
 	}
 	r := mustGet(t, s, "fw")
 	if r.Status != runnerd.StatusSucceeded || r.Reason != runnerd.ReasonCompleted || r.EventSeq != 3 || r.FinishedAt.IsZero() ||
 		r.Steps["fetch"] == nil || r.Steps["fetch"].Status != runnerd.StepSucceeded {
 		t.Fatalf("run after FinishWith: %+v", r)
+	}
+	// Both the write and its retry return the time the write stored.
+	for i, at := range ats {
+		if !at.Equal(r.FinishedAt) || !at.Equal(r.UpdatedAt) {
+			t.Errorf("FinishWith try %d returned %s; stored finished_at %s, updated_at %s", i+1, at, r.FinishedAt, r.UpdatedAt)
+		}
 	}
 	evs, err := s.Events(ctx, "fw", 0, 0)
 	if err != nil || len(evs) != 3 || evs[2].Type != runnerd.EventRunFinished {

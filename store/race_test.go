@@ -133,7 +133,7 @@ func raceRun(ctx context.Context, s *Store, cfg raceConfig, id string, report fu
 	}
 	last := epochOf(cfg.Parity, cfg.Rounds-1)
 	steps := runnerd.StepStates{"s": {Status: runnerd.StepSucceeded, Outputs: map[string]string{"epoch": strconv.FormatUint(last, 10)}}}
-	err := s.Finish(ctx, id, last, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps)
+	_, err := s.Finish(ctx, id, last, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps)
 	report(raceOp{Op: "finish", Run: id, Epoch: last}, err)
 }
 

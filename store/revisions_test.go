@@ -33,7 +33,7 @@ func TestRevisionReadersFollowPastALaggingRunDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	steps := runnerd.StepStates{"fetch": {Status: runnerd.StepSucceeded}}
-	if err := s.Finish(ctx, "lag", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
+	if _, err := s.Finish(ctx, "lag", 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
 		t.Fatal(err)
 	}
 	// A late rewrite puts the document back two revisions.
@@ -49,7 +49,7 @@ func TestRevisionReadersFollowPastALaggingRunDocument(t *testing.T) {
 		t.Fatalf("events: %d %v", len(evs), err)
 	}
 	// A fenced write is checked against the latest revision, not the document.
-	if err := s.SetStatus(ctx, "lag", 1, runnerd.StatusFailed, runnerd.ReasonStepFailed); !errors.Is(err, ErrTerminal) {
+	if _, err := s.SetStatus(ctx, "lag", 1, runnerd.StatusFailed, runnerd.ReasonStepFailed); !errors.Is(err, ErrTerminal) {
 		t.Fatalf("write to the finished run: %v, want ErrTerminal", err)
 	}
 	r := mustGet(t, s, "lag")
@@ -80,7 +80,7 @@ func TestUpdateOperatorsOnBothPaths(t *testing.T) {
 	if _, err := s.Claim(ctx, "ops", "r", 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, "ops", 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, runnerd.StepStates{"fetch": {Status: runnerd.StepFailed}}); err != nil {
+	if _, err := s.Finish(ctx, "ops", 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, runnerd.StepStates{"fetch": {Status: runnerd.StepFailed}}); err != nil {
 		t.Fatal(err)
 	}
 	first, err := s.Retry(ctx, "ops", false) // $set, $unset, $inc, $push
@@ -90,7 +90,7 @@ func TestUpdateOperatorsOnBothPaths(t *testing.T) {
 	if _, err := s.Claim(ctx, "ops", "r", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetStatus(ctx, "ops", 2, runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
+	if _, err := s.SetStatus(ctx, "ops", 2, runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Retry(ctx, "ops", true); err != nil {

@@ -114,3 +114,39 @@ func (r *Run) Group() (name string, limit int, onConflict string, ok bool, err e
 	c := r.Workflow.Concurrency
 	return name, c.EffectiveLimit(), c.Mode(), true, nil
 }
+
+// Notice is the notice of r as stored: its status, reason, attempt and
+// times. A paused run has no finished_at; its paused_at is the document's
+// updated_at, the time of the write that paused it.
+func (r *Run) Notice() runnerd.Notice {
+	n := runnerd.Notice{
+		RunID: r.ID, Tenant: r.TenantID, TenantID: r.TenantID, Status: string(r.Status), Reason: string(r.Reason),
+		Attempt: r.Attempt, CreatedAt: utc(r.CreatedAt), StartedAt: utc(r.StartedAt),
+	}
+	switch {
+	case r.Status.Terminal():
+		n.FinishedAt = utc(r.FinishedAt)
+	case r.Status == runnerd.StatusPaused:
+		n.PausedAt = utc(r.UpdatedAt)
+	}
+	return n
+}
+
+// Written returns a copy of r as the write that moved it to status to (with
+// reason) at time at stored it: the copy's Notice is that write's notice,
+// without reading the run back.
+func (r *Run) Written(to runnerd.Status, reason runnerd.Reason, at time.Time) *Run {
+	c := *r
+	c.Status, c.Reason, c.UpdatedAt = to, reason, at
+	if to.Terminal() {
+		c.FinishedAt = at
+	}
+	return &c
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}

@@ -204,21 +204,28 @@ func (s *Store) SaveSteps(ctx context.Context, id string, epoch uint64, steps ru
 // SetStatus changes the status of a claimed run; fenced by epoch and checked
 // against the allowed transitions. A terminal status sets finished_at.
 // Running is reached only through Claim.
-func (s *Store) SetStatus(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason) error {
-	if _, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch}); err != nil {
-		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
+//
+// SetStatus and the other status writes (Finish, FinishWith, FinishCrashed,
+// SetStatusUnfenced) return the time they stored as updated_at (and as
+// finished_at for a terminal status), or, for a retry that found its write
+// landed, the time that write stored: what a notice of the change carries.
+func (s *Store) SetStatus(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason) (time.Time, error) {
+	_, at, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("set status of run %s to %s: %w", id, to, err)
 	}
-	return nil
+	return at, nil
 }
 
 // Finish saves the final step state and the status in one write, so a reader
 // never sees a finished run with stale steps; fenced by epoch.
-func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) error {
+func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) (time.Time, error) {
 	set := bson.D{{Key: "steps", Value: steps}}
-	if _, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch, set: set}); err != nil {
-		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
+	_, at, err := s.transition(ctx, id, change{to: to, reason: reason, epoch: &epoch, set: set})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("finish run %s as %s: %w", id, to, err)
 	}
-	return nil
+	return at, nil
 }
 
 // FinishWith is Record and Finish in one fenced write: the batch's events
@@ -226,26 +233,27 @@ func (s *Store) Finish(ctx context.Context, id string, epoch uint64, to runnerd.
 // (b.Steps, which must be set) and the terminal status. A short run's last
 // events and its outcome so cost one write instead of two. A retry after a
 // write that landed succeeds without changing anything.
-func (s *Store) FinishWith(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, b Batch) error {
+func (s *Store) FinishWith(ctx context.Context, id string, epoch uint64, to runnerd.Status, reason runnerd.Reason, b Batch) (time.Time, error) {
 	if !to.Terminal() || b.Steps == nil || len(b.Events) == 0 || b.First < 1 {
-		return fmt.Errorf("finish run %s as %s with events: want a terminal status, step state and events from seq 1 on", id, to)
+		return time.Time{}, fmt.Errorf("finish run %s as %s with events: want a terminal status, step state and events from seq 1 on", id, to)
 	}
 	mu := s.appends.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
 	first, last := b.First, b.Last()
 	if err := s.insertEvents(ctx, id, epoch, b); err != nil {
-		return fmt.Errorf("finish run %s as %s: append events %d-%d: %w", id, to, first, last, err)
+		return time.Time{}, fmt.Errorf("finish run %s as %s: append events %d-%d: %w", id, to, first, last, err)
 	}
 	before := first - 1
 	set := bson.D{{Key: "steps", Value: b.Steps}, {Key: "event_seq", Value: last}}
 	c := change{to: to, reason: reason, epoch: &epoch, set: set, seq: &before,
 		landed: func(r *Run) bool { return r.EventSeq == last && r.Status == to }}
-	if _, err := s.transition(ctx, id, c); err != nil {
-		return fmt.Errorf("finish run %s as %s: %w", id, to, err)
+	_, at, err := s.transition(ctx, id, c)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("finish run %s as %s: %w", id, to, err)
 	}
 	s.copyVisible(ctx, id, epoch, b)
-	return nil
+	return at, nil
 }
 
 // Requeue puts a running run back in the queue (running → queued) with a new
@@ -254,7 +262,7 @@ func (s *Store) FinishWith(ctx context.Context, id string, epoch uint64, to runn
 // message; fenced by epoch.
 func (s *Store) Requeue(ctx context.Context, id string, epoch uint64, reason runnerd.Reason) (*Run, error) {
 	inc := bson.D{{Key: "generation", Value: 1}}
-	r, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, inc: inc, returnRun: true})
+	r, _, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, reason: reason, epoch: &epoch, inc: inc, returnRun: true})
 	if err != nil {
 		return nil, fmt.Errorf("requeue run %s: %w", id, err)
 	}
@@ -265,11 +273,12 @@ func (s *Store) Requeue(ctx context.Context, id string, epoch uint64, reason run
 // run whose message is invalid, a queued or paused run cancelled before it
 // starts, a queued run out of attempts. A running run is owned by a runner
 // and only fenced writes change it, so it gives ErrIllegalTransition here.
-func (s *Store) SetStatusUnfenced(ctx context.Context, id string, to runnerd.Status, reason runnerd.Reason) error {
-	if _, err := s.transition(ctx, id, change{to: to, reason: reason}); err != nil {
-		return fmt.Errorf("set status of run %s to %s: %w", id, to, err)
+func (s *Store) SetStatusUnfenced(ctx context.Context, id string, to runnerd.Status, reason runnerd.Reason) (time.Time, error) {
+	_, at, err := s.transition(ctx, id, change{to: to, reason: reason})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("set status of run %s to %s: %w", id, to, err)
 	}
-	return nil
+	return at, nil
 }
 
 // Resume puts a paused run back in the queue with the answers for its human
@@ -290,7 +299,7 @@ func (s *Store) Resume(ctx context.Context, id string, answers map[string]map[st
 		}
 	}
 	inc := bson.D{{Key: "generation", Value: 1}}
-	r, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, set: set, inc: inc, returnRun: true})
+	r, _, err := s.transition(ctx, id, change{to: runnerd.StatusQueued, set: set, inc: inc, returnRun: true})
 	if err != nil {
 		return nil, fmt.Errorf("resume run %s: %w", id, err)
 	}
@@ -323,10 +332,10 @@ type change struct {
 
 // transition applies a status change with its guard: the allowed source
 // statuses of c.to, and the epoch when fenced.
-func (s *Store) transition(ctx context.Context, id string, c change) (*Run, error) {
+func (s *Store) transition(ctx context.Context, id string, c change) (*Run, time.Time, error) {
 	to, reason, epoch, set := c.to, c.reason, c.epoch, c.set
 	if to == runnerd.StatusRunning {
-		return nil, fmt.Errorf("%w: running is reached only by Claim", ErrIllegalTransition)
+		return nil, time.Time{}, fmt.Errorf("%w: running is reached only by Claim", ErrIllegalTransition)
 	}
 	var from []runnerd.Status
 	for _, f := range transitions[to] {
@@ -336,7 +345,7 @@ func (s *Store) transition(ctx context.Context, id string, c change) (*Run, erro
 		from = append(from, f)
 	}
 	if len(from) == 0 {
-		return nil, fmt.Errorf("%w: nothing may become %s without a claim", ErrIllegalTransition, to)
+		return nil, time.Time{}, fmt.Errorf("%w: nothing may become %s without a claim", ErrIllegalTransition, to)
 	}
 	t := now()
 	set = append(set, bson.E{Key: "status", Value: to}, bson.E{Key: "updated_at", Value: t})
@@ -357,7 +366,14 @@ func (s *Store) transition(ctx context.Context, id string, c change) (*Run, erro
 		end := AttemptMark{Epoch: *epoch, At: t, Status: to, Reason: reason}
 		update = append(update, bson.E{Key: "$push", Value: bson.D{{Key: "attempt_ends", Value: end}}})
 	}
-	return s.apply(ctx, id, guard{epoch: epoch, from: from, to: to, seq: c.seq, landed: c.landed}, update, c.returnRun)
+	r, err := s.apply(ctx, id, guard{epoch: epoch, from: from, to: to, seq: c.seq, landed: c.landed}, update, c.returnRun)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if r != nil { // the run as stored: by this write, or by the earlier one that landed
+		t = r.UpdatedAt
+	}
+	return r, t, nil
 }
 
 // guard is what a conditional write requires of the stored run besides its id.

@@ -224,8 +224,14 @@ func TestOldEpochIsFencedAndChangesNothing(t *testing.T) {
 	steps := runnerd.StepStates{"fetch": {Status: runnerd.StepSucceeded}}
 	writes := map[string]func() error{
 		"SaveSteps": func() error { return s.SaveSteps(ctx, "f", 3, steps) },
-		"SetStatus": func() error { return s.SetStatus(ctx, "f", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted) },
-		"Finish":    func() error { return s.Finish(ctx, "f", 3, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps) },
+		"SetStatus": func() error {
+			_, err := s.SetStatus(ctx, "f", 3, runnerd.StatusSucceeded, runnerd.ReasonCompleted)
+			return err
+		},
+		"Finish": func() error {
+			_, err := s.Finish(ctx, "f", 3, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps)
+			return err
+		},
 		"Requeue": func() error {
 			_, err := s.Requeue(ctx, "f", 3, runnerd.ReasonRunnerShutdown)
 			return err
@@ -250,7 +256,7 @@ func TestOldEpochIsFencedAndChangesNothing(t *testing.T) {
 		t.Fatalf("events after fenced append: %d %v", len(evs), err)
 	}
 	// The owner still writes.
-	if err := s.Finish(ctx, "f", 4, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
+	if _, err := s.Finish(ctx, "f", 4, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
 		t.Fatal(err)
 	}
 	r := mustGet(t, s, "f")
@@ -278,7 +284,7 @@ func TestIllegalTransitionsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		if status != runnerd.StatusRunning {
-			if err := s.SetStatus(ctx, id, epoch, status, ""); err != nil {
+			if _, err := s.SetStatus(ctx, id, epoch, status, ""); err != nil {
 				t.Fatalf("setup %s: %v", status, err)
 			}
 		}
@@ -308,9 +314,9 @@ func TestIllegalTransitionsRefused(t *testing.T) {
 		before := mustGet(t, s, id)
 		var err error
 		if m.fenced {
-			err = s.SetStatus(ctx, id, epoch, m.to, runnerd.ReasonCompleted)
+			_, err = s.SetStatus(ctx, id, epoch, m.to, runnerd.ReasonCompleted)
 		} else {
-			err = s.SetStatusUnfenced(ctx, id, m.to, runnerd.ReasonCompleted)
+			_, err = s.SetStatusUnfenced(ctx, id, m.to, runnerd.ReasonCompleted)
 		}
 		if !errors.Is(err, ErrIllegalTransition) {
 			t.Errorf("%s → %s (fenced %v): %v, want ErrIllegalTransition", m.from, m.to, m.fenced, err)
@@ -344,7 +350,7 @@ func TestLegalLifecycle(t *testing.T) {
 	if _, err := s.Claim(ctx, "l", "r", 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetStatus(ctx, "l", 1, runnerd.StatusPaused, runnerd.ReasonPaused); err != nil {
+	if _, err := s.SetStatus(ctx, "l", 1, runnerd.StatusPaused, runnerd.ReasonPaused); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.Resume(ctx, "l", map[string]map[string]string{"approve": {"ok": "yes"}})
@@ -360,7 +366,7 @@ func TestLegalLifecycle(t *testing.T) {
 	if _, err := s.Claim(ctx, "l", "r", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetStatus(ctx, "l", 2, runnerd.StatusPaused, runnerd.ReasonPaused); err != nil {
+	if _, err := s.SetStatus(ctx, "l", 2, runnerd.StatusPaused, runnerd.ReasonPaused); err != nil {
 		t.Fatal(err)
 	}
 	// Second resume merges into the first answers.
@@ -384,7 +390,7 @@ func TestLegalLifecycle(t *testing.T) {
 	if r, err = s.RequestCancel(ctx, "l"); err != nil || !r.CancelRequested {
 		t.Fatalf("request cancel: %v %+v", err, r)
 	}
-	if err := s.SetStatusUnfenced(ctx, "l", runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
+	if _, err := s.SetStatusUnfenced(ctx, "l", runnerd.StatusCancelled, runnerd.ReasonCancelled); err != nil {
 		t.Fatal(err)
 	}
 	r = mustGet(t, s, "l")

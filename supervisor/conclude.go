@@ -27,12 +27,12 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 	act := v.action
 	var written runnerd.Status // for the metrics: "" when the run is untouched
 	if v.write {
-		if wrote, err := a.write(ctx, v); err != nil {
+		if wrote, at, err := a.write(ctx, v); err != nil {
 			a.log.Warn().Err(err).Str("reason", string(v.reason)).Msg("could not record the outcome: redelivering")
 			act = afterFailedWrite(errors.Is(err, store.ErrFenced))
 		} else if wrote {
 			written = v.status
-			a.sup.announce(a.run, written, v.reason)
+			a.sup.announce(a.run, written, v.reason, at)
 		}
 	}
 	a.timeline.mark("write_outcome")
@@ -81,37 +81,42 @@ func (a *attempt) conclude(ctx context.Context, out outcome) {
 // claimed; before the claim only a queued run is touched (a run owned by
 // another runner is never written without its epoch). wrote is false when
 // there was nothing to write: a message naming no run, or a run not queued,
-// is counted as unchanged, like run_not_found.
-func (a *attempt) write(ctx context.Context, v verdict) (wrote bool, err error) {
+// is counted as unchanged, like run_not_found. at is the time the write
+// stored, for a status the run stays in (terminal or paused).
+func (a *attempt) write(ctx context.Context, v verdict) (wrote bool, at time.Time, err error) {
 	runs := a.sup.store
 	if a.epoch == 0 {
 		if a.run == nil || a.run.Status != runnerd.StatusQueued {
-			return false, nil
+			return false, at, nil
 		}
-		return true, runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
+		at, err = runs.SetStatusUnfenced(ctx, a.runID, v.status, v.reason)
+		return true, at, err
 	}
 	if last := a.pending; last != nil && len(last.Events) > 0 && v.status.Terminal() && !v.crash {
 		// The last events and the outcome in one write.
 		a.pending = nil
 		b := *last
 		b.Steps = a.state
-		return true, a.withStore(opWriteOutcome, func(ctx context.Context) error {
-			if err := runs.FinishWith(ctx, a.runID, a.epoch, v.status, v.reason, b); err != nil {
+		err = a.withStore(opWriteOutcome, func(ctx context.Context) (err error) {
+			if at, err = runs.FinishWith(ctx, a.runID, a.epoch, v.status, v.reason, b); err != nil {
 				return err
 			}
 			a.recorded(b)
 			return nil
 		})
+		return true, at, err
 	}
 	if err := a.flushPending(); err != nil {
-		return true, err
+		return true, at, err
 	}
-	return true, a.withStore(opWriteOutcome, func(ctx context.Context) error {
+	err = a.withStore(opWriteOutcome, func(ctx context.Context) (err error) {
 		switch {
 		case v.status.Terminal() && v.crash:
-			return runs.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
+			at, err = runs.FinishCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
+			return err
 		case v.status.Terminal():
-			return runs.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
+			at, err = runs.Finish(ctx, a.runID, a.epoch, v.status, v.reason, a.state)
+			return err
 		case v.crash:
 			return runs.RequeueCrashed(ctx, a.runID, a.epoch, v.reason, a.state)
 		case v.action == actRepublish:
@@ -127,9 +132,11 @@ func (a *attempt) write(ctx context.Context, v verdict) (wrote bool, err error) 
 			if err := runs.SaveSteps(ctx, a.runID, a.epoch, a.state); err != nil {
 				return err
 			}
-			return runs.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
+			at, err = runs.SetStatus(ctx, a.runID, a.epoch, v.status, v.reason)
+			return err
 		}
 	})
+	return true, at, err
 }
 
 // count counts the concluded attempt: its delivery action, and for a

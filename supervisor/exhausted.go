@@ -93,12 +93,13 @@ func (s *Supervisor) settleExhausted(ctx context.Context, seq uint64) {
 		log.Warn().Err(err).Msg("exhausted message: claim failed; it stays in the stream")
 		return
 	}
-	if err := s.store.Finish(ctx, runID, lease.Epoch(), runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded, claimed.Steps); err != nil {
+	at, err := s.store.Finish(ctx, runID, lease.Epoch(), runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded, claimed.Steps)
+	if err != nil {
 		log.Warn().Err(err).Msg("exhausted message: could not fail the run; it stays in the stream")
 		return
 	}
 	s.m.finished(runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
-	s.announce(claimed, runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded)
+	s.announce(claimed, runnerd.StatusFailed, runnerd.ReasonMaxAttemptsExceeded, at)
 	s.leaveAllLines(ctx, runID)
 	log.Warn().Int("attempt", claimed.Attempt).Msg("run failed: its last delivery ended with its runner")
 	deleteMsg("run failed")

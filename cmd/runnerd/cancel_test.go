@@ -72,7 +72,7 @@ func TestCancelFinishedOrMissing(t *testing.T) {
 	e := startEnv(t)
 	id := e.submitted("c-done", helloYAML)
 	e.claim(id, 1)
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, nil); err != nil {
 		t.Fatal(err)
 	}
 	r := e.mustRun(cli.ExitConflict, "cancel", id)

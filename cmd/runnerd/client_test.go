@@ -186,10 +186,10 @@ func (e *testEnv) appendEvents(id string, epoch uint64, events ...runnerd.Event)
 // notice published.
 func (e *testEnv) finish(id string, epoch uint64, status runnerd.Status, reason runnerd.Reason, steps runnerd.StepStates) {
 	e.t.Helper()
-	if err := e.c.st.Finish(ctxT(e.t), id, epoch, status, reason, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(e.t), id, epoch, status, reason, steps); err != nil {
 		e.t.Fatalf("finish %s: %v", id, err)
 	}
-	if err := e.c.q.PublishNotice(queue.Notice{RunID: id, Status: string(status), Reason: string(reason), Attempt: 1}); err != nil {
+	if err := e.c.q.PublishNotice(runnerd.Notice{RunID: id, Status: string(status), Reason: string(reason), Attempt: 1}); err != nil {
 		e.t.Fatalf("PublishNotice %s: %v", id, err)
 	}
 }

@@ -105,7 +105,7 @@ func TestClientsNeedOnlyWhatTheyUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	steps := runnerd.StepStates{"greet": {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1, LogKey: key}}
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
 		t.Fatal(err)
 	}
 	natsDown, s3Down := "nats://"+closedPort(t), "http://"+closedPort(t)

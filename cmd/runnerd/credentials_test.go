@@ -45,7 +45,7 @@ func (e *testEnv) finishedWithLog(id string) {
 		e.t.Fatal(err)
 	}
 	steps := runnerd.StepStates{"greet": {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1, LogKey: key}}
-	if err := e.c.st.Finish(ctxT(e.t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(e.t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -28,7 +28,7 @@ func TestLogsFromS3(t *testing.T) {
 		}
 		steps[step] = &runnerd.StepState{Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1, LogKey: key}
 	}
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusSucceeded, runnerd.ReasonCompleted, steps); err != nil {
 		t.Fatal(err)
 	}
 
@@ -51,7 +51,7 @@ func TestLogsMissingObjectFails(t *testing.T) {
 	id := e.submitted("logs-gone", helloYAML)
 	e.claim(id, 1)
 	steps := runnerd.StepStates{"greet": {Status: runnerd.StepFailed, LogKey: blob.StepLogKey(id, 1, "greet")}}
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
 		t.Fatal(err)
 	}
 	r := e.mustRun(cli.ExitSoftware, "logs", id)

@@ -127,7 +127,7 @@ func TestStatusIsTruthful(t *testing.T) {
 		"build":   {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1, StartedAt: first, FinishedAt: first},
 		"approve": {Status: runnerd.StepWaiting, Prompt: "ship it?"},
 	}
-	if err := e.c.st.Finish(ctxT(t), id, 2, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 2, runnerd.StatusPaused, runnerd.ReasonPaused, steps); err != nil {
 		t.Fatal(err)
 	}
 	e.mustRun(cli.ExitOK, "cancel", id)
@@ -182,7 +182,7 @@ func TestStatusOfARunClaimedOnce(t *testing.T) {
 	id := e.submitted("once-1", approvalYAML)
 	e.claim(id, 1)
 	steps := runnerd.StepStates{"build": {Status: runnerd.StepSucceeded, Reason: runnerd.StepReasonCompleted, Attempts: 1}}
-	if err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
+	if _, err := e.c.st.Finish(ctxT(t), id, 1, runnerd.StatusFailed, runnerd.ReasonStepFailed, steps); err != nil {
 		t.Fatal(err)
 	}
 	run, err := e.c.st.Get(ctxT(t), id)
