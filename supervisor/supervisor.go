@@ -284,6 +284,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// settling of exhausted messages, which end with ctx.
 	var bg sync.WaitGroup
 	defer bg.Wait()
+	// A drain (StopNow) ends the loop as the end of ctx does: a caller that
+	// stops the supervisor without cancelling ctx gets Run back, and no
+	// message is fetched meanwhile.
+	ctx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	bg.Go(func() {
+		select {
+		case <-s.draining:
+			stopLoop()
+		case <-ctx.Done():
+		}
+	})
 	// Work that runs to the end of an attempt, even after ctx: a draining
 	// run still saves its state and acts on its message.
 	workCtx := context.WithoutCancel(ctx)
@@ -433,7 +445,8 @@ func (s *Supervisor) drain() {
 }
 
 // StopNow skips the rest of the shutdown grace: children are killed at once
-// (their runs are still republished). The second SIGTERM calls it.
+// (their runs are still republished) and Run returns, whether or not its
+// context ended. The second SIGTERM calls it.
 func (s *Supervisor) StopNow() {
 	s.drain()
 	s.hardCancel()

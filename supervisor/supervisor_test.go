@@ -460,3 +460,38 @@ func readBlob(t *testing.T, bl *blob.Store, key string) string {
 	}
 	return string(data)
 }
+
+// TestStopNowWithoutCancelReturns: StopNow alone (Run's context still live)
+// kills the running child, republishes its run and makes Run return; the
+// loop fetches nothing after it, so a run submitted then stays queued with
+// its message in the stream.
+func TestStopNowWithoutCancelReturns(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.serve(e.config("stopnow"))
+	e.submit("stopnow1", "steps: [{id: long, shell: sleep 1000.5151}]", nil)
+	e.waitRun("stopnow1", 30*time.Second, "running its long step", func(r *store.Run) bool {
+		return r.Steps["long"] != nil && r.Steps["long"].Status == runnerd.StepRunning
+	})
+	r.sup.StopNow()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of StopNow while its context was live")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if run := e.waitStatus("stopnow1", runnerd.StatusQueued, 10*time.Second); run.Reason != runnerd.ReasonRunnerShutdown {
+		t.Fatalf("reason %s, want %s", run.Reason, runnerd.ReasonRunnerShutdown)
+	}
+	testutil.NoProcess(t, 5*time.Second, "1000.5151")
+
+	e.submit("stopnow2", "steps: [{id: a, run: [\"true\"]}]", nil)
+	time.Sleep(time.Second) // a loop still fetching would have claimed it by now
+	if run, err := e.st.Get(context.Background(), "stopnow2"); err != nil || run.Status != runnerd.StatusQueued || run.Attempt != 0 {
+		t.Fatalf("run submitted after StopNow: %+v %v, want queued and never claimed", run, err)
+	}
+	if n, err := e.q.Pending(context.Background()); err != nil || n != 2 {
+		t.Fatalf("messages waiting in the stream: %d %v, want 2 (the republished run and the new one)", n, err)
+	}
+}
