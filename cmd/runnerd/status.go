@@ -157,8 +157,11 @@ type runJSON struct {
 	Reason runnerd.Reason `json:"reason"`
 	// ConcurrencyGroup is the run's group, from its workflow and vars.
 	ConcurrencyGroup string `json:"concurrency_group,omitempty"`
-	// Waiting: why a queued run has not started (derived from NATS).
-	Waiting *client.Waiting `json:"waiting,omitempty"`
+	// Waiting replaces the document's own waiting (it would hide it): for
+	// a queued run in a line, where it waits (a *client.Waiting, derived
+	// from NATS); otherwise the server a claimed run's runner waits for
+	// (the stored *store.Wait), or none.
+	Waiting any `json:"waiting,omitempty"`
 	// StartedAt is the first attempt's start; Attempts lists each one.
 	StartedAt time.Time `json:"started_at,omitzero"`
 	Attempts  []attempt `json:"attempts,omitempty"`
@@ -192,8 +195,14 @@ func placeLine(p client.Place) string {
 
 func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error {
 	doc := runJSON{Run: r, Reason: r.Reason, ConcurrencyGroup: groupName(r), StartedAt: r.StartedAt, Attempts: atts}
+	if r.Waiting != nil {
+		doc.Waiting = r.Waiting
+	}
 	if wv != nil {
-		doc.Admission, doc.Waiting = wv.places, wv.waiting
+		doc.Admission = wv.places
+		if wv.waiting != nil {
+			doc.Waiting = wv.waiting
+		}
 		if doc.Reason == "" {
 			doc.Reason = wv.waiting.Reason()
 		}

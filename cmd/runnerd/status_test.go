@@ -9,6 +9,7 @@ import (
 	"github.com/runnerd/runnerd"
 	"github.com/runnerd/runnerd/client"
 	"github.com/runnerd/runnerd/internal/cli"
+	"github.com/runnerd/runnerd/store"
 )
 
 func TestStatusJSON(t *testing.T) {
@@ -267,4 +268,36 @@ func field(out, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestStatusJSONShowsAServerWait: a claimed run whose runner waits for a
+// server has that wait under "waiting" in status --json ({on, since,
+// error}), as docs/operations.md says; a queued run's line wait takes the
+// same key only while it is queued.
+func TestStatusJSONShowsAServerWait(t *testing.T) {
+	e := startEnv(t)
+	id := e.submitted("srvwait-1", helloYAML)
+	e.claim(id, 1)
+	since := time.Now().UTC().Truncate(time.Millisecond)
+	if err := e.c.st.SetWaiting(ctxT(t), id, 1, &store.Wait{On: "s3", Since: since, Error: "connection refused"}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.mustRun(cli.ExitOK, "status", id, "--json")
+	var doc struct {
+		Status  string `json:"status"`
+		Waiting *struct {
+			On    string    `json:"on"`
+			Since time.Time `json:"since"`
+			Error string    `json:"error"`
+		} `json:"waiting"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	if doc.Status != "running" || doc.Waiting == nil || doc.Waiting.On != "s3" || !doc.Waiting.Since.Equal(since) || doc.Waiting.Error != "connection refused" {
+		t.Fatalf("status --json of a run waiting for S3: %s", r.stdout)
+	}
+	if out := e.mustRun(cli.ExitOK, "status", id).stdout; !strings.Contains(out, "waiting:") || !strings.Contains(out, "for s3 since") {
+		t.Errorf("status of a run waiting for S3 does not say so:\n%s", out)
+	}
 }
