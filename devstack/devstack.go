@@ -357,7 +357,8 @@ func (s *Stack) startS3() error {
 // Close stops all servers and waits for them; data stays in Dir.
 func (s *Stack) Close() error {
 	var errs []error
-	if s.s3srv != nil {
+	if s.s3srv != nil { // serving: Shutdown closes s3ln
+		s.s3ln = nil
 		// Clients keep spare connections open that never carry a request;
 		// Shutdown counts those as busy for 5 s, so after a short grace for
 		// requests in flight the rest are closed.
@@ -386,10 +387,10 @@ func (s *Stack) Close() error {
 		<-s.ferretDone
 		s.ferretStop = nil
 	}
-	if s.s3ln != nil && s.s3srv == nil {
+	if s.s3ln != nil {
 		_ = s.s3ln.Close() // bound, never served
+		s.s3ln = nil
 	}
-	s.s3ln = nil
 	s.StopNATS()
 	if s.lock != nil {
 		_ = s.lock.Close() // drops the flock
