@@ -174,50 +174,41 @@ func (c *conns) client() (*client.Client, error) {
 // (the fleet's runnerd processes own their limits). S3 is opened on first
 // use, by blob.
 func connectClient(ctx context.Context, cfg clientConfig, n needs, name string) (*conns, error) {
-	if err := cfg.useDevCredentials(); err != nil {
-		return nil, settingError(err)
-	}
-	c := &conns{cfg: cfg}
-	ok := false
-	defer func() {
-		if !ok {
-			c.Close()
-		}
-	}()
-	// The probes first: a server that is down is reported before the
-	// drivers start their own retries.
-	if n&needMongo != 0 {
-		if err := probeMongo(ctx, cfg); err != nil {
-			return nil, err
-		}
-	}
-	if n&needNATS != 0 {
-		if err := probeNATS(ctx, cfg); err != nil {
-			return nil, err
-		}
-	}
-	if n&needMongo != 0 {
-		if err := c.openStore(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if n&needNATS != 0 {
-		if err := c.openNATS(ctx, name); err != nil {
-			return nil, err
-		}
-		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-		var err error
-		if c.q, err = queue.Open(qctx, c.js, queue.DefaultConfig()); err != nil {
-			if errors.Is(err, queue.ErrNoStream) {
-				return nil, &serverError{text: fmt.Sprintf("no stream %s on %s: is runnerd serve or dev running?",
-					queue.DefaultConfig().Stream, redactNATSURL(cfg.NATSURL))}
+	return openConns(cfg, func(c *conns) error {
+		// The probes first: a server that is down is reported before the
+		// drivers start their own retries.
+		if n&needMongo != 0 {
+			if err := probeMongo(ctx, c.cfg); err != nil {
+				return err
 			}
-			return nil, fmt.Errorf("open the queue on %s: %w", redactNATSURL(cfg.NATSURL), err)
 		}
-	}
-	ok = true
-	return c, nil
+		if n&needNATS != 0 {
+			if err := probeNATS(ctx, c.cfg); err != nil {
+				return err
+			}
+		}
+		if n&needMongo != 0 {
+			if err := c.openStore(ctx); err != nil {
+				return err
+			}
+		}
+		if n&needNATS != 0 {
+			if err := c.openNATS(ctx, name); err != nil {
+				return err
+			}
+			qctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+			defer cancel()
+			var err error
+			if c.q, err = queue.Open(qctx, c.js, queue.DefaultConfig()); err != nil {
+				if errors.Is(err, queue.ErrNoStream) {
+					return &serverError{text: fmt.Sprintf("no stream %s on %s: is runnerd serve or dev running?",
+						queue.DefaultConfig().Stream, redactNATSURL(c.cfg.NATSURL))}
+				}
+				return fmt.Errorf("open the queue on %s: %w", redactNATSURL(c.cfg.NATSURL), err)
+			}
+		}
+		return nil
+	})
 }
 
 // tryNATS opens NATS and the queue on a command connected without them,
@@ -237,33 +228,39 @@ func (c *conns) tryNATS(ctx context.Context, name string) {
 // connectServe opens NATS (setting up the stream, consumer and lease bucket
 // with qcfg: runnerd serve and dev own them), MongoDB and S3.
 func connectServe(ctx context.Context, cfg clientConfig, qcfg queue.Config, name string) (*conns, error) {
+	return openConns(cfg, func(c *conns) error {
+		if err := c.openNATS(ctx, name); err != nil {
+			return err
+		}
+		qctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+		var err error
+		if c.q, err = queue.Setup(qctx, c.js, qcfg); err != nil {
+			return fmt.Errorf("set up the queue on %s: %w", redactNATSURL(c.cfg.NATSURL), err)
+		}
+		if err := c.openStore(ctx); err != nil {
+			return err
+		}
+		c.createBucket = true
+		if _, err := c.blob(ctx); err != nil {
+			return classifyRefused(c.cfg, err)
+		}
+		return nil
+	})
+}
+
+// openConns gives open new connections for cfg to fill in (c.cfg is cfg
+// with the dev credentials applied: open reads that, not its own copy);
+// when open fails it closes what open had opened.
+func openConns(cfg clientConfig, open func(c *conns) error) (*conns, error) {
 	if err := cfg.useDevCredentials(); err != nil {
 		return nil, settingError(err)
 	}
 	c := &conns{cfg: cfg}
-	ok := false
-	defer func() {
-		if !ok {
-			c.Close()
-		}
-	}()
-	if err := c.openNATS(ctx, name); err != nil {
+	if err := open(c); err != nil {
+		c.Close()
 		return nil, err
 	}
-	qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	var err error
-	if c.q, err = queue.Setup(qctx, c.js, qcfg); err != nil {
-		return nil, fmt.Errorf("set up the queue on %s: %w", redactNATSURL(cfg.NATSURL), err)
-	}
-	if err := c.openStore(ctx); err != nil {
-		return nil, err
-	}
-	c.createBucket = true
-	if _, err := c.blob(ctx); err != nil {
-		return nil, classifyRefused(cfg, err)
-	}
-	ok = true
 	return c, nil
 }
 
