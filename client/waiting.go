@@ -98,3 +98,17 @@ func (c *Client) Waiting(ctx context.Context, r *Run) (*Waiting, []Place, error)
 	}
 	return nil, places, nil
 }
+
+// WaitingDoc is the "waiting" of a run document as runnerd status --json
+// and the web API show it: where queued run r waits in line (w, from
+// Waiting), else the server r's runner waits for (the stored r.Waiting),
+// else nil. One key for both, since a run is never in both at once.
+func WaitingDoc(r *Run, w *Waiting) any {
+	switch {
+	case w != nil:
+		return w
+	case r.Waiting != nil:
+		return r.Waiting
+	}
+	return nil
+}

@@ -558,3 +558,38 @@ func fetchOne(t *testing.T, q *queue.Queue) *queue.Delivery {
 	}
 	return ds[0]
 }
+
+// TestRunPageSaysWhyItWaits: the run endpoint says what status --json says
+// about waiting: a queued run's place in the queue for a runner slot, and a
+// claimed run's wait for a server.
+func TestRunPageSaysWhyItWaits(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.create("queued-1", "acme")
+	if err := e.q.Publish(ctx, &queue.Message{V: 1, RunID: r.ID, TenantID: r.TenantID, Workflow: r.Workflow}, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Status  runnerd.Status `json:"status"`
+		Waiting map[string]any `json:"waiting"`
+	}
+	if code, body := e.do("GET", "/api/v1/runs/queued-1", "", &doc); code != 200 {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if doc.Status != runnerd.StatusQueued || doc.Waiting["kind"] != client.WaitRunnerSlot || doc.Waiting["position"] != 1.0 {
+		t.Errorf("queued run: status %s, waiting %v; want queued, waiting for a runner slot at position 1", doc.Status, doc.Waiting)
+	}
+
+	e.create("claimed-1", "acme")
+	e.claim("claimed-1")
+	if err := e.st.SetWaiting(ctx, "claimed-1", 1, &store.Wait{On: "mongodb", Since: time.Now(), Error: "no reachable servers"}); err != nil {
+		t.Fatal(err)
+	}
+	doc.Waiting = nil
+	if code, body := e.do("GET", "/api/v1/runs/claimed-1", "", &doc); code != 200 {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if doc.Status != runnerd.StatusRunning || doc.Waiting["on"] != "mongodb" || doc.Waiting["error"] != "no reachable servers" {
+		t.Errorf("claimed run: status %s, waiting %v; want running, waiting on mongodb", doc.Status, doc.Waiting)
+	}
+}

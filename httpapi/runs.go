@@ -29,10 +29,16 @@ type RunPage struct {
 
 // RunDoc is the answer of GET /api/v1/runs/{id}: the run document as
 // `runnerd status --json` prints it (every workflow step present, pending
-// when it has not started; reason always present).
+// when it has not started; reason always present; for a queued run, where
+// it waits).
 type RunDoc struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
+	// Waiting takes the place of the document's own (client.WaitingDoc):
+	// where a queued run waits in line, else the server a claimed run's
+	// runner waits for. Admission lists a queued run's places in its lines.
+	Waiting   any            `json:"waiting,omitempty"`
+	Admission []client.Place `json:"admission,omitempty"`
 	// Attempts lists each attempt: runner, start, end and what it wrote.
 	Attempts  []client.Attempt `json:"attempts,omitempty"`
 	Artifacts []Artifact       `json:"artifacts"`
@@ -111,7 +117,16 @@ func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, docOf(run))
+	doc := docOf(run)
+	if run.Status == runnerd.StatusQueued { // why it waits, from NATS; nothing said when NATS does not answer
+		if wt, places, err := a.cfg.Client.Waiting(r.Context(), run); err == nil {
+			doc.Admission, doc.Waiting = places, client.WaitingDoc(run, wt)
+			if doc.Reason == "" {
+				doc.Reason = wt.Reason()
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 // loadRun reads a run, saying plainly when there is none (as the CLI does).
@@ -137,5 +152,5 @@ func (s silent) Unwrap() error { return s.err }
 // (client.Shown), with its artifacts.
 func docOf(r *store.Run) RunDoc {
 	r = client.Shown(r)
-	return RunDoc{Run: r, Reason: r.Reason, Attempts: client.Attempts(r), Artifacts: artifactsOf(r)}
+	return RunDoc{Run: r, Reason: r.Reason, Waiting: client.WaitingDoc(r, nil), Attempts: client.Attempts(r), Artifacts: artifactsOf(r)}
 }

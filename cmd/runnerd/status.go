@@ -157,10 +157,9 @@ type runJSON struct {
 	Reason runnerd.Reason `json:"reason"`
 	// ConcurrencyGroup is the run's group, from its workflow and vars.
 	ConcurrencyGroup string `json:"concurrency_group,omitempty"`
-	// Waiting replaces the document's own waiting (it would hide it): for
-	// a queued run in a line, where it waits (a *client.Waiting, derived
-	// from NATS); otherwise the server a claimed run's runner waits for
-	// (the stored *store.Wait), or none.
+	// Waiting takes the place of the document's own (client.WaitingDoc):
+	// where a queued run waits in line, else the server a claimed run's
+	// runner waits for.
 	Waiting any `json:"waiting,omitempty"`
 	// StartedAt is the first attempt's start; Attempts lists each one.
 	StartedAt time.Time `json:"started_at,omitzero"`
@@ -195,14 +194,9 @@ func placeLine(p client.Place) string {
 
 func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error {
 	doc := runJSON{Run: r, Reason: r.Reason, ConcurrencyGroup: groupName(r), StartedAt: r.StartedAt, Attempts: atts}
-	if r.Waiting != nil {
-		doc.Waiting = r.Waiting
-	}
+	doc.Waiting = client.WaitingDoc(r, nil)
 	if wv != nil {
-		doc.Admission = wv.places
-		if wv.waiting != nil {
-			doc.Waiting = wv.waiting
-		}
+		doc.Admission, doc.Waiting = wv.places, client.WaitingDoc(r, wv.waiting)
 		if doc.Reason == "" {
 			doc.Reason = wv.waiting.Reason()
 		}
@@ -219,11 +213,8 @@ func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error
 // groupName is the run's concurrency group, from its workflow and vars
 // ("" when it has none).
 func groupName(r *store.Run) string {
-	if r.Workflow == nil {
-		return ""
-	}
-	g, err := r.Workflow.GroupOf(r.Vars)
-	if err != nil {
+	g, _, _, ok, err := r.Group()
+	if err != nil || !ok {
 		return ""
 	}
 	return g
