@@ -9,7 +9,9 @@ package webui
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,6 +224,13 @@ steps:
     shell: echo waiting; sleep 300
 `
 
+const groupWorkflow = `name: ui-group
+concurrency: {group: ui-line, limit: 1}
+steps:
+  - id: wait
+    shell: sleep 300
+`
+
 // TestBrowser: a run submitted from the command line appears in the open
 // runs list; its page shows the log lines of its running step as the step
 // prints them, then the human step's prompt, takes an answer and follows
@@ -233,8 +242,8 @@ func TestBrowser(t *testing.T) {
 	d := startDev(t, side)
 	st := d.store()
 	dir := t.TempDir()
-	live, block := filepath.Join(dir, "live.yaml"), filepath.Join(dir, "block.yaml")
-	for f, body := range map[string]string{live: liveWorkflow, block: blockWorkflow} {
+	live, block, group := filepath.Join(dir, "live.yaml"), filepath.Join(dir, "block.yaml"), filepath.Join(dir, "group.yaml")
+	for f, body := range map[string]string{live: liveWorkflow, block: blockWorkflow, group: groupWorkflow} {
 		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -341,6 +350,31 @@ func TestBrowser(t *testing.T) {
 	}
 	if want := fmt.Sprintf("run %s already finished: succeeded (completed)", id); res != want {
 		t.Errorf("cancel of a finished run: %q, want %q", res, want)
+	}
+
+	// A run its concurrency group holds back says so on its page, as
+	// runnerd status does.
+	holder, queued := d.submit(group), d.submit(group)
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		resp, err := http.Get(d.ui + "/api/v1/runs/" + queued)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			Waiting struct{ Kind string } `json:"waiting"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&doc) == nil && doc.Waiting.Kind == "concurrency_group"
+	}, "run %s never shown waiting in its concurrency group behind %s", queued, holder)
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.ui+"/runs/"+queued)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the queued run's page", `document.querySelector("#run-status [data-status]")?.dataset.status === "queued"`)
+	waitJS(t, ctx, "why the queued run waits", `document.querySelector("#run-waiting")?.textContent.startsWith('in concurrency group "ui-line", position 1')`)
+	for _, r := range []string{queued, holder} {
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`fetch("/api/v1/runs/%s/cancel", {method: "POST"}).then(r => r.ok)`, r), chromedp.EvalAwaitPromise)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A finished run's page opens without a stream; its events load when

@@ -58,6 +58,18 @@ function timeCell(iso) {
   return h("time", { datetime: iso || "", title: iso || "" }, fmtTime(iso));
 }
 
+// waitingText says why a run waits, as runnerd status does: a claimed
+// run's runner waits for a server ({on, since, error}); a queued run waits
+// in its concurrency group's or tenant's line, or for a runner slot.
+function waitingText(w) {
+  if (w.on) return `for ${w.on} since ${fmtTime(w.since)}: ${w.error || ""}`;
+  let pos = w.at_least ? `more than ${w.position - 1} runs ahead` : `position ${w.position}`;
+  if (w.of > 0) pos += ` of ${w.of}`;
+  if (w.kind === "concurrency_group") return `in concurrency group "${w.name}", ${pos}`;
+  if (w.kind === "tenant_limit") return `for tenant "${w.name}"'s limit${w.limit > 0 ? ` of ${w.limit}` : ""}, ${pos}`;
+  return `for a free runner slot, ${pos}`;
+}
+
 function fmtDuration(ms) {
   if (ms === undefined || ms === null || isNaN(ms) || ms < 0) return "–";
   if (ms < 1000) return `${Math.round(ms)}ms`;
@@ -308,8 +320,16 @@ class RunView {
 
   // apply takes a run summary from the stream into the document.
   apply(sum) {
+    // Where a queued run waits in line comes with the document (from NATS),
+    // not with the summaries: it stays while the run is still queued.
+    const line = this.doc.waiting && this.doc.waiting.kind && sum.status === "queued" && !sum.waiting
+      ? { waiting: this.doc.waiting, reason: this.doc.reason } : null;
     for (const k of ["status", "reason", "attempt", "crashes", "runner_id", "cancel_requested", "waiting", "event_seq", "updated_at", "started_at", "finished_at"]) {
       this.doc[k] = sum[k];
+    }
+    if (line) {
+      this.doc.waiting = line.waiting;
+      this.doc.reason = sum.reason || line.reason;
     }
     this.doc.steps = sum.steps || {};
     this.doc.artifacts = [];
@@ -414,7 +434,7 @@ class RunView {
       ["runner", dash(d.runner_id)], ["vars", Object.keys(d.vars || {}).length ? Object.entries(d.vars).map(([k, v]) => `${k}=${v}`).join("  ") : "–"],
     ];
     if (d.waiting && !["succeeded", "failed", "cancelled"].includes(d.status)) {
-      rows.push(["waiting", `for ${d.waiting.on} since ${fmtTime(d.waiting.since)}: ${d.waiting.error || ""}`]);
+      rows.push(["waiting", h("span", { id: "run-waiting" }, waitingText(d.waiting))]);
     }
     this.el.head.replaceChildren(h("dl", { class: "summary card" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
   }
