@@ -155,7 +155,8 @@ func attempts(ctx context.Context, runs *store.Store, r *store.Run) ([]attempt, 
 type runJSON struct {
 	*store.Run
 	Reason runnerd.Reason `json:"reason"`
-	// ConcurrencyGroup is the run's group, from its workflow and vars.
+	// ConcurrencyGroup is the run's group (groupName), also for a run
+	// stored before the document kept it.
 	ConcurrencyGroup string `json:"concurrency_group,omitempty"`
 	// Waiting takes the place of the document's own (client.WaitingDoc):
 	// where a queued run waits in line, else the server a claimed run's
@@ -210,8 +211,9 @@ func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error
 	return nil
 }
 
-// groupName is the run's concurrency group, from its workflow and vars
-// ("" when it has none).
+// groupName is the run's concurrency group: as evaluated at submit and
+// stored, else from its workflow and vars (store.Run.Group); "" when it has
+// none.
 func groupName(r *store.Run) string {
 	g, _, _, ok, err := r.Group()
 	if err != nil || !ok {
