@@ -213,11 +213,12 @@ type Supervisor struct {
 	spares   *spares // nil unless cfg.Prestart > 0, between Run's start and its drain
 	sockRoot string  // where the children's go-plugin socket dirs are made
 
-	draining   chan struct{}   // closed at the first SIGTERM: stop fetching, ask children to stop
-	hardStop   <-chan struct{} // closed when the grace is over or at a second SIGTERM
-	hardCtx    context.Context // ends with hardStop: in-place waits on servers end
-	hardCancel context.CancelFunc
-	drainOnce  sync.Once
+	draining    <-chan struct{} // closed at the first SIGTERM (or StopNow): stop fetching, ask children to stop
+	drainCtx    context.Context // ends with draining
+	drainCancel context.CancelFunc
+	hardStop    <-chan struct{} // closed when the grace is over or at a second SIGTERM
+	hardCtx     context.Context // ends with hardStop: in-place waits on servers end
+	hardCancel  context.CancelFunc
 
 	conn connClock // how long NATS has been connected
 
@@ -244,22 +245,25 @@ func New(cfg Config, q *queue.Queue, runs *store.Store, blobs *blob.Store) (*Sup
 		lock.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	drainCtx, drainCancel := context.WithCancel(context.Background())
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	s := &Supervisor{
-		hardCtx:    hardCtx,
-		hardCancel: hardCancel,
-		hardStop:   hardCtx.Done(),
-		active:     map[string]*attempt{},
-		idLock:     lock,
-		cfg:        cfg,
-		q:          q,
-		store:      runs,
-		blobs:      blobs,
-		log:        cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
-		m:          m,
-		health:     cfg.Health,
-		sockRoot:   socketRoot(cfg.RunnerID),
-		draining:   make(chan struct{}),
+		drainCtx:    drainCtx,
+		drainCancel: drainCancel,
+		draining:    drainCtx.Done(),
+		hardCtx:     hardCtx,
+		hardCancel:  hardCancel,
+		hardStop:    hardCtx.Done(),
+		active:      map[string]*attempt{},
+		idLock:      lock,
+		cfg:         cfg,
+		q:           q,
+		store:       runs,
+		blobs:       blobs,
+		log:         cfg.Logger.With().Str("runner_id", cfg.RunnerID).Logger(),
+		m:           m,
+		health:      cfg.Health,
+		sockRoot:    socketRoot(cfg.RunnerID),
 	}
 	if err := s.setUpSandbox(); err != nil {
 		lock.Close()
@@ -289,13 +293,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// message is fetched meanwhile.
 	ctx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
-	bg.Go(func() {
-		select {
-		case <-s.draining:
-			stopLoop()
-		case <-ctx.Done():
-		}
-	})
+	defer context.AfterFunc(s.drainCtx, stopLoop)()
 	// Work that runs to the end of an attempt, even after ctx: a draining
 	// run still saves its state and acts on its message.
 	workCtx := context.WithoutCancel(ctx)
@@ -441,7 +439,7 @@ func (s *Supervisor) samplePending(ctx context.Context) {
 
 // drain tells every running attempt to stop and save its state.
 func (s *Supervisor) drain() {
-	s.drainOnce.Do(func() { close(s.draining) })
+	s.drainCancel()
 }
 
 // StopNow skips the rest of the shutdown grace: children are killed at once
