@@ -195,12 +195,13 @@ func placeLine(p client.Place) string {
 
 func writeRunJSON(w io.Writer, r *store.Run, wv *waitView, atts []attempt) error {
 	doc := runJSON{Run: r, Reason: r.Reason, ConcurrencyGroup: groupName(r), StartedAt: r.StartedAt, Attempts: atts}
-	doc.Waiting = client.WaitingDoc(r, nil)
+	var wt *client.Waiting
 	if wv != nil {
-		doc.Admission, doc.Waiting = wv.places, client.WaitingDoc(r, wv.waiting)
-		if doc.Reason == "" {
-			doc.Reason = wv.waiting.Reason()
-		}
+		wt, doc.Admission = wv.waiting, wv.places
+	}
+	doc.Waiting = client.WaitingDoc(r, wt)
+	if doc.Reason == "" {
+		doc.Reason = wt.Reason()
 	}
 	if len(atts) > 0 {
 		doc.StartedAt = atts[0].StartedAt

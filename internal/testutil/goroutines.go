@@ -20,16 +20,19 @@ func Goroutines() map[int]bool {
 	return ids
 }
 
-// envGoroutines are the goroutines a test's clients and servers keep for
-// their connections (the store's and S3's pools and the embedded servers'
-// sides of them): a stack that holds one of these and no frame of
-// runnerd's own code belongs to the test's world, not to the code tested.
+// envGoroutines are the goroutines of a test's world: other tests, the
+// connections its clients and servers keep (the store's and S3's pools and
+// the embedded servers' sides of them) and devstack's own. A stack that
+// holds one of these and no frame of runnerd's code outside devstack is
+// not the tested code's.
 var envGoroutines = []string{
 	"testing.tRunner",
 	"net/http.(*persistConn)", "created by net/http.(*Server).Serve",
 	"go.mongodb.org/mongo-driver/", "FerretDB/FerretDB/internal/",
-	"github.com/nats-io/nats-server/",
+	"github.com/nats-io/nats-server/", devstackFrame,
 }
+
+const devstackFrame = "runnerd/runnerd/devstack."
 
 // NoGoroutineLeft fails t unless, within timeout, every goroutine that was
 // not in before has ended, but the test's own (a stack that names
@@ -54,13 +57,10 @@ func goroutinesSince(before map[int]bool, testName string) []string {
 			continue
 		}
 		ours := slices.ContainsFunc(strings.Split(g, "\n"), func(line string) bool {
-			return strings.Contains(line, "github.com/runnerd/runnerd/") && !strings.Contains(line, "runnerd/runnerd/devstack.")
+			return strings.Contains(line, "github.com/runnerd/runnerd/") && !strings.Contains(line, devstackFrame)
 		})
 		if !ours && slices.ContainsFunc(envGoroutines, func(k string) bool { return strings.Contains(g, k) }) {
 			continue
-		}
-		if !ours && strings.Contains(g, "runnerd/runnerd/devstack.") {
-			continue // the embedded servers' own
 		}
 		left = append(left, g)
 	}
