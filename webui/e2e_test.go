@@ -372,8 +372,9 @@ func TestBrowser(t *testing.T) {
 	waitJS(t, ctx, "the queued run's page", `document.querySelector("#run-status [data-status]")?.dataset.status === "queued"`)
 	waitJS(t, ctx, "why the queued run waits", `document.querySelector("#run-waiting")?.textContent.startsWith('in concurrency group "ui-line", position 1')`)
 	for _, r := range []string{queued, holder} {
-		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`fetch("/api/v1/runs/%s/cancel", {method: "POST"}).then(r => r.ok)`, r), chromedp.EvalAwaitPromise)); err != nil {
-			t.Fatal(err)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`fetch("/api/v1/runs/%s/cancel", {method: "POST", headers: {"Content-Type": "application/json"}}).then(r => r.ok)`, r), chromedp.EvalAwaitPromise))
+		if err != nil || !ok {
+			t.Fatalf("cancel of run %s through the API: ok %v, %v", r, ok, err)
 		}
 	}
 
