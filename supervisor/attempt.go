@@ -165,12 +165,11 @@ func (s *Supervisor) process(ctx context.Context, d *queue.Delivery, free func()
 			s.spares.refill()
 		}
 	}()
+	// A panic while a child runs has killed and stopped it already
+	// (runChild), before this recovers.
 	defer func() {
 		if p := recover(); p != nil {
 			a.log.Error().Interface("panic", p).Msg("supervisor bug while handling a run: redelivering")
-			if c := a.currentChild(); c != nil {
-				c.Kill()
-			}
 			a.endKeeper()
 			s.m.deliveries.WithLabelValues(actNakDelay.String()).Inc()
 			_ = a.delivery().NakWithDelay(s.cfg.RetryDelay)
@@ -492,20 +491,47 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		a.log.Error().Err(err).Str("reason", string(runnerd.ReasonExecutorStartFailed)).Msg("start runexec")
 		return outExecutorStartFailed
 	}
+	// stopChild gives back what the child holds once it has ended.
+	stopChild := func() (oom bool) {
+		proc.Close()
+		children.remove(proc.Pid())
+		if cg != nil {
+			oom = cg.OOMKills() > 0
+		}
+		cg.Discard() // whatever escaped the process group (setsid, double fork)
+		return oom
+	}
 	a.setChild(proc)
 	defer a.setChild(nil)
-	defer a.abortLogStreams()           // those no upload finished
+	defer a.abortLogStreams() // those no upload finished
+	unsubscribe, stopMonitors := func() {}, func() {}
+	// A panic from here on (a supervisor bug, which process recovers from)
+	// must not leave the child running: it is killed and stopped here,
+	// while this attempt still holds it.
+	defer func() {
+		if p := recover(); p != nil {
+			proc.Kill()
+			unsubscribe()
+			stopMonitors()
+			stopChild()
+			panic(p)
+		}
+	}()
 	if a.stopCause() == stopLeaseLost { // lost while the child started
 		proc.Kill()
 	}
 	a.log.Debug().Int("pid", proc.Pid()).Msg("runexec started")
 	a.timeline.mark("start_child")
+	if s.childHook != nil {
+		s.childHook(a)
+	}
 
 	deadline := a.deadline(wf)
-	runCtx, stopMonitors := context.WithCancel(ctx)
+	runCtx, cancelRun := context.WithCancel(ctx)
 	monitorDone := make(chan struct{})
 	go func() { defer close(monitorDone); a.monitor(runCtx, proc, deadline) }()
-	unsubscribe, err := s.q.SubscribeCancel(a.runID, func() { a.cancelByUser(proc) })
+	stopMonitors = func() { cancelRun(); <-monitorDone }
+	unsubscribe, err = s.q.SubscribeCancel(a.runID, func() { a.cancelByUser(proc) })
 	if err != nil {
 		a.log.Warn().Err(err).Msg("subscribe to cancel subject: cancel still lands through the run document")
 		unsubscribe = func() {}
@@ -543,20 +569,10 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 	}
 	unsubscribe()
 	stopMonitors()
-	<-monitorDone
 	a.setChild(nil) // no Cancel RPC starts from now on
 	a.rpcs.Wait()   // and one sent to a child that is ending ends with it
 	if ps := proc.ProcessState(); ps != nil && !cleanEnd {
 		a.log.Warn().Str("exit", ps.String()).Msg("runexec exited without finishing")
-	}
-	stop := func() (oom bool) {
-		proc.Close()
-		children.remove(proc.Pid())
-		if cg != nil {
-			oom = cg.OOMKills() > 0
-		}
-		cg.Discard() // whatever escaped the process group (setsid, double fork)
-		return oom
 	}
 	oom := false
 	if cleanEnd && a.finished != nil && a.finished.Status == string(runnerd.StatusSucceeded) && a.stopCause() == stopNone {
@@ -566,9 +582,9 @@ func (a *attempt) runChild(ctx context.Context, wf *workflow.Workflow, vars map[
 		// before it frees its slot. runexec killed the steps' escaped
 		// processes when each step ended.
 		a.childGone = make(chan struct{})
-		go func() { defer close(a.childGone); stop() }()
+		go func() { defer close(a.childGone); stopChild() }()
 	} else {
-		oom = stop()
+		oom = stopChild()
 	}
 
 	a.timeline.mark("stop_child")

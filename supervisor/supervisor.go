@@ -206,6 +206,9 @@ type Supervisor struct {
 
 	// loopHook, when set by a test, runs at each turn of the consumer loop.
 	loopHook func()
+	// childHook, when set by a test, runs in each attempt once its child
+	// has started, before the run is handed to it.
+	childHook func(a *attempt)
 
 	sandbox *contain.Sandbox // what every child is started in (setUpSandbox)
 	layers  []contain.Layer  // the sandbox's, the cgroup's and the rlimits', as logged at start
