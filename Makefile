@@ -61,6 +61,8 @@ lint:
 	@# The production build (Dockerfile) links none of the embedded servers.
 	$(GO) vet -tags 'nodev' ./cmd/runnerd
 	@! $(GO) list -tags 'nodev' -deps ./cmd/runnerd | grep -E 'runnerd/devstack|FerretDB|nats-server|gofakes3|sqlite' || { echo "the nodev build links an embedded server"; exit 1; }
+	@# The supervisor talks to runexec through the child seam: it links no executor.
+	@! $(GO) list -tags '$(TAGS)' -deps ./supervisor ./child | grep -E 'runnerd/runnerd/executor$$' || { echo "the supervisor or the child seam links the executor"; exit 1; }
 	@if [ -x "$(STATICCHECK)" ]; then \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS)' ./... && \
 		$(STATICCHECK) -checks all,-ST1000,-ST1003 -tags '$(TAGS) chaos' ./chaos/... && \
