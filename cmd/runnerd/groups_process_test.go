@@ -184,14 +184,28 @@ func TestProcessGroupLimitOne(t *testing.T) {
 	}
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
 	t.Logf("handoff between runs of the group (one ends, the next starts): p50 %s, max %s", gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+	// A run starts about a second after its turn comes; far more would be
+	// a waiter that learns of its turn from a redelivery timer (the
+	// lease TTL, AckWait), not from the line.
+	if worst := gaps[len(gaps)-1]; worst > 10*time.Second {
+		t.Errorf("a run of the group started %s after the one before it ended, want about a second", worst.Round(time.Millisecond))
+	}
+	// Both runners took part: the limit held across the fleet, not in one
+	// process.
 	ran := map[string]int{}
 	for _, p := range f.serves {
 		for id := range terminalDone(t, p.stderr.String()) {
-			ran[p.name]++
-			_ = id
+			if strings.HasPrefix(id, "deploy-") {
+				ran[p.name]++
+			}
 		}
 	}
-	t.Logf("runs per runner: %v", ran)
+	t.Logf("runs of the group per runner: %v", ran)
+	for _, p := range f.serves {
+		if ran[p.name] == 0 {
+			t.Errorf("runner %s ran none of the group's %d runs: the fleet-wide limit was not exercised", p.name, n)
+		}
+	}
 }
 
 // TestProcessGroupOnConflict: cancel_in_progress cancels the running member
