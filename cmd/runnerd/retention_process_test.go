@@ -64,7 +64,13 @@ func TestProcessRetention(t *testing.T) {
 		_, err := f.e.c.st.Get(ctxT(t), done.ID)
 		return errors.Is(err, store.ErrNotFound)
 	}, "finished run %s still stored 30s after it finished (retention 3s)", done.ID)
-	t.Logf("finished run removed %s after it finished (retention 3s)", time.Since(finished).Round(100*time.Millisecond))
+	age := time.Since(finished)
+	t.Logf("finished run removed %s after it finished (retention 3s)", age.Round(100*time.Millisecond))
+	// Seen gone no later than it went: seen before 3 s, it went before its
+	// retention was over.
+	if age < 3*time.Second {
+		t.Errorf("run %s removed %s after it finished: before its retention of 3s", done.ID, age.Round(time.Millisecond))
+	}
 
 	// The removal was whole: the sweeper's log counts what it removed, and
 	// nothing of the run is left.
